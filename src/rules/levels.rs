@@ -1,0 +1,239 @@
+//! `calculate_dependency_levels`: the longest path (in edges) from any root to each step,
+//! in time linear in steps + edges (the original enumerates every path).
+
+use std::collections::HashMap;
+
+use petgraph::algo::{kosaraju_scc, toposort};
+use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::visit::{Dfs, EdgeRef, NodeFiltered};
+
+use crate::error::TaskerError;
+
+/// Computes the levels of a task's steps.
+///
+/// * `steps`: the task's workflow step ids;
+/// * `has_incoming`: whether a step is the `to_step` of any edge (from any task): such a
+///   step is not a root;
+/// * `edges`: `(from_step_id, to_step_id)` edges whose `to_step` is one of `steps`
+///   (duplicates allowed; edges whose `from_step` lies outside the task are ignored, since
+///   only steps reached from a root are followed).
+///
+/// Returns `(workflow_step_id, level)` ordered by (level, workflow_step_id); steps not
+/// reachable from a root are absent. A cycle reachable from a root is an error naming it.
+pub fn dependency_levels(
+    task_id: i64,
+    steps: &[i64],
+    has_incoming: impl Fn(i64) -> bool,
+    edges: &[(i64, i64)],
+) -> Result<Vec<(i64, i32)>, TaskerError> {
+    let mut graph: DiGraph<i64, ()> = DiGraph::with_capacity(steps.len(), edges.len());
+    let mut index: HashMap<i64, NodeIndex> = HashMap::with_capacity(steps.len());
+    for &id in steps {
+        index.entry(id).or_insert_with(|| graph.add_node(id));
+    }
+    for &(from, to) in edges {
+        if let (Some(&a), Some(&b)) = (index.get(&from), index.get(&to)) {
+            graph.add_edge(a, b, ());
+        }
+    }
+
+    // Everything reachable from a root.
+    let mut reachable = vec![false; graph.node_count()];
+    let roots: Vec<NodeIndex> = graph.node_indices().filter(|&n| !has_incoming(graph[n])).collect();
+    let mut dfs = Dfs::empty(&graph);
+    for &root in &roots {
+        dfs.move_to(root);
+        while let Some(n) = dfs.next(&graph) {
+            reachable[n.index()] = true;
+        }
+    }
+
+    let sub = NodeFiltered::from_fn(&graph, |n: NodeIndex| reachable[n.index()]);
+    let order = toposort(&sub, None)
+        .map_err(|_| TaskerError::CycleReachable { task_id, path: reachable_cycle(&graph, &reachable) })?;
+
+    let mut level = vec![0i32; graph.node_count()];
+    for &n in &order {
+        let here = level[n.index()];
+        for e in graph.edges(n) {
+            let next = &mut level[e.target().index()];
+            *next = (*next).max(here + 1);
+        }
+    }
+    let mut out: Vec<(i64, i32)> = order.iter().map(|&n| (graph[n], level[n.index()])).collect();
+    out.sort_unstable_by_key(|&(id, lvl)| (lvl, id));
+    Ok(out)
+}
+
+/// One cycle among the reachable steps, as step ids with the first repeated at the end.
+fn reachable_cycle(graph: &DiGraph<i64, ()>, reachable: &[bool]) -> Vec<i64> {
+    let sub = NodeFiltered::from_fn(graph, |n: NodeIndex| reachable[n.index()]);
+    for component in kosaraju_scc(&sub) {
+        let start = component[0];
+        let self_loop = graph.edges(start).any(|e| e.target() == start);
+        if component.len() == 1 && !self_loop {
+            continue;
+        }
+        if self_loop {
+            return vec![graph[start], graph[start]];
+        }
+        // Breadth-first search inside the component from `start` back to `start`.
+        let inside: std::collections::HashSet<NodeIndex> = component.iter().copied().collect();
+        let mut parent: HashMap<NodeIndex, NodeIndex> = HashMap::new();
+        let mut queue = std::collections::VecDeque::from([start]);
+        while let Some(n) = queue.pop_front() {
+            for e in graph.edges(n) {
+                let t = e.target();
+                if t == start {
+                    // Walk the BFS parents back from `n` to `start`, then close the loop.
+                    let mut back = vec![n];
+                    let mut cur = n;
+                    while cur != start {
+                        cur = parent[&cur];
+                        back.push(cur);
+                    }
+                    back.reverse();
+                    back.push(start);
+                    return back.into_iter().map(|i| graph[i]).collect();
+                }
+                if inside.contains(&t) && !parent.contains_key(&t) && t != start {
+                    parent.insert(t, n);
+                    queue.push_back(t);
+                }
+            }
+        }
+    }
+    Vec::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashSet;
+
+    fn levels(steps: &[i64], edges: &[(i64, i64)]) -> Result<Vec<(i64, i32)>, TaskerError> {
+        let targets: HashSet<i64> = edges.iter().map(|e| e.1).collect();
+        let in_task: HashSet<i64> = steps.iter().copied().collect();
+        let task_edges: Vec<(i64, i64)> = edges.iter().copied().filter(|e| in_task.contains(&e.1)).collect();
+        dependency_levels(1, steps, |s| targets.contains(&s), &task_edges)
+    }
+
+    #[test]
+    fn diamond() {
+        let r = levels(&[1, 2, 3, 4], &[(1, 2), (1, 3), (2, 4), (3, 4), (1, 4)]).unwrap();
+        assert_eq!(r, vec![(1, 0), (2, 1), (3, 1), (4, 2)]);
+    }
+
+    #[test]
+    fn isolated_and_duplicate_edges() {
+        let r = levels(&[5, 6, 7], &[(5, 6), (5, 6)]).unwrap();
+        assert_eq!(r, vec![(5, 0), (7, 0), (6, 1)]);
+    }
+
+    #[test]
+    fn unreachable_cycle_is_absent() {
+        // 1 -> 2 ; 3 <-> 4 with 4 -> 2 (2 is reached from 1 only)
+        let r = levels(&[1, 2, 3, 4], &[(1, 2), (3, 4), (4, 3), (4, 2)]).unwrap();
+        assert_eq!(r, vec![(1, 0), (2, 1)]);
+    }
+
+    #[test]
+    fn cross_task_parent_makes_step_a_non_root() {
+        // 99 belongs to another task: 2 has an incoming edge, so it is not a root.
+        let r = levels(&[1, 2], &[(99, 2)]).unwrap();
+        assert_eq!(r, vec![(1, 0)]);
+    }
+
+    #[test]
+    fn reachable_cycle_is_an_error_with_its_path() {
+        let e = levels(&[1, 2, 3, 4], &[(1, 2), (2, 3), (3, 4), (4, 2)]).unwrap_err();
+        match e {
+            TaskerError::CycleReachable { task_id: 1, path } => {
+                assert_eq!(path.first(), path.last());
+                assert_eq!(path.len(), 4);
+                let set: HashSet<i64> = path.iter().copied().collect();
+                assert_eq!(set, HashSet::from([2, 3, 4]));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let e = levels(&[1, 2], &[(1, 2), (2, 2)]).unwrap_err();
+        assert!(matches!(e, TaskerError::CycleReachable { path, .. } if path == vec![2, 2]));
+    }
+
+    #[test]
+    fn lattice_is_linear() {
+        // 200 layers of width 3, fully connected between layers: 3^200 paths.
+        let w = 3i64;
+        let layers = 200i64;
+        let steps: Vec<i64> = (0..w * layers).collect();
+        let mut edges = Vec::new();
+        for l in 0..layers - 1 {
+            for a in 0..w {
+                for b in 0..w {
+                    edges.push((l * w + a, (l + 1) * w + b));
+                }
+            }
+        }
+        let r = levels(&steps, &edges).unwrap();
+        assert_eq!(r.len(), steps.len());
+        assert_eq!(r.last().unwrap().1, (layers - 1) as i32);
+    }
+
+    /// Brute-force longest path by relaxing |V| times (Bellman-Ford style) on a DAG.
+    fn brute(steps: &[i64], edges: &[(i64, i64)]) -> Vec<(i64, i32)> {
+        let targets: HashSet<i64> = edges.iter().map(|e| e.1).collect();
+        let mut level: std::collections::HashMap<i64, i32> =
+            steps.iter().filter(|s| !targets.contains(s)).map(|&s| (s, 0)).collect();
+        for _ in 0..steps.len() {
+            for &(a, b) in edges {
+                if let Some(&la) = level.get(&a) {
+                    let e = level.entry(b).or_insert(la + 1);
+                    *e = (*e).max(la + 1);
+                }
+            }
+        }
+        let mut v: Vec<(i64, i32)> = level.into_iter().collect();
+        v.sort_by_key(|&(id, l)| (l, id));
+        v
+    }
+
+    proptest! {
+        #[test]
+        fn matches_brute_force_on_random_dags(n in 1usize..25, raw in proptest::collection::vec((0usize..25, 0usize..25), 0..60)) {
+            let steps: Vec<i64> = (0..n as i64).map(|i| i * 10).collect();
+            // Forward edges only: a DAG (self-edges dropped).
+            let edges: Vec<(i64, i64)> = raw.into_iter()
+                .filter(|&(a, b)| a < n && b < n && a < b)
+                .map(|(a, b)| (a as i64 * 10, b as i64 * 10))
+                .collect();
+            prop_assert_eq!(levels(&steps, &edges).unwrap(), brute(&steps, &edges));
+        }
+
+        #[test]
+        fn any_graph_terminates_and_cycles_are_real(n in 1usize..12, raw in proptest::collection::vec((0usize..12, 0usize..12), 0..30)) {
+            let steps: Vec<i64> = (0..n as i64).collect();
+            let edges: Vec<(i64, i64)> = raw.into_iter().filter(|&(a, b)| a < n && b < n)
+                .map(|(a, b)| (a as i64, b as i64)).collect();
+            match levels(&steps, &edges) {
+                Ok(rows) => {
+                    // Every level is consistent: each reached step's level = 1 + max over reached parents.
+                    let lv: std::collections::HashMap<i64, i32> = rows.iter().copied().collect();
+                    for &(s, l) in &rows {
+                        let parents: Vec<i32> = edges.iter().filter(|e| e.1 == s).filter_map(|e| lv.get(&e.0).copied()).collect();
+                        let expect = parents.iter().max().map_or(0, |m| m + 1);
+                        prop_assert_eq!(l, expect);
+                    }
+                }
+                Err(TaskerError::CycleReachable { path, .. }) => {
+                    prop_assert!(path.len() >= 2);
+                    prop_assert_eq!(path.first(), path.last());
+                    for w in path.windows(2) {
+                        prop_assert!(edges.contains(&(w[0], w[1])), "edge {:?} not in graph", w);
+                    }
+                }
+                Err(e) => prop_assert!(false, "unexpected {:?}", e),
+            }
+        }
+    }
+}

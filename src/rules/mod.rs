@@ -1,0 +1,7 @@
+//! The rules of Tasker, in plain Rust (no pgrx types): unit- and property-tested on their own.
+pub mod context;
+pub mod health;
+pub mod levels;
+pub mod pgtime;
+pub mod readiness;
+pub mod state;
