@@ -1,0 +1,28 @@
+//! tasker_core: native Tasker workflow functions for PostgreSQL.
+//!
+//! `rules` holds the logic in plain Rust; `pg` is the pgrx layer that reads the Tasker
+//! tables and exposes the SQL functions.
+
+pub mod error;
+pub mod pg;
+pub mod rules;
+
+::pgrx::pg_module_magic!(name, version);
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    include!("pg/tests.rs");
+}
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}
+
+pgrx::extension_sql_file!("../sql/admin.sql", name = "admin", finalize);

@@ -1,0 +1,5 @@
+//! The thin pgrx layer: SPI reads, `#[pg_extern]` functions, error reports.
+pub mod clock;
+pub mod functions;
+pub mod read;
+pub mod report;
