@@ -1,0 +1,17 @@
+# tasker_core: the commands a newcomer runs (Debian bookworm, as root). Each installs what is missing.
+.PHONY: demo test setup install bench clean
+
+demo:        ## a private cluster, the extension, a sample Tasker database, the functions in action
+	scripts/demo.sh
+
+test:        ## every test: fmt, clippy, unit/property, #[pg_test], pg_regress, differential
+	scripts/test.sh
+
+setup:       ## just install the toolchain and packages
+	scripts/setup.sh
+
+install: setup
+	cargo pgrx install --release --pg-config /usr/lib/postgresql/15/bin/pg_config
+
+clean:
+	cargo clean

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The full test run (what CI runs): code gates, unit/property tests and #[pg_test]s,
+# pg_regress, and the differential tests, each against a throwaway PostgreSQL 15 cluster
+# started here as the postgres user on a private port and socket directory.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+scripts/setup.sh
+
+work=$(mktemp -d /tmp/tasker_core_test.XXXXXX); chmod 755 "$work"; chown postgres: "$work"
+port=$((55000 + RANDOM % 900))
+cleanup() { scripts/cluster.sh stop "$work/pg" || true; }
+trap cleanup EXIT
+results=()
+record() { results+=("$1"); }
+
+echo "== code gates: cargo fmt --check, cargo clippy -D warnings"
+cargo fmt --check
+cargo clippy --features pg15 -- -D warnings
+cargo clippy --features "pg15 pg_test" --tests -- -D warnings
+record "fmt + clippy: ok"
+
+echo "== unit, property and #[pg_test] tests (cargo pgrx test)"
+cargo pgrx test pg15 --runas postgres --pgdata "$work/pgrx-data" 2>&1 | tee "$work/pgrx-test.log" | grep -E "^test |test result:|panicked|FAILED" || true
+grep -q "test result: ok" "$work/pgrx-test.log" || { tail -60 "$work/pgrx-test.log"; echo "cargo pgrx test failed"; exit 1; }
+record "cargo pgrx test: $(grep 'test result:' "$work/pgrx-test.log" | tail -1)"
+
+echo "== installing the release build"
+cargo pgrx install --release --pg-config "$PG_CONFIG" >"$work/install.log" 2>&1 || { tail -30 "$work/install.log"; exit 1; }
+scripts/cluster.sh start "$work/pg" "$port"
+conn="host=$work/pg port=$port user=postgres"
+
+echo "== pg_regress"
+regress=$($PG_CONFIG --pkglibdir)/pgxs/src/test/regress/pg_regress
+tests=$(cd tests/pg_regress/sql && ls *.sql | sed 's/\.sql$//' | sort)
+if "$regress" --host="$work/pg" --port="$port" --user=postgres --dbname=tasker_regress \
+     --inputdir=tests/pg_regress --outputdir="$work/regress" $tests; then
+  record "pg_regress: $(echo $tests | wc -w) passed, 0 failed"
+else
+  cat "$work/regress/regression.diffs" 2>/dev/null | head -80; echo "pg_regress failed"; exit 1
+fi
+
+echo "== differential tests (native == reference on every row)"
+tests/differential/run.sh "$conn" "${DIFF_SEEDS:-16}" "${DIFF_TASKS:-300}" | tee "$work/diff.log"
+record "$(grep '^differential:.*rows compared' "$work/diff.log")"
+
+echo
+echo "== summary"
+printf '  %s\n' "${results[@]}"
