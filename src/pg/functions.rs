@@ -74,7 +74,7 @@ fn readiness_rows(
     if task_ids.is_empty() {
         return Vec::new();
     }
-    let data = read::steps_and_parents(task_ids, function);
+    let data = read::steps_and_parents(read::TaskIds::of(task_ids), function);
     let clock = TransactionClock::now();
     data.steps
         .into_iter()
@@ -181,7 +181,8 @@ fn contexts(requested: Vec<i64>, function: &'static str) -> Vec<ContextRow> {
     if ids.is_empty() {
         return Vec::new();
     }
-    let tasks: HashMap<i64, read::TaskRow> = read::tasks(&ids, function).into_iter().map(|t| (t.task_id, t)).collect();
+    let tasks: HashMap<i64, read::TaskRow> =
+        read::tasks(read::TaskIds::of(&ids), function).into_iter().map(|t| (t.task_id, t)).collect();
     let mut tallies: HashMap<i64, TaskTally> = HashMap::with_capacity(tasks.len());
     for (s, row) in readiness_rows(&ids, |_| true, function) {
         tallies.entry(s.task_id).or_default().add(s.current_state(), row.7, s.retries_exhausted());
