@@ -15,3 +15,6 @@ install: setup
 
 clean:
 	cargo clean
+
+bench:       ## native vs SQL reference, side by side; writes docs/benchmarks.md
+	scripts/bench.sh

@@ -1,0 +1,74 @@
+-- Server-side benchmark: native tasker_core vs the reference SQL functions (schema tasker_ref),
+-- alternating A/B in one session over several rounds. Not a test: it asserts nothing.
+CREATE SCHEMA IF NOT EXISTS tasker_bench;
+CREATE OR REPLACE FUNCTION tasker_bench.time_ms(q text) RETURNS float8 LANGUAGE plpgsql AS $$
+DECLARE t0 timestamptz := clock_timestamp(); n bigint;
+BEGIN
+    EXECUTE q INTO n;
+    RETURN 1000 * extract(epoch FROM clock_timestamp() - t0);
+END $$;
+
+-- workloads: name, calls per statement, and the statement with %s for the schema.
+CREATE OR REPLACE FUNCTION tasker_bench.run(rounds int, big_task bigint, lattice_task bigint)
+RETURNS TABLE (workload text, calls int, native_ms float8, reference_ms float8, floor_ms float8)
+LANGUAGE plpgsql AS $$
+DECLARE
+    ids text := (SELECT array_agg(task_id ORDER BY task_id)::text FROM tasker_tasks WHERE task_id NOT IN (big_task, lattice_task));
+    n int := (SELECT count(*) FROM tasker_tasks WHERE task_id NOT IN (big_task, lattice_task));
+    w record; r int; impl text; t float8;
+BEGIN
+    CREATE TEMP TABLE IF NOT EXISTS samples (workload text, impl text, ms float8) ON COMMIT DROP;
+    FOR r IN 1..rounds LOOP
+        FOR w IN SELECT * FROM (VALUES
+            ('get_step_readiness_status, one task per call', n,
+             format('SELECT count(*) FROM unnest(%L::bigint[]) x, LATERAL %%s.get_step_readiness_status(x)', ids),
+             format('SELECT count(*) FROM unnest(%L::bigint[]) x, LATERAL (SELECT * FROM tasker_workflow_steps s WHERE s.task_id = x) s', ids)),
+            ('get_step_readiness_status_batch, all tasks', 1,
+             format('SELECT count(*) FROM %%s.get_step_readiness_status_batch(%L)', ids),
+             format('SELECT count(*) FROM tasker_workflow_steps s WHERE s.task_id = ANY(%L)', ids)),
+            ('get_task_execution_context, one task per call', n,
+             format('SELECT count(*) FROM unnest(%L::bigint[]) x, LATERAL %%s.get_task_execution_context(x)', ids), NULL),
+            ('get_task_execution_contexts_batch, all tasks', 1,
+             format('SELECT count(*) FROM %%s.get_task_execution_contexts_batch(%L)', ids), NULL),
+            ('calculate_dependency_levels, one task per call', n,
+             format('SELECT count(*) FROM unnest(%L::bigint[]) x, LATERAL %%s.calculate_dependency_levels(x)', ids), NULL),
+            ('calculate_dependency_levels, 13x3 lattice', 1,
+             format('SELECT count(*) FROM %%s.calculate_dependency_levels(%s)', lattice_task), NULL),
+            (format('get_step_readiness_status, one task of %s steps', (SELECT count(*) FROM tasker_workflow_steps WHERE task_id = big_task)), 1,
+             format('SELECT count(*) FROM %%s.get_step_readiness_status(%s)', big_task),
+             format('SELECT count(*) FROM tasker_workflow_steps s WHERE s.task_id = %s', big_task)),
+            ('get_system_health_counts_v01', 1, 'SELECT count(*) FROM %s.get_system_health_counts_v01()', NULL)
+          ) v(name, calls, q, floor_q)
+        LOOP
+            -- alternate which side goes first
+            FOREACH impl IN ARRAY CASE WHEN r % 2 = 0 THEN ARRAY['tasker_core', 'tasker_ref'] ELSE ARRAY['tasker_ref', 'tasker_core'] END LOOP
+                t := tasker_bench.time_ms(format(w.q, impl));
+                INSERT INTO samples VALUES (w.name || '|' || w.calls, impl, t);
+            END LOOP;
+            IF w.floor_q IS NOT NULL THEN
+                INSERT INTO samples VALUES (w.name || '|' || w.calls, 'floor', tasker_bench.time_ms(w.floor_q));
+            END IF;
+        END LOOP;
+    END LOOP;
+    RETURN QUERY
+    SELECT split_part(s.workload, '|', 1), split_part(s.workload, '|', 2)::int,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY s.ms) FILTER (WHERE s.impl = 'tasker_core'),
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY s.ms) FILTER (WHERE s.impl = 'tasker_ref'),
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY s.ms) FILTER (WHERE s.impl = 'floor')
+      FROM samples s GROUP BY s.workload ORDER BY min(s.ctid);
+END $$;
+
+-- A 13-layer, width-3 lattice task (every node of a layer feeds every node of the next).
+CREATE OR REPLACE FUNCTION tasker_bench.add_lattice(layers int, width int) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE t bigint; first_step bigint;
+BEGIN
+    INSERT INTO tasker_tasks (named_task_id, requested_at, identity_hash, created_at, updated_at)
+    SELECT min(named_task_id), now(), 'lattice-' || clock_timestamp(), now(), now() FROM tasker_named_tasks RETURNING task_id INTO t;
+    INSERT INTO tasker_workflow_steps (task_id, named_step_id, created_at, updated_at)
+    SELECT t, (SELECT min(named_step_id) FROM tasker_named_steps), now(), now() FROM generate_series(1, layers * width);
+    SELECT min(workflow_step_id) INTO first_step FROM tasker_workflow_steps WHERE task_id = t;
+    INSERT INTO tasker_workflow_step_edges (from_step_id, to_step_id, name, created_at, updated_at)
+    SELECT first_step + l * width + a, first_step + (l + 1) * width + b, 'provides', now(), now()
+      FROM generate_series(0, layers - 2) l, generate_series(0, width - 1) a, generate_series(0, width - 1) b;
+    RETURN t;
+END $$;
