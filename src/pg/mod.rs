@@ -1,5 +1,6 @@
 //! The thin pgrx layer: SPI reads, `#[pg_extern]` functions, error reports.
 pub mod clock;
 pub mod functions;
+pub mod plans;
 pub mod read;
 pub mod report;

@@ -1,16 +1,13 @@
-//! Reading the Tasker tables through SPI. Each query is prepared once per backend and kept
-//! (`SPI_keepplan`): PostgreSQL's plan cache re-plans it when the tables or the search_path
-//! change. Table names are unqualified and resolved through the caller's search_path, as the
-//! Rails functions resolve them; no SQL is ever built from values (everything is a parameter).
+//! Reading the Tasker tables through SPI, with kept generic plans (`pg::plans`). Table names
+//! are unqualified and resolved through the caller's search_path, as the Rails functions
+//! resolve them; no SQL is ever built from values (everything is a parameter).
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 
 use pgrx::prelude::*;
-use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiTupleTable};
-use pgrx::{pg_sys, PgOid};
 
-use crate::pg::report::raise_spi;
+use crate::pg::plans::{self, Rows, INT8, INT8_ARRAY};
+use crate::rules::health::HealthCounts;
 use crate::rules::readiness::{ParentTally, StepFacts};
 
 /// Both forms of a query: `before` + `column = $1` (or `= ANY($1)`) + `after`, as
@@ -21,14 +18,8 @@ macro_rules! by_task {
     };
 }
 
-thread_local! {
-    static PLANS: RefCell<HashMap<&'static str, OwnedPreparedStatement>> = RefCell::new(HashMap::new());
-}
-
-/// Which tasks a query reads. One task uses a query with `task_id = $1`: its generic plan is
-/// costed for one task's rows, so the plan cache keeps it and skips planning on every call
-/// (with `= ANY($1)` the generic plan looks costlier than a custom one, and every call was
-/// planned afresh: 7x slower). Many tasks use `task_id = ANY($1)`, one pass for all.
+/// Which tasks a query reads. One task uses the `task_id = $1` form, many the one-pass
+/// `task_id = ANY($1)` form.
 #[derive(Clone, Copy)]
 pub enum TaskIds<'a> {
     One(i64),
@@ -47,43 +38,16 @@ impl<'a> TaskIds<'a> {
 /// A query in its two forms: `(one task, many tasks)`.
 type Sql = (&'static str, &'static str);
 
-/// Runs the kept plan of `sql` for `ids` (preparing it on first use).
-fn select_with_ids<'conn, R>(
-    client: &SpiClient<'conn>,
-    sql: Sql,
-    ids: TaskIds,
-    function: &'static str,
-    mut each: impl FnMut(SpiTupleTable<'conn>) -> R,
-) -> R {
-    let (text, oid) = match ids {
-        TaskIds::One(_) => (sql.0, pg_sys::BuiltinOid::INT8OID),
-        TaskIds::Many(_) => (sql.1, pg_sys::BuiltinOid::INT8ARRAYOID),
-    };
-    PLANS.with(|plans| {
-        let mut plans = plans.borrow_mut();
-        if !plans.contains_key(text) {
-            let plan =
-                client.prepare(text, &[PgOid::BuiltIn(oid)]).unwrap_or_else(|e| raise_spi(e, text, function)).keep();
-            plans.insert(text, plan);
-        }
-        let plan = &plans[text];
-        let arg = match ids {
-            TaskIds::One(id) => id.into(),
-            TaskIds::Many(many) => many.to_vec().into(),
-        };
-        let table = client.select(plan, None, &[arg]).unwrap_or_else(|e| raise_spi(e, text, function));
-        each(table)
-    })
+/// Runs `sql` (read-only, the caller's snapshot) for `ids`.
+fn by_ids<R>(sql: Sql, ids: TaskIds, function: &'static str, each: impl FnOnce(&Rows) -> R) -> R {
+    match ids {
+        TaskIds::One(id) => plans::run(sql.0, &[INT8], &[plans::int8(id)], true, function, each),
+        TaskIds::Many(many) => plans::run(sql.1, &[INT8_ARRAY], &[plans::int8_array(many)], true, function, each),
+    }
 }
 
-/// Column `ordinal` (1-based) of a row of `sql`.
-fn col<T: FromDatum + IntoDatum>(
-    row: &pgrx::spi::SpiHeapTupleData,
-    ordinal: usize,
-    sql: &str,
-    function: &'static str,
-) -> Option<T> {
-    row.get::<T>(ordinal).unwrap_or_else(|e| raise_spi(e, &format!("column {ordinal} of `{sql}`"), function))
+fn ts(rows: &Rows, r: usize, c: usize) -> Option<i64> {
+    rows.get::<Timestamp>(r, c).map(i64::from)
 }
 
 const STEPS_SQL: Sql = by_task!(
@@ -139,31 +103,31 @@ pub struct StepsAndParents {
 }
 
 pub fn steps_and_parents(task_ids: TaskIds, function: &'static str) -> StepsAndParents {
-    Spi::connect(|client| {
-        let steps = select_with_ids(client, STEPS_SQL, task_ids, function, |table| {
-            table
-                .map(|row| StepFacts {
-                    workflow_step_id: col(&row, 1, STEPS_SQL.0, function).unwrap_or_default(),
-                    task_id: col(&row, 2, STEPS_SQL.0, function).unwrap_or_default(),
-                    named_step_id: col(&row, 3, STEPS_SQL.0, function).unwrap_or_default(),
-                    name: col(&row, 4, STEPS_SQL.0, function).unwrap_or_default(),
-                    retryable: col(&row, 5, STEPS_SQL.0, function),
-                    retry_limit: col(&row, 6, STEPS_SQL.0, function),
-                    in_process: col(&row, 7, STEPS_SQL.0, function),
-                    processed: col(&row, 8, STEPS_SQL.0, function),
-                    attempts: col(&row, 9, STEPS_SQL.0, function),
-                    last_attempted_at: col::<Timestamp>(&row, 10, STEPS_SQL.0, function).map(i64::from),
-                    backoff_request_seconds: col(&row, 11, STEPS_SQL.0, function),
-                    state: col(&row, 12, STEPS_SQL.0, function),
-                    state_since: col::<Timestamp>(&row, 13, STEPS_SQL.0, function).map(i64::from),
+    Spi::connect(|_| {
+        let steps = by_ids(STEPS_SQL, task_ids, function, |rows| {
+            (0..rows.len())
+                .map(|r| StepFacts {
+                    workflow_step_id: rows.get(r, 1).unwrap_or_default(),
+                    task_id: rows.get(r, 2).unwrap_or_default(),
+                    named_step_id: rows.get(r, 3).unwrap_or_default(),
+                    name: rows.get(r, 4).unwrap_or_default(),
+                    retryable: rows.get(r, 5),
+                    retry_limit: rows.get(r, 6),
+                    in_process: rows.get(r, 7),
+                    processed: rows.get(r, 8),
+                    attempts: rows.get(r, 9),
+                    last_attempted_at: ts(rows, r, 10),
+                    backoff_request_seconds: rows.get(r, 11),
+                    state: rows.get(r, 12),
+                    state_since: ts(rows, r, 13),
                 })
                 .collect::<Vec<_>>()
         });
         let mut parents: HashMap<i64, ParentTally> = HashMap::new();
-        select_with_ids(client, PARENTS_SQL, task_ids, function, |table| {
-            for row in table {
-                let child: i64 = col(&row, 1, PARENTS_SQL.0, function).unwrap_or_default();
-                let parent_state: Option<String> = col(&row, 2, PARENTS_SQL.0, function);
+        by_ids(PARENTS_SQL, task_ids, function, |rows| {
+            for r in 0..rows.len() {
+                let child: i64 = rows.get(r, 1).unwrap_or_default();
+                let parent_state: Option<String> = rows.get(r, 2);
                 parents.entry(child).or_default().add(parent_state.as_deref());
             }
         });
@@ -179,13 +143,13 @@ pub struct TaskRow {
 }
 
 pub fn tasks(task_ids: TaskIds, function: &'static str) -> Vec<TaskRow> {
-    Spi::connect(|client| {
-        select_with_ids(client, TASKS_SQL, task_ids, function, |table| {
-            table
-                .map(|row| TaskRow {
-                    task_id: col(&row, 1, TASKS_SQL.0, function).unwrap_or_default(),
-                    named_task_id: col(&row, 2, TASKS_SQL.0, function).unwrap_or_default(),
-                    state: col(&row, 3, TASKS_SQL.0, function),
+    Spi::connect(|_| {
+        by_ids(TASKS_SQL, task_ids, function, |rows| {
+            (0..rows.len())
+                .map(|r| TaskRow {
+                    task_id: rows.get(r, 1).unwrap_or_default(),
+                    named_task_id: rows.get(r, 2).unwrap_or_default(),
+                    state: rows.get(r, 3),
                 })
                 .collect()
         })
@@ -194,20 +158,13 @@ pub fn tasks(task_ids: TaskIds, function: &'static str) -> Vec<TaskRow> {
 
 /// The task's step ids (not joined to named steps) and every edge into them.
 pub fn task_graph(task_id: i64, function: &'static str) -> (Vec<i64>, Vec<(i64, i64)>) {
-    Spi::connect(|client| {
+    Spi::connect(|_| {
         let ids = TaskIds::One(task_id);
-        let steps = select_with_ids(client, LEVEL_STEPS_SQL, ids, function, |table| {
-            table.map(|row| col(&row, 1, LEVEL_STEPS_SQL.0, function).unwrap_or_default()).collect()
+        let steps = by_ids(LEVEL_STEPS_SQL, ids, function, |rows| {
+            (0..rows.len()).map(|r| rows.get(r, 1).unwrap_or_default()).collect()
         });
-        let edges = select_with_ids(client, LEVEL_EDGES_SQL, ids, function, |table| {
-            table
-                .map(|row| {
-                    (
-                        col(&row, 1, LEVEL_EDGES_SQL.0, function).unwrap_or_default(),
-                        col(&row, 2, LEVEL_EDGES_SQL.0, function).unwrap_or_default(),
-                    )
-                })
-                .collect()
+        let edges = by_ids(LEVEL_EDGES_SQL, ids, function, |rows| {
+            (0..rows.len()).map(|r| (rows.get(r, 1).unwrap_or_default(), rows.get(r, 2).unwrap_or_default())).collect()
         });
         (steps, edges)
     })
@@ -232,34 +189,35 @@ SELECT (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
        COALESCE((SELECT setting::bigint FROM pg_settings WHERE name = 'max_connections'), 0)";
 
 /// Whole-database state counts, grouped by the server (these are full-table aggregates).
-pub fn health(function: &'static str) -> (crate::rules::health::HealthCounts, i64, i64) {
-    Spi::connect(|client| {
-        let mut h = crate::rules::health::HealthCounts::default();
-        let run = |sql: &'static str| client.select(sql, None, &[]).unwrap_or_else(|e| raise_spi(e, sql, function));
-        for row in run(HEALTH_TASKS_SQL) {
-            let state: Option<String> = col(&row, 1, HEALTH_TASKS_SQL, function);
-            let n: i64 = col(&row, 2, HEALTH_TASKS_SQL, function).unwrap_or_default();
-            h.add_tasks(state.as_deref(), n);
-        }
-        for row in run(HEALTH_STEPS_SQL) {
-            let state: Option<String> = col(&row, 1, HEALTH_STEPS_SQL, function);
-            h.add_steps(
-                state.as_deref(),
-                col(&row, 2, HEALTH_STEPS_SQL, function),
-                col(&row, 3, HEALTH_STEPS_SQL, function),
-                col(&row, 4, HEALTH_STEPS_SQL, function),
-                col(&row, 5, HEALTH_STEPS_SQL, function).unwrap_or(false),
-                col(&row, 6, HEALTH_STEPS_SQL, function).unwrap_or_default(),
-            );
-        }
-        let mut conn = run(HEALTH_CONNECTIONS_SQL);
-        let (active, max) = match conn.next() {
-            Some(row) => (
-                col(&row, 1, HEALTH_CONNECTIONS_SQL, function).unwrap_or_default(),
-                col(&row, 2, HEALTH_CONNECTIONS_SQL, function).unwrap_or_default(),
-            ),
-            None => (0, 0),
-        };
+pub fn health(function: &'static str) -> (HealthCounts, i64, i64) {
+    Spi::connect(|_| {
+        let mut h = HealthCounts::default();
+        plans::run(HEALTH_TASKS_SQL, &[], &[], true, function, |rows| {
+            for r in 0..rows.len() {
+                let state: Option<String> = rows.get(r, 1);
+                h.add_tasks(state.as_deref(), rows.get(r, 2).unwrap_or_default());
+            }
+        });
+        plans::run(HEALTH_STEPS_SQL, &[], &[], true, function, |rows| {
+            for r in 0..rows.len() {
+                let state: Option<String> = rows.get(r, 1);
+                h.add_steps(
+                    state.as_deref(),
+                    rows.get(r, 2),
+                    rows.get(r, 3),
+                    rows.get(r, 4),
+                    rows.get(r, 5).unwrap_or(false),
+                    rows.get(r, 6).unwrap_or_default(),
+                );
+            }
+        });
+        let (active, max) = plans::run(HEALTH_CONNECTIONS_SQL, &[], &[], true, function, |rows| {
+            if rows.is_empty() {
+                (0, 0)
+            } else {
+                (rows.get(0, 1).unwrap_or_default(), rows.get(0, 2).unwrap_or_default())
+            }
+        });
         (h, active, max)
     })
 }
