@@ -93,7 +93,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION tasker_core.enable(schema name DEFAULT 'public', functions boolean DEFAULT true)
+CREATE FUNCTION tasker_core.enable(schema name DEFAULT 'public', functions boolean DEFAULT true, triggers boolean DEFAULT true)
 RETURNS TABLE (object text, action text)
 LANGUAGE plpgsql
 AS $$
@@ -102,9 +102,28 @@ DECLARE
     target regprocedure;
     native regprocedure;
     body text;
+    g record;
 BEGIN
     IF to_regnamespace(quote_ident(schema)) IS NULL THEN
         RAISE EXCEPTION 'schema "%" does not exist', schema USING ERRCODE = '3F000';
+    END IF;
+    IF triggers THEN
+        FOR g IN SELECT * FROM tasker_core.guard_triggers() LOOP
+            object := format('trigger %I on %I.%I', g.trigger_name, schema, g.table_name);
+            IF to_regclass(format('%I.%I', schema, g.table_name)) IS NULL THEN
+                RAISE EXCEPTION 'cannot enable tasker_core triggers: table %.% does not exist', schema, g.table_name
+                    USING ERRCODE = '42P01', HINT = 'Run enable() in the schema that holds the Tasker tables, or pass triggers => false.';
+            END IF;
+            IF EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = format('%I.%I', schema, g.table_name)::regclass
+                                                     AND t.tgname = g.trigger_name) THEN
+                action := 'already installed';
+            ELSE
+                EXECUTE format('CREATE TRIGGER %I %s ON %I.%I FOR EACH ROW EXECUTE FUNCTION %s',
+                               g.trigger_name, g.events, schema, g.table_name, g.function_name);
+                action := 'installed';
+            END IF;
+            RETURN NEXT;
+        END LOOP;
     END IF;
     IF NOT functions THEN
         RETURN;
@@ -156,7 +175,18 @@ DECLARE
     r record;
     target regprocedure;
     native regprocedure;
+    g record;
 BEGIN
+    FOR g IN SELECT * FROM tasker_core.guard_triggers() LOOP
+        IF to_regclass(format('%I.%I', schema, g.table_name)) IS NOT NULL
+           AND EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = format('%I.%I', schema, g.table_name)::regclass
+                                                    AND t.tgname = g.trigger_name) THEN
+            EXECUTE format('DROP TRIGGER %I ON %I.%I', g.trigger_name, schema, g.table_name);
+            object := format('trigger %I on %I.%I', g.trigger_name, schema, g.table_name);
+            action := 'removed';
+            RETURN NEXT;
+        END IF;
+    END LOOP;
     FOR r IN SELECT * FROM tasker_core.replaced_functions s WHERE s.schema_name = schema
              ORDER BY s.function_name, s.identity_args LOOP
         object := format('%I.%I(%s)', r.schema_name, r.function_name, r.identity_args);
@@ -185,8 +215,19 @@ LANGUAGE plpgsql STABLE
 AS $$
 DECLARE
     f record;
+    g record;
     target regprocedure;
 BEGIN
+    FOR g IN SELECT * FROM tasker_core.guard_triggers() LOOP
+        object := format('trigger %I on %I.%I', g.trigger_name, schema, g.table_name);
+        kind := 'trigger';
+        state := CASE
+            WHEN to_regclass(format('%I.%I', schema, g.table_name)) IS NULL THEN 'missing table'
+            WHEN EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = format('%I.%I', schema, g.table_name)::regclass
+                                                       AND t.tgname = g.trigger_name) THEN 'installed'
+            ELSE 'absent' END;
+        RETURN NEXT;
+    END LOOP;
     FOR f IN SELECT * FROM tasker_core.drop_in_functions() LOOP
         object := format('%I.%I(%s)', schema, f.function_name, f.identity_args);
         kind := 'function';
@@ -199,3 +240,7 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- pgrx marks a function without arguments STRICT; Rails' get_system_health_counts_v01 is not,
+-- and the drop-in must match it in the catalog (the pgTAP suite checks).
+ALTER FUNCTION tasker_core.get_system_health_counts_v01() CALLED ON NULL INPUT;

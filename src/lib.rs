@@ -25,4 +25,15 @@ pub mod pg_test {
     }
 }
 
+pgrx::extension_sql_file!(
+    "../sql/guards.sql",
+    name = "guards",
+    requires = [pg::guards::check_transition, pg::guards::check_transition_update, pg::guards::check_edge]
+);
 pgrx::extension_sql_file!("../sql/admin.sql", name = "admin", finalize);
+
+/// Registers `tasker_core.guard_mode` when the library loads.
+#[pgrx::pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    pg::guards::register_gucs();
+}

@@ -45,6 +45,21 @@ fn error_of(sql: &str) -> Option<String> {
     Spi::get_one_with_args::<String>("SELECT pg_temp.try_sql($1)", &[sql.into()]).unwrap()
 }
 
+/// Runs `sql`; returns "SQLSTATE constraint table: message" if it raised, None otherwise.
+fn violation_of(sql: &str) -> Option<String> {
+    Spi::run(
+        "CREATE OR REPLACE FUNCTION pg_temp.try_violation(q text) RETURNS text LANGUAGE plpgsql AS $$
+         DECLARE c text; t text;
+         BEGIN EXECUTE q; RETURN NULL;
+         EXCEPTION WHEN OTHERS THEN
+             GET STACKED DIAGNOSTICS c = CONSTRAINT_NAME, t = TABLE_NAME;
+             RETURN SQLSTATE || ' ' || coalesce(nullif(c, ''), '-') || ' ' || coalesce(nullif(t, ''), '-') || ': ' || SQLERRM;
+         END $$",
+    )
+    .unwrap();
+    Spi::get_one_with_args::<String>("SELECT pg_temp.try_violation($1)", &[sql.into()]).unwrap()
+}
+
 fn one<T: FromDatum + IntoDatum>(sql: &str) -> Option<T> {
     Spi::get_one::<T>(sql).unwrap()
 }
@@ -233,9 +248,9 @@ fn enable_and_disable_round_trip() {
     let defs = "SELECT string_agg(pg_get_functiondef(p.oid), E'\\n' ORDER BY p.proname) FROM pg_proc p
                  WHERE p.pronamespace = 'public'::regnamespace AND p.proname IN (SELECT function_name FROM tasker_core.drop_in_functions())";
     let before = text(defs);
-    assert_eq!(text("SELECT string_agg(DISTINCT state, ',') FROM tasker_core.status()"), "original");
+    assert_eq!(text("SELECT string_agg(DISTINCT state, ',') FROM tasker_core.status() WHERE kind = 'function'"), "original");
     assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.enable() WHERE action = 'replaced with native'"), Some(6));
-    assert_eq!(text("SELECT string_agg(DISTINCT state, ',') FROM tasker_core.status()"), "native");
+    assert_eq!(text("SELECT string_agg(DISTINCT state, ',') FROM tasker_core.status() WHERE kind = 'function'"), "native");
     // Idempotent.
     assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.enable() WHERE action = 'already native'"), Some(6));
     // Rails' own SQL text now runs the native code: the function statistics of this
@@ -251,7 +266,7 @@ fn enable_and_disable_round_trip() {
     assert!(error_of("DROP EXTENSION tasker_core").unwrap().starts_with("2BP01:"));
     assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.disable() WHERE action = 'restored'"), Some(6));
     assert_eq!(text(defs), before, "disable must restore the Rails definitions exactly");
-    assert_eq!(text("SELECT string_agg(DISTINCT state, ',') FROM tasker_core.status()"), "original");
+    assert_eq!(text("SELECT string_agg(DISTINCT state, ',') FROM tasker_core.status() WHERE kind = 'function'"), "original");
     assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.disable()"), Some(0));
     assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.replaced_functions"), Some(0));
 }
@@ -259,11 +274,11 @@ fn enable_and_disable_round_trip() {
 #[pg_test]
 fn enable_creates_missing_functions_and_disable_drops_them() {
     tasker_db();
-    assert_eq!(text("SELECT string_agg(DISTINCT state, ',') FROM tasker_core.status()"), "missing");
+    assert_eq!(text("SELECT string_agg(DISTINCT state, ',') FROM tasker_core.status() WHERE kind = 'function'"), "missing");
     assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.enable() WHERE action = 'created native'"), Some(6));
     assert_eq!(one::<i64>("SELECT count(*) FROM get_task_execution_context(1::BIGINT)"), Some(1));
     assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.disable() WHERE action LIKE 'dropped%'"), Some(6));
-    assert_eq!(text("SELECT string_agg(DISTINCT state, ',') FROM tasker_core.status()"), "missing");
+    assert_eq!(text("SELECT string_agg(DISTINCT state, ',') FROM tasker_core.status() WHERE kind = 'function'"), "missing");
 }
 
 #[pg_test]
@@ -275,6 +290,259 @@ fn enable_refuses_a_different_signature_and_changes_nothing() {
               LANGUAGE sql AS 'SELECT 1::bigint, 1'").unwrap();
     let err = error_of("SELECT * FROM tasker_core.enable()").unwrap();
     assert!(err.starts_with("42P13: cannot enable tasker_core: public.calculate_dependency_levels has a different signature"), "{err}");
-    assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.status() WHERE state = 'native'"), Some(0));
+    assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.status() WHERE kind = 'function' AND state = 'native'"), Some(0));
     assert_eq!(error_of("SELECT * FROM tasker_core.enable('no_such_schema')").as_deref(), Some("3F000: schema \"no_such_schema\" does not exist"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Guards (triggers). Expected tables are written out from state-machines.md by hand.
+
+const STATES: [&str; 6] = ["pending", "in_progress", "complete", "error", "cancelled", "resolved_manually"];
+
+/// Step moves allowed by state-machines.md; `None` is "no rows yet".
+fn spec_step_allows(from: Option<&str>, to: &str) -> bool {
+    let allowed: &[&str] = match from {
+        None => &["pending", "in_progress", "error", "cancelled", "resolved_manually"],
+        Some("pending") => &["in_progress", "error", "cancelled", "resolved_manually"],
+        Some("in_progress") => &["complete", "error", "cancelled"],
+        Some("error") => &["pending", "resolved_manually"],
+        _ => &[],
+    };
+    allowed.contains(&to)
+}
+
+fn spec_task_allows(from: Option<&str>, to: &str) -> bool {
+    let allowed: &[&str] = match from {
+        None => &["pending", "in_progress", "cancelled", "error"],
+        Some("pending") => &["in_progress", "cancelled", "error"],
+        Some("in_progress") => &["complete", "error", "cancelled", "pending"],
+        Some("error") => &["pending", "resolved_manually"],
+        Some("complete") | Some("resolved_manually") => &["cancelled"],
+        _ => &[],
+    };
+    allowed.contains(&to)
+}
+
+/// Tasker tables with the guard triggers installed (functions left alone).
+fn guarded_db() {
+    tasker_db();
+    Spi::run("SELECT * FROM tasker_core.enable(functions => false)").unwrap();
+}
+
+/// Inserts a transition the way Statesman does (clear the flag, then insert with sort_key + 10).
+fn statesman_step(step: i64, to: &str) -> Option<String> {
+    violation_of(&format!(
+        "UPDATE tasker_workflow_step_transitions SET most_recent = false WHERE workflow_step_id = {step} AND most_recent;
+         INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at)
+         SELECT {step}, '{to}', coalesce(max(sort_key), 0) + 10, true, now(), now() FROM tasker_workflow_step_transitions WHERE workflow_step_id = {step}"
+    ))
+}
+
+fn statesman_task(task: i64, to: &str) -> Option<String> {
+    violation_of(&format!(
+        "UPDATE tasker_task_transitions SET most_recent = false WHERE task_id = {task} AND most_recent;
+         INSERT INTO tasker_task_transitions (task_id, to_state, sort_key, most_recent, created_at, updated_at)
+         SELECT {task}, '{to}', coalesce(max(sort_key), 0) + 10, true, now(), now() FROM tasker_task_transitions WHERE task_id = {task}"
+    ))
+}
+
+#[pg_test]
+fn every_step_move_matches_the_spec() {
+    guarded_db();
+    let mut id = 100;
+    for from in std::iter::once(None).chain(STATES.iter().map(|s| Some(*s))) {
+        for to in STATES {
+            id += 1;
+            Spi::run(&format!("SELECT pg_temp.step({id}, 1, 1)")).unwrap();
+            if let Some(f) = from {
+                // Put the step in `from` without the guards (legacy data may be anything).
+                Spi::run(&format!("SET LOCAL tasker_core.guard_mode = 'off'; SELECT pg_temp.move({id}, '{f}'); SET LOCAL tasker_core.guard_mode = 'enforce';")).unwrap();
+            }
+            let err = statesman_step(id, to);
+            let expect = spec_step_allows(from, to);
+            assert_eq!(err.is_none(), expect, "step {from:?} -> {to}: {err:?}");
+            if let Some(e) = err {
+                assert!(e.starts_with("23514 tasker_step_transition_allowed tasker_workflow_step_transitions: "), "{e}");
+            }
+        }
+    }
+}
+
+#[pg_test]
+fn every_task_move_matches_the_spec() {
+    guarded_db();
+    // Task guard: completing needs every step done; these tasks have no steps.
+    Spi::run("INSERT INTO tasker_tasks (task_id, named_task_id, requested_at, identity_hash, created_at, updated_at)
+              SELECT g, 7, now(), 'x' || g, now(), now() FROM generate_series(100, 160) g").unwrap();
+    let mut id = 99;
+    for from in std::iter::once(None).chain(STATES.iter().map(|s| Some(*s))) {
+        for to in STATES {
+            id += 1;
+            if let Some(f) = from {
+                Spi::run(&format!("SET LOCAL tasker_core.guard_mode = 'off';
+                    INSERT INTO tasker_task_transitions (task_id, to_state, sort_key, most_recent, created_at, updated_at) VALUES ({id}, '{f}', 10, true, now(), now());
+                    SET LOCAL tasker_core.guard_mode = 'enforce';")).unwrap();
+            }
+            let err = statesman_task(id, to);
+            assert_eq!(err.is_none(), spec_task_allows(from, to), "task {from:?} -> {to}: {err:?}");
+        }
+    }
+}
+
+#[pg_test]
+fn both_writer_orders_leave_one_most_recent_row() {
+    guarded_db();
+    Spi::run("SELECT pg_temp.step(1, 1, 1)").unwrap();
+    assert_eq!(statesman_step(1, "pending"), None);
+    // Insert first (flag still set on the old row), clear afterwards.
+    Spi::run(
+        "INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at)
+         VALUES (1, 'in_progress', 20, true, now(), now());
+         UPDATE tasker_workflow_step_transitions SET most_recent = false WHERE workflow_step_id = 1 AND most_recent AND sort_key < 20;",
+    )
+    .unwrap();
+    assert_eq!(
+        text("SELECT string_agg(format('%s:%s:%s:%s', sort_key, coalesce(from_state, '-'), to_state, most_recent), ' ' ORDER BY sort_key) FROM tasker_workflow_step_transitions WHERE workflow_step_id = 1"),
+        "10:-:pending:f 20:pending:in_progress:t"
+    );
+}
+
+#[pg_test]
+fn from_state_and_sort_key_are_filled_or_checked() {
+    guarded_db();
+    Spi::run("SELECT pg_temp.step(1, 1, 1)").unwrap();
+    Spi::run("INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at)
+              VALUES (1, 'pending', NULL, true, now(), now())").unwrap();
+    Spi::run("INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, from_state, sort_key, most_recent, created_at, updated_at)
+              VALUES (1, 'in_progress', NULL, NULL, true, now(), now())").unwrap();
+    assert_eq!(
+        text("SELECT string_agg(format('%s:%s:%s', sort_key, coalesce(from_state, '-'), to_state), ' ' ORDER BY sort_key) FROM tasker_workflow_step_transitions WHERE workflow_step_id = 1"),
+        "10:-:pending 20:pending:in_progress"
+    );
+    let e = violation_of("INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, from_state, sort_key, most_recent, created_at, updated_at)
+                          VALUES (1, 'complete', 'pending', NULL, true, now(), now())").unwrap();
+    assert_eq!(e, "23514 tasker_transition_from_state tasker_workflow_step_transitions: workflow step 1: from_state 'pending' does not match the current state 'in_progress'");
+    let e = violation_of("INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at)
+                          VALUES (1, 'complete', 20, true, now(), now())").unwrap();
+    assert!(e.starts_with("23514 tasker_transition_sort_key "), "{e}");
+    assert_eq!(violation_of("INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, from_state, sort_key, most_recent, created_at, updated_at)
+                             VALUES (1, 'complete', 'in_progress', 25, true, now(), now())"), None);
+    let e = violation_of("INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, most_recent, created_at, updated_at)
+                          VALUES (1, 'Complete', true, now(), now())").unwrap();
+    assert!(e.starts_with("23514 tasker_transition_state tasker_workflow_step_transitions: workflow step 1: 'Complete' is not a state"), "{e}");
+}
+
+#[pg_test]
+fn step_guard_needs_finished_parents() {
+    guarded_db();
+    Spi::run("SELECT pg_temp.step(g, 1, g::int) FROM generate_series(1, 3) g; SELECT pg_temp.edge(1, 3), pg_temp.edge(2, 3);").unwrap();
+    for s in 1..=3 {
+        assert_eq!(statesman_step(s, "pending"), None);
+    }
+    assert_eq!(statesman_step(1, "in_progress"), None);
+    assert_eq!(statesman_step(1, "complete"), None);
+    let e = statesman_step(3, "in_progress").unwrap();
+    assert_eq!(e, "23514 tasker_step_dependencies_met tasker_workflow_step_transitions: workflow step 3 cannot start: 1 of its 2 parent steps are not finished");
+    assert_eq!(statesman_step(2, "resolved_manually"), None);
+    assert_eq!(statesman_step(3, "in_progress"), None);
+}
+
+#[pg_test]
+fn task_guard_needs_finished_steps() {
+    guarded_db();
+    Spi::run("SELECT pg_temp.step(g, 1, g::int) FROM generate_series(1, 2) g;").unwrap();
+    assert_eq!(statesman_task(1, "pending"), None);
+    assert_eq!(statesman_task(1, "in_progress"), None);
+    let e = statesman_task(1, "complete").unwrap();
+    assert!(e.starts_with("23514 tasker_task_steps_complete tasker_task_transitions: task 1 cannot complete: 2 of its 2 steps are not finished"), "{e}");
+    for (s, path) in [(1, ["pending", "in_progress", "complete"].as_slice()), (2, ["pending", "resolved_manually"].as_slice())] {
+        for to in path {
+            assert_eq!(statesman_step(s, to), None);
+        }
+    }
+    assert_eq!(statesman_task(1, "complete"), None);
+    // A task with no steps may complete.
+    assert_eq!(statesman_task(2, "in_progress"), None);
+    assert_eq!(statesman_task(2, "complete"), None);
+}
+
+#[pg_test]
+fn history_is_append_only_but_flags_and_deletes_are_allowed() {
+    guarded_db();
+    Spi::run("SELECT pg_temp.step(1, 1, 1)").unwrap();
+    assert_eq!(statesman_step(1, "pending"), None);
+    let e = violation_of("UPDATE tasker_workflow_step_transitions SET to_state = 'complete' WHERE workflow_step_id = 1").unwrap();
+    assert!(e.starts_with("23514 tasker_transition_append_only tasker_workflow_step_transitions: workflow step 1: transition history is append-only; cannot change to_state"), "{e}");
+    assert!(violation_of("UPDATE tasker_workflow_step_transitions SET sort_key = 5").is_some());
+    assert_eq!(violation_of("UPDATE tasker_workflow_step_transitions SET most_recent = false, metadata = '{\"a\": 1}', updated_at = now()"), None);
+    assert_eq!(violation_of("UPDATE tasker_workflow_step_transitions SET to_state = to_state"), None);
+    assert_eq!(violation_of("DELETE FROM tasker_workflow_step_transitions WHERE workflow_step_id = 1"), None);
+}
+
+#[pg_test]
+fn edges_stay_a_dag_within_one_task() {
+    guarded_db();
+    Spi::run("SELECT pg_temp.step(g, 1, g::int) FROM generate_series(1, 4) g; SELECT pg_temp.step(9, 2, 9);").unwrap();
+    let edge = |a: i64, b: i64| violation_of(&format!("SELECT pg_temp.edge({a}, {b})"));
+    assert_eq!(edge(1, 2), None);
+    assert_eq!(edge(2, 3), None);
+    assert_eq!(edge(3, 4), None);
+    assert_eq!(edge(1, 3), None); // a diamond is fine
+    assert_eq!(edge(1, 3), None); // so is a duplicate edge
+    // Breadth first: the shortest closing path (1 -> 3 is a direct edge).
+    assert_eq!(edge(4, 1).unwrap(), "23514 tasker_edge_acyclic tasker_workflow_step_edges: edge 4 -> 1 would close a cycle: 4 -> 1 -> 3 -> 4");
+    assert_eq!(edge(2, 2).unwrap(), "23514 tasker_edge_no_self_loop tasker_workflow_step_edges: edge 2 -> 2: a step cannot depend on itself");
+    assert_eq!(edge(1, 9).unwrap(), "23514 tasker_edge_same_task tasker_workflow_step_edges: edge 1 -> 9 joins steps of different tasks (1 and 2)");
+    // Re-pointing an edge is checked too; the edge being changed is not part of the search.
+    let e = violation_of("UPDATE tasker_workflow_step_edges SET from_step_id = 4, to_step_id = 2 WHERE from_step_id = 3 AND to_step_id = 4").unwrap();
+    assert!(e.starts_with("23514 tasker_edge_acyclic "), "{e}");
+    assert_eq!(violation_of("UPDATE tasker_workflow_step_edges SET to_step_id = 4 WHERE from_step_id = 1 AND to_step_id = 2"), None);
+    assert_eq!(violation_of("UPDATE tasker_workflow_step_edges SET name = 'renamed'"), None);
+}
+
+#[pg_test]
+fn enabling_guards_never_rewrites_existing_rows() {
+    tasker_db();
+    // Legacy data: a cycle and an illegal history, written before the guards exist.
+    Spi::run("SELECT pg_temp.step(1, 1, 1), pg_temp.step(2, 1, 2); SELECT pg_temp.edge(1, 2), pg_temp.edge(2, 1);
+              SELECT pg_temp.move(1, 'complete'), pg_temp.move(1, 'pending');").unwrap();
+    let snapshot = "SELECT md5(string_agg(t::text, ',' ORDER BY t::text)) FROM (SELECT * FROM tasker_workflow_step_transitions) t";
+    let edges = "SELECT md5(string_agg(e::text, ',' ORDER BY e::text)) FROM tasker_workflow_step_edges e";
+    let (before_t, before_e) = (text(snapshot), text(edges));
+    Spi::run("SELECT * FROM tasker_core.enable(functions => false)").unwrap();
+    assert_eq!((text(snapshot), text(edges)), (before_t, before_e));
+    assert_eq!(text("SELECT string_agg(state, ',') FROM tasker_core.status() WHERE kind = 'trigger'"), "installed,installed,installed,installed,installed");
+    // Idempotent, and disable removes them.
+    assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.enable(functions => false) WHERE action = 'already installed'"), Some(5));
+    assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.disable() WHERE action = 'removed'"), Some(5));
+    assert_eq!(text("SELECT string_agg(DISTINCT state, ',') FROM tasker_core.status() WHERE kind = 'trigger'"), "absent");
+}
+
+#[pg_test]
+fn guard_modes() {
+    guarded_db();
+    Spi::run("SELECT pg_temp.step(1, 1, 1)").unwrap();
+    assert_eq!(statesman_step(1, "pending"), None);
+    Spi::run("SET LOCAL tasker_core.guard_mode = 'warn'").unwrap();
+    assert_eq!(statesman_step(1, "complete"), None, "warn accepts the row");
+    assert_eq!(text("SELECT from_state FROM tasker_workflow_step_transitions WHERE workflow_step_id = 1 AND most_recent"), "pending");
+    Spi::run("SET LOCAL tasker_core.guard_mode = 'off'").unwrap();
+    assert_eq!(statesman_step(1, "bogus"), None, "off checks nothing");
+    Spi::run("SET LOCAL tasker_core.guard_mode = 'enforce'").unwrap();
+    assert!(statesman_step(1, "pending").is_some(), "no move out of an unknown state");
+    assert_eq!(error_of("SET LOCAL tasker_core.guard_mode = 'sometimes'").map(|e| e[..5].to_string()).as_deref(), Some("22023"));
+}
+
+#[pg_test]
+fn copy_goes_through_the_guards_and_replica_role_skips_them() {
+    guarded_db();
+    Spi::run("SELECT pg_temp.step(1, 1, 1)").unwrap();
+    let file = format!("/tmp/tasker_core_copy_{}.csv", std::process::id());
+    Spi::run(&format!("COPY (SELECT 1::bigint AS workflow_step_id, 'complete' AS to_state, 10 AS sort_key, true AS most_recent, now()::timestamp AS created_at, now()::timestamp AS updated_at) TO '{file}' CSV")).unwrap();
+    let copy = format!("COPY tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at) FROM '{file}' CSV");
+    let e = violation_of(&copy).unwrap();
+    assert!(e.starts_with("23514 tasker_step_transition_allowed "), "{e}");
+    Spi::run("SET LOCAL session_replication_role = replica").unwrap();
+    assert_eq!(violation_of(&copy), None);
+    Spi::run("SET LOCAL session_replication_role = origin").unwrap();
 }

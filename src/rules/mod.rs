@@ -1,5 +1,6 @@
 //! The rules of Tasker, in plain Rust (no pgrx types): unit- and property-tested on their own.
 pub mod context;
+pub mod guards;
 pub mod health;
 pub mod levels;
 pub mod pgtime;

@@ -1,0 +1,303 @@
+//! The trigger side: `tasker_core.guard_mode`, and the checks the trigger functions
+//! (sql/guards.sql) call for each new or changed row. The rules are in `rules::guards`; this
+//! layer takes the locks, reads the rows those rules need, and hands back a verdict that the
+//! PL/pgSQL trigger raises with its SQLSTATE, constraint, table and schema fields set.
+//!
+//! Locks: each check first takes a transaction-scoped advisory lock on the owner (the step or
+//! task whose history grows, or the task whose graph grows), then reads in read-write SPI mode
+//! so that, under READ COMMITTED, it sees whatever a competing transaction committed while it
+//! waited. Keys: (0x74635331, step id), (0x74635432, task id) and (0x74634533, task id), ids
+//! taken modulo 2^32 (a collision only serializes two unrelated owners).
+
+use pgrx::prelude::*;
+use pgrx::spi::quote_identifier;
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
+
+use crate::pg::plans::{self, INT4, INT8, INT8_ARRAY};
+use crate::rules::guards::{self, Accepted, History, Refusal, TransitionKey};
+use crate::rules::state::Machine;
+
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum GuardMode {
+    #[name = c"enforce"]
+    Enforce,
+    #[name = c"warn"]
+    Warn,
+    #[name = c"off"]
+    Off,
+}
+
+pub static GUARD_MODE: GucSetting<GuardMode> = GucSetting::<GuardMode>::new(GuardMode::Enforce);
+
+pub fn register_gucs() {
+    GucRegistry::define_enum_guc(
+        c"tasker_core.guard_mode",
+        c"What the tasker_core triggers do with a row that breaks a rule.",
+        c"enforce: refuse it with SQLSTATE 23514; warn: log a WARNING with the same text and accept it; off: no checks.",
+        &GUARD_MODE,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+}
+
+fn mode_name(mode: GuardMode) -> &'static str {
+    match mode {
+        GuardMode::Enforce => "enforce",
+        GuardMode::Warn => "warn",
+        GuardMode::Off => "off",
+    }
+}
+
+const STEP_LOCK: i32 = 0x7463_5331;
+const TASK_LOCK: i32 = 0x7463_5432;
+const GRAPH_LOCK: i32 = 0x7463_4533;
+
+type Verdict = (
+    String,         // mode
+    Option<String>, // constraint_name
+    Option<String>, // message
+    Option<String>, // detail
+    Option<String>, // hint
+    Option<String>, // from_state to store
+    Option<i32>,    // sort_key to store
+);
+
+fn verdict(mode: GuardMode, refusal: Option<Refusal>, fill: Option<Accepted>) -> Verdict {
+    let (constraint, message, detail, hint) = match refusal {
+        None => (None, None, None, None),
+        Some(r) => {
+            let detail = r.detail.unwrap_or_else(|| format!("Rule {} of tasker_core.", r.constraint));
+            let hint =
+                r.hint.unwrap_or_else(|| "See docs/guards.md for the rules and tasker_core.guard_mode.".to_string());
+            (Some(r.constraint.to_string()), Some(r.message), Some(detail), Some(hint))
+        }
+    };
+    let (from_state, sort_key) = match fill {
+        Some(a) => (a.from_state, Some(a.sort_key)),
+        None => (None, None),
+    };
+    (mode_name(mode).to_string(), constraint, message, detail, hint, from_state, sort_key)
+}
+
+fn lock(class: i32, id: i64, function: &'static str) {
+    let key = id as i32; // modulo 2^32, see the module comment
+    plans::run(
+        "SELECT pg_catalog.pg_advisory_xact_lock($1, $2)",
+        &[INT4, INT4],
+        &[plans::int4(class), plans::int4(key)],
+        false,
+        function,
+        |_| (),
+    );
+}
+
+/// `(id, state by highest sort_key)` rows of a query taking one bigint (read-write mode: a
+/// fresh snapshot after the lock).
+fn id_states(sql: &str, id: i64, function: &'static str) -> Vec<(i64, Option<String>)> {
+    plans::run(sql, &[INT8], &[plans::int8(id)], false, function, |rows| {
+        (0..rows.len()).map(|r| (rows.get::<i64>(r, 1).unwrap_or_default(), rows.get::<String>(r, 2))).collect()
+    })
+}
+
+/// Checks a new transition row. Called by the BEFORE INSERT trigger functions.
+#[pg_extern(volatile)]
+#[allow(clippy::type_complexity)]
+fn check_transition(
+    machine: &str,
+    schema: &str,
+    owner: i64,
+    to_state: Option<String>,
+    from_state: Option<String>,
+    sort_key: Option<i32>,
+    most_recent: Option<bool>,
+) -> TableIterator<
+    'static,
+    (
+        name!(mode, String),
+        name!(constraint_name, Option<String>),
+        name!(message, Option<String>),
+        name!(detail, Option<String>),
+        name!(hint, Option<String>),
+        name!(from_state, Option<String>),
+        name!(sort_key, Option<i32>),
+    ),
+> {
+    const F: &str = "check_transition";
+    let mode = GUARD_MODE.get();
+    let (machine, table, owner_col, lock_class) = match machine {
+        "step" => (Machine::Step, "tasker_workflow_step_transitions", "workflow_step_id", STEP_LOCK),
+        "task" => (Machine::Task, "tasker_task_transitions", "task_id", TASK_LOCK),
+        other => pgrx::error!("tasker_core.check_transition: unknown machine {other:?} (expected 'step' or 'task')"),
+    };
+    let Some(to_state) = to_state.filter(|_| mode != GuardMode::Off) else {
+        // Off, or a NULL to_state that the NOT NULL constraint will refuse.
+        return TableIterator::once(verdict(mode, None, None));
+    };
+    let s = quote_identifier(schema);
+    let out = Spi::connect(|_| {
+        lock(lock_class, owner, F);
+        let latest = format!(
+            "SELECT to_state::text, sort_key FROM {s}.{table} WHERE {owner_col} = $1 ORDER BY sort_key DESC LIMIT 1"
+        );
+        let history = plans::run(&latest, &[INT8], &[plans::int8(owner)], false, F, |rows| {
+            if rows.is_empty() {
+                History::default()
+            } else {
+                History { current: rows.get(0, 1), max_sort_key: rows.get(0, 2) }
+            }
+        });
+        let mut result = guards::check_move(machine, owner, &history, &to_state, from_state.as_deref(), sort_key);
+        if result.is_ok() {
+            let guard = match machine {
+                Machine::Step if to_state == crate::rules::state::IN_PROGRESS => {
+                    let parents = id_states(
+                        &format!(
+                        "SELECT e.from_step_id, (SELECT t.to_state::text FROM {s}.tasker_workflow_step_transitions t \
+                          WHERE t.workflow_step_id = e.from_step_id ORDER BY t.sort_key DESC LIMIT 1) \
+                           FROM {s}.tasker_workflow_step_edges e WHERE e.to_step_id = $1 ORDER BY 1"),
+                        owner,
+                        F,
+                    );
+                    guards::check_step_parents(owner, &to_state, &parents)
+                }
+                Machine::Task if to_state == crate::rules::state::COMPLETE => {
+                    let steps = id_states(&format!(
+                        "SELECT ws.workflow_step_id, (SELECT t.to_state::text FROM {s}.tasker_workflow_step_transitions t \
+                          WHERE t.workflow_step_id = ws.workflow_step_id ORDER BY t.sort_key DESC LIMIT 1) \
+                           FROM {s}.tasker_workflow_steps ws WHERE ws.task_id = $1 ORDER BY 1"), owner, F);
+                    guards::check_task_steps(owner, &to_state, &steps)
+                }
+                _ => Ok(()),
+            };
+            if let Err(refusal) = guard {
+                result = Err(refusal);
+            }
+        }
+        let (refusal, fill) = match result {
+            Ok(accepted) => (None, accepted),
+            // warn: accept the row as written, filling only what is missing.
+            Err(refusal) => {
+                let next = history.max_sort_key.map_or(10, |k| k.saturating_add(10));
+                (
+                    Some(refusal),
+                    Accepted {
+                        from_state: from_state.clone().or(history.current.clone()),
+                        sort_key: sort_key.unwrap_or(next),
+                    },
+                )
+            }
+        };
+        if refusal.is_some() && mode == GuardMode::Enforce {
+            return verdict(mode, refusal, None);
+        }
+        if most_recent.unwrap_or(false) {
+            // The new row becomes the most recent: clear the flag on the owner's other rows
+            // (a no-op after Statesman's own UPDATE; needed for insert-first writers).
+            let clear = format!("UPDATE {s}.{table} SET most_recent = false WHERE {owner_col} = $1 AND most_recent");
+            plans::run(&clear, &[INT8], &[plans::int8(owner)], false, F, |_| ());
+        }
+        verdict(mode, refusal, Some(fill))
+    });
+    TableIterator::once(out)
+}
+
+/// Checks an UPDATE of a transition row: history is append-only.
+#[pg_extern(immutable, parallel_safe)]
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+fn check_transition_update(
+    machine: &str,
+    old_owner: i64,
+    new_owner: i64,
+    old_to_state: String,
+    new_to_state: String,
+    old_from_state: Option<String>,
+    new_from_state: Option<String>,
+    old_sort_key: i32,
+    new_sort_key: i32,
+) -> TableIterator<
+    'static,
+    (
+        name!(mode, String),
+        name!(constraint_name, Option<String>),
+        name!(message, Option<String>),
+        name!(detail, Option<String>),
+        name!(hint, Option<String>),
+        name!(from_state, Option<String>),
+        name!(sort_key, Option<i32>),
+    ),
+> {
+    let mode = GUARD_MODE.get();
+    if mode == GuardMode::Off {
+        return TableIterator::once(verdict(mode, None, None));
+    }
+    let machine = if machine == "task" { Machine::Task } else { Machine::Step };
+    let old =
+        TransitionKey { owner: old_owner, to_state: old_to_state, from_state: old_from_state, sort_key: old_sort_key };
+    let new =
+        TransitionKey { owner: new_owner, to_state: new_to_state, from_state: new_from_state, sort_key: new_sort_key };
+    TableIterator::once(verdict(mode, guards::check_update(machine, &old, &new).err(), None))
+}
+
+/// Checks a new or re-pointed edge `from -> to` (row `edge_id`, excluded from the search).
+#[pg_extern(volatile)]
+#[allow(clippy::type_complexity)]
+fn check_edge(
+    schema: &str,
+    edge_id: Option<i64>,
+    from_step: Option<i64>,
+    to_step: Option<i64>,
+) -> TableIterator<
+    'static,
+    (
+        name!(mode, String),
+        name!(constraint_name, Option<String>),
+        name!(message, Option<String>),
+        name!(detail, Option<String>),
+        name!(hint, Option<String>),
+        name!(from_state, Option<String>),
+        name!(sort_key, Option<i32>),
+    ),
+> {
+    const F: &str = "check_edge";
+    let mode = GUARD_MODE.get();
+    let (Some(from), Some(to)) = (from_step, to_step) else {
+        return TableIterator::once(verdict(mode, None, None)); // NOT NULL refuses it
+    };
+    if mode == GuardMode::Off {
+        return TableIterator::once(verdict(mode, None, None));
+    }
+    let s = quote_identifier(schema);
+    let edge_id = edge_id.unwrap_or(i64::MIN);
+    let refusal = Spi::connect(|_| {
+        let owners = format!(
+            "SELECT workflow_step_id, task_id FROM {s}.tasker_workflow_steps WHERE workflow_step_id IN ($1, $2)"
+        );
+        let tasks: Vec<(i64, i64)> =
+            plans::run(&owners, &[INT8, INT8], &[plans::int8(from), plans::int8(to)], false, F, |rows| {
+                (0..rows.len()).filter_map(|r| Some((rows.get::<i64>(r, 1)?, rows.get::<i64>(r, 2)?))).collect()
+            });
+        let task_of = |id: i64| tasks.iter().find(|(step, _)| *step == id).map(|&(_, task)| task);
+        let (from_task, to_task) = (task_of(from), task_of(to));
+        if let Err(r) = guards::check_edge_ends(from, to, from_task, to_task) {
+            return Some(r);
+        }
+        let Some(task) = from_task.or(to_task) else {
+            return None; // neither step exists: the foreign keys refuse the row
+        };
+        lock(GRAPH_LOCK, task, F);
+        let children_sql =
+            format!("SELECT from_step_id, to_step_id FROM {s}.tasker_workflow_step_edges WHERE from_step_id = ANY($1) AND id <> $2");
+        guards::check_acyclic(from, to, |frontier| {
+            plans::run(
+                &children_sql,
+                &[INT8_ARRAY, INT8],
+                &[plans::int8_array(frontier), plans::int8(edge_id)],
+                false,
+                F,
+                |rows| (0..rows.len()).filter_map(|r| Some((rows.get::<i64>(r, 1)?, rows.get::<i64>(r, 2)?))).collect(),
+            )
+        })
+        .err()
+    });
+    TableIterator::once(verdict(mode, refusal, None))
+}
