@@ -45,6 +45,23 @@ echo "== differential tests (native == reference on every row)"
 tests/differential/run.sh "$conn" "${DIFF_SEEDS:-16}" "${DIFF_TASKS:-300}" | tee "$work/diff.log"
 record "$(grep '^differential:.*rows compared' "$work/diff.log")"
 
+echo "== concurrency tests (real concurrent connections against the guard triggers)"
+tests/concurrency/run.sh "$conn" 8 20 | tee "$work/race.log"
+record "$(grep '^concurrency:' "$work/race.log")"
+
+echo "== pgTAP suite (pg_prove)"
+psql "$conn dbname=postgres" -X -q -v ON_ERROR_STOP=1 -c "DROP DATABASE IF EXISTS tasker_pgtap" -c "CREATE DATABASE tasker_pgtap"
+psql "$conn dbname=tasker_pgtap" -X -q -v ON_ERROR_STOP=1 -c "CREATE EXTENSION pgtap" -c "CREATE EXTENSION tasker_core"
+pg_prove -h "$work/pg" -p "$port" -U postgres -d tasker_pgtap tests/pgtap/*.sql | tee "$work/pgtap.log"
+record "pgTAP: $(grep -E '^Files=|^Result' "$work/pgtap.log" | tr '\n' ' ')"
+
+echo "== Rails client test (ActiveRecord $(ruby -e 'require "active_record"; print ActiveRecord.version'))"
+psql "$conn dbname=postgres" -X -q -v ON_ERROR_STOP=1 -c "DROP DATABASE IF EXISTS tasker_rails" -c "CREATE DATABASE tasker_rails"
+psql "$conn dbname=tasker_rails" -X -q -v ON_ERROR_STOP=1 -f tests/fixtures/tasker_schema.sql -f tests/fixtures/reference_functions.sql \
+  -c "CREATE EXTENSION tasker_core"
+PGHOST="$work/pg" PGPORT="$port" PGUSER=postgres PGDATABASE=tasker_rails ruby tests/rails/client_test.rb | tee "$work/rails.log"
+record "rails client: $(grep -E 'runs, .* assertions' "$work/rails.log")"
+
 echo
 echo "== summary"
 printf '  %s\n' "${results[@]}"

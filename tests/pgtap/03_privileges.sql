@@ -1,0 +1,37 @@
+-- An ordinary application role that owns the Tasker tables uses everything without superuser
+-- rights; a role without SELECT on the tables gets permission errors, not data.
+BEGIN;
+SELECT plan(9);
+CREATE ROLE tasker_app NOLOGIN;
+CREATE ROLE tasker_outsider NOLOGIN;
+CREATE SCHEMA app AUTHORIZATION tasker_app;
+SET LOCAL ROLE tasker_app;
+SET LOCAL search_path = app, public;
+\i tests/fixtures/tasker_schema.sql
+\i tests/fixtures/reference_functions.sql
+INSERT INTO tasker_task_namespaces VALUES (1, 'default', NULL, now(), now());
+GRANT USAGE ON SCHEMA app TO tasker_outsider;
+INSERT INTO tasker_dependent_systems VALUES (1, 'sys', NULL, now(), now());
+INSERT INTO tasker_named_tasks (named_task_id, name, task_namespace_id, created_at, updated_at) VALUES (1, 'job', 1, now(), now());
+INSERT INTO tasker_named_steps (named_step_id, dependent_system_id, name, created_at, updated_at) VALUES (1, 1, 'a', now(), now());
+INSERT INTO tasker_tasks (task_id, named_task_id, requested_at, identity_hash, created_at, updated_at) VALUES (1, 1, now(), 'h', now(), now());
+INSERT INTO tasker_workflow_steps (workflow_step_id, task_id, named_step_id, created_at, updated_at) VALUES (1, 1, 1, now(), now());
+
+SELECT is((SELECT count(*)::int FROM tasker_core.get_step_readiness_status(1)), 1, 'the app role reads readiness');
+SELECT lives_ok($$SELECT * FROM tasker_core.enable('app')$$, 'the app role (owner of the Rails functions and tables) can enable');
+SELECT is((SELECT count(*)::int FROM app.get_task_execution_context(1::bigint)), 1, 'Rails SQL runs native for the app role');
+SELECT lives_ok($$INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at)
+                 VALUES (1, 'pending', 10, true, now(), now())$$, 'a legal move passes the triggers');
+SELECT throws_ok($$INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at)
+                 VALUES (1, 'complete', 20, true, now(), now())$$, '23514', NULL, 'an illegal move is refused for the app role');
+RESET ROLE;
+SET LOCAL ROLE tasker_outsider;
+SELECT throws_ok($$SELECT * FROM tasker_core.get_step_readiness_status(1)$$, '42501', NULL, 'no SELECT on the tables: permission denied, not data');
+SELECT throws_ok($$SELECT * FROM tasker_core.disable('app')$$, '42501', NULL, 'a non-owner cannot disable');
+SELECT throws_ok($$INSERT INTO tasker_core.replaced_functions (schema_name, function_name, identity_args, definition) VALUES ('app', 'x', '', 'DROP TABLE y')$$,
+                 '42501', NULL, 'nobody can plant text for disable() to run');
+RESET ROLE;
+SET LOCAL ROLE tasker_app;
+SELECT is((SELECT count(*)::int FROM tasker_core.disable('app') WHERE action IN ('restored', 'removed')), 11, 'the app role can disable');
+SELECT * FROM finish();
+ROLLBACK;

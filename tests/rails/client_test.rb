@@ -1,0 +1,223 @@
+# The Rails side, end to end: ActiveRecord models on the Tasker tables, reads that call the
+# functions exactly as Tasker's FunctionWrapper does, writes exactly as Statesman does, against
+# a database after tasker_core.enable(). Run by `make test` (scripts/test.sh) with PG* set.
+require 'minitest/autorun'
+require 'active_record'
+require 'json'
+
+ActiveRecord::Base.establish_connection(
+  adapter: 'postgresql', host: ENV.fetch('PGHOST'), port: ENV.fetch('PGPORT').to_i,
+  username: ENV.fetch('PGUSER', 'postgres'), database: ENV.fetch('PGDATABASE')
+)
+ActiveRecord::Base.logger = nil
+
+module Tasker
+  class ApplicationRecord < ActiveRecord::Base
+    self.abstract_class = true
+  end
+
+  class TaskNamespace < ApplicationRecord
+    self.table_name = 'tasker_task_namespaces'
+    self.primary_key = 'task_namespace_id'
+  end
+
+  class DependentSystem < ApplicationRecord
+    self.table_name = 'tasker_dependent_systems'
+    self.primary_key = 'dependent_system_id'
+  end
+
+  class NamedTask < ApplicationRecord
+    self.table_name = 'tasker_named_tasks'
+    self.primary_key = 'named_task_id'
+  end
+
+  class NamedStep < ApplicationRecord
+    self.table_name = 'tasker_named_steps'
+    self.primary_key = 'named_step_id'
+  end
+
+  class Task < ApplicationRecord
+    self.table_name = 'tasker_tasks'
+    self.primary_key = 'task_id'
+    has_many :workflow_steps, foreign_key: :task_id
+    has_many :task_transitions, foreign_key: :task_id
+  end
+
+  class WorkflowStep < ApplicationRecord
+    self.table_name = 'tasker_workflow_steps'
+    self.primary_key = 'workflow_step_id'
+    belongs_to :task
+    has_many :workflow_step_transitions, foreign_key: :workflow_step_id
+  end
+
+  class WorkflowStepEdge < ApplicationRecord
+    self.table_name = 'tasker_workflow_step_edges'
+  end
+
+  class WorkflowStepTransition < ApplicationRecord
+    self.table_name = 'tasker_workflow_step_transitions'
+  end
+
+  class TaskTransition < ApplicationRecord
+    self.table_name = 'tasker_task_transitions'
+  end
+
+  # What Tasker's Functions::FunctionWrapper does: select_all with positional binds, arrays
+  # bound as '{1,2,3}' strings, rows mapped to attribute structs.
+  module FunctionWrapper
+    Row = Struct.new(:attributes) do
+      def method_missing(name, *args) = attributes.key?(name.to_s) ? attributes[name.to_s] : super
+      def respond_to_missing?(name, priv = false) = attributes.key?(name.to_s) || super
+    end
+
+    def self.convert_bind(value)
+      value.is_a?(Array) ? "{#{value.join(',')}}" : value
+    end
+
+    def self.select_all(sql, name, *binds)
+      attrs = binds.map { |b| ActiveRecord::Relation::QueryAttribute.new('bind', convert_bind(b), ActiveRecord::Type::Value.new) }
+      ActiveRecord::Base.connection.select_all(sql, name, attrs).to_a.map { |h| Row.new(h) }
+    end
+
+    def self.step_readiness(task_id, step_ids = nil)
+      select_all('SELECT * FROM get_step_readiness_status($1::BIGINT, $2::BIGINT[])', 'StepReadinessStatus Load', task_id, step_ids)
+    end
+
+    def self.step_readiness_batch(task_ids)
+      select_all('SELECT * FROM get_step_readiness_status_batch($1::BIGINT[])', 'StepReadinessStatus Batch Load', task_ids)
+    end
+
+    def self.execution_context(task_id)
+      select_all('SELECT * FROM get_task_execution_context($1::BIGINT)', 'TaskExecutionContext Load', task_id).first
+    end
+
+    def self.execution_contexts(task_ids)
+      select_all('SELECT * FROM get_task_execution_contexts_batch($1::BIGINT[])', 'TaskExecutionContext Batch Load', task_ids)
+    end
+
+    def self.dependency_levels(task_id)
+      select_all('SELECT * FROM calculate_dependency_levels($1::BIGINT)', 'DependencyLevels Load', task_id)
+    end
+
+    def self.health_counts
+      select_all('SELECT * FROM get_system_health_counts_v01()', 'SystemHealthCounts Load').first
+    end
+  end
+
+  # Statesman's write path: clear the old most_recent, insert sort_key + 10, one transaction.
+  module Statesman
+    def self.transition_step(step, to_state, metadata = {})
+      ActiveRecord::Base.transaction do
+        now = Time.now.utc
+        WorkflowStepTransition.where(workflow_step_id: step.workflow_step_id, most_recent: true).update_all(most_recent: false, updated_at: now)
+        last = WorkflowStepTransition.where(workflow_step_id: step.workflow_step_id).maximum(:sort_key) || 0
+        WorkflowStepTransition.create!(workflow_step_id: step.workflow_step_id, to_state: to_state, sort_key: last + 10,
+                                       most_recent: true, metadata: metadata, created_at: now, updated_at: now)
+      end
+    end
+
+    def self.transition_task(task, to_state)
+      ActiveRecord::Base.transaction do
+        now = Time.now.utc
+        TaskTransition.where(task_id: task.task_id, most_recent: true).update_all(most_recent: false, updated_at: now)
+        last = TaskTransition.where(task_id: task.task_id).maximum(:sort_key) || 0
+        TaskTransition.create!(task_id: task.task_id, to_state: to_state, sort_key: last + 10, most_recent: true,
+                               metadata: {}, created_at: now, updated_at: now)
+      end
+    end
+  end
+end
+
+class TaskerCoreRailsTest < Minitest::Test
+  include Tasker
+  C = -> { ActiveRecord::Base.connection }
+
+  def setup
+    C.call.execute('SELECT * FROM tasker_core.enable()')
+    @ns = TaskNamespace.find_or_create_by!(name: 'default') { |n| n.created_at = n.updated_at = Time.now.utc }
+    @sys = DependentSystem.find_or_create_by!(name: 'billing') { |n| n.created_at = n.updated_at = Time.now.utc }
+    @named_task = NamedTask.find_or_create_by!(name: 'invoice', task_namespace_id: @ns.task_namespace_id) { |n| n.created_at = n.updated_at = Time.now.utc }
+    @names = %w[fetch price tax send].map do |n|
+      NamedStep.find_or_create_by!(name: n, dependent_system_id: @sys.dependent_system_id) { |s| s.created_at = s.updated_at = Time.now.utc }
+    end
+    now = Time.now.utc
+    @task = Task.create!(named_task_id: @named_task.named_task_id, requested_at: now, identity_hash: SecureRandom.hex(16), created_at: now, updated_at: now)
+    @steps = @names.map do |ns|
+      WorkflowStep.create!(task_id: @task.task_id, named_step_id: ns.named_step_id, attempts: 0, retry_limit: 3, created_at: now, updated_at: now)
+    end
+    fetch, price, tax, send_ = @steps
+    [[fetch, price], [fetch, tax], [price, send_], [tax, send_]].each do |a, b|
+      WorkflowStepEdge.create!(from_step_id: a.workflow_step_id, to_step_id: b.workflow_step_id, name: 'provides', created_at: now, updated_at: now)
+    end
+    @steps.each { |s| Statesman.transition_step(s, 'pending') }
+    Statesman.transition_task(@task, 'pending')
+  end
+
+  def test_enable_reports_native_functions_and_triggers
+    states = C.call.select_rows('SELECT kind, state FROM tasker_core.status()').uniq.sort
+    assert_equal [%w[function native], %w[trigger installed]], states
+  end
+
+  def test_readiness_runs_native_code_and_follows_the_spec
+    rows = nil
+    calls = ActiveRecord::Base.transaction do
+      C.call.execute("SET LOCAL track_functions = 'all'")
+      rows = FunctionWrapper.step_readiness(@task.task_id)
+      C.call.select_value("SELECT calls FROM pg_stat_xact_user_functions WHERE schemaname = 'tasker_core' AND funcname = 'get_step_readiness_status'")
+    end
+    assert_equal 1, calls, 'the Rails SQL text ran tasker_core.get_step_readiness_status'
+    assert_equal @steps.map(&:workflow_step_id), rows.map(&:workflow_step_id)
+    by_name = rows.to_h { |r| [r.name, r] }
+    # fetch has no parents: ready; the others wait on unfinished parents.
+    assert_equal [true, false, false, false], %w[fetch price tax send].map { |n| by_name[n].ready_for_execution }
+    assert_equal [0, 1, 1, 2], %w[fetch price tax send].map { |n| by_name[n].total_parents }
+    assert_equal 'pending', by_name['send'].current_state
+    only = FunctionWrapper.step_readiness(@task.task_id, [@steps[1].workflow_step_id, @steps[3].workflow_step_id])
+    assert_equal %w[price send], only.map(&:name)
+  end
+
+  def test_progress_changes_what_is_ready_and_the_context
+    fetch, price, tax, = @steps
+    Statesman.transition_task(@task, 'in_progress')
+    Statesman.transition_step(fetch, 'in_progress')
+    Statesman.transition_step(fetch, 'complete')
+    Statesman.transition_step(price, 'in_progress')
+    Statesman.transition_step(price, 'error')
+    ready = FunctionWrapper.step_readiness_batch([@task.task_id]).select(&:ready_for_execution).map(&:name)
+    assert_equal ['tax'], ready, 'tax is ready; price failed a moment ago and is in backoff'
+    ctx = FunctionWrapper.execution_context(@task.task_id)
+    assert_equal ['in_progress', 4, 1, 1, 1, 'has_ready_steps', 'execute_ready_steps', 'recovering'],
+                 [ctx.status, ctx.total_steps, ctx.completed_steps, ctx.failed_steps, ctx.ready_steps, ctx.execution_status, ctx.recommended_action, ctx.health_status]
+    assert_equal '25.0', ctx.completion_percentage.to_s
+    batch = FunctionWrapper.execution_contexts([@task.task_id, @task.task_id, 0])
+    assert_equal [@task.task_id, @task.task_id], batch.map(&:task_id)
+    levels = FunctionWrapper.dependency_levels(@task.task_id).map { |r| [r.workflow_step_id, r.dependency_level] }
+    assert_equal [[fetch.workflow_step_id, 0], [price.workflow_step_id, 1], [tax.workflow_step_id, 1], [@steps[3].workflow_step_id, 2]], levels
+    health = FunctionWrapper.health_counts
+    assert_operator health.total_steps.to_i, :>=, 4
+    assert_operator health.error_steps.to_i, :>=, 1
+  end
+
+  def test_a_refused_move_surfaces_as_an_activerecord_error_with_sqlstate_and_constraint
+    send_step = @steps[3]
+    error = assert_raises(ActiveRecord::StatementInvalid) { Statesman.transition_step(send_step, 'in_progress') }
+    assert_kind_of PG::CheckViolation, error.cause
+    assert_equal '23514', error.cause.result.error_field(PG::PG_DIAG_SQLSTATE)
+    assert_equal 'tasker_step_dependencies_met', error.cause.result.error_field(PG::PG_DIAG_CONSTRAINT_NAME)
+    assert_equal 'tasker_workflow_step_transitions', error.cause.result.error_field(PG::PG_DIAG_TABLE_NAME)
+    assert_match(/workflow step #{send_step.workflow_step_id} cannot start/, error.message)
+    # The history is untouched: still exactly one most_recent row, 'pending'.
+    rows = WorkflowStepTransition.where(workflow_step_id: send_step.workflow_step_id, most_recent: true).pluck(:to_state)
+    assert_equal ['pending'], rows
+    error = assert_raises(ActiveRecord::StatementInvalid) { Statesman.transition_step(send_step, 'complete') }
+    assert_equal 'tasker_step_transition_allowed', error.cause.result.error_field(PG::PG_DIAG_CONSTRAINT_NAME)
+  end
+
+  def test_a_cycle_is_refused_on_edge_insert
+    now = Time.now.utc
+    error = assert_raises(ActiveRecord::StatementInvalid) do
+      WorkflowStepEdge.create!(from_step_id: @steps[3].workflow_step_id, to_step_id: @steps[0].workflow_step_id, name: 'provides', created_at: now, updated_at: now)
+    end
+    assert_equal 'tasker_edge_acyclic', error.cause.result.error_field(PG::PG_DIAG_CONSTRAINT_NAME)
+  end
+end
