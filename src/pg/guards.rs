@@ -3,17 +3,15 @@
 //! layer takes the locks, reads the rows those rules need, and hands back a verdict that the
 //! PL/pgSQL trigger raises with its SQLSTATE, constraint, table and schema fields set.
 //!
-//! Locks: each check first takes a transaction-scoped advisory lock on the owner (the step or
-//! task whose history grows, or the task whose graph grows), then reads in read-write SPI mode
-//! so that, under READ COMMITTED, it sees whatever a competing transaction committed while it
-//! waited. Keys: (0x74635331, step id), (0x74635432, task id) and (0x74634533, task id), ids
-//! taken modulo 2^32 (a collision only serializes two unrelated owners).
+//! Locks: each check first locks the owner's row `FOR NO KEY UPDATE` (the step whose history
+//! grows, or the task whose history or graph grows), then reads in read-write SPI mode so that,
+//! under READ COMMITTED, it sees whatever a competing transaction committed while it waited.
 
 use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
 
-use crate::pg::plans::{self, INT4, INT8, INT8_ARRAY};
+use crate::pg::plans::{self, INT8, INT8_ARRAY};
 use crate::rules::guards::{self, Accepted, History, Refusal, TransitionKey};
 use crate::rules::state::Machine;
 
@@ -48,10 +46,6 @@ fn mode_name(mode: GuardMode) -> &'static str {
     }
 }
 
-const STEP_LOCK: i32 = 0x7463_5331;
-const TASK_LOCK: i32 = 0x7463_5432;
-const GRAPH_LOCK: i32 = 0x7463_4533;
-
 type Verdict = (
     String,         // mode
     Option<String>, // constraint_name
@@ -79,16 +73,13 @@ fn verdict(mode: GuardMode, refusal: Option<Refusal>, fill: Option<Accepted>) ->
     (mode_name(mode).to_string(), constraint, message, detail, hint, from_state, sort_key)
 }
 
-fn lock(class: i32, id: i64, function: &'static str) {
-    let key = id as i32; // modulo 2^32, see the module comment
-    plans::run(
-        "SELECT pg_catalog.pg_advisory_xact_lock($1, $2)",
-        &[INT4, INT4],
-        &[plans::int4(class), plans::int4(key)],
-        false,
-        function,
-        |_| (),
-    );
+/// Locks the owner's row (`FOR NO KEY UPDATE`) in `table` of schema `s`, keyed by `column`.
+/// Row locks live in the tuple, not in the shared lock table, so a transaction may write any
+/// number of transitions or edges (advisory locks would run out at max_locks_per_transaction).
+/// A missing row locks nothing: the foreign key refuses the new row anyway.
+fn lock(s: &str, table: &str, column: &str, id: i64, function: &'static str) {
+    let sql = format!("SELECT 1 FROM {s}.{table} WHERE {column} = $1 FOR NO KEY UPDATE");
+    plans::run(&sql, &[INT8], &[plans::int8(id)], false, function, |_| ());
 }
 
 /// `(id, state by highest sort_key)` rows of a query taking one bigint (read-write mode: a
@@ -124,9 +115,9 @@ fn check_transition(
 > {
     const F: &str = "check_transition";
     let mode = GUARD_MODE.get();
-    let (machine, table, owner_col, lock_class) = match machine {
-        "step" => (Machine::Step, "tasker_workflow_step_transitions", "workflow_step_id", STEP_LOCK),
-        "task" => (Machine::Task, "tasker_task_transitions", "task_id", TASK_LOCK),
+    let (machine, table, owner_col, owner_table) = match machine {
+        "step" => (Machine::Step, "tasker_workflow_step_transitions", "workflow_step_id", "tasker_workflow_steps"),
+        "task" => (Machine::Task, "tasker_task_transitions", "task_id", "tasker_tasks"),
         other => pgrx::error!("tasker_core.check_transition: unknown machine {other:?} (expected 'step' or 'task')"),
     };
     let Some(to_state) = to_state.filter(|_| mode != GuardMode::Off) else {
@@ -135,7 +126,7 @@ fn check_transition(
     };
     let s = quote_identifier(schema);
     let out = Spi::connect(|_| {
-        lock(lock_class, owner, F);
+        lock(&s, owner_table, owner_col, owner, F);
         let latest = format!(
             "SELECT to_state::text, sort_key FROM {s}.{table} WHERE {owner_col} = $1 ORDER BY sort_key DESC LIMIT 1"
         );
@@ -284,7 +275,7 @@ fn check_edge(
         let Some(task) = from_task.or(to_task) else {
             return None; // neither step exists: the foreign keys refuse the row
         };
-        lock(GRAPH_LOCK, task, F);
+        lock(&s, "tasker_tasks", "task_id", task, F);
         let children_sql =
             format!("SELECT from_step_id, to_step_id FROM {s}.tasker_workflow_step_edges WHERE from_step_id = ANY($1) AND id <> $2");
         guards::check_acyclic(from, to, |frontier| {

@@ -128,17 +128,11 @@ pub fn run<R>(
     out
 }
 
-pub const INT4: pg_sys::Oid = pg_sys::INT4OID;
 pub const INT8: pg_sys::Oid = pg_sys::INT8OID;
 pub const INT8_ARRAY: pg_sys::Oid = pg_sys::INT8ARRAYOID;
 
 /// A `bigint` argument.
 pub fn int8(v: i64) -> Option<pg_sys::Datum> {
-    v.into_datum()
-}
-
-/// An `integer` argument.
-pub fn int4(v: i32) -> Option<pg_sys::Datum> {
     v.into_datum()
 }
 
