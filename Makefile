@@ -1,5 +1,5 @@
 # tasker_core: the commands a newcomer runs (Debian bookworm, as root). Each installs what is missing.
-.PHONY: demo test setup install bench clean
+.PHONY: demo test setup install bench package clean
 
 demo:        ## a private cluster, the extension, a sample Tasker database, the functions in action
 	scripts/demo.sh
@@ -18,3 +18,6 @@ clean:
 
 bench:       ## native vs SQL reference, side by side; writes docs/benchmarks.md
 	scripts/bench.sh
+
+package:     ## an installable tarball for PostgreSQL 15 (cargo pgrx package), in target/
+	scripts/package.sh

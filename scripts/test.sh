@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The full test run (what CI runs): code gates, unit/property tests and #[pg_test]s,
-# pg_regress, and the differential tests, each against a throwaway PostgreSQL 15 cluster
-# started here as the postgres user on a private port and socket directory.
+# The full test run (what CI runs): code gates, unit/property tests and #[pg_test]s, pg_regress,
+# differential tests, real-connection concurrency tests, the upgrade test, pgTAP, the Rails
+# (ActiveRecord) client test and the package build, each against a throwaway PostgreSQL 15
+# cluster started here as the postgres user on a private port and socket directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -49,6 +50,10 @@ echo "== concurrency tests (real concurrent connections against the guard trigge
 tests/concurrency/run.sh "$conn" 8 20 | tee "$work/race.log"
 record "$(grep '^concurrency:' "$work/race.log")"
 
+echo "== upgrade test (released versions + ALTER EXTENSION UPDATE == fresh install)"
+tests/upgrade/run.sh "$conn" | tee "$work/upgrade.log"
+record "$(grep '^upgrade:' "$work/upgrade.log")"
+
 echo "== pgTAP suite (pg_prove)"
 psql "$conn dbname=postgres" -X -q -v ON_ERROR_STOP=1 -c "DROP DATABASE IF EXISTS tasker_pgtap" -c "CREATE DATABASE tasker_pgtap"
 psql "$conn dbname=tasker_pgtap" -X -q -v ON_ERROR_STOP=1 -c "CREATE EXTENSION pgtap" -c "CREATE EXTENSION tasker_core"
@@ -61,6 +66,15 @@ psql "$conn dbname=tasker_rails" -X -q -v ON_ERROR_STOP=1 -f tests/fixtures/task
   -c "CREATE EXTENSION tasker_core"
 PGHOST="$work/pg" PGPORT="$port" PGUSER=postgres PGDATABASE=tasker_rails ruby tests/rails/client_test.rb | tee "$work/rails.log"
 record "rails client: $(grep -E 'runs, .* assertions' "$work/rails.log")"
+
+echo "== package (cargo pgrx package)"
+pkg=$(scripts/package.sh | tee "$work/package.log" | head -1)
+for f in lib/postgresql/15/lib/tasker_core.so share/postgresql/15/extension/tasker_core.control \
+         "share/postgresql/15/extension/tasker_core--$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1).sql" \
+         share/postgresql/15/extension/tasker_core--0.1.0--0.2.0.sql; do
+  grep -q "/usr/$f\$" "$work/package.log" || { echo "package $pkg lacks /usr/$f"; exit 1; }
+done
+record "package: $pkg"
 
 echo
 echo "== summary"

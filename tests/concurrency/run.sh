@@ -20,7 +20,7 @@ INSERT INTO tasker_task_namespaces VALUES (1, 'default', NULL, now(), now());
 INSERT INTO tasker_dependent_systems VALUES (1, 'sys', NULL, now(), now());
 INSERT INTO tasker_named_tasks (named_task_id, name, task_namespace_id, created_at, updated_at) VALUES (1, 'race', 1, now(), now());
 INSERT INTO tasker_named_steps (named_step_id, dependent_system_id, name, created_at, updated_at) VALUES (1, 1, 's1', now(), now()), (2, 1, 's2', now(), now());
-SELECT count(*) FROM tasker_core.enable(functions => false);
+SELECT count(*) FROM tasker_core.enable(functions => false) \g /dev/null
 SQL
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 passed=0; failed=0
