@@ -35,5 +35,5 @@ pgrx::extension_sql_file!("../sql/admin.sql", name = "admin", finalize);
 /// Registers `tasker_core.guard_mode` when the library loads.
 #[pgrx::pg_guard]
 pub extern "C-unwind" fn _PG_init() {
-    pg::guards::register_gucs();
+    pg::settings::register();
 }

@@ -9,42 +9,11 @@
 
 use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
-use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
 
 use crate::pg::plans::{self, INT8, INT8_ARRAY};
+use crate::pg::settings::{GuardMode, GUARD_MODE};
 use crate::rules::guards::{self, Accepted, History, Refusal, TransitionKey};
 use crate::rules::state::Machine;
-
-#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
-pub enum GuardMode {
-    #[name = c"enforce"]
-    Enforce,
-    #[name = c"warn"]
-    Warn,
-    #[name = c"off"]
-    Off,
-}
-
-pub static GUARD_MODE: GucSetting<GuardMode> = GucSetting::<GuardMode>::new(GuardMode::Enforce);
-
-pub fn register_gucs() {
-    GucRegistry::define_enum_guc(
-        c"tasker_core.guard_mode",
-        c"What the tasker_core triggers do with a row that breaks a rule.",
-        c"enforce: refuse it with SQLSTATE 23514; warn: log a WARNING with the same text and accept it; off: no checks.",
-        &GUARD_MODE,
-        GucContext::Userset,
-        GucFlags::default(),
-    );
-}
-
-fn mode_name(mode: GuardMode) -> &'static str {
-    match mode {
-        GuardMode::Enforce => "enforce",
-        GuardMode::Warn => "warn",
-        GuardMode::Off => "off",
-    }
-}
 
 type Verdict = (
     String,         // mode
@@ -70,7 +39,7 @@ fn verdict(mode: GuardMode, refusal: Option<Refusal>, fill: Option<Accepted>) ->
         Some(a) => (a.from_state, Some(a.sort_key)),
         None => (None, None),
     };
-    (mode_name(mode).to_string(), constraint, message, detail, hint, from_state, sort_key)
+    (mode.name().to_string(), constraint, message, detail, hint, from_state, sort_key)
 }
 
 /// Locks the owner's row (`FOR NO KEY UPDATE`) in `table` of schema `s`, keyed by `column`.

@@ -1,7 +1,9 @@
 //! The thin pgrx layer: SPI reads, `#[pg_extern]` functions, error reports.
 pub mod clock;
+pub mod direct;
 pub mod functions;
 pub mod guards;
 pub mod plans;
 pub mod read;
 pub mod report;
+pub mod settings;

@@ -4,8 +4,10 @@
 
 use std::collections::HashMap;
 
+use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+use crate::pg::direct::{Lookup, Want};
 use crate::pg::plans::{self, Rows, INT8, INT8_ARRAY};
 use crate::rules::health::HealthCounts;
 use crate::rules::readiness::{ParentTally, StepFacts};
@@ -103,6 +105,9 @@ pub struct StepsAndParents {
 }
 
 pub fn steps_and_parents(task_ids: TaskIds, function: &'static str) -> StepsAndParents {
+    if let Some(found) = direct_steps_and_parents(task_ids) {
+        return found;
+    }
     Spi::connect(|_| {
         let steps = by_ids(STEPS_SQL, task_ids, function, |rows| {
             (0..rows.len())
@@ -143,6 +148,9 @@ pub struct TaskRow {
 }
 
 pub fn tasks(task_ids: TaskIds, function: &'static str) -> Vec<TaskRow> {
+    if let Some(found) = direct_tasks(task_ids) {
+        return found;
+    }
     Spi::connect(|_| {
         by_ids(TASKS_SQL, task_ids, function, |rows| {
             (0..rows.len())
@@ -156,8 +164,14 @@ pub fn tasks(task_ids: TaskIds, function: &'static str) -> Vec<TaskRow> {
     })
 }
 
+/// A task's step ids and the `(from, to)` edges into them.
+pub type TaskGraph = (Vec<i64>, Vec<(i64, i64)>);
+
 /// The task's step ids (not joined to named steps) and every edge into them.
-pub fn task_graph(task_id: i64, function: &'static str) -> (Vec<i64>, Vec<(i64, i64)>) {
+pub fn task_graph(task_id: i64, function: &'static str) -> TaskGraph {
+    if let Some(found) = direct_task_graph(task_id) {
+        return found;
+    }
     Spi::connect(|_| {
         let ids = TaskIds::One(task_id);
         let steps = by_ids(LEVEL_STEPS_SQL, ids, function, |rows| {
@@ -220,4 +234,192 @@ pub fn health(function: &'static str) -> (HealthCounts, i64, i64) {
         });
         (h, active, max)
     })
+}
+
+// ---------------------------------------------------------------------------------------
+// The direct path (pg::direct): the same rows as the SQL above, read by index without the
+// executor. Each function returns None when a table cannot be read directly (see direct.rs),
+// and the caller then runs the SQL.
+
+const TIMESTAMP: &[pg_sys::Oid] = &[pg_sys::TIMESTAMPOID];
+const BIGINT: &[pg_sys::Oid] = &[pg_sys::INT8OID];
+const INTEGER: &[pg_sys::Oid] = &[pg_sys::INT4OID];
+const BOOLEAN: &[pg_sys::Oid] = &[pg_sys::BOOLOID];
+const TEXT: &[pg_sys::Oid] = &[pg_sys::VARCHAROID, pg_sys::TEXTOID];
+
+fn ids_of(task_ids: TaskIds) -> Vec<i64> {
+    match task_ids {
+        TaskIds::One(id) => vec![id],
+        TaskIds::Many(many) => many.to_vec(),
+    }
+}
+
+/// The current state of steps by their most_recent transition: `(to_state, created_at)`.
+struct States {
+    lookup: Lookup,
+    known: HashMap<i64, Option<(String, i64)>>,
+}
+
+impl States {
+    fn open() -> Option<States> {
+        let lookup = Lookup::open(
+            "tasker_workflow_step_transitions",
+            "workflow_step_id",
+            pg_sys::INT8OID,
+            &[
+                Want { name: "to_state", types: TEXT },
+                Want { name: "created_at", types: TIMESTAMP },
+                Want { name: "most_recent", types: BOOLEAN },
+            ],
+        )?;
+        Some(States { lookup, known: HashMap::new() })
+    }
+
+    fn of(&mut self, step: i64) -> Option<(String, i64)> {
+        if let Some(k) = self.known.get(&step) {
+            return k.clone();
+        }
+        let mut found = None;
+        self.lookup.each_i64(step, |row| {
+            if row.bool(2) == Some(true) {
+                found = Some((row.string(0).unwrap_or_default(), row.i64(1).unwrap_or_default()));
+            }
+        });
+        self.known.insert(step, found.clone());
+        found
+    }
+}
+
+fn direct_steps_and_parents(task_ids: TaskIds) -> Option<StepsAndParents> {
+    let mut steps_l = Lookup::open(
+        "tasker_workflow_steps",
+        "task_id",
+        pg_sys::INT8OID,
+        &[
+            Want { name: "workflow_step_id", types: BIGINT },
+            Want { name: "task_id", types: BIGINT },
+            Want { name: "named_step_id", types: INTEGER },
+            Want { name: "retryable", types: BOOLEAN },
+            Want { name: "retry_limit", types: INTEGER },
+            Want { name: "in_process", types: BOOLEAN },
+            Want { name: "processed", types: BOOLEAN },
+            Want { name: "attempts", types: INTEGER },
+            Want { name: "last_attempted_at", types: TIMESTAMP },
+            Want { name: "backoff_request_seconds", types: INTEGER },
+        ],
+    )?;
+    let mut names_l =
+        Lookup::open("tasker_named_steps", "named_step_id", pg_sys::INT4OID, &[Want { name: "name", types: TEXT }])?;
+    let mut states = States::open()?;
+    let mut edges_l = Lookup::open(
+        "tasker_workflow_step_edges",
+        "to_step_id",
+        pg_sys::INT8OID,
+        &[Want { name: "from_step_id", types: BIGINT }],
+    )?;
+
+    let mut scanned: Vec<StepFacts> = Vec::new();
+    for task in ids_of(task_ids) {
+        steps_l.each_i64(task, |row| {
+            scanned.push(StepFacts {
+                workflow_step_id: row.i64(0).unwrap_or_default(),
+                task_id: row.i64(1).unwrap_or_default(),
+                named_step_id: row.i32(2).unwrap_or_default(),
+                name: String::new(),
+                retryable: row.bool(3),
+                retry_limit: row.i32(4),
+                in_process: row.bool(5),
+                processed: row.bool(6),
+                attempts: row.i32(7),
+                last_attempted_at: row.i64(8),
+                backoff_request_seconds: row.i32(9),
+                state: None,
+                state_since: None,
+            });
+        });
+    }
+    scanned.sort_unstable_by_key(|s| (s.task_id, s.workflow_step_id));
+
+    let mut names: HashMap<i32, Option<String>> = HashMap::new();
+    let mut parents: HashMap<i64, ParentTally> = HashMap::new();
+    for s in &mut scanned {
+        if let Some((state, since)) = states.of(s.workflow_step_id) {
+            s.state = Some(state);
+            s.state_since = Some(since);
+        }
+        let name = names.entry(s.named_step_id).or_insert_with(|| {
+            let mut found = None;
+            names_l.each_i32(s.named_step_id, |row| found = row.string(0));
+            found
+        });
+        if let Some(n) = name {
+            s.name = n.clone();
+        }
+    }
+    for s in &scanned {
+        let mut from_steps = Vec::new();
+        edges_l.each_i64(s.workflow_step_id, |row| from_steps.push(row.i64(0).unwrap_or_default()));
+        for parent in from_steps {
+            let parent_state = states.of(parent).map(|(state, _)| state);
+            parents.entry(s.workflow_step_id).or_default().add(parent_state.as_deref());
+        }
+    }
+    // The inner join to tasker_named_steps: steps whose named step is missing are left out.
+    let steps = scanned.into_iter().filter(|s| names.get(&s.named_step_id).is_some_and(Option::is_some)).collect();
+    Some(StepsAndParents { steps, parents })
+}
+
+fn direct_tasks(task_ids: TaskIds) -> Option<Vec<TaskRow>> {
+    let mut tasks_l = Lookup::open(
+        "tasker_tasks",
+        "task_id",
+        pg_sys::INT8OID,
+        &[Want { name: "task_id", types: BIGINT }, Want { name: "named_task_id", types: INTEGER }],
+    )?;
+    let mut trans_l = Lookup::open(
+        "tasker_task_transitions",
+        "task_id",
+        pg_sys::INT8OID,
+        &[Want { name: "to_state", types: TEXT }, Want { name: "most_recent", types: BOOLEAN }],
+    )?;
+    let mut out = Vec::new();
+    for task in ids_of(task_ids) {
+        tasks_l.each_i64(task, |row| {
+            out.push(TaskRow {
+                task_id: row.i64(0).unwrap_or_default(),
+                named_task_id: row.i32(1).unwrap_or_default(),
+                state: None,
+            })
+        });
+    }
+    for t in &mut out {
+        trans_l.each_i64(t.task_id, |row| {
+            if row.bool(1) == Some(true) {
+                t.state = row.string(0);
+            }
+        });
+    }
+    Some(out)
+}
+
+fn direct_task_graph(task_id: i64) -> Option<TaskGraph> {
+    let mut steps_l = Lookup::open(
+        "tasker_workflow_steps",
+        "task_id",
+        pg_sys::INT8OID,
+        &[Want { name: "workflow_step_id", types: BIGINT }],
+    )?;
+    let mut edges_l = Lookup::open(
+        "tasker_workflow_step_edges",
+        "to_step_id",
+        pg_sys::INT8OID,
+        &[Want { name: "from_step_id", types: BIGINT }],
+    )?;
+    let mut steps = Vec::new();
+    steps_l.each_i64(task_id, |row| steps.push(row.i64(0).unwrap_or_default()));
+    let mut edges = Vec::new();
+    for &to in &steps {
+        edges_l.each_i64(to, |row| edges.push((row.i64(0).unwrap_or_default(), to)));
+    }
+    Some((steps, edges))
 }

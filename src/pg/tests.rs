@@ -570,3 +570,37 @@ fn one_transaction_may_write_twenty_thousand_transitions() {
         Some(20000)
     );
 }
+
+#[pg_test]
+fn row_level_security_is_applied_as_sql_applies_it() {
+    // With RLS on a table the direct index reads stand aside and the SQL path applies the
+    // policies, exactly as the Rails function would.
+    diamond();
+    Spi::run(
+        "CREATE ROLE tasker_rls_reader NOLOGIN;
+         GRANT SELECT ON ALL TABLES IN SCHEMA public TO tasker_rls_reader;
+         ALTER TABLE tasker_workflow_steps ENABLE ROW LEVEL SECURITY;
+         CREATE POLICY hide_step_4 ON tasker_workflow_steps FOR SELECT USING (workflow_step_id <> 4);",
+    )
+    .unwrap();
+    assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.get_step_readiness_status(1)"), Some(4), "the owner is not subject to RLS");
+    Spi::run("SET LOCAL ROLE tasker_rls_reader").unwrap();
+    assert_eq!(text("SELECT string_agg(workflow_step_id::text, ',') FROM tasker_core.get_step_readiness_status(1)"), "1,2,3");
+    assert_eq!(one::<i64>("SELECT total_steps FROM tasker_core.get_task_execution_context(1)"), Some(3));
+    Spi::run("RESET ROLE").unwrap();
+}
+
+#[pg_test]
+fn both_read_paths_agree() {
+    diamond();
+    Spi::run("SELECT pg_temp.step(9, 2, 9); SELECT pg_temp.edge(9, 4); SELECT pg_temp.move(9, 'complete');").unwrap();
+    let all = "SELECT string_agg(r::text, ';' ORDER BY r.workflow_step_id) FROM tasker_core.get_step_readiness_status_batch('{1,2}') r";
+    let ctx = "SELECT string_agg(c::text, ';') FROM tasker_core.get_task_execution_contexts_batch('{2,1,1}') c";
+    let lvl = "SELECT string_agg(l::text, ';') FROM tasker_core.calculate_dependency_levels(1) l";
+    Spi::run("SET LOCAL tasker_core.direct_reads = on").unwrap();
+    let direct = (text(all), text(ctx), text(lvl));
+    Spi::run("SET LOCAL tasker_core.direct_reads = off").unwrap();
+    let sql = (text(all), text(ctx), text(lvl));
+    assert_eq!(direct, sql);
+    assert!(direct.0.contains("(4,1,4,step_4,pending,f,t,f,,,3,2,0,3,,)"), "{}", direct.0);
+}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Differential tests: native tasker_core == reference SQL (written from the spec) on every row,
-# over random Tasker databases (many seeds and DAG shapes) and several session time zones.
+# over random Tasker databases (many seeds and DAG shapes), several session time zones, and
+# both read paths (tasker_core.direct_reads on and off).
 # Usage: tests/differential/run.sh PSQL_CONNINFO [SEEDS] [TASKS_PER_SEED]
 # Needs a server with tasker_core installed; creates and drops database tasker_diff.
 set -euo pipefail
@@ -49,7 +50,9 @@ for seed in $(seq 1 "$seeds"); do
 BEGIN;
 SET LOCAL TimeZone = '$gen_zone';
 SELECT 'steps', tasker_gen.generate($seed / 1000.0, $tasks, anchor => LOCALTIMESTAMP);
-$(for z in "${zones[@]}"; do echo "SET LOCAL TimeZone = '$z'; SELECT * FROM tasker_test.diff_all('seed $seed gen $gen_zone tz $z');"; done)
+$(for z in "${zones[@]}"; do for path in on off; do
+  echo "SET LOCAL TimeZone = '$z'; SET LOCAL tasker_core.direct_reads = $path; SELECT * FROM tasker_test.diff_all('seed $seed gen $gen_zone tz $z direct_reads $path');"
+done; done)
 ROLLBACK;
 SQL
 )
@@ -59,6 +62,6 @@ SQL
     if [ "$bad" -eq 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "MISMATCH $run $fn: $bad of $rows rows; $example"; fi
   done <<<"$out"
 done
-echo "differential: $seeds random databases ($steps steps), ${#zones[@]} time zones each, $total_rows rows compared, $total_bad mismatches"
+echo "differential: $seeds random databases ($steps steps), ${#zones[@]} time zones each, both read paths (direct index reads and SQL), $total_rows rows compared, $total_bad mismatches"
 echo "differential: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -1,0 +1,49 @@
+//! The extension's settings (GUCs), registered when the library loads.
+
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
+
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum GuardMode {
+    #[name = c"enforce"]
+    Enforce,
+    #[name = c"warn"]
+    Warn,
+    #[name = c"off"]
+    Off,
+}
+
+impl GuardMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            GuardMode::Enforce => "enforce",
+            GuardMode::Warn => "warn",
+            GuardMode::Off => "off",
+        }
+    }
+}
+
+/// `tasker_core.guard_mode`: what the triggers do with a row that breaks a rule.
+pub static GUARD_MODE: GucSetting<GuardMode> = GucSetting::<GuardMode>::new(GuardMode::Enforce);
+
+/// `tasker_core.direct_reads`: read the Tasker tables by index without the executor when that
+/// is safe (pg::direct); off forces the SPI queries (for comparison, or as an escape hatch).
+pub static DIRECT_READS: GucSetting<bool> = GucSetting::<bool>::new(true);
+
+pub fn register() {
+    GucRegistry::define_enum_guc(
+        c"tasker_core.guard_mode",
+        c"What the tasker_core triggers do with a row that breaks a rule.",
+        c"enforce: refuse it with SQLSTATE 23514; warn: log a WARNING with the same text and accept it; off: no checks.",
+        &GUARD_MODE,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"tasker_core.direct_reads",
+        c"Read the Tasker tables by index without the executor when it is safe.",
+        c"off makes the read functions use their SQL queries (same results; slower).",
+        &DIRECT_READS,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+}
