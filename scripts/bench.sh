@@ -33,9 +33,50 @@ table=$(psql -qAt -F '|' -c "SELECT workload, calls, round(native_ms::numeric, 2
          FROM tasker_bench.run($ROUNDS, $big, $lattice)")
 md="| workload | calls | native ms | SQL ms | floor ms | native speed-up | native / floor | µs per call native | µs per call SQL |
 |---|---|---|---|---|---|---|---|---|
-$(echo "$table" | sed 's/^/| /; s/$/ |/; s/|/ | /g; s/  */ /g')"
+$(echo "$table" | awk -F'|' '{ row = "|"; for (i = 1; i <= NF; i++) row = row " " $i " |"; print row }')"
 echo "$md"
-machine="$(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB RAM, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(psql -qAt -c 'SHOW server_version') ($(uname -r))"
+echo "== guard triggers: Statesman transitions with and without triggers"
+psql -q -f tests/bench/guards_bench.sql
+moves=""
+for round in $(seq 1 3); do
+  for mode in with without; do
+    if [ $mode = with ]; then psql -qAt -c "SELECT count(*) FROM tasker_core.enable(functions => false)" >/dev/null;
+    else psql -qAt -c "SELECT count(*) FROM tasker_core.disable()" >/dev/null; fi
+    ms=$(psql -qAt -c "SELECT tasker_bench.statesman_moves(tasker_bench.fresh_steps(1000, 1))")
+    moves="$moves$mode $ms
+"
+  done
+done
+median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+without=$(echo "$moves" | awk '$1 == "without" { print $2 }' | median)
+with=$(echo "$moves" | awk '$1 == "with" { print $2 }' | median)
+tx=$(awk -v a="$without" -v b="$with" 'BEGIN { printf "| 3,000 moves (1,000 steps x 3), median of 3 | %.0f | %.0f | %.0f | %.0f | %.2f |", a, b, 3000000 / a, 3000000 / b, b / a }')
+echo "$tx"
+
+echo "== guard triggers: edge insert, trigger vs Rails' whole-table recursive cycle check"
+# A database of its own, so the edges table starts empty and grows to each size.
+command psql "host=$work/pg port=$port user=postgres dbname=postgres" -X -q -c "CREATE DATABASE tasker_bench_edges"
+export DB=tasker_bench_edges
+psql -q -f tests/fixtures/tasker_schema.sql -f tests/bench/guards_bench.sql -c "CREATE EXTENSION tasker_core"
+psql -q -c "INSERT INTO tasker_task_namespaces VALUES (1, 'default', NULL, now(), now());
+            INSERT INTO tasker_dependent_systems VALUES (1, 'sys', NULL, now(), now());
+            INSERT INTO tasker_named_tasks (named_task_id, name, task_namespace_id, created_at, updated_at) VALUES (1, 'bench', 1, now(), now());
+            INSERT INTO tasker_named_steps (named_step_id, dependent_system_id, name, created_at, updated_at) VALUES (1, 1, 'step', now(), now());"
+edges=""
+for size in 10000 100000 1000000; do
+  have=$(psql -qAt -c "SELECT tasker_bench.grow_edges($size)")
+  psql -q -c "VACUUM ANALYZE tasker_workflow_step_edges, tasker_workflow_steps"
+  psql -qAt -c "SELECT count(*) FROM tasker_core.enable(functions => false)" >/dev/null
+  trig=$(psql -qAt -c "SELECT round(tasker_bench.edge_inserts(200, false)::numeric, 3)")
+  psql -qAt -c "SELECT count(*) FROM tasker_core.disable()" >/dev/null
+  rails=$(psql -qAt -c "SELECT round(tasker_bench.edge_inserts(10, true)::numeric, 3)")
+  plain=$(psql -qAt -c "SELECT round(tasker_bench.edge_inserts(200, false)::numeric, 3)")
+  edges="$edges| $have | $plain | $trig | $rails | $(echo "$rails $trig" | awk '{printf "%.0f", $1 / $2}') |
+"
+  echo "  $have edges: no check $plain ms, trigger $trig ms, Rails-style check $rails ms per insert"
+done
+
+machine="$(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB RAM, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), Linux $(uname -r), PostgreSQL $(psql -qAt -c 'SHOW server_version'), release build (LTO), shared_buffers 1GB"
 cat > docs/benchmarks.md <<DOC
 # Benchmarks
 
@@ -47,5 +88,25 @@ Produced by \`make bench\` (scripts/bench.sh); rerun it to reproduce. A benchmar
 - Run: $(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown).
 
 $md
+
+## Guard triggers (issue: state machines and DAG integrity)
+
+Statesman's write path (UPDATE the old \`most_recent\`, INSERT the new row with sort_key + 10),
+one PL/pgSQL loop per run, each step moved (none) -> pending -> in_progress -> complete, with
+the five triggers installed and without them, alternating.
+
+| workload | ms without triggers | ms with triggers | moves/s without | moves/s with | cost ratio |
+|---|---|---|---|---|---|
+$tx
+
+Adding one edge (the last link of a 10-step chain) in an edges table of growing size: no
+check at all, the trigger (breadth-first search over the task's edges by index), and the
+equivalent of Rails' check (a recursive query over the whole edges table, run before a plain
+insert; \`tasker_bench.rails_cycle_check\` in tests/bench/guards_bench.sql). Mean ms per insert
+(200 inserts; 10 for the Rails-style check).
+
+| edges in table | no check ms | trigger ms | Rails-style check ms | Rails-style / trigger |
+|---|---|---|---|---|
+$edges
 DOC
 echo "written to docs/benchmarks.md"
