@@ -262,7 +262,7 @@ struct States {
 
 impl States {
     fn open() -> Option<States> {
-        let lookup = Lookup::open(
+        let lookup = Lookup::open_where(
             "tasker_workflow_step_transitions",
             "workflow_step_id",
             pg_sys::INT8OID,
@@ -270,23 +270,35 @@ impl States {
                 Want { name: "to_state", types: TEXT },
                 Want { name: "created_at", types: TIMESTAMP },
                 Want { name: "most_recent", types: BOOLEAN },
+                Want { name: "workflow_step_id", types: BIGINT },
             ],
+            Some("most_recent"),
         )?;
         Some(States { lookup, known: HashMap::new() })
     }
 
-    fn of(&mut self, step: i64) -> Option<(String, i64)> {
-        if let Some(k) = self.known.get(&step) {
-            return k.clone();
+    /// Reads the states of many steps (ascending, distinct ids) in range scans.
+    fn prefetch(&mut self, sorted: &[i64]) {
+        let known = &mut self.known;
+        self.lookup.each_of_i64(
+            sorted,
+            |row| row.i64(3),
+            |step, row| {
+                if row.bool(2) == Some(true) {
+                    known.insert(step, Some((row.string(0).unwrap_or_default(), row.i64(1).unwrap_or_default())));
+                }
+            },
+        );
+        for &step in sorted {
+            known.entry(step).or_insert(None);
         }
-        let mut found = None;
-        self.lookup.each_i64(step, |row| {
-            if row.bool(2) == Some(true) {
-                found = Some((row.string(0).unwrap_or_default(), row.i64(1).unwrap_or_default()));
-            }
-        });
-        self.known.insert(step, found.clone());
-        found
+    }
+
+    fn of(&mut self, step: i64) -> Option<(String, i64)> {
+        if !self.known.contains_key(&step) {
+            self.prefetch(&[step]);
+        }
+        self.known[&step].clone()
     }
 }
 
@@ -308,20 +320,29 @@ fn direct_steps_and_parents(task_ids: TaskIds) -> Option<StepsAndParents> {
             Want { name: "backoff_request_seconds", types: INTEGER },
         ],
     )?;
-    let mut names_l =
-        Lookup::open("tasker_named_steps", "named_step_id", pg_sys::INT4OID, &[Want { name: "name", types: TEXT }])?;
+    let mut names_l = Lookup::open(
+        "tasker_named_steps",
+        "named_step_id",
+        pg_sys::INT4OID,
+        &[Want { name: "name", types: TEXT }, Want { name: "named_step_id", types: INTEGER }],
+    )?;
     let mut states = States::open()?;
     let mut edges_l = Lookup::open(
         "tasker_workflow_step_edges",
         "to_step_id",
         pg_sys::INT8OID,
-        &[Want { name: "from_step_id", types: BIGINT }],
+        &[Want { name: "from_step_id", types: BIGINT }, Want { name: "to_step_id", types: BIGINT }],
     )?;
 
-    let mut scanned: Vec<StepFacts> = Vec::new();
-    for task in ids_of(task_ids) {
-        steps_l.each_i64(task, |row| {
-            scanned.push(StepFacts {
+    let mut tasks = ids_of(task_ids);
+    tasks.sort_unstable();
+    tasks.dedup();
+    let mut steps: Vec<StepFacts> = Vec::new();
+    steps_l.each_of_i64(
+        &tasks,
+        |row| row.i64(1),
+        |_, row| {
+            steps.push(StepFacts {
                 workflow_step_id: row.i64(0).unwrap_or_default(),
                 task_id: row.i64(1).unwrap_or_default(),
                 named_step_id: row.i32(2).unwrap_or_default(),
@@ -336,36 +357,55 @@ fn direct_steps_and_parents(task_ids: TaskIds) -> Option<StepsAndParents> {
                 state: None,
                 state_since: None,
             });
-        });
-    }
-    scanned.sort_unstable_by_key(|s| (s.task_id, s.workflow_step_id));
+        },
+    );
+    steps.sort_unstable_by_key(|s| (s.task_id, s.workflow_step_id));
+    let mut step_ids: Vec<i64> = steps.iter().map(|s| s.workflow_step_id).collect();
+    step_ids.sort_unstable();
+    step_ids.dedup();
 
-    let mut names: HashMap<i32, Option<String>> = HashMap::new();
-    let mut parents: HashMap<i64, ParentTally> = HashMap::new();
-    for s in &mut scanned {
-        if let Some((state, since)) = states.of(s.workflow_step_id) {
-            s.state = Some(state);
-            s.state_since = Some(since);
-        }
-        let name = names.entry(s.named_step_id).or_insert_with(|| {
-            let mut found = None;
-            names_l.each_i32(s.named_step_id, |row| found = row.string(0));
-            found
-        });
-        if let Some(n) = name {
-            s.name = n.clone();
-        }
-    }
-    for s in &scanned {
-        let mut from_steps = Vec::new();
-        edges_l.each_i64(s.workflow_step_id, |row| from_steps.push(row.i64(0).unwrap_or_default()));
-        for parent in from_steps {
-            let parent_state = states.of(parent).map(|(state, _)| state);
-            parents.entry(s.workflow_step_id).or_default().add(parent_state.as_deref());
+    states.prefetch(&step_ids);
+    let mut named: Vec<i64> = steps.iter().map(|s| i64::from(s.named_step_id)).collect();
+    named.sort_unstable();
+    named.dedup();
+    let mut names: HashMap<i32, String> = HashMap::with_capacity(named.len());
+    names_l.each_of_i64(
+        &named,
+        |row| row.i32(1).map(i64::from),
+        |id, row| {
+            if let Some(n) = row.string(0) {
+                names.insert(id as i32, n);
+            }
+        },
+    );
+    let mut parents_of: HashMap<i64, Vec<i64>> = HashMap::new();
+    edges_l.each_of_i64(
+        &step_ids,
+        |row| row.i64(1),
+        |to, row| {
+            parents_of.entry(to).or_default().push(row.i64(0).unwrap_or_default());
+        },
+    );
+
+    let mut parents: HashMap<i64, ParentTally> = HashMap::with_capacity(parents_of.len());
+    for (to, froms) in &parents_of {
+        let tally = parents.entry(*to).or_default();
+        for &from in froms {
+            tally.add(states.of(from).map(|(state, _)| state).as_deref());
         }
     }
     // The inner join to tasker_named_steps: steps whose named step is missing are left out.
-    let steps = scanned.into_iter().filter(|s| names.get(&s.named_step_id).is_some_and(Option::is_some)).collect();
+    let steps = steps
+        .into_iter()
+        .filter_map(|mut s| {
+            s.name = names.get(&s.named_step_id)?.clone();
+            if let Some((state, since)) = states.known.get(&s.workflow_step_id).cloned().flatten() {
+                s.state = Some(state);
+                s.state_since = Some(since);
+            }
+            Some(s)
+        })
+        .collect();
     Some(StepsAndParents { steps, parents })
 }
 
@@ -376,28 +416,46 @@ fn direct_tasks(task_ids: TaskIds) -> Option<Vec<TaskRow>> {
         pg_sys::INT8OID,
         &[Want { name: "task_id", types: BIGINT }, Want { name: "named_task_id", types: INTEGER }],
     )?;
-    let mut trans_l = Lookup::open(
+    let mut trans_l = Lookup::open_where(
         "tasker_task_transitions",
         "task_id",
         pg_sys::INT8OID,
-        &[Want { name: "to_state", types: TEXT }, Want { name: "most_recent", types: BOOLEAN }],
+        &[
+            Want { name: "to_state", types: TEXT },
+            Want { name: "most_recent", types: BOOLEAN },
+            Want { name: "task_id", types: BIGINT },
+        ],
+        Some("most_recent"),
     )?;
-    let mut out = Vec::new();
-    for task in ids_of(task_ids) {
-        tasks_l.each_i64(task, |row| {
+    let mut ids = ids_of(task_ids);
+    ids.sort_unstable();
+    ids.dedup();
+    let mut out = Vec::with_capacity(ids.len());
+    tasks_l.each_of_i64(
+        &ids,
+        |row| row.i64(0),
+        |_, row| {
             out.push(TaskRow {
                 task_id: row.i64(0).unwrap_or_default(),
                 named_task_id: row.i32(1).unwrap_or_default(),
                 state: None,
             })
-        });
-    }
-    for t in &mut out {
-        trans_l.each_i64(t.task_id, |row| {
+        },
+    );
+    let mut states: HashMap<i64, String> = HashMap::new();
+    trans_l.each_of_i64(
+        &ids,
+        |row| row.i64(2),
+        |task, row| {
             if row.bool(1) == Some(true) {
-                t.state = row.string(0);
+                if let Some(s) = row.string(0) {
+                    states.insert(task, s);
+                }
             }
-        });
+        },
+    );
+    for t in &mut out {
+        t.state = states.remove(&t.task_id);
     }
     Some(out)
 }
@@ -413,13 +471,14 @@ fn direct_task_graph(task_id: i64) -> Option<TaskGraph> {
         "tasker_workflow_step_edges",
         "to_step_id",
         pg_sys::INT8OID,
-        &[Want { name: "from_step_id", types: BIGINT }],
+        &[Want { name: "from_step_id", types: BIGINT }, Want { name: "to_step_id", types: BIGINT }],
     )?;
     let mut steps = Vec::new();
     steps_l.each_i64(task_id, |row| steps.push(row.i64(0).unwrap_or_default()));
+    let mut sorted = steps.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
     let mut edges = Vec::new();
-    for &to in &steps {
-        edges_l.each_i64(to, |row| edges.push((row.i64(0).unwrap_or_default(), to)));
-    }
+    edges_l.each_of_i64(&sorted, |row| row.i64(1), |to, row| edges.push((row.i64(0).unwrap_or_default(), to)));
     Some((steps, edges))
 }
