@@ -68,7 +68,8 @@ PGHOST="$work/pg" PGPORT="$port" PGUSER=postgres PGDATABASE=tasker_rails ruby te
 record "rails client: $(grep -E 'runs, .* assertions' "$work/rails.log")"
 
 echo "== package (cargo pgrx package)"
-pkg=$(scripts/package.sh | tee "$work/package.log" | head -1)
+scripts/package.sh > "$work/package.log"
+pkg=$(head -n 1 "$work/package.log")
 for f in lib/postgresql/15/lib/tasker_core.so share/postgresql/15/extension/tasker_core.control \
          "share/postgresql/15/extension/tasker_core--$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1).sql" \
          share/postgresql/15/extension/tasker_core--0.1.0--0.2.0.sql; do
