@@ -137,16 +137,21 @@ pub fn check_move(
     Ok(Accepted { from_state: given_from.map(str::to_string).or_else(|| history.current.clone()), sort_key })
 }
 
+/// `"id (state)"` for each step of `steps` (id, current state) that is not done.
+fn unfinished(steps: &[(i64, Option<String>)]) -> Vec<String> {
+    steps
+        .iter()
+        .filter(|(_, s)| !state::is_done(s.as_deref().unwrap_or(state::PENDING)))
+        .map(|(id, s)| format!("{id} ({})", s.as_deref().unwrap_or(state::PENDING)))
+        .collect()
+}
+
 /// A step may enter `in_progress` only when every parent (edge into it) is done.
 pub fn check_step_parents(step: i64, to_state: &str, parents: &[(i64, Option<String>)]) -> Result<(), Refusal> {
     if to_state != state::IN_PROGRESS {
         return Ok(());
     }
-    let waiting: Vec<String> = parents
-        .iter()
-        .filter(|(_, s)| !state::is_done(s.as_deref().unwrap_or(state::PENDING)))
-        .map(|(id, s)| format!("{id} ({})", s.as_deref().unwrap_or(state::PENDING)))
-        .collect();
+    let waiting = unfinished(parents);
     if waiting.is_empty() {
         return Ok(());
     }
@@ -167,11 +172,7 @@ pub fn check_task_steps(task: i64, to_state: &str, steps: &[(i64, Option<String>
     if to_state != state::COMPLETE {
         return Ok(());
     }
-    let open: Vec<String> = steps
-        .iter()
-        .filter(|(_, s)| !state::is_done(s.as_deref().unwrap_or(state::PENDING)))
-        .map(|(id, s)| format!("{id} ({})", s.as_deref().unwrap_or(state::PENDING)))
-        .collect();
+    let open = unfinished(steps);
     if open.is_empty() {
         return Ok(());
     }
