@@ -72,3 +72,22 @@ BEGIN
       FROM generate_series(0, layers - 2) l, generate_series(0, width - 1) a, generate_series(0, width - 1) b;
     RETURN t;
 END $$;
+
+-- The ORIGINAL algorithm of Rails' calculate_dependency_levels (functions.md): a recursive
+-- query that follows every path from every root (UNION ALL, no de-duplication) and keeps the
+-- longest. Exponential on diamond-heavy DAGs; never ends on a reachable cycle. Benchmark only.
+CREATE OR REPLACE FUNCTION tasker_bench.levels_path_enumeration(input_task_id bigint)
+RETURNS TABLE (workflow_step_id bigint, dependency_level integer) LANGUAGE sql STABLE AS $$
+    WITH RECURSIVE walk AS (
+        SELECT ws.workflow_step_id, 0 AS level
+          FROM tasker_workflow_steps ws
+         WHERE ws.task_id = input_task_id
+           AND NOT EXISTS (SELECT 1 FROM tasker_workflow_step_edges e WHERE e.to_step_id = ws.workflow_step_id)
+        UNION ALL
+        SELECT e.to_step_id, w.level + 1
+          FROM walk w
+          JOIN tasker_workflow_step_edges e ON e.from_step_id = w.workflow_step_id
+          JOIN tasker_workflow_steps ws ON ws.workflow_step_id = e.to_step_id AND ws.task_id = input_task_id
+    )
+    SELECT walk.workflow_step_id, max(walk.level)::integer FROM walk GROUP BY 1 ORDER BY 2, 1
+$$;
