@@ -32,7 +32,9 @@ AS $$
            ('get_system_health_counts_v01'::name,     '',                 '')
 $$;
 
--- Is `target` currently a tasker_core wrapper (its SQL body depends on the native function)?
+-- Is `target` currently a tasker_core wrapper of `native`? On PostgreSQL 14+ the wrapper's
+-- SQL-standard body records a dependency on the native function; on 13 the body is a string,
+-- which must be exactly the one enable() writes (no pattern match: nothing else may pass).
 CREATE FUNCTION tasker_core.is_native_wrapper(target regprocedure, native regprocedure)
 RETURNS boolean
 LANGUAGE sql STABLE
@@ -40,9 +42,10 @@ AS $$
     SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
                     WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = target
                       AND d.refclassid = 'pg_catalog.pg_proc'::regclass AND d.refobjid = native)
-        OR EXISTS (SELECT 1 FROM pg_catalog.pg_proc p
-                    WHERE p.oid = target AND p.prolang = (SELECT oid FROM pg_catalog.pg_language WHERE lanname = 'sql')
-                      AND p.prosrc LIKE '%tasker_core.%')
+        OR EXISTS (SELECT 1 FROM pg_catalog.pg_proc p, pg_catalog.pg_proc n, tasker_core.drop_in_functions() f
+                    WHERE p.oid = target AND n.oid = native AND f.function_name = n.proname
+                      AND p.prolang = (SELECT oid FROM pg_catalog.pg_language WHERE lanname = 'sql')
+                      AND p.prosrc = format('SELECT * FROM tasker_core.%I(%s)', f.function_name, f.call_args))
 $$;
 
 -- SECURITY DEFINER because replaced_functions is not writable by PUBLIC (see above). It only
@@ -56,6 +59,11 @@ DECLARE
     target regprocedure := pg_catalog.to_regprocedure(format('%I.%I(%s)', schema_name, function_name, identity_args));
     owner  oid;
 BEGIN
+    -- Only the six drop-in signatures (all of pg_catalog types) are ever recorded.
+    IF NOT EXISTS (SELECT 1 FROM tasker_core.drop_in_functions() f
+                    WHERE f.function_name = remember_original.function_name AND f.identity_args = remember_original.identity_args) THEN
+        RAISE EXCEPTION '%(%) is not a tasker_core drop-in function', function_name, identity_args USING ERRCODE = '22023';
+    END IF;
     IF target IS NULL THEN
         IF NOT pg_catalog.has_schema_privilege(session_user, schema_name, 'CREATE') THEN
             RAISE EXCEPTION 'permission denied for schema %', schema_name USING ERRCODE = '42501';
@@ -84,6 +92,10 @@ DECLARE
     target regprocedure := pg_catalog.to_regprocedure(format('%I.%I(%s)', schema_name, function_name, identity_args));
     native regprocedure := pg_catalog.to_regprocedure(format('tasker_core.%I(%s)', function_name, identity_args));
 BEGIN
+    IF NOT EXISTS (SELECT 1 FROM tasker_core.drop_in_functions() f
+                    WHERE f.function_name = forget_original.function_name AND f.identity_args = forget_original.identity_args) THEN
+        RAISE EXCEPTION '%(%) is not a tasker_core drop-in function', function_name, identity_args USING ERRCODE = '22023';
+    END IF;
     IF target IS NOT NULL AND tasker_core.is_native_wrapper(target, native) THEN
         RAISE EXCEPTION '%.% is still the tasker_core wrapper', schema_name, function_name USING ERRCODE = '55000';
     END IF;
@@ -176,6 +188,7 @@ DECLARE
     target regprocedure;
     native regprocedure;
     g record;
+    saved_path text;
 BEGIN
     FOR g IN SELECT * FROM tasker_core.guard_triggers() LOOP
         IF to_regclass(format('%I.%I', schema, g.table_name)) IS NOT NULL
@@ -200,7 +213,12 @@ BEGIN
             EXECUTE format('DROP FUNCTION %s', target);
             action := 'dropped (enable had created it)';
         ELSE
+            -- pg_get_functiondef rendered the text under search_path = pg_catalog, pg_temp (in
+            -- remember_original): run it under the same path so every name means what it meant.
+            saved_path := current_setting('search_path');
+            PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
             EXECUTE r.definition;
+            PERFORM set_config('search_path', saved_path, true);
             action := 'restored';
         END IF;
         PERFORM tasker_core.forget_original(r.schema_name, r.function_name, r.identity_args);
