@@ -1,6 +1,6 @@
--- tasker_core 0.1.0 -> 0.2.0: the guard triggers (state machines and DAG integrity).
--- Frozen once released: later changes go into a new tasker_core--0.2.0--X.sql.
--- Proven equal to a fresh 0.2.0 install by scripts/upgrade-test.sh (part of make test).
+-- tasker_core 0.1.0 -> 0.2.0: the guard triggers (state machines and DAG integrity), and
+-- hardened enable/disable bookkeeping. Frozen once released: later changes go into a new
+-- tasker_core--0.2.0--X.sql. Proven equal to a fresh 0.2.0 install by tests/upgrade/run.sh.
 \echo Use "ALTER EXTENSION tasker_core UPDATE TO '0.2.0'" to load this file. \quit
 
 -- The checks the triggers call (Rust).
@@ -62,7 +62,7 @@ CREATE  FUNCTION "check_transition_update"(
 	"from_state" TEXT,  /* Option < String > */
 	"sort_key" INT  /* Option < i32 > */
 )
-IMMUTABLE PARALLEL SAFE
+STABLE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'check_transition_update_wrapper';
 
@@ -187,7 +187,76 @@ AS $$
             'BEFORE INSERT OR UPDATE OF from_step_id, to_step_id', 'tasker_core.guard_step_edge()')
 $$;
 
--- enable() gains `triggers boolean DEFAULT true`; disable() and status() handle triggers.
+-- Wrapper detection without pattern matching; the recorders accept only the six drop-in
+-- signatures (0.1.0 accepted any function name).
+CREATE OR REPLACE FUNCTION tasker_core.is_native_wrapper(target regprocedure, native regprocedure)
+RETURNS boolean
+LANGUAGE sql STABLE
+AS $$
+    SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                    WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = target
+                      AND d.refclassid = 'pg_catalog.pg_proc'::regclass AND d.refobjid = native)
+        OR EXISTS (SELECT 1 FROM pg_catalog.pg_proc p, pg_catalog.pg_proc n, tasker_core.drop_in_functions() f
+                    WHERE p.oid = target AND n.oid = native AND f.function_name = n.proname
+                      AND p.prolang = (SELECT oid FROM pg_catalog.pg_language WHERE lanname = 'sql')
+                      AND p.prosrc = format('SELECT * FROM tasker_core.%I(%s)', f.function_name, f.call_args))
+$$;
+
+CREATE OR REPLACE FUNCTION tasker_core.remember_original(schema_name name, function_name name, identity_args text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    target regprocedure := pg_catalog.to_regprocedure(format('%I.%I(%s)', schema_name, function_name, identity_args));
+    owner  oid;
+BEGIN
+    -- Only the six drop-in signatures (all of pg_catalog types) are ever recorded.
+    IF NOT EXISTS (SELECT 1 FROM tasker_core.drop_in_functions() f
+                    WHERE f.function_name = remember_original.function_name AND f.identity_args = remember_original.identity_args) THEN
+        RAISE EXCEPTION '%(%) is not a tasker_core drop-in function', function_name, identity_args USING ERRCODE = '22023';
+    END IF;
+    IF target IS NULL THEN
+        IF NOT pg_catalog.has_schema_privilege(session_user, schema_name, 'CREATE') THEN
+            RAISE EXCEPTION 'permission denied for schema %', schema_name USING ERRCODE = '42501';
+        END IF;
+    ELSE
+        SELECT p.proowner INTO owner FROM pg_catalog.pg_proc p WHERE p.oid = target;
+        IF NOT pg_catalog.pg_has_role(session_user, owner, 'USAGE') THEN
+            RAISE EXCEPTION 'must be owner of function %', target::text USING ERRCODE = '42501';
+        END IF;
+    END IF;
+    INSERT INTO tasker_core.replaced_functions AS r (schema_name, function_name, identity_args, definition)
+    VALUES (schema_name, function_name, identity_args,
+            CASE WHEN target IS NULL THEN NULL ELSE pg_catalog.pg_get_functiondef(target) END)
+    ON CONFLICT ON CONSTRAINT replaced_functions_pkey DO UPDATE
+       SET definition = EXCLUDED.definition, replaced_at = now(), replaced_by = session_user;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tasker_core.forget_original(schema_name name, function_name name, identity_args text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    target regprocedure := pg_catalog.to_regprocedure(format('%I.%I(%s)', schema_name, function_name, identity_args));
+    native regprocedure := pg_catalog.to_regprocedure(format('tasker_core.%I(%s)', function_name, identity_args));
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM tasker_core.drop_in_functions() f
+                    WHERE f.function_name = forget_original.function_name AND f.identity_args = forget_original.identity_args) THEN
+        RAISE EXCEPTION '%(%) is not a tasker_core drop-in function', function_name, identity_args USING ERRCODE = '22023';
+    END IF;
+    IF target IS NOT NULL AND tasker_core.is_native_wrapper(target, native) THEN
+        RAISE EXCEPTION '%.% is still the tasker_core wrapper', schema_name, function_name USING ERRCODE = '55000';
+    END IF;
+    DELETE FROM tasker_core.replaced_functions r
+     WHERE r.schema_name = forget_original.schema_name AND r.function_name = forget_original.function_name
+       AND r.identity_args = forget_original.identity_args;
+END
+$$;
+
+
+-- enable() gains `triggers boolean DEFAULT true`; disable() and status() handle triggers, and
+-- disable() restores definitions under the search_path they were rendered with.
 DROP FUNCTION tasker_core.enable(name, boolean);
 CREATE FUNCTION tasker_core.enable(schema name DEFAULT 'public', functions boolean DEFAULT true, triggers boolean DEFAULT true)
 RETURNS TABLE (object text, action text)
@@ -272,6 +341,7 @@ DECLARE
     target regprocedure;
     native regprocedure;
     g record;
+    saved_path text;
 BEGIN
     FOR g IN SELECT * FROM tasker_core.guard_triggers() LOOP
         IF to_regclass(format('%I.%I', schema, g.table_name)) IS NOT NULL
@@ -296,7 +366,12 @@ BEGIN
             EXECUTE format('DROP FUNCTION %s', target);
             action := 'dropped (enable had created it)';
         ELSE
+            -- pg_get_functiondef rendered the text under search_path = pg_catalog, pg_temp (in
+            -- remember_original): run it under the same path so every name means what it meant.
+            saved_path := current_setting('search_path');
+            PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
             EXECUTE r.definition;
+            PERFORM set_config('search_path', saved_path, true);
             action := 'restored';
         END IF;
         PERFORM tasker_core.forget_original(r.schema_name, r.function_name, r.identity_args);

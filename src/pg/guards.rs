@@ -7,6 +7,7 @@
 //! grows, or the task whose history or graph grows), then reads in read-write SPI mode so that,
 //! under READ COMMITTED, it sees whatever a competing transaction committed while it waited.
 
+use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
 
@@ -42,12 +43,23 @@ fn verdict(mode: GuardMode, refusal: Option<Refusal>, fill: Option<Accepted>) ->
     (mode.name().to_string(), constraint, message, detail, hint, from_state, sort_key)
 }
 
-/// Locks the owner's row (`FOR NO KEY UPDATE`) in `table` of schema `s`, keyed by `column`.
-/// Row locks live in the tuple, not in the shared lock table, so a transaction may write any
-/// number of transitions or edges (advisory locks would run out at max_locks_per_transaction).
-/// A missing row locks nothing: the foreign key refuses the new row anyway.
+/// Locks the owner's row in `table` of schema `s`, keyed by `column`. Row locks live in the
+/// tuple, not in the shared lock table, so a transaction may write any number of transitions or
+/// edges (advisory locks would run out at max_locks_per_transaction). Under READ COMMITTED a
+/// `FOR NO KEY UPDATE` suffices: the reads that follow take a fresh snapshot and see what the
+/// previous holder committed. Under REPEATABLE READ or SERIALIZABLE the reads keep the
+/// transaction's snapshot, so the lock is taken by a no-op UPDATE instead: if another
+/// transaction changed the owner since our snapshot, PostgreSQL raises 40001 (could not
+/// serialize) rather than letting both moves through. A missing row locks nothing: the foreign
+/// key refuses the new row anyway.
 fn lock(s: &str, table: &str, column: &str, id: i64, function: &'static str) {
-    let sql = format!("SELECT 1 FROM {s}.{table} WHERE {column} = $1 FOR NO KEY UPDATE");
+    // SAFETY: reads a backend global set at transaction start.
+    let snapshot_per_transaction = unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32;
+    let sql = if snapshot_per_transaction {
+        format!("UPDATE {s}.{table} SET updated_at = updated_at WHERE {column} = $1")
+    } else {
+        format!("SELECT 1 FROM {s}.{table} WHERE {column} = $1 FOR NO KEY UPDATE")
+    };
     plans::run(&sql, &[INT8], &[plans::int8(id)], false, function, |_| ());
 }
 
@@ -110,6 +122,20 @@ fn check_transition(
         if result.is_ok() {
             let guard = match machine {
                 Machine::Step if to_state == crate::rules::state::IN_PROGRESS => {
+                    // Starting a step reads its parent edges: serialize with edge writers of the
+                    // task, which lock the task row (step row first, then task row; never the
+                    // reverse, so no deadlock).
+                    let task_sql = format!("SELECT task_id FROM {s}.tasker_workflow_steps WHERE workflow_step_id = $1");
+                    let task = plans::run(&task_sql, &[INT8], &[plans::int8(owner)], false, F, |rows| {
+                        if rows.is_empty() {
+                            None
+                        } else {
+                            rows.get::<i64>(0, 1)
+                        }
+                    });
+                    if let Some(task) = task {
+                        lock(&s, "tasker_tasks", "task_id", task, F);
+                    }
                     let parents = id_states(
                         &format!(
                         "SELECT e.from_step_id, (SELECT t.to_state::text FROM {s}.tasker_workflow_step_transitions t \
@@ -162,7 +188,7 @@ fn check_transition(
 }
 
 /// Checks an UPDATE of a transition row: history is append-only.
-#[pg_extern(immutable, parallel_safe)]
+#[pg_extern(stable)]
 #[allow(clippy::too_many_arguments, clippy::type_complexity)]
 fn check_transition_update(
     machine: &str,

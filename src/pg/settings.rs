@@ -35,7 +35,9 @@ pub fn register() {
         c"What the tasker_core triggers do with a row that breaks a rule.",
         c"enforce: refuse it with SQLSTATE 23514; warn: log a WARNING with the same text and accept it; off: no checks.",
         &GUARD_MODE,
-        GucContext::Userset,
+        // SUSET: a writer must not be able to switch off the checks on its own writes; a DBA
+        // sets it per role or database (ALTER ROLE ... SET), or a superuser per session.
+        GucContext::Suset,
         GucFlags::default(),
     );
     GucRegistry::define_bool_guc(

@@ -38,8 +38,10 @@ INSERT INTO tasker_workflow_steps (task_id, named_step_id, created_at, updated_a
 SQL
 }
 
-race_moves() { # $1 = statesman | insert_first
-  local order=$1 step; step=$(new_step | tail -1)
+race_moves() { # $1 = statesman | insert_first, $2 = isolation level (default READ COMMITTED)
+  local order=$1 iso=${2:-READ COMMITTED} step; step=$(new_step | tail -1)
+  local tag="$order ($iso)" ok_codes="23514"
+  [ "$iso" = "READ COMMITTED" ] || ok_codes="23514|40001"
   q -c "INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at) VALUES ($step, 'pending', 10, true, now(), now())"
   barrier 1.5; sleep 0.3
   for i in $(seq 1 "$clients"); do
@@ -53,25 +55,27 @@ race_moves() { # $1 = statesman | insert_first
             UPDATE tasker_workflow_step_transitions SET most_recent = false WHERE workflow_step_id = $step AND most_recent AND to_state <> 'in_progress';"
     fi
     (set +e; command psql "$db" -X -q -v ON_ERROR_STOP=1 -c "\\set VERBOSITY verbose" \
-        -c "BEGIN; $wait_barrier $body COMMIT;" >"$work/$order.$i.out" 2>&1; echo $? >"$work/$order.$i.rc") &
+        -c "BEGIN ISOLATION LEVEL $iso; $wait_barrier $body COMMIT;" >"$work/$order.$i.out" 2>&1; echo $? >"$work/$order.$i.rc") &
   done
   wait
   local wins=0 refused=0 other=0
   for i in $(seq 1 "$clients"); do
     if [ "$(cat "$work/$order.$i.rc")" = 0 ]; then wins=$((wins + 1));
-    elif grep -q "23514" "$work/$order.$i.out"; then refused=$((refused + 1));
+    elif grep -Eq "ERROR: +($ok_codes)" "$work/$order.$i.out"; then refused=$((refused + 1));
     else other=$((other + 1)); echo "    client $i: $(grep -m1 ERROR "$work/$order.$i.out")"; fi
   done
   local history; history=$(q -c "SELECT string_agg(coalesce(from_state, '-') || '>' || to_state || CASE WHEN most_recent THEN '*' ELSE '' END, ' ' ORDER BY sort_key) FROM tasker_workflow_step_transitions WHERE workflow_step_id = $step")
-  echo "  $order: $clients clients, $wins committed, $refused refused with 23514, $other other errors; history: $history"
+  echo "  $tag: $clients clients, $wins committed, $refused refused with $ok_codes, $other other errors; history: $history"
   [ "$wins" = 1 ] && [ "$refused" = $((clients - 1)) ] && [ "$other" = 0 ] && [ "$history" = "->pending pending>in_progress*" ] \
-    && check ok "$order race: exactly one move wins" || check bad "$order race: exactly one move wins"
-  if grep -qi deadlock "$work"/$order.*.out; then check bad "$order race: no deadlock"; else check ok "$order race: no deadlock"; fi
+    && check ok "$tag race: exactly one move wins" || check bad "$tag race: exactly one move wins"
+  if grep -qi deadlock "$work"/$order.*.out; then check bad "$tag race: no deadlock"; else check ok "$tag race: no deadlock"; fi
 }
 
 echo "== racing the same step move"
 race_moves statesman
 race_moves insert_first
+race_moves statesman "REPEATABLE READ"
+race_moves insert_first "REPEATABLE READ"
 
 # Two clients add a -> b and b -> a at the same instant, $1 times; prints how often both landed.
 edge_races() {

@@ -1,7 +1,7 @@
 -- An ordinary application role that owns the Tasker tables uses everything without superuser
 -- rights; a role without SELECT on the tables gets permission errors, not data.
 BEGIN;
-SELECT plan(9);
+SELECT plan(10);
 CREATE ROLE tasker_app NOLOGIN;
 CREATE ROLE tasker_outsider NOLOGIN;
 CREATE SCHEMA app AUTHORIZATION tasker_app;
@@ -24,6 +24,7 @@ SELECT lives_ok($$INSERT INTO tasker_workflow_step_transitions (workflow_step_id
                  VALUES (1, 'pending', 10, true, now(), now())$$, 'a legal move passes the triggers');
 SELECT throws_ok($$INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at)
                  VALUES (1, 'complete', 20, true, now(), now())$$, '23514', NULL, 'an illegal move is refused for the app role');
+SELECT throws_ok($$SET tasker_core.guard_mode = 'off'$$, '42501', NULL, 'a writer cannot switch off the checks on its own writes');
 RESET ROLE;
 SET LOCAL ROLE tasker_outsider;
 SELECT throws_ok($$SELECT * FROM tasker_core.get_step_readiness_status(1)$$, '42501', NULL, 'no SELECT on the tables: permission denied, not data');
