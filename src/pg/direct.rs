@@ -6,22 +6,45 @@
 //! per call; here each lookup is an index descent (`index_rescan` + `index_getnext_slot`) under
 //! the query's snapshot, with the tuples deformed straight from the slot.
 //!
-//! It only runs when it is exactly as safe as the SQL it replaces: each table is found through
-//! the caller's search_path, the caller must hold SELECT on it (`pg_class_aclcheck`), row level
-//! security must be off for it, the columns must have the types of the Tasker schema, and a
-//! valid, non-partial btree index must lead with the lookup column. Otherwise `open` returns
-//! None and the caller falls back to the SPI path, which raises PostgreSQL's own errors
-//! (missing table, permission denied) or applies RLS as SQL would.
+//! It only runs when it is exactly as safe and exact as the SQL it replaces:
+//! - each table is found through the caller's search_path (as the parser finds it), must be a
+//!   plain table, the caller must hold SELECT on it (`pg_class_aclcheck`), and row level
+//!   security must be off for it;
+//! - the columns must have the types of the Tasker schema, and the id columns the reader relies
+//!   on must be NOT NULL;
+//! - the lookup goes through a valid, plain btree index leading with the lookup column, with the
+//!   type's default operator class and usable by this snapshot (`indcheckxmin`), and where the
+//!   caller needs one row per key, a UNIQUE index must guarantee it.
+//!
+//! Otherwise `open` returns None and the caller runs the SQL path, which raises PostgreSQL's own
+//! errors (missing table, permission denied) or applies RLS as SQL would. Note that direct
+//! reads, like any C code, are not seen by executor hooks such as pgaudit's object audit or
+//! sepgsql; set `tasker_core.direct_reads = off` where those must see every read.
 
 use std::ffi::CString;
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-/// A column the reader needs: name and accepted type OIDs.
+/// A column the reader needs: name, accepted type OIDs, and whether it must be NOT NULL
+/// (ids the reader treats as present).
 pub struct Want {
     pub name: &'static str,
     pub types: &'static [pg_sys::Oid],
+    pub not_null: bool,
+}
+
+/// What the lookup index must guarantee.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Index {
+    /// Any usable btree leading with the key column.
+    Any,
+    /// A UNIQUE btree on the key column alone: at most one row per key.
+    Unique,
+    /// One row per key among rows where the boolean column is true: a UNIQUE btree leading
+    /// with the key column restricted to `WHERE <column>` must exist; such an index (any, the
+    /// unique one included) is used so only those rows are visited.
+    UniqueWhere(&'static str),
 }
 
 /// One table opened for index lookups on its leading-key column.
@@ -64,43 +87,49 @@ unsafe fn attname_eq(attr: &pg_sys::FormData_pg_attribute, name: &str) -> bool {
 impl Lookup {
     /// Opens `relname` for lookups on `key_column` (of type `key_type`: INT8OID or INT4OID)
     /// reading `wanted` columns. None when the direct path cannot be used safely.
-    pub fn open(relname: &str, key_column: &str, key_type: pg_sys::Oid, wanted: &[Want]) -> Option<Lookup> {
-        Self::open_where(relname, key_column, key_type, wanted, None)
-    }
-
-    /// Like `open`, but when the table has a btree index on the key column restricted to
-    /// `WHERE <only_where>` (a boolean column), that index is used and only those rows are
-    /// visited; the caller must still check the column itself (any full index may serve).
-    pub fn open_where(
+    pub fn open(
         relname: &str,
         key_column: &str,
         key_type: pg_sys::Oid,
         wanted: &[Want],
-        only_where: Option<&str>,
+        need: Index,
     ) -> Option<Lookup> {
         unsafe {
             if !crate::pg::settings::DIRECT_READS.get() || !pg_sys::ActiveSnapshotSet() {
                 return None;
             }
             let oid = table_oid(relname)?;
-            let rel = pg_sys::table_open(oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+            // try_: a table dropped since the name lookup means "use the SQL path".
+            let rel = pg_sys::try_relation_open(oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+            if rel.is_null() {
+                return None;
+            }
+            if (*(*rel).rd_rel).relkind as u8 != pg_sys::RELKIND_RELATION {
+                pg_sys::relation_close(rel, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+                return None;
+            }
             let desc = (*rel).rd_att;
             let natts = (*desc).natts as usize;
             let attrs = std::slice::from_raw_parts((*desc).attrs.as_ptr(), natts);
-            let find = |name: &str, types: &[pg_sys::Oid]| -> Option<usize> {
+            let find = |name: &str, types: &[pg_sys::Oid], not_null: bool| -> Option<usize> {
                 attrs
                     .iter()
-                    .position(|a| !a.attisdropped && attname_eq(a, name) && types.contains(&a.atttypid))
+                    .position(|a| {
+                        !a.attisdropped
+                            && attname_eq(a, name)
+                            && types.contains(&a.atttypid)
+                            && (a.attnotnull || !not_null)
+                    })
                     .map(|i| i + 1)
             };
             let close = |rel| pg_sys::table_close(rel, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
-            let Some(key_attno) = find(key_column, &[key_type]) else {
+            let Some(key_attno) = find(key_column, &[key_type], true) else {
                 close(rel);
                 return None;
             };
             let mut attnos = Vec::with_capacity(wanted.len());
             for w in wanted {
-                match find(w.name, w.types) {
+                match find(w.name, w.types, w.not_null) {
                     Some(a) => attnos.push(a),
                     None => {
                         close(rel);
@@ -108,8 +137,17 @@ impl Lookup {
                     }
                 }
             }
-            let partial_on = only_where.and_then(|c| find(c, &[pg_sys::BOOLOID]));
-            let Some(index) = Self::leading_btree(rel, key_attno, partial_on) else {
+            let partial_on = match need {
+                Index::UniqueWhere(c) => match find(c, &[pg_sys::BOOLOID], false) {
+                    Some(a) => Some(a),
+                    None => {
+                        close(rel);
+                        return None;
+                    }
+                },
+                _ => None,
+            };
+            let Some(index) = Self::leading_btree(rel, key_attno, key_type, need, partial_on) else {
                 close(rel);
                 return None;
             };
@@ -142,11 +180,13 @@ impl Lookup {
         }
     }
 
-    /// A valid btree index of `rel` whose first column is `attno` (locked): preferably one
-    /// restricted to `WHERE <partial_on>` when asked for, else one without a predicate.
+    /// A usable btree index of `rel` leading with `attno` (see `Index`), locked; None if the
+    /// guarantee asked for cannot be proven.
     unsafe fn leading_btree(
         rel: pg_sys::Relation,
         attno: usize,
+        key_type: pg_sys::Oid,
+        need: Index,
         partial_on: Option<usize>,
     ) -> Option<pg_sys::Relation> {
         let list = pg_sys::RelationGetIndexList(rel);
@@ -156,32 +196,62 @@ impl Lookup {
             (0..(*list).length as usize).map(|i| (*(*list).elements.add(i)).oid_value).collect()
         };
         pg_sys::list_free(list);
-        let mut full = None;
+        let default_family = pg_sys::get_opclass_family(pg_sys::GetDefaultOpClass(key_type, pg_sys::BTREE_AM_OID));
+        let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
+        let mut chosen: Option<pg_sys::Relation> = None;
+        let mut proven = need == Index::Any;
         for oid in oids {
-            let index = pg_sys::index_open(oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+            let index = pg_sys::index_open(oid, lock);
             let form = &*(*index).rd_index;
             let first = *form.indkey.values.as_ptr();
-            let leads = (*(*index).rd_rel).relam == pg_sys::BTREE_AM_OID
+            // As the planner does: an index built over broken HOT chains may not be used by a
+            // snapshot older than the index (indcheckxmin).
+            let too_new = form.indcheckxmin
+                && !pg_sys::TransactionIdPrecedes(
+                    pg_sys::HeapTupleHeaderGetXmin((*(*index).rd_indextuple).t_data),
+                    pg_sys::TransactionXmin,
+                );
+            let leads = (*(*index).rd_rel).relkind as u8 == pg_sys::RELKIND_INDEX
+                && (*(*index).rd_rel).relam == pg_sys::BTREE_AM_OID
                 && form.indisvalid
+                && form.indisready
+                && !too_new
                 && form.indnkeyatts >= 1
-                && first as usize == attno;
+                && first as usize == attno
+                && *(*index).rd_opfamily == default_family;
             let predicate = pg_sys::RelationGetIndexPredicate(index);
-            if leads && predicate.is_null() && full.is_none() {
-                if partial_on.is_none() {
-                    return Some(index);
+            let plain = predicate.is_null();
+            let on_partial = partial_on.is_some_and(|col| Self::predicate_is_column(predicate, col));
+            if leads {
+                match need {
+                    Index::Unique if plain && form.indisunique && form.indnkeyatts == 1 => proven = true,
+                    Index::UniqueWhere(_) if on_partial && form.indisunique => proven = true,
+                    _ => {}
                 }
-                full = Some(index);
-                continue;
             }
-            if leads && partial_on.is_some_and(|col| Self::predicate_is_column(predicate, col)) {
-                if let Some(f) = full {
-                    pg_sys::index_close(f, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+            // Prefer an index on the partial rows when asked for; else a plain one.
+            let better = match (chosen.is_some(), need) {
+                (false, Index::UniqueWhere(_)) => leads && (on_partial || plain),
+                (true, Index::UniqueWhere(_)) => leads && on_partial,
+                (false, _) => leads && plain,
+                (true, _) => false,
+            };
+            if better {
+                if let Some(old) = chosen.replace(index) {
+                    pg_sys::index_close(old, lock);
                 }
-                return Some(index);
+            } else {
+                pg_sys::index_close(index, lock);
             }
-            pg_sys::index_close(index, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
         }
-        full
+        match (chosen, proven) {
+            (Some(index), true) => Some(index),
+            (Some(index), false) => {
+                pg_sys::index_close(index, lock);
+                None
+            }
+            (None, _) => None,
+        }
     }
 
     /// Whether an index predicate (an implicit-AND list) is exactly `WHERE <attno>`, a boolean
@@ -250,6 +320,12 @@ impl Lookup {
 
 impl Drop for Lookup {
     fn drop(&mut self) {
+        // Unwinding from a PostgreSQL ERROR: the transaction is aborting and its resource owner
+        // releases the scan, pins and relations. Cleaning up here could raise again inside the
+        // unwind (a panic in a panic aborts the backend), so leave it to PostgreSQL.
+        if std::thread::panicking() {
+            return;
+        }
         // SAFETY: each pointer was created in `open` and is released exactly once; the locks
         // stay until the end of the transaction, as the executor keeps them.
         unsafe {

@@ -76,19 +76,27 @@ impl Rows {
         self.len == 0
     }
 
-    /// Column `col` (1-based) of row `row` (0-based), converted to `T` (NULL: None).
-    pub fn get<T: FromDatum>(&self, row: usize, col: usize) -> Option<T> {
+    /// Column `col` (1-based) of row `row` (0-based), converted to `T` (NULL: None). A column
+    /// out of range or of a type `T` cannot hold is an error naming both, never a wrong value.
+    /// `T` is an owned type (i64, i32, bool, String, Timestamp): nothing points into SPI memory.
+    pub fn get<T: FromDatum + IntoDatum + 'static>(&self, row: usize, col: usize) -> Option<T> {
         assert!(row < self.len, "row {row} of {}", self.len);
         // SAFETY: `table` is SPI_tuptable of this execution (still alive inside the SPI
-        // connection), `row` is in range and `col` is checked by SPI_getbinval (which raises
-        // on a bad column). FromDatum copies by-reference values out of SPI's memory.
+        // connection), `row` is in range and `col` is checked against the descriptor first.
+        // try_from_datum checks the column's type and copies by-reference values out.
         unsafe {
             let table = &*self.table;
+            let natts = (*table.tupdesc).natts as usize;
+            if col == 0 || col > natts {
+                pgrx::error!("tasker_core: internal error: column {col} of a {natts}-column result");
+            }
             let tuple = *table.vals.add(row);
             let mut isnull = false;
             let datum = pg_sys::SPI_getbinval(tuple, table.tupdesc, col as i32, &mut isnull);
             let typoid = pg_sys::SPI_gettypeid(table.tupdesc, col as i32);
-            T::from_polymorphic_datum(datum, isnull, typoid)
+            T::try_from_datum(datum, isnull, typoid).unwrap_or_else(|e| {
+                pgrx::error!("tasker_core: column {col} of a Tasker table has an unexpected type: {e}")
+            })
         }
     }
 }

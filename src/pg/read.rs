@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use crate::pg::direct::{Lookup, Want};
+use crate::pg::direct::{Index, Lookup, Want};
 use crate::pg::plans::{self, Rows, INT8, INT8_ARRAY};
 use crate::rules::health::HealthCounts;
 use crate::rules::readiness::{ParentTally, StepFacts};
@@ -262,17 +262,17 @@ struct States {
 
 impl States {
     fn open() -> Option<States> {
-        let lookup = Lookup::open_where(
+        let lookup = Lookup::open(
             "tasker_workflow_step_transitions",
             "workflow_step_id",
             pg_sys::INT8OID,
             &[
-                Want { name: "to_state", types: TEXT },
-                Want { name: "created_at", types: TIMESTAMP },
-                Want { name: "most_recent", types: BOOLEAN },
-                Want { name: "workflow_step_id", types: BIGINT },
+                Want { name: "to_state", types: TEXT, not_null: true },
+                Want { name: "created_at", types: TIMESTAMP, not_null: true },
+                Want { name: "most_recent", types: BOOLEAN, not_null: true },
+                Want { name: "workflow_step_id", types: BIGINT, not_null: true },
             ],
-            Some("most_recent"),
+            Index::UniqueWhere("most_recent"),
         )?;
         Some(States { lookup, known: HashMap::new() })
     }
@@ -308,30 +308,39 @@ fn direct_steps_and_parents(task_ids: TaskIds) -> Option<StepsAndParents> {
         "task_id",
         pg_sys::INT8OID,
         &[
-            Want { name: "workflow_step_id", types: BIGINT },
-            Want { name: "task_id", types: BIGINT },
-            Want { name: "named_step_id", types: INTEGER },
-            Want { name: "retryable", types: BOOLEAN },
-            Want { name: "retry_limit", types: INTEGER },
-            Want { name: "in_process", types: BOOLEAN },
-            Want { name: "processed", types: BOOLEAN },
-            Want { name: "attempts", types: INTEGER },
-            Want { name: "last_attempted_at", types: TIMESTAMP },
-            Want { name: "backoff_request_seconds", types: INTEGER },
+            Want { name: "workflow_step_id", types: BIGINT, not_null: true },
+            Want { name: "task_id", types: BIGINT, not_null: true },
+            Want { name: "named_step_id", types: INTEGER, not_null: true },
+            Want { name: "retryable", types: BOOLEAN, not_null: false },
+            Want { name: "retry_limit", types: INTEGER, not_null: false },
+            Want { name: "in_process", types: BOOLEAN, not_null: false },
+            Want { name: "processed", types: BOOLEAN, not_null: false },
+            Want { name: "attempts", types: INTEGER, not_null: false },
+            Want { name: "last_attempted_at", types: TIMESTAMP, not_null: false },
+            Want { name: "backoff_request_seconds", types: INTEGER, not_null: false },
         ],
+        Index::Any,
     )?;
     let mut names_l = Lookup::open(
         "tasker_named_steps",
         "named_step_id",
         pg_sys::INT4OID,
-        &[Want { name: "name", types: TEXT }, Want { name: "named_step_id", types: INTEGER }],
+        &[
+            Want { name: "name", types: TEXT, not_null: true },
+            Want { name: "named_step_id", types: INTEGER, not_null: true },
+        ],
+        Index::Unique,
     )?;
     let mut states = States::open()?;
     let mut edges_l = Lookup::open(
         "tasker_workflow_step_edges",
         "to_step_id",
         pg_sys::INT8OID,
-        &[Want { name: "from_step_id", types: BIGINT }, Want { name: "to_step_id", types: BIGINT }],
+        &[
+            Want { name: "from_step_id", types: BIGINT, not_null: true },
+            Want { name: "to_step_id", types: BIGINT, not_null: true },
+        ],
+        Index::Any,
     )?;
 
     let mut tasks = ids_of(task_ids);
@@ -414,18 +423,22 @@ fn direct_tasks(task_ids: TaskIds) -> Option<Vec<TaskRow>> {
         "tasker_tasks",
         "task_id",
         pg_sys::INT8OID,
-        &[Want { name: "task_id", types: BIGINT }, Want { name: "named_task_id", types: INTEGER }],
+        &[
+            Want { name: "task_id", types: BIGINT, not_null: true },
+            Want { name: "named_task_id", types: INTEGER, not_null: true },
+        ],
+        Index::Unique,
     )?;
-    let mut trans_l = Lookup::open_where(
+    let mut trans_l = Lookup::open(
         "tasker_task_transitions",
         "task_id",
         pg_sys::INT8OID,
         &[
-            Want { name: "to_state", types: TEXT },
-            Want { name: "most_recent", types: BOOLEAN },
-            Want { name: "task_id", types: BIGINT },
+            Want { name: "to_state", types: TEXT, not_null: true },
+            Want { name: "most_recent", types: BOOLEAN, not_null: true },
+            Want { name: "task_id", types: BIGINT, not_null: true },
         ],
-        Some("most_recent"),
+        Index::UniqueWhere("most_recent"),
     )?;
     let mut ids = ids_of(task_ids);
     ids.sort_unstable();
@@ -465,13 +478,18 @@ fn direct_task_graph(task_id: i64) -> Option<TaskGraph> {
         "tasker_workflow_steps",
         "task_id",
         pg_sys::INT8OID,
-        &[Want { name: "workflow_step_id", types: BIGINT }],
+        &[Want { name: "workflow_step_id", types: BIGINT, not_null: true }],
+        Index::Any,
     )?;
     let mut edges_l = Lookup::open(
         "tasker_workflow_step_edges",
         "to_step_id",
         pg_sys::INT8OID,
-        &[Want { name: "from_step_id", types: BIGINT }, Want { name: "to_step_id", types: BIGINT }],
+        &[
+            Want { name: "from_step_id", types: BIGINT, not_null: true },
+            Want { name: "to_step_id", types: BIGINT, not_null: true },
+        ],
+        Index::Any,
     )?;
     let mut steps = Vec::new();
     steps_l.each_i64(task_id, |row| steps.push(row.i64(0).unwrap_or_default()));

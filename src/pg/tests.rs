@@ -604,3 +604,29 @@ fn both_read_paths_agree() {
     assert_eq!(direct, sql);
     assert!(direct.0.contains("(4,1,4,step_4,pending,f,t,f,,,3,2,0,3,,)"), "{}", direct.0);
 }
+
+#[pg_test]
+fn recorders_only_accept_the_drop_in_functions() {
+    tasker_db();
+    assert_eq!(
+        error_of("SELECT tasker_core.remember_original('public', 'anything_else', '')").as_deref(),
+        Some("22023: anything_else() is not a tasker_core drop-in function")
+    );
+    assert!(error_of("SELECT tasker_core.forget_original('public', 'get_step_readiness_status', 'text')").unwrap().starts_with("22023:"));
+}
+
+#[pg_test]
+fn a_partitioned_table_is_read_through_sql_not_directly() {
+    // A (temp) partitioned table shadowing the Tasker table has no heap to scan directly: the
+    // direct path must stand aside (no crash) and the SQL path answers.
+    diamond();
+    Spi::run(
+        "CREATE TEMP TABLE tasker_workflow_steps (LIKE public.tasker_workflow_steps INCLUDING DEFAULTS) PARTITION BY RANGE (task_id);
+         CREATE TEMP TABLE tasker_workflow_steps_p PARTITION OF tasker_workflow_steps FOR VALUES FROM (0) TO (1000);
+         CREATE INDEX ON tasker_workflow_steps (task_id);
+         INSERT INTO tasker_workflow_steps SELECT * FROM public.tasker_workflow_steps WHERE workflow_step_id <> 2;",
+    )
+    .unwrap();
+    assert_eq!(text("SELECT string_agg(workflow_step_id::text, ',') FROM tasker_core.get_step_readiness_status(1)"), "1,3,4");
+    assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.calculate_dependency_levels(1)"), Some(3));
+}
