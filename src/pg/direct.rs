@@ -26,6 +26,22 @@ use std::ffi::CString;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+/// The index chosen for a (table, key column, guarantee, partial column), and the table's index
+/// list it was chosen from. Reused while that list is unchanged (any CREATE/DROP/REINDEX
+/// CONCURRENTLY changes it); the chosen index's own flags are re-checked on every use.
+struct Choice {
+    index_list: Vec<pg_sys::Oid>,
+    chosen: Option<pg_sys::Oid>,
+}
+
+/// (table, key column, guarantee, partial column)
+type ChoiceKey = (pg_sys::Oid, usize, Index, Option<usize>);
+
+thread_local! {
+    static CHOICES: std::cell::RefCell<std::collections::HashMap<ChoiceKey, Choice>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
 /// A column the reader needs: name, accepted type OIDs, and whether it must be NOT NULL
 /// (ids the reader treats as present).
 pub struct Want {
@@ -35,7 +51,7 @@ pub struct Want {
 }
 
 /// What the lookup index must guarantee.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Index {
     /// Any usable btree leading with the key column.
     Any,
@@ -180,8 +196,40 @@ impl Lookup {
         }
     }
 
+    /// The index OIDs of `rel` (relcache's list, copied).
+    unsafe fn index_oids(rel: pg_sys::Relation) -> Vec<pg_sys::Oid> {
+        let list = pg_sys::RelationGetIndexList(rel);
+        let oids = if list.is_null() {
+            Vec::new()
+        } else {
+            (0..(*list).length as usize).map(|i| (*(*list).elements.add(i)).oid_value).collect()
+        };
+        pg_sys::list_free(list);
+        oids
+    }
+
+    /// Whether an opened index may serve a lookup on `attno`: a valid, ready btree on it,
+    /// usable by this snapshot.
+    unsafe fn usable(index: pg_sys::Relation, attno: usize) -> bool {
+        let form = &*(*index).rd_index;
+        // As the planner does: an index built over broken HOT chains may not be used by a
+        // snapshot older than the index (indcheckxmin).
+        let too_new = form.indcheckxmin
+            && !pg_sys::TransactionIdPrecedes(
+                pg_sys::HeapTupleHeaderGetXmin((*(*index).rd_indextuple).t_data),
+                pg_sys::TransactionXmin,
+            );
+        (*(*index).rd_rel).relkind as u8 == pg_sys::RELKIND_INDEX
+            && (*(*index).rd_rel).relam == pg_sys::BTREE_AM_OID
+            && form.indisvalid
+            && form.indisready
+            && !too_new
+            && form.indnkeyatts >= 1
+            && *form.indkey.values.as_ptr() as usize == attno
+    }
+
     /// A usable btree index of `rel` leading with `attno` (see `Index`), locked; None if the
-    /// guarantee asked for cannot be proven.
+    /// guarantee asked for cannot be proven. The choice is cached per backend (see `Choice`).
     unsafe fn leading_btree(
         rel: pg_sys::Relation,
         attno: usize,
@@ -189,36 +237,44 @@ impl Lookup {
         need: Index,
         partial_on: Option<usize>,
     ) -> Option<pg_sys::Relation> {
-        let list = pg_sys::RelationGetIndexList(rel);
-        let oids: Vec<pg_sys::Oid> = if list.is_null() {
-            Vec::new()
-        } else {
-            (0..(*list).length as usize).map(|i| (*(*list).elements.add(i)).oid_value).collect()
-        };
-        pg_sys::list_free(list);
+        let oids = Self::index_oids(rel);
+        let key = ((*rel).rd_id, attno, need, partial_on);
+        let cached = CHOICES.with(|c| c.borrow().get(&key).filter(|ch| ch.index_list == oids).map(|ch| ch.chosen));
+        let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
+        if let Some(chosen) = cached {
+            let oid = chosen?;
+            let index = pg_sys::index_open(oid, lock);
+            if Self::usable(index, attno) {
+                return Some(index);
+            }
+            pg_sys::index_close(index, lock);
+            // Its flags changed (or indcheckxmin for this snapshot): choose afresh below.
+        }
+        let index = Self::choose_btree(&oids, attno, key_type, need, partial_on);
+        let chosen = index.map(|i| (*i).rd_id);
+        // An index that needs indcheckxmin is judged per snapshot: do not remember it.
+        if index.is_none_or(|i| !(*(*i).rd_index).indcheckxmin) {
+            CHOICES.with(|c| c.borrow_mut().insert(key, Choice { index_list: oids, chosen }));
+        }
+        index
+    }
+
+    /// Opens the indexes of `oids` to find the one `leading_btree` describes.
+    unsafe fn choose_btree(
+        oids: &[pg_sys::Oid],
+        attno: usize,
+        key_type: pg_sys::Oid,
+        need: Index,
+        partial_on: Option<usize>,
+    ) -> Option<pg_sys::Relation> {
         let default_family = pg_sys::get_opclass_family(pg_sys::GetDefaultOpClass(key_type, pg_sys::BTREE_AM_OID));
         let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
         let mut chosen: Option<pg_sys::Relation> = None;
         let mut proven = need == Index::Any;
-        for oid in oids {
+        for &oid in oids {
             let index = pg_sys::index_open(oid, lock);
             let form = &*(*index).rd_index;
-            let first = *form.indkey.values.as_ptr();
-            // As the planner does: an index built over broken HOT chains may not be used by a
-            // snapshot older than the index (indcheckxmin).
-            let too_new = form.indcheckxmin
-                && !pg_sys::TransactionIdPrecedes(
-                    pg_sys::HeapTupleHeaderGetXmin((*(*index).rd_indextuple).t_data),
-                    pg_sys::TransactionXmin,
-                );
-            let leads = (*(*index).rd_rel).relkind as u8 == pg_sys::RELKIND_INDEX
-                && (*(*index).rd_rel).relam == pg_sys::BTREE_AM_OID
-                && form.indisvalid
-                && form.indisready
-                && !too_new
-                && form.indnkeyatts >= 1
-                && first as usize == attno
-                && *(*index).rd_opfamily == default_family;
+            let leads = Self::usable(index, attno) && *(*index).rd_opfamily == default_family;
             let predicate = pg_sys::RelationGetIndexPredicate(index);
             let plain = predicate.is_null();
             let on_partial = partial_on.is_some_and(|col| Self::predicate_is_column(predicate, col));

@@ -630,3 +630,23 @@ fn a_partitioned_table_is_read_through_sql_not_directly() {
     assert_eq!(text("SELECT string_agg(workflow_step_id::text, ',') FROM tasker_core.get_step_readiness_status(1)"), "1,3,4");
     assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.calculate_dependency_levels(1)"), Some(3));
 }
+
+#[pg_test]
+fn index_changes_are_picked_up_in_the_same_session() {
+    // The direct path remembers its index choice per table while the table's index list is
+    // unchanged; dropping and re-creating indexes must neither break nor change the answers.
+    diamond();
+    let rows = "SELECT string_agg(r::text, ';' ORDER BY r.workflow_step_id) FROM tasker_core.get_step_readiness_status(1) r";
+    let before = text(rows);
+    let drop_all = "DO $$ DECLARE i record; BEGIN
+        FOR i IN SELECT indexrelid::regclass AS name FROM pg_index
+                  WHERE indrelid = 'tasker_workflow_steps'::regclass AND NOT indisprimary LOOP
+            EXECUTE format('DROP INDEX %s', i.name);
+        END LOOP; END $$";
+    Spi::run(drop_all).unwrap();
+    assert_eq!(text(rows), before, "no index on task_id: the SQL path answers");
+    Spi::run("CREATE INDEX steps_by_task ON tasker_workflow_steps (task_id)").unwrap();
+    assert_eq!(text(rows), before, "a new index is found");
+    Spi::run("SELECT pg_temp.step(5, 1, 5)").unwrap();
+    assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.get_step_readiness_status(1)"), Some(5));
+}
