@@ -95,7 +95,7 @@ Produced by \`make bench\` (scripts/bench.sh); rerun it to reproduce. A benchmar
 - Machine: $machine.
 - Database: $TASKS generated tasks of mixed shapes (2-15 steps; chains, diamonds, trees, random DAGs, fan-in/out), one task of $BIG steps, a 13-layer width-3 lattice; $steps steps in all.
 - Method: server-side time of one statement (per-task workloads call the function once per task through a LATERAL join), native (\`tasker_core\`) and the reference SQL (\`tests/fixtures/reference_functions.sql\`, the faithful join-and-group-by version from the spec) alternating A/B in one session, median of $ROUNDS rounds. "floor" is a plain indexed read of the same step rows, the practical lower bound.
-- Run: $(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown).
+- Run: $(date -u +%Y-%m-%d), code at $(git describe --always --dirty 2>/dev/null || echo unknown).
 
 $md
 
