@@ -22,24 +22,43 @@ psql -q -f tests/fixtures/tasker_schema.sql -f tests/fixtures/reference_function
 psql -qAt -c "SELECT 'steps created: ' || tasker_gen.generate(0.5, 2000, anchor => (now() AT TIME ZONE 'UTC'))"
 psql -q -c "CREATE EXTENSION tasker_core"
 cat <<'SQL' | psql
-\echo '== which steps of task 3 can run now? (tasker_core.get_step_readiness_status)'
+-- An illustrative task: some steps ready to run, some waiting on parents, several levels deep.
+SELECT r.task_id AS t FROM tasker_core.get_step_readiness_status_batch(ARRAY(SELECT task_id FROM tasker_tasks)) r
+ GROUP BY r.task_id
+HAVING bool_or(r.ready_for_execution) AND bool_or(NOT r.dependencies_satisfied) AND count(*) >= 6
+ ORDER BY r.task_id LIMIT 1 \gset
+\echo '== which steps of task' :t 'can run now? (tasker_core.get_step_readiness_status)'
 SELECT workflow_step_id AS step, name, current_state, dependencies_satisfied AS deps_ok,
        completed_parents || '/' || total_parents AS parents, attempts || '/' || retry_limit AS tries,
        ready_for_execution AS ready, next_retry_at
-  FROM tasker_core.get_step_readiness_status(3);
-\echo '== what should tasks 1-6 do next? (tasker_core.get_task_execution_contexts_batch)'
+  FROM tasker_core.get_step_readiness_status(:t);
+\echo '== what should these tasks do next? (tasker_core.get_task_execution_contexts_batch)'
 SELECT task_id, status, total_steps AS steps, completed_steps AS done, failed_steps AS failed, ready_steps AS ready,
        execution_status, recommended_action, completion_percentage AS pct, health_status
-  FROM tasker_core.get_task_execution_contexts_batch('{1,2,3,4,5,6}');
-\echo '== dependency levels of task 3 (longest path from a root)'
+  FROM tasker_core.get_task_execution_contexts_batch(ARRAY[:t, 1, 2, 3, 4, 5]::bigint[]);
+\echo '== dependency levels of task' :t '(longest path from a root)'
 SELECT dependency_level, string_agg(workflow_step_id::text, ', ' ORDER BY workflow_step_id) AS steps
-  FROM tasker_core.calculate_dependency_levels(3) GROUP BY 1 ORDER BY 1;
+  FROM tasker_core.calculate_dependency_levels(:t) GROUP BY 1 ORDER BY 1;
 \echo '== system health'
 SELECT * FROM tasker_core.get_system_health_counts_v01();
-\echo '== switching Rails over: tasker_core.enable() (Rails SQL text unchanged)'
+\echo '== switching Rails over: tasker_core.enable() (functions and guard triggers; Rails SQL text unchanged)'
 SELECT * FROM tasker_core.enable();
 SELECT * FROM tasker_core.status();
-SELECT count(*) AS ready_steps_task_3 FROM get_step_readiness_status(3::BIGINT, NULL::BIGINT[]) WHERE ready_for_execution;
+\echo '== Rails'' own SQL text now runs the native code:'
+SELECT count(*) AS ready_steps FROM get_step_readiness_status(:t::BIGINT, NULL::BIGINT[]) WHERE ready_for_execution;
+\echo '== the guards: starting a step whose parents are unfinished is refused (SQLSTATE 23514)'
+SELECT workflow_step_id AS blocked_step FROM tasker_core.get_step_readiness_status(:t)
+ WHERE NOT dependencies_satisfied ORDER BY 1 LIMIT 1 \gset
+\set ON_ERROR_STOP 0
+\set VERBOSITY verbose
+BEGIN;
+UPDATE tasker_workflow_step_transitions SET most_recent = false WHERE workflow_step_id = :blocked_step AND most_recent;
+INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at)
+SELECT :blocked_step, 'in_progress', coalesce(max(sort_key), 0) + 10, true, now(), now()
+  FROM tasker_workflow_step_transitions WHERE workflow_step_id = :blocked_step;
+ROLLBACK;
+\set VERBOSITY default
+\set ON_ERROR_STOP 1
 SQL
 echo "== timing: native vs Rails' SQL (server side, one statement over all 2,000 tasks, median of 5)"
 psql -q -c "SELECT * FROM tasker_core.disable()" >/dev/null
