@@ -45,6 +45,47 @@ set -- $lat
 lattice_md="| calculate_dependency_levels, 13x3 lattice | $1 | $2 | $(awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f", b / a }')x | $3 |"
 echo "$lattice_md"
 
+echo "== tasks of 100, 1,000 and 10,000 steps"
+sizes=""
+for n in 100 1000 10000; do
+  t=$(psql -qAt -c "SELECT tasker_gen.generate(0.3, 1, $n, $n, anchor => (now() AT TIME ZONE 'UTC'))" >/dev/null; psql -qAt -c "SELECT max(task_id) FROM tasker_tasks")
+  e=$(psql -qAt -c "SELECT count(*) FROM tasker_workflow_step_edges e JOIN tasker_workflow_steps s ON s.workflow_step_id = e.to_step_id WHERE s.task_id = $t")
+  row=$(psql -qAt -F ' ' -c "SELECT round((tasker_bench.per_call_us('tasker_core', ARRAY[$t]::bigint[], 5) / 1000)::numeric, 3),
+                                    round((tasker_bench.per_call_us('tasker_ref', ARRAY[$t]::bigint[], 5) / 1000)::numeric, 3)")
+  set -- $row
+  sizes="$sizes| $n | $e | $1 | $2 | $(awk -v a="$1" -v n="$n" -v e="$e" 'BEGIN { printf "%.2f", 1000 * a / (n + e) }') |
+"
+  echo "  $n steps, $e edges: native $1 ms, SQL $2 ms"
+done
+
+echo "== end to end with pgbench (client round trips, prepared statements), one task per call"
+ids_max=$(psql -qAt -c "SELECT max(task_id) FROM tasker_tasks WHERE task_id <= $TASKS")
+e2e=""
+for impl in tasker_core tasker_ref; do
+  printf '\\set t random(1, %s)\nSELECT * FROM %s.get_step_readiness_status(:t);\n' "$ids_max" "$impl" > "$work/pgbench_$impl.sql"
+  out=$(/usr/lib/postgresql/15/bin/pgbench -h "$work/pg" -p "$port" -U postgres -n -M prepared -c 1 -T 10 -f "$work/pgbench_$impl.sql" "$DB" 2>&1)
+  tps=$(echo "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1)
+  lat=$(echo "$out" | sed -n 's/^latency average = \([0-9.]*\) ms/\1/p')
+  e2e="$e2e| $impl | $tps | $lat |
+"
+  echo "  $impl: $tps tps, $lat ms average latency"
+done
+
+echo "== growth: the same 5,000 tasks, measured as the tables grow"
+ids=$(psql -qAt -c "SELECT array_agg(task_id ORDER BY task_id)::text FROM tasker_tasks WHERE task_id <= $TASKS")
+growth=""
+for total in $TASKS 50000 500000; do
+  have=$(psql -qAt -c "SELECT count(*) FROM tasker_tasks")
+  [ "$have" -lt "$total" ] && psql -qAt -c "SELECT tasker_bench.add_filler($total - $have)" >/dev/null && psql -q -c "VACUUM ANALYZE"
+  row=$(psql -qAt -F ' ' -c "SELECT (SELECT count(*) FROM tasker_tasks), (SELECT count(*) FROM tasker_workflow_steps),
+                                    round(tasker_bench.per_call_us('tasker_core', '$ids', 3)::numeric, 1),
+                                    round(tasker_bench.per_call_us('tasker_ref', '$ids', 3)::numeric, 1)")
+  set -- $row
+  growth="$growth| $1 | $2 | $3 | $4 |
+"
+  echo "  $1 tasks, $2 steps: native $3 us, SQL $4 us per call"
+done
+
 echo "== guard triggers: Statesman transitions with and without triggers"
 psql -q -f tests/bench/guards_bench.sql
 moves=""
@@ -107,6 +148,22 @@ original algorithm (\`tasker_bench.levels_path_enumeration\`), on the lattice:
 |---|---|---|---|---|
 $lattice_md
 
+Tasks of growing size (one call each, median of 5; cost per step + edge for native):
+
+| steps | edges | native ms | SQL ms | native µs per (step + edge) |
+|---|---|---|---|---|
+$sizes
+End to end (pgbench, 1 client, prepared statements, 10 s, a random one of the 5,000 tasks per call):
+
+| implementation | transactions/s | average latency ms |
+|---|---|---|
+$e2e
+Growth: readiness per call over the same 5,000 tasks while filler tasks (3-step chains) grow
+the tables (median of 3):
+
+| tasks in table | steps in table | native µs per call | SQL µs per call |
+|---|---|---|---|
+$growth
 ## Guard triggers (issue: state machines and DAG integrity)
 
 Statesman's write path (UPDATE the old \`most_recent\`, INSERT the new row with sort_key + 10),

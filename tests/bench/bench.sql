@@ -91,3 +91,35 @@ RETURNS TABLE (workflow_step_id bigint, dependency_level integer) LANGUAGE sql S
     )
     SELECT walk.workflow_step_id, max(walk.level)::integer FROM walk GROUP BY 1 ORDER BY 2, 1
 $$;
+
+-- Filler for the growth series: n more tasks, each a 3-step chain with one pending transition
+-- per step, bulk-inserted (triggers skipped) so the tables grow while the measured tasks stay.
+CREATE OR REPLACE FUNCTION tasker_bench.add_filler(n int) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE first_task bigint; first_step bigint; nt int := (SELECT min(named_task_id) FROM tasker_named_tasks);
+        ns int := (SELECT min(named_step_id) FROM tasker_named_steps);
+BEGIN
+    SET LOCAL session_replication_role = replica;
+    INSERT INTO tasker_tasks (named_task_id, requested_at, identity_hash, created_at, updated_at)
+    SELECT nt, now(), 'filler-' || clock_timestamp() || '-' || g, now(), now() FROM generate_series(1, n) g;
+    first_task := currval(pg_get_serial_sequence('tasker_tasks', 'task_id')) - n + 1;
+    INSERT INTO tasker_workflow_steps (task_id, named_step_id, created_at, updated_at)
+    SELECT t, ns, now(), now() FROM generate_series(first_task, first_task + n - 1) t, generate_series(1, 3) s ORDER BY t, s;
+    first_step := currval(pg_get_serial_sequence('tasker_workflow_steps', 'workflow_step_id')) - 3 * n + 1;
+    INSERT INTO tasker_workflow_step_edges (from_step_id, to_step_id, name, created_at, updated_at)
+    SELECT s, s + 1, 'provides', now(), now() FROM generate_series(first_step, first_step + 3 * n - 1) s
+     WHERE (s - first_step) % 3 <> 2;
+    INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at)
+    SELECT s, 'pending', 10, true, now(), now() FROM generate_series(first_step, first_step + 3 * n - 1) s;
+    RETURN (SELECT count(*) FROM tasker_tasks);
+END $$;
+
+-- Per-call µs of readiness over the given tasks (median of `rounds`), for one implementation.
+CREATE OR REPLACE FUNCTION tasker_bench.per_call_us(impl text, ids bigint[], rounds int) RETURNS float8 LANGUAGE plpgsql AS $$
+DECLARE samples float8[] := '{}'; r int;
+BEGIN
+    FOR r IN 1..rounds LOOP
+        samples := samples || tasker_bench.time_ms(format(
+            'SELECT count(*) FROM unnest(%L::bigint[]) x, LATERAL %I.get_step_readiness_status(x)', ids, impl));
+    END LOOP;
+    RETURN 1000 * (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY v) FROM unnest(samples) v) / cardinality(ids);
+END $$;
