@@ -1,8 +1,7 @@
-//! Turning `TaskerError` and SPI failures into PostgreSQL errors with explicit SQLSTATEs.
+//! Turning `TaskerError` into PostgreSQL errors with explicit SQLSTATEs.
 
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
-use pgrx::spi::SpiError;
 
 use crate::error::TaskerError;
 
@@ -26,21 +25,6 @@ pub fn raise(err: TaskerError, function: &'static str) -> ! {
         report = report.set_hint(hint);
     }
     report.report(PgLogLevel::ERROR);
-    unreachable!("an ERROR report does not return")
-}
-
-/// Raises an SPI-level failure (a result of an unexpected shape) as an internal error that
-/// names what was being read. PostgreSQL errors inside SPI (missing table, no privilege)
-/// propagate on their own with their own SQLSTATE.
-#[track_caller]
-pub fn raise_spi(err: SpiError, reading: &str, function: &'static str) -> ! {
-    ErrorReport::new(
-        PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-        format!("tasker_core: unexpected result while reading {reading}: {err}"),
-        function,
-    )
-    .set_hint("Check that the Tasker tables have the columns and types of the Tasker schema (docs/compatibility.md).")
-    .report(PgLogLevel::ERROR);
     unreachable!("an ERROR report does not return")
 }
 
