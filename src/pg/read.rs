@@ -302,6 +302,20 @@ impl States {
     }
 }
 
+/// Edges by `to_step_id`: the parents of steps (`from_step_id`, then `to_step_id`).
+fn parent_edges() -> Option<Lookup> {
+    Lookup::open(
+        "tasker_workflow_step_edges",
+        "to_step_id",
+        pg_sys::INT8OID,
+        &[
+            Want { name: "from_step_id", types: BIGINT, not_null: true },
+            Want { name: "to_step_id", types: BIGINT, not_null: true },
+        ],
+        Index::Any,
+    )
+}
+
 fn direct_steps_and_parents(task_ids: TaskIds) -> Option<StepsAndParents> {
     let mut steps_l = Lookup::open(
         "tasker_workflow_steps",
@@ -332,16 +346,7 @@ fn direct_steps_and_parents(task_ids: TaskIds) -> Option<StepsAndParents> {
         Index::Unique,
     )?;
     let mut states = States::open()?;
-    let mut edges_l = Lookup::open(
-        "tasker_workflow_step_edges",
-        "to_step_id",
-        pg_sys::INT8OID,
-        &[
-            Want { name: "from_step_id", types: BIGINT, not_null: true },
-            Want { name: "to_step_id", types: BIGINT, not_null: true },
-        ],
-        Index::Any,
-    )?;
+    let mut edges_l = parent_edges()?;
 
     let mut tasks = ids_of(task_ids);
     tasks.sort_unstable();
@@ -481,16 +486,7 @@ fn direct_task_graph(task_id: i64) -> Option<TaskGraph> {
         &[Want { name: "workflow_step_id", types: BIGINT, not_null: true }],
         Index::Any,
     )?;
-    let mut edges_l = Lookup::open(
-        "tasker_workflow_step_edges",
-        "to_step_id",
-        pg_sys::INT8OID,
-        &[
-            Want { name: "from_step_id", types: BIGINT, not_null: true },
-            Want { name: "to_step_id", types: BIGINT, not_null: true },
-        ],
-        Index::Any,
-    )?;
+    let mut edges_l = parent_edges()?;
     let mut steps = Vec::new();
     steps_l.each_i64(task_id, |row| steps.push(row.i64(0).unwrap_or_default()));
     let mut sorted = steps.clone();
