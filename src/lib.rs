@@ -30,10 +30,16 @@ pgrx::extension_sql_file!(
     name = "guards",
     requires = [pg::guards::check_transition, pg::guards::check_transition_update, pg::guards::check_edge]
 );
+pgrx::extension_sql_file!(
+    "../sql/step_state.sql",
+    name = "step_state",
+    requires = [pg::step_state::step_state_refresh, pg::step_state::step_state_rebuild]
+);
 pgrx::extension_sql_file!("../sql/admin.sql", name = "admin", finalize);
 
 /// Registers `tasker_core.guard_mode` when the library loads.
 #[pgrx::pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     pg::settings::register();
+    pg::derived::register_callbacks();
 }

@@ -78,7 +78,10 @@ pub struct Lookup {
 }
 
 /// Finds `relname` through the search_path and checks that we may read it directly.
-unsafe fn table_oid(relname: &str) -> Option<pg_sys::Oid> {
+///
+/// # Safety
+/// Catalog lookups: call inside a transaction.
+pub unsafe fn table_oid(relname: &str) -> Option<pg_sys::Oid> {
     let name = CString::new(relname).ok()?;
     let oid = pg_sys::RelnameGetRelid(name.as_ptr());
     if oid == pg_sys::InvalidOid {
@@ -100,10 +103,76 @@ unsafe fn attname_eq(attr: &pg_sys::FormData_pg_attribute, name: &str) -> bool {
     bytes == name.as_bytes()
 }
 
+/// What `Lookup::open` decided for one call site, remembered for the statement (pg::derived::
+/// with_memo): the same checks would give the same answer until the snapshot, user,
+/// search_path or catalog changes.
+struct Plan {
+    relname: &'static str,
+    key_column: &'static str,
+    need: Index,
+    first_wanted: &'static str,
+    rel: pg_sys::Oid,
+    index: pg_sys::Oid,
+    attnos: Vec<usize>,
+    key_is_int8: bool,
+}
+
+type Plans = Vec<Plan>;
+
+thread_local! {
+    static PLANS: std::cell::RefCell<Option<(crate::pg::derived::Key, Plans)>> = const { std::cell::RefCell::new(None) };
+}
+
 impl Lookup {
     /// Opens `relname` for lookups on `key_column` (of type `key_type`: INT8OID or INT4OID)
     /// reading `wanted` columns. None when the direct path cannot be used safely.
     pub fn open(
+        relname: &'static str,
+        key_column: &'static str,
+        key_type: pg_sys::Oid,
+        wanted: &[Want],
+        need: Index,
+    ) -> Option<Lookup> {
+        // Text is handed to Rust as UTF-8; other database encodings use the SQL path.
+        if !crate::pg::settings::DIRECT_READS.get() || !utf8_database() {
+            return None;
+        }
+        let first_wanted = wanted.first().map_or("", |w| w.name);
+        let same = |p: &Plan| {
+            p.relname == relname && p.key_column == key_column && p.need == need && p.first_wanted == first_wanted
+        };
+        let remembered = crate::pg::derived::with_memo(&PLANS, |plans: &mut Plans| {
+            plans.iter().find(|p| same(p)).map(|p| (p.rel, p.index, p.attnos.clone(), p.key_is_int8))
+        })
+        .flatten();
+        if let Some((rel, index, attnos, key_is_int8)) = remembered {
+            // SAFETY: the same checks passed for these relations in this statement context.
+            unsafe {
+                let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
+                let rel = pg_sys::relation_open(rel, lock);
+                let index = pg_sys::index_open(index, lock);
+                return Some(Self::start(rel, index, attnos, key_is_int8));
+            }
+        }
+        let found = Self::open_checked(relname, key_column, key_type, wanted, need)?;
+        // SAFETY: reading the OIDs of the relations just opened.
+        let (rel, index) = unsafe { ((*found.rel).rd_id, (*found.index).rd_id) };
+        crate::pg::derived::with_memo(&PLANS, |plans: &mut Plans| {
+            plans.push(Plan {
+                relname,
+                key_column,
+                need,
+                first_wanted,
+                rel,
+                index,
+                attnos: found.attnos.clone(),
+                key_is_int8: found.key_is_int8,
+            })
+        });
+        Some(found)
+    }
+
+    fn open_checked(
         relname: &str,
         key_column: &str,
         key_type: pg_sys::Oid,
@@ -111,7 +180,7 @@ impl Lookup {
         need: Index,
     ) -> Option<Lookup> {
         unsafe {
-            if !crate::pg::settings::DIRECT_READS.get() || !pg_sys::ActiveSnapshotSet() {
+            if !pg_sys::ActiveSnapshotSet() {
                 return None;
             }
             let oid = table_oid(relname)?;
@@ -167,33 +236,47 @@ impl Lookup {
                 close(rel);
                 return None;
             };
-            let snapshot = pg_sys::GetActiveSnapshot();
-            #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16", feature = "pg17"))]
-            let scan = pg_sys::index_beginscan(rel, index, snapshot, 2, 0);
-            #[cfg(feature = "pg18")]
-            let scan = pg_sys::index_beginscan(rel, index, snapshot, std::ptr::null_mut(), 2, 0);
-            let slot = pg_sys::table_slot_create(rel, std::ptr::null_mut());
-            let mut keys: [pg_sys::ScanKeyData; 2] = std::mem::zeroed();
-            let (ge, le) = if key_type == pg_sys::INT8OID {
-                (pg_sys::F_INT8GE, pg_sys::F_INT8LE)
-            } else {
-                (pg_sys::F_INT4GE, pg_sys::F_INT4LE)
-            };
-            for (k, (strategy, proc)) in keys
-                .iter_mut()
-                .zip([(pg_sys::BTGreaterEqualStrategyNumber, ge), (pg_sys::BTLessEqualStrategyNumber, le)])
-            {
-                pg_sys::ScanKeyInit(
-                    k,
-                    1,
-                    strategy as pg_sys::StrategyNumber,
-                    pg_sys::Oid::from(proc),
-                    pg_sys::Datum::from(0),
-                );
-            }
-            let max_attno = attnos.iter().copied().max().unwrap_or(1) as i32;
-            Some(Lookup { rel, index, scan, slot, keys, attnos, max_attno, key_is_int8: key_type == pg_sys::INT8OID })
+            Some(Self::start(rel, index, attnos, key_type == pg_sys::INT8OID))
         }
+    }
+
+    /// Opens one of this extension's own tables (whose layout the caller knows) for lookups
+    /// through `index`, whose first column is an int8 key; `attnos` are the columns read.
+    ///
+    /// # Safety
+    /// `rel_oid` is a plain table with the columns `attnos`, `index_oid` a btree on it whose
+    /// leading column is bigint, and an active snapshot is set.
+    pub unsafe fn open_known(rel_oid: pg_sys::Oid, index_oid: pg_sys::Oid, attnos: &[usize]) -> Lookup {
+        let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
+        let rel = pg_sys::relation_open(rel_oid, lock);
+        let index = pg_sys::index_open(index_oid, lock);
+        Self::start(rel, index, attnos.to_vec(), true)
+    }
+
+    /// Begins the index scan of an opened table and index under the active snapshot.
+    unsafe fn start(rel: pg_sys::Relation, index: pg_sys::Relation, attnos: Vec<usize>, key_is_int8: bool) -> Lookup {
+        let snapshot = pg_sys::GetActiveSnapshot();
+        #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16", feature = "pg17"))]
+        let scan = pg_sys::index_beginscan(rel, index, snapshot, 2, 0);
+        #[cfg(feature = "pg18")]
+        let scan = pg_sys::index_beginscan(rel, index, snapshot, std::ptr::null_mut(), 2, 0);
+        let slot = pg_sys::table_slot_create(rel, std::ptr::null_mut());
+        let mut keys: [pg_sys::ScanKeyData; 2] = std::mem::zeroed();
+        let (ge, le) =
+            if key_is_int8 { (pg_sys::F_INT8GE, pg_sys::F_INT8LE) } else { (pg_sys::F_INT4GE, pg_sys::F_INT4LE) };
+        for (k, (strategy, proc)) in
+            keys.iter_mut().zip([(pg_sys::BTGreaterEqualStrategyNumber, ge), (pg_sys::BTLessEqualStrategyNumber, le)])
+        {
+            pg_sys::ScanKeyInit(
+                k,
+                1,
+                strategy as pg_sys::StrategyNumber,
+                pg_sys::Oid::from(proc),
+                pg_sys::Datum::from(0),
+            );
+        }
+        let max_attno = attnos.iter().copied().max().unwrap_or(1) as i32;
+        Lookup { rel, index, scan, slot, keys, attnos, max_attno, key_is_int8 }
     }
 
     /// The index OIDs of `rel` (relcache's list, copied).
@@ -361,11 +444,16 @@ impl Lookup {
         key_of: impl Fn(&Row) -> Option<i64>,
         mut each: impl FnMut(i64, &Row),
     ) {
+        let mut first = 0usize;
         for (lo, hi) in runs(sorted) {
-            let (lo, hi) = (self.key(lo), self.key(hi));
-            self.range(lo, hi, |row| {
+            // Every id of lo..=hi asked for (a batch of consecutive tasks): no need to filter.
+            let count = sorted[first..].partition_point(|&k| k <= hi);
+            let dense = (hi - lo + 1) as usize == count;
+            first += count;
+            let (lo_d, hi_d) = (self.key(lo), self.key(hi));
+            self.range(lo_d, hi_d, |row| {
                 if let Some(k) = key_of(row) {
-                    if sorted.binary_search(&k).is_ok() {
+                    if dense || sorted.binary_search(&k).is_ok() {
                         each(k, row);
                     }
                 }
@@ -425,11 +513,71 @@ impl Row<'_> {
         self.datum(i).map(|d| d.value() != 0)
     }
 
+    /// Appends the elements of a one-dimensional `bigint[]` column without NULL elements to
+    /// `out`; false (and nothing appended) when the column is NULL or of any other shape.
+    pub fn extend_i64_array(&self, i: usize, out: &mut Vec<i64>) -> bool {
+        let Some(bytes) = self.bytes(i) else {
+            return false;
+        };
+        // The bytes after the varlena header: ndim, dataoffset (0: no NULL bitmap), elemtype,
+        // then per dimension its length and lower bound; a 1-D array's elements start at 20
+        // (MAXALIGN(16 + 8) from the start of a 4-byte header). Read unaligned: a short
+        // (1-byte) header shifts everything.
+        let word = |at: usize| bytes.get(at..at + 4).map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+        match (word(0), word(4), word(8)) {
+            (Some(0), _, _) => true,
+            (Some(1), Some(0), Some(elemtype)) if elemtype as u32 == u32::from(pg_sys::INT8OID) => {
+                let n = word(12).unwrap_or(0).max(0) as usize;
+                match bytes.get(20..20 + 8 * n) {
+                    Some(data) => {
+                        out.extend(data.chunks_exact(8).map(|c| i64::from_ne_bytes(c.try_into().unwrap_or([0; 8]))));
+                        true
+                    }
+                    None => false,
+                }
+            }
+            _ => false,
+        }
+    }
+
+    /// The bytes of a varlena column after its header, read in place when the value is stored
+    /// inline and uncompressed (the usual case), else detoasted (a palloc'd copy).
+    fn bytes(&self, i: usize) -> Option<&[u8]> {
+        let d = self.datum(i)?;
+        // SAFETY: a varlena datum of a deformed row, valid while the slot holds the row (the
+        // `each` callback). Header layouts as in postgres.h (little- and big-endian alike via
+        // the VARATT macros pgrx mirrors).
+        unsafe {
+            let mut v = d.cast_mut_ptr::<pg_sys::varlena>();
+            if pgrx::varatt_is_1b_e(v) || pgrx::varatt_is_4b_c(v) {
+                v = pg_sys::pg_detoast_datum_packed(v);
+            }
+            Some(std::slice::from_raw_parts(pgrx::vardata_any(v) as *const u8, pgrx::varsize_any_exhdr(v)))
+        }
+    }
+
+    /// Calls `f` with a text or varchar column as `&str`, without copying it out of the row.
+    pub fn with_str<R>(&self, i: usize, f: impl FnOnce(&str) -> R) -> Option<R> {
+        let bytes = self.bytes(i)?;
+        // SAFETY: direct reads run only in UTF8 databases (`open`, pg::derived), where
+        // PostgreSQL accepts only valid UTF-8 into text columns.
+        debug_assert!(utf8_database());
+        Some(f(unsafe { std::str::from_utf8_unchecked(bytes) }))
+    }
+
     /// A text or varchar column, copied out.
     pub fn string(&self, i: usize) -> Option<String> {
         // SAFETY: the wanted types of string columns are text/varchar (same varlena layout).
         self.datum(i).and_then(|d| unsafe { String::from_polymorphic_datum(d, false, pg_sys::TEXTOID) })
     }
+}
+
+/// Whether the database encoding is UTF8 (fixed for the life of a backend).
+pub fn utf8_database() -> bool {
+    thread_local! {
+        static UTF8: bool = unsafe { pg_sys::GetDatabaseEncoding() == pg_sys::pg_enc::PG_UTF8 as i32 };
+    }
+    UTF8.with(|u| *u)
 }
 
 /// Groups ascending, distinct ids into `(lo, hi)` ranges worth one index scan each: a range is

@@ -2,55 +2,23 @@
 //! and result columns as the Rails PL/pgSQL functions, in schema `tasker_core`.
 //! None is STRICT (a NULL argument gives the spec's answer); all are STABLE.
 //!
-//! pgrx reads the result columns from the literal `TableIterator<(name!(..), ..)>` in each
-//! signature (a type alias is rejected), hence the long signatures.
-#![allow(clippy::type_complexity)]
+//! The health counts use pgrx's `TableIterator`; the five per-task functions are written as
+//! plain V1 functions in materialize mode (see below and pg::srf).
 
-use std::collections::{HashMap, HashSet};
+use std::cell::RefCell;
+use std::collections::HashMap;
 
+use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use crate::pg::clock::TransactionClock;
 use crate::pg::read;
 use crate::pg::report::OrRaise;
+use crate::pg::srf;
 use crate::rules::context::TaskTally;
+use crate::rules::idhash::IdSet;
 use crate::rules::levels::dependency_levels;
-use crate::rules::readiness::{evaluate, ParentTally, StepFacts};
-
-type ReadinessRow = (
-    name!(workflow_step_id, i64),
-    name!(task_id, i64),
-    name!(named_step_id, i32),
-    name!(name, String),
-    name!(current_state, String),
-    name!(dependencies_satisfied, bool),
-    name!(retry_eligible, bool),
-    name!(ready_for_execution, bool),
-    name!(last_failure_at, Option<Timestamp>),
-    name!(next_retry_at, Option<Timestamp>),
-    name!(total_parents, i32),
-    name!(completed_parents, i32),
-    name!(attempts, i32),
-    name!(retry_limit, i32),
-    name!(backoff_request_seconds, Option<i32>),
-    name!(last_attempted_at, Option<Timestamp>),
-);
-
-type ContextRow = (
-    name!(task_id, i64),
-    name!(named_task_id, i32),
-    name!(status, String),
-    name!(total_steps, i64),
-    name!(pending_steps, i64),
-    name!(in_progress_steps, i64),
-    name!(completed_steps, i64),
-    name!(failed_steps, i64),
-    name!(ready_steps, i64),
-    name!(execution_status, String),
-    name!(recommended_action, String),
-    name!(completion_percentage, AnyNumeric),
-    name!(health_status, String),
-);
+use crate::rules::readiness::{evaluate, Readiness, StepFacts};
 
 /// The non-NULL ids of an array argument, sorted and without duplicates.
 fn distinct_ids(ids: Option<Vec<Option<i64>>>) -> Vec<i64> {
@@ -60,228 +28,331 @@ fn distinct_ids(ids: Option<Vec<Option<i64>>>) -> Vec<i64> {
     v
 }
 
-fn ts(raw: Option<i64>) -> Option<Timestamp> {
-    // Values come from stored timestamps plus range-checked arithmetic: always valid.
-    raw.map(Timestamp::saturating_from_raw)
+thread_local! {
+    /// The rows of the last readiness read, kept so the next call reuses the buffers.
+    static READ: RefCell<read::StepsAndParents> = RefCell::new(read::StepsAndParents::default());
 }
 
-/// Evaluates every step; calls `each` with the step and its computed row.
-fn readiness_rows(
+/// Evaluates every step of `task_ids` that `keep` accepts, in (task_id, workflow_step_id)
+/// order, and hands each with its name and readiness to `each`.
+fn for_each_readiness(
     task_ids: &[i64],
     keep: impl Fn(&StepFacts) -> bool,
     function: &'static str,
-) -> Vec<(StepFacts, ReadinessRow)> {
+    mut each: impl FnMut(&StepFacts, &str, &Readiness),
+) {
     if task_ids.is_empty() {
-        return Vec::new();
+        return;
     }
-    let data = read::steps_and_parents(read::TaskIds::of(task_ids), function);
-    let clock = TransactionClock::now();
-    data.steps
-        .into_iter()
-        .filter(|s| keep(s))
-        .map(|s| {
-            let parents = data.parents.get(&s.workflow_step_id).copied().unwrap_or(ParentTally::default());
-            let r = evaluate(&s, parents, &clock).or_raise(function);
-            let row = (
-                s.workflow_step_id,
-                s.task_id,
-                s.named_step_id,
-                s.name.clone(),
-                s.current_state().to_string(),
-                r.dependencies_satisfied,
-                r.retry_eligible,
-                r.ready_for_execution,
-                ts(r.last_failure_at),
-                ts(r.next_retry_at),
-                r.total_parents,
-                r.completed_parents,
-                s.attempts_or_zero(),
-                s.retry_limit_or_default(),
-                s.backoff_request_seconds,
-                ts(s.last_attempted_at),
-            );
-            (s, row)
-        })
-        .collect()
+    READ.with(|cell| {
+        // A nested call (a policy or view calling a read function) gets its own buffers.
+        let mut fresh = read::StepsAndParents::default();
+        let mut guard = cell.try_borrow_mut();
+        let data = match guard.as_deref_mut() {
+            Ok(data) => data,
+            Err(_) => &mut fresh,
+        };
+        read::steps_and_parents(read::TaskIds::of(task_ids), function, data);
+        let clock = TransactionClock::now();
+        for (i, (s, parents)) in data.steps.iter().zip(&data.tallies).enumerate() {
+            if keep(s) {
+                let r = evaluate(s, *parents, &clock).or_raise(function);
+                each(s, data.names.get(i), &r);
+            }
+        }
+    });
+}
+
+// The five per-task functions are plain V1 C functions in materialize mode (pg::srf) rather
+// than pgrx `#[pg_extern]`s: their SQL declarations (below) are the ones 0.1.0 and 0.2.0
+// shipped, symbol names included, so older install scripts still load this library.
+
+/// One readiness row; the name and current_state columns (3 and 4) are filled by
+/// `Output::row_with_texts`.
+fn readiness_row(out: &mut srf::Output, s: &StepFacts, name: &str, r: &Readiness) {
+    let mut values = [
+        Some(s.workflow_step_id.into()),
+        Some(s.task_id.into()),
+        Some(s.named_step_id.into()),
+        None,
+        None,
+        Some(r.dependencies_satisfied.into()),
+        Some(r.retry_eligible.into()),
+        Some(r.ready_for_execution.into()),
+        r.last_failure_at.map(pg_sys::Datum::from),
+        r.next_retry_at.map(pg_sys::Datum::from),
+        Some(r.total_parents.into()),
+        Some(r.completed_parents.into()),
+        Some(s.attempts_or_zero().into()),
+        Some(s.retry_limit_or_default().into()),
+        s.backoff_request_seconds.map(pg_sys::Datum::from),
+        s.last_attempted_at.map(pg_sys::Datum::from),
+    ];
+    out.row_with_texts(&mut values, &[(3, name), (4, s.current_state())]);
 }
 
 /// Readiness of the steps of one task (all of them, or those in `step_ids` when it is not NULL).
-#[pg_extern(stable)]
-fn get_step_readiness_status(
-    input_task_id: Option<i64>,
-    step_ids: default!(Option<Vec<Option<i64>>>, "NULL"),
-) -> TableIterator<
-    'static,
-    (
-        name!(workflow_step_id, i64),
-        name!(task_id, i64),
-        name!(named_step_id, i32),
-        name!(name, String),
-        name!(current_state, String),
-        name!(dependencies_satisfied, bool),
-        name!(retry_eligible, bool),
-        name!(ready_for_execution, bool),
-        name!(last_failure_at, Option<Timestamp>),
-        name!(next_retry_at, Option<Timestamp>),
-        name!(total_parents, i32),
-        name!(completed_parents, i32),
-        name!(attempts, i32),
-        name!(retry_limit, i32),
-        name!(backoff_request_seconds, Option<i32>),
-        name!(last_attempted_at, Option<Timestamp>),
-    ),
-> {
+///
+/// # Safety
+/// Called by PostgreSQL as `tasker_core.get_step_readiness_status(bigint, bigint[])`.
+#[no_mangle]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn get_step_readiness_status_wrapper(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
     const F: &str = "get_step_readiness_status";
-    let Some(task_id) = input_task_id else {
-        return TableIterator::empty();
+    let mut out = srf::Output::begin(fcinfo, 16);
+    let Some(task_id) = srf::arg_i64(fcinfo, 0) else {
+        return pg_sys::Datum::from(0);
     };
-    let wanted: Option<HashSet<i64>> = step_ids.map(|ids| ids.into_iter().flatten().collect());
-    if wanted.as_ref().is_some_and(HashSet::is_empty) {
-        return TableIterator::empty();
+    let wanted: Option<Vec<i64>> = srf::arg_i64_array(fcinfo, 1).map(|ids| {
+        let mut v: Vec<i64> = ids.into_iter().flatten().collect();
+        v.sort_unstable();
+        v
+    });
+    if wanted.as_ref().is_some_and(Vec::is_empty) {
+        return pg_sys::Datum::from(0);
     }
-    let rows = readiness_rows(&[task_id], |s| wanted.as_ref().is_none_or(|w| w.contains(&s.workflow_step_id)), F);
-    TableIterator::new(rows.into_iter().map(|(_, row)| row))
+    let keep = |s: &StepFacts| wanted.as_ref().is_none_or(|w| w.binary_search(&s.workflow_step_id).is_ok());
+    for_each_readiness(&[task_id], keep, F, |s, name, r| readiness_row(&mut out, s, name, r));
+    pg_sys::Datum::from(0)
 }
 
 /// Readiness of every step of the given tasks, ordered by (task_id, workflow_step_id).
-#[pg_extern(stable)]
-fn get_step_readiness_status_batch(
-    input_task_ids: Option<Vec<Option<i64>>>,
-) -> TableIterator<
-    'static,
-    (
-        name!(workflow_step_id, i64),
-        name!(task_id, i64),
-        name!(named_step_id, i32),
-        name!(name, String),
-        name!(current_state, String),
-        name!(dependencies_satisfied, bool),
-        name!(retry_eligible, bool),
-        name!(ready_for_execution, bool),
-        name!(last_failure_at, Option<Timestamp>),
-        name!(next_retry_at, Option<Timestamp>),
-        name!(total_parents, i32),
-        name!(completed_parents, i32),
-        name!(attempts, i32),
-        name!(retry_limit, i32),
-        name!(backoff_request_seconds, Option<i32>),
-        name!(last_attempted_at, Option<Timestamp>),
-    ),
-> {
-    let ids = distinct_ids(input_task_ids);
-    let rows = readiness_rows(&ids, |_| true, "get_step_readiness_status_batch");
-    TableIterator::new(rows.into_iter().map(|(_, row)| row))
+///
+/// # Safety
+/// Called by PostgreSQL as `tasker_core.get_step_readiness_status_batch(bigint[])`.
+#[no_mangle]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn get_step_readiness_status_batch_wrapper(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
+    let mut out = srf::Output::begin(fcinfo, 16);
+    let ids = distinct_ids(srf::arg_i64_array(fcinfo, 0));
+    for_each_readiness(
+        &ids,
+        |_| true,
+        "get_step_readiness_status_batch",
+        |s, name, r| readiness_row(&mut out, s, name, r),
+    );
+    pg_sys::Datum::from(0)
 }
 
 /// One execution-context row per existing task id in `requested` (duplicates repeat), by task_id.
-fn contexts(requested: Vec<i64>, function: &'static str) -> Vec<ContextRow> {
+fn contexts(requested: Vec<i64>, function: &'static str, out: &mut srf::Output) {
     let mut ids = requested.clone();
     ids.sort_unstable();
     ids.dedup();
     if ids.is_empty() {
-        return Vec::new();
+        return;
     }
     let tasks: HashMap<i64, read::TaskRow> =
         read::tasks(read::TaskIds::of(&ids), function).into_iter().map(|t| (t.task_id, t)).collect();
     let mut tallies: HashMap<i64, TaskTally> = HashMap::with_capacity(tasks.len());
-    for (s, row) in readiness_rows(&ids, |_| true, function) {
-        tallies.entry(s.task_id).or_default().add(s.current_state(), row.7, s.retries_exhausted());
+    for_each_readiness(
+        &ids,
+        |_| true,
+        function,
+        |s, _, r| {
+            tallies.entry(s.task_id).or_default().add(s.current_state(), r.ready_for_execution, s.retries_exhausted());
+        },
+    );
+    let mut rows: Vec<&read::TaskRow> = requested.iter().filter_map(|id| tasks.get(id)).collect();
+    rows.sort_by_key(|t| t.task_id);
+    for task in rows {
+        let t = tallies.get(&task.task_id).copied().unwrap_or_default();
+        let pct = AnyNumeric::try_from(t.completion_percentage().as_str())
+            .unwrap_or_else(|e| pgrx::error!("tasker_core: bad completion percentage: {e}"));
+        out.row(&[
+            Some(task.task_id.into()),
+            Some(task.named_task_id.into()),
+            Some(srf::text(task.state.as_deref().unwrap_or(crate::rules::state::PENDING))),
+            Some(t.total.into()),
+            Some(t.pending.into()),
+            Some(t.in_progress.into()),
+            Some(t.completed.into()),
+            Some(t.failed.into()),
+            Some(t.ready.into()),
+            Some(srf::text(t.execution_status())),
+            Some(srf::text(t.recommended_action())),
+            pct.into_datum(),
+            Some(srf::text(t.health_status())),
+        ]);
     }
-    let mut out: Vec<ContextRow> = requested
-        .into_iter()
-        .filter_map(|id| tasks.get(&id))
-        .map(|task| {
-            let t = tallies.get(&task.task_id).copied().unwrap_or_default();
-            let pct = AnyNumeric::try_from(t.completion_percentage().as_str())
-                .unwrap_or_else(|e| pgrx::error!("tasker_core: bad completion percentage: {e}"));
-            (
-                task.task_id,
-                task.named_task_id,
-                task.state.clone().unwrap_or_else(|| crate::rules::state::PENDING.to_string()),
-                t.total,
-                t.pending,
-                t.in_progress,
-                t.completed,
-                t.failed,
-                t.ready,
-                t.execution_status().to_string(),
-                t.recommended_action().to_string(),
-                pct,
-                t.health_status().to_string(),
-            )
-        })
-        .collect();
-    out.sort_by_key(|row| row.0);
-    out
 }
 
 /// What one task should do next; no row when the task does not exist.
-#[pg_extern(stable)]
-fn get_task_execution_context(
-    input_task_id: Option<i64>,
-) -> TableIterator<
-    'static,
-    (
-        name!(task_id, i64),
-        name!(named_task_id, i32),
-        name!(status, String),
-        name!(total_steps, i64),
-        name!(pending_steps, i64),
-        name!(in_progress_steps, i64),
-        name!(completed_steps, i64),
-        name!(failed_steps, i64),
-        name!(ready_steps, i64),
-        name!(execution_status, String),
-        name!(recommended_action, String),
-        name!(completion_percentage, AnyNumeric),
-        name!(health_status, String),
-    ),
-> {
-    TableIterator::new(contexts(input_task_id.into_iter().collect(), "get_task_execution_context"))
+///
+/// # Safety
+/// Called by PostgreSQL as `tasker_core.get_task_execution_context(bigint)`.
+#[no_mangle]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn get_task_execution_context_wrapper(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    let mut out = srf::Output::begin(fcinfo, 13);
+    contexts(srf::arg_i64(fcinfo, 0).into_iter().collect(), "get_task_execution_context", &mut out);
+    pg_sys::Datum::from(0)
 }
 
 /// One row per element naming an existing task (a repeated id repeats its row), by task_id.
-#[pg_extern(stable)]
-fn get_task_execution_contexts_batch(
-    input_task_ids: Option<Vec<Option<i64>>>,
-) -> TableIterator<
-    'static,
-    (
-        name!(task_id, i64),
-        name!(named_task_id, i32),
-        name!(status, String),
-        name!(total_steps, i64),
-        name!(pending_steps, i64),
-        name!(in_progress_steps, i64),
-        name!(completed_steps, i64),
-        name!(failed_steps, i64),
-        name!(ready_steps, i64),
-        name!(execution_status, String),
-        name!(recommended_action, String),
-        name!(completion_percentage, AnyNumeric),
-        name!(health_status, String),
-    ),
-> {
-    let requested: Vec<i64> = input_task_ids.unwrap_or_default().into_iter().flatten().collect();
-    TableIterator::new(contexts(requested, "get_task_execution_contexts_batch"))
+///
+/// # Safety
+/// Called by PostgreSQL as `tasker_core.get_task_execution_contexts_batch(bigint[])`.
+#[no_mangle]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn get_task_execution_contexts_batch_wrapper(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
+    let mut out = srf::Output::begin(fcinfo, 13);
+    let requested: Vec<i64> = srf::arg_i64_array(fcinfo, 0).unwrap_or_default().into_iter().flatten().collect();
+    contexts(requested, "get_task_execution_contexts_batch", &mut out);
+    pg_sys::Datum::from(0)
 }
 
 /// Longest-path level of every step reachable from a root, by (dependency_level, workflow_step_id).
-#[pg_extern(stable)]
-fn calculate_dependency_levels(
-    input_task_id: Option<i64>,
-) -> TableIterator<'static, (name!(workflow_step_id, i64), name!(dependency_level, i32))> {
+///
+/// # Safety
+/// Called by PostgreSQL as `tasker_core.calculate_dependency_levels(bigint)`.
+#[no_mangle]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn calculate_dependency_levels_wrapper(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
     const F: &str = "calculate_dependency_levels";
-    let Some(task_id) = input_task_id else {
-        return TableIterator::empty();
+    let mut out = srf::Output::begin(fcinfo, 2);
+    let Some(task_id) = srf::arg_i64(fcinfo, 0) else {
+        return pg_sys::Datum::from(0);
     };
     let (steps, edges) = read::task_graph(task_id, F);
-    let targets: HashSet<i64> = edges.iter().map(|&(_, to)| to).collect();
-    let rows = dependency_levels(task_id, &steps, |s| targets.contains(&s), &edges).or_raise(F);
-    TableIterator::new(rows)
+    let targets: IdSet<i64> = edges.iter().map(|&(_, to)| to).collect();
+    for (step, level) in dependency_levels(task_id, &steps, |s| targets.contains(&s), &edges).or_raise(F) {
+        out.row(&[Some(step.into()), Some(level.into())]);
+    }
+    pg_sys::Datum::from(0)
 }
 
+macro_rules! finfo_v1 {
+    ($($name:ident),*) => {$(
+        #[no_mangle]
+        #[doc(hidden)]
+        pub extern "C" fn $name() -> &'static pg_sys::Pg_finfo_record {
+            const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+            &V1
+        }
+    )*};
+}
+finfo_v1!(
+    pg_finfo_get_step_readiness_status_wrapper,
+    pg_finfo_get_step_readiness_status_batch_wrapper,
+    pg_finfo_get_task_execution_context_wrapper,
+    pg_finfo_get_task_execution_contexts_batch_wrapper,
+    pg_finfo_calculate_dependency_levels_wrapper
+);
+
+pgrx::extension_sql!(
+    r#"
+CREATE FUNCTION tasker_core."get_step_readiness_status"(
+	"input_task_id" bigint,
+	"step_ids" bigint[] DEFAULT NULL
+) RETURNS TABLE (
+	"workflow_step_id" bigint,
+	"task_id" bigint,
+	"named_step_id" INT,
+	"name" TEXT,
+	"current_state" TEXT,
+	"dependencies_satisfied" bool,
+	"retry_eligible" bool,
+	"ready_for_execution" bool,
+	"last_failure_at" timestamp,
+	"next_retry_at" timestamp,
+	"total_parents" INT,
+	"completed_parents" INT,
+	"attempts" INT,
+	"retry_limit" INT,
+	"backoff_request_seconds" INT,
+	"last_attempted_at" timestamp
+)
+STABLE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'get_step_readiness_status_wrapper';
+
+CREATE FUNCTION tasker_core."get_step_readiness_status_batch"(
+	"input_task_ids" bigint[]
+) RETURNS TABLE (
+	"workflow_step_id" bigint,
+	"task_id" bigint,
+	"named_step_id" INT,
+	"name" TEXT,
+	"current_state" TEXT,
+	"dependencies_satisfied" bool,
+	"retry_eligible" bool,
+	"ready_for_execution" bool,
+	"last_failure_at" timestamp,
+	"next_retry_at" timestamp,
+	"total_parents" INT,
+	"completed_parents" INT,
+	"attempts" INT,
+	"retry_limit" INT,
+	"backoff_request_seconds" INT,
+	"last_attempted_at" timestamp
+)
+STABLE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'get_step_readiness_status_batch_wrapper';
+
+CREATE FUNCTION tasker_core."get_task_execution_context"(
+	"input_task_id" bigint
+) RETURNS TABLE (
+	"task_id" bigint,
+	"named_task_id" INT,
+	"status" TEXT,
+	"total_steps" bigint,
+	"pending_steps" bigint,
+	"in_progress_steps" bigint,
+	"completed_steps" bigint,
+	"failed_steps" bigint,
+	"ready_steps" bigint,
+	"execution_status" TEXT,
+	"recommended_action" TEXT,
+	"completion_percentage" NUMERIC,
+	"health_status" TEXT
+)
+STABLE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'get_task_execution_context_wrapper';
+
+CREATE FUNCTION tasker_core."get_task_execution_contexts_batch"(
+	"input_task_ids" bigint[]
+) RETURNS TABLE (
+	"task_id" bigint,
+	"named_task_id" INT,
+	"status" TEXT,
+	"total_steps" bigint,
+	"pending_steps" bigint,
+	"in_progress_steps" bigint,
+	"completed_steps" bigint,
+	"failed_steps" bigint,
+	"ready_steps" bigint,
+	"execution_status" TEXT,
+	"recommended_action" TEXT,
+	"completion_percentage" NUMERIC,
+	"health_status" TEXT
+)
+STABLE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'get_task_execution_contexts_batch_wrapper';
+
+CREATE FUNCTION tasker_core."calculate_dependency_levels"(
+	"input_task_id" bigint
+) RETURNS TABLE (
+	"workflow_step_id" bigint,
+	"dependency_level" INT
+)
+STABLE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'calculate_dependency_levels_wrapper';
+"#,
+    name = "read_functions",
+    bootstrap
+);
+
 /// Whole-database task and step counts by state, plus connection counts.
+#[allow(clippy::type_complexity)] // pgrx needs the literal column list here
 #[pg_extern(stable)]
 fn get_system_health_counts_v01() -> TableIterator<
     'static,

@@ -1,5 +1,6 @@
 //! The thin pgrx layer: SPI reads, `#[pg_extern]` functions, error reports.
 pub mod clock;
+pub mod derived;
 pub mod direct;
 pub mod functions;
 pub mod guards;
@@ -7,3 +8,5 @@ pub mod plans;
 pub mod read;
 pub mod report;
 pub mod settings;
+pub mod srf;
+pub mod step_state;

@@ -99,23 +99,95 @@ const LEVEL_EDGES_SQL: Sql = by_task!(
 
 /// The steps of some tasks (joined to their named steps) with their current state, ordered by
 /// (task_id, workflow_step_id), and the parent tally of every step that has parent edges.
+#[derive(Default)]
 pub struct StepsAndParents {
     pub steps: Vec<StepFacts>,
-    pub parents: HashMap<i64, ParentTally>,
+    /// The parent tally of each step, in the order of `steps`.
+    pub tallies: Vec<ParentTally>,
+    /// The named step's name of each step, in the order of `steps`.
+    pub names: Names,
 }
 
-pub fn steps_and_parents(task_ids: TaskIds, function: &'static str) -> StepsAndParents {
+impl StepsAndParents {
+    /// Empties it, keeping the buffers (dropping ones that grew very large).
+    pub fn clear(&mut self) {
+        if self.steps.capacity() > 1 << 20 {
+            *self = StepsAndParents::default();
+        }
+        self.steps.clear();
+        self.tallies.clear();
+        self.names.clear();
+    }
+
+    /// Keeps the steps whose flag in `keep` (in the order of `steps`) is set.
+    pub fn keep_only(&mut self, keep: &[bool]) {
+        let old = std::mem::take(self);
+        for (i, (s, t)) in old.steps.into_iter().zip(old.tallies).enumerate() {
+            if keep[i] {
+                self.names.push(old.names.get(i));
+                self.steps.push(s);
+                self.tallies.push(t);
+            }
+        }
+    }
+
+    fn new(steps: Vec<StepFacts>, names: Names, parents: &HashMap<i64, ParentTally>) -> Self {
+        let tallies = steps.iter().map(|s| parents.get(&s.workflow_step_id).copied().unwrap_or_default()).collect();
+        StepsAndParents { steps, tallies, names }
+    }
+}
+
+/// Strings kept end to end in one buffer (one allocation instead of one per step).
+#[derive(Default)]
+pub struct Names {
+    buf: String,
+    ends: Vec<usize>,
+}
+
+impl Names {
+    pub fn with_capacity(n: usize) -> Names {
+        Names { buf: String::with_capacity(16 * n), ends: Vec::with_capacity(n) }
+    }
+
+    pub fn push(&mut self, s: &str) {
+        self.buf.push_str(s);
+        self.ends.push(self.buf.len());
+    }
+
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.ends.clear();
+    }
+
+    pub fn get(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.buf[start..self.ends[i]]
+    }
+}
+
+/// Fills `out` (see StepsAndParents) from step_state, the direct index reads, or SQL.
+pub fn steps_and_parents(task_ids: TaskIds, function: &'static str, out: &mut StepsAndParents) {
+    if crate::pg::derived::steps_and_parents(task_ids, out) {
+        return;
+    }
+    *out = read_steps_and_parents(task_ids, function);
+}
+
+fn read_steps_and_parents(task_ids: TaskIds, function: &'static str) -> StepsAndParents {
     if let Some(found) = direct_steps_and_parents(task_ids) {
         return found;
     }
     Spi::connect(|_| {
+        let mut names = Names::default();
         let steps = by_ids(STEPS_SQL, task_ids, function, |rows| {
             (0..rows.len())
                 .map(|r| StepFacts {
                     workflow_step_id: rows.get(r, 1).unwrap_or_default(),
                     task_id: rows.get(r, 2).unwrap_or_default(),
-                    named_step_id: rows.get(r, 3).unwrap_or_default(),
-                    name: rows.get(r, 4).unwrap_or_default(),
+                    named_step_id: {
+                        names.push(&rows.get::<String>(r, 4).unwrap_or_default());
+                        rows.get(r, 3).unwrap_or_default()
+                    },
                     retryable: rows.get(r, 5),
                     retry_limit: rows.get(r, 6),
                     in_process: rows.get(r, 7),
@@ -123,7 +195,7 @@ pub fn steps_and_parents(task_ids: TaskIds, function: &'static str) -> StepsAndP
                     attempts: rows.get(r, 9),
                     last_attempted_at: ts(rows, r, 10),
                     backoff_request_seconds: rows.get(r, 11),
-                    state: rows.get(r, 12),
+                    state: rows.get::<String>(r, 12).map(|s| crate::rules::state::name_of(&s)),
                     state_since: ts(rows, r, 13),
                 })
                 .collect::<Vec<_>>()
@@ -136,7 +208,7 @@ pub fn steps_and_parents(task_ids: TaskIds, function: &'static str) -> StepsAndP
                 parents.entry(child).or_default().add(parent_state.as_deref());
             }
         });
-        StepsAndParents { steps, parents }
+        StepsAndParents::new(steps, names, &parents)
     })
 }
 
@@ -169,6 +241,9 @@ pub type TaskGraph = (Vec<i64>, Vec<(i64, i64)>);
 
 /// The task's step ids (not joined to named steps) and every edge into them.
 pub fn task_graph(task_id: i64, function: &'static str) -> TaskGraph {
+    if let Some(found) = crate::pg::derived::task_graph(task_id) {
+        return found;
+    }
     if let Some(found) = direct_task_graph(task_id) {
         return found;
     }
@@ -360,7 +435,6 @@ fn direct_steps_and_parents(task_ids: TaskIds) -> Option<StepsAndParents> {
                 workflow_step_id: row.i64(0).unwrap_or_default(),
                 task_id: row.i64(1).unwrap_or_default(),
                 named_step_id: row.i32(2).unwrap_or_default(),
-                name: String::new(),
                 retryable: row.bool(3),
                 retry_limit: row.i32(4),
                 in_process: row.bool(5),
@@ -409,18 +483,19 @@ fn direct_steps_and_parents(task_ids: TaskIds) -> Option<StepsAndParents> {
         }
     }
     // The inner join to tasker_named_steps: steps whose named step is missing are left out.
+    let mut kept_names = Names::with_capacity(steps.len());
     let steps = steps
         .into_iter()
         .filter_map(|mut s| {
-            s.name = names.get(&s.named_step_id)?.clone();
+            kept_names.push(names.get(&s.named_step_id)?);
             if let Some((state, since)) = states.known.get(&s.workflow_step_id).cloned().flatten() {
-                s.state = Some(state);
+                s.state = Some(crate::rules::state::name_of(&state));
                 s.state_since = Some(since);
             }
             Some(s)
         })
         .collect();
-    Some(StepsAndParents { steps, parents })
+    Some(StepsAndParents::new(steps, kept_names, &parents))
 }
 
 fn direct_tasks(task_ids: TaskIds) -> Option<Vec<TaskRow>> {

@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use crate::rules::idhash::IdMap;
+
 use petgraph::algo::{kosaraju_scc, toposort};
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::{Dfs, EdgeRef, NodeFiltered};
@@ -27,7 +29,7 @@ pub fn dependency_levels(
     edges: &[(i64, i64)],
 ) -> Result<Vec<(i64, i32)>, TaskerError> {
     let mut graph: DiGraph<i64, ()> = DiGraph::with_capacity(steps.len(), edges.len());
-    let mut index: HashMap<i64, NodeIndex> = HashMap::with_capacity(steps.len());
+    let mut index: IdMap<i64, NodeIndex> = IdMap::with_capacity_and_hasher(steps.len(), Default::default());
     for &id in steps {
         index.entry(id).or_insert_with(|| graph.add_node(id));
     }

@@ -2,6 +2,7 @@
 pub mod context;
 pub mod guards;
 pub mod health;
+pub mod idhash;
 pub mod levels;
 pub mod pgtime;
 pub mod readiness;

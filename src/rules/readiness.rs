@@ -11,7 +11,6 @@ pub struct StepFacts {
     pub workflow_step_id: i64,
     pub task_id: i64,
     pub named_step_id: i32,
-    pub name: String,
     pub retryable: Option<bool>,
     pub retry_limit: Option<i32>,
     pub in_process: Option<bool>,
@@ -20,7 +19,7 @@ pub struct StepFacts {
     pub last_attempted_at: Option<PgTimestamp>,
     pub backoff_request_seconds: Option<i32>,
     /// `to_state` of the step's `most_recent` transition (None: no such row).
-    pub state: Option<String>,
+    pub state: Option<std::borrow::Cow<'static, str>>,
     /// `created_at` of that transition.
     pub state_since: Option<PgTimestamp>,
 }
@@ -67,8 +66,13 @@ pub struct ParentTally {
 
 impl ParentTally {
     pub fn add(&mut self, parent_state: Option<&str>) {
+        self.add_done(state::is_done(parent_state.unwrap_or(state::PENDING)));
+    }
+
+    /// Counts one parent edge whose parent is (or is not) done.
+    pub fn add_done(&mut self, done: bool) {
         self.total += 1;
-        if state::is_done(parent_state.unwrap_or(state::PENDING)) {
+        if done {
             self.done += 1;
         }
     }
@@ -169,7 +173,6 @@ mod tests {
             workflow_step_id: 1,
             task_id: 1,
             named_step_id: 1,
-            name: "s".into(),
             retryable: Some(true),
             retry_limit: Some(3),
             in_process: Some(false),

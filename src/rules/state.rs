@@ -11,6 +11,19 @@ pub const RESOLVED_MANUALLY: &str = "resolved_manually";
 pub const ALL: [&str; 6] = [PENDING, IN_PROGRESS, COMPLETE, ERROR, CANCELLED, RESOLVED_MANUALLY];
 
 /// A parent (or a task's step) counts as finished in these states.
+/// The `'static` spelling of a known state name (no allocation for the usual states).
+pub fn known(state: &str) -> Option<&'static str> {
+    ALL.iter().copied().find(|s| *s == state)
+}
+
+/// A state name read from a row: borrowed when it is one of the known states.
+pub fn name_of(state: &str) -> std::borrow::Cow<'static, str> {
+    match known(state) {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(state.to_string()),
+    }
+}
+
 pub fn is_done(state: &str) -> bool {
     state == COMPLETE || state == RESOLVED_MANUALLY
 }

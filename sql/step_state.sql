@@ -1,0 +1,360 @@
+-- tasker_core: the derived step state (docs/step_state.md).
+-- Hand-written; loaded into the install script by extension_sql_file! (src/lib.rs) and, for
+-- databases upgraded from 0.2.0, by sql/tasker_core--0.2.0--0.3.0.sql.
+--
+-- One row per Tasker workflow step holding everything the read functions need about it: its
+-- own columns, its named step's name, its current state, and the ids of its parents. Kept up to
+-- date by statement triggers on the four Tasker tables it mirrors, so a readiness call is one
+-- index range scan instead of joins over four tables. The read functions use it only while
+-- tasker_core.step_state_source says it is valid; otherwise they read the Tasker tables.
+
+-- Column order matters to the reader (src/pg/derived.rs): what dependency levels need comes
+-- first, so that scan deforms three columns only.
+CREATE TABLE tasker_core.step_state (
+    workflow_step_id        bigint  NOT NULL PRIMARY KEY,
+    task_id                 bigint  NOT NULL,
+    parents                 bigint[] NOT NULL, -- from_step_id of every edge into the step, sorted
+    current_state           text,      -- to_state of the most_recent transition; NULL: none
+    state_since             timestamp, -- created_at of that transition
+    named_step_id           integer NOT NULL,
+    name                    text,      -- tasker_named_steps.name; NULL: no such named step
+    retryable               boolean,
+    retry_limit             integer,
+    in_process              boolean,
+    processed               boolean,
+    attempts                integer,
+    last_attempted_at       timestamp,
+    backoff_request_seconds integer
+) WITH (fillfactor = 80);
+CREATE UNIQUE INDEX step_state_by_task ON tasker_core.step_state (task_id, workflow_step_id);
+CREATE INDEX step_state_by_named_step ON tasker_core.step_state (named_step_id);
+-- A copy of Tasker data: nobody reads or writes it through SQL but the extension's owner. The
+-- read functions check the caller's SELECT privilege on the Tasker tables themselves.
+REVOKE ALL ON tasker_core.step_state FROM PUBLIC;
+
+-- Which tables step_state mirrors, and whether it is exact (valid) right now. At most one row.
+CREATE TABLE tasker_core.step_state_source (
+    only_row    boolean     NOT NULL DEFAULT true PRIMARY KEY CHECK (only_row),
+    steps       regclass    NOT NULL,
+    named_steps regclass    NOT NULL,
+    transitions regclass    NOT NULL,
+    edges       regclass    NOT NULL,
+    valid       boolean     NOT NULL,
+    changed_at  timestamptz NOT NULL DEFAULT now(),
+    reason      text        -- why it is not valid
+);
+REVOKE ALL ON tasker_core.step_state_source FROM PUBLIC;
+GRANT SELECT ON tasker_core.step_state_source TO PUBLIC;
+
+-- The columns step_state copies, with the types it stores them as (schema.md).
+CREATE FUNCTION tasker_core.step_state_columns()
+RETURNS TABLE (table_name name, column_name name, column_type text)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    VALUES ('tasker_workflow_steps'::name, 'workflow_step_id'::name, 'bigint'),
+           ('tasker_workflow_steps', 'task_id', 'bigint'),
+           ('tasker_workflow_steps', 'named_step_id', 'integer'),
+           ('tasker_workflow_steps', 'retryable', 'boolean'),
+           ('tasker_workflow_steps', 'retry_limit', 'integer'),
+           ('tasker_workflow_steps', 'in_process', 'boolean'),
+           ('tasker_workflow_steps', 'processed', 'boolean'),
+           ('tasker_workflow_steps', 'attempts', 'integer'),
+           ('tasker_workflow_steps', 'last_attempted_at', 'timestamp without time zone'),
+           ('tasker_workflow_steps', 'backoff_request_seconds', 'integer'),
+           ('tasker_named_steps', 'named_step_id', 'integer'),
+           ('tasker_named_steps', 'name', 'character varying'),
+           ('tasker_workflow_step_transitions', 'id', 'bigint'),
+           ('tasker_workflow_step_transitions', 'workflow_step_id', 'bigint'),
+           ('tasker_workflow_step_transitions', 'to_state', 'character varying'),
+           ('tasker_workflow_step_transitions', 'most_recent', 'boolean'),
+           ('tasker_workflow_step_transitions', 'created_at', 'timestamp without time zone'),
+           ('tasker_workflow_step_edges', 'id', 'bigint'),
+           ('tasker_workflow_step_edges', 'from_step_id', 'bigint'),
+           ('tasker_workflow_step_edges', 'to_step_id', 'bigint')
+$$;
+
+-- The maintenance triggers: (trigger, event, transition tables), on each of the four tables.
+CREATE FUNCTION tasker_core.step_state_triggers()
+RETURNS TABLE (trigger_name name, event text, referencing text)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    VALUES ('tasker_core_state_insert'::name, 'INSERT', 'REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT'),
+           ('tasker_core_state_update', 'UPDATE', 'REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT'),
+           ('tasker_core_state_delete', 'DELETE', 'REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT'),
+           ('tasker_core_state_truncate', 'TRUNCATE', 'FOR EACH STATEMENT')
+$$;
+
+-- NULL when step_state can be kept exact for `src`, else why not. Checked by enable and rebuild,
+-- and after every DDL command that could break it (the event trigger below).
+CREATE FUNCTION tasker_core.step_state_problem(src tasker_core.step_state_source)
+RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    rel regclass;
+BEGIN
+    FOR r IN SELECT c.table_name, c.column_name, c.column_type, a.atttypid, a.attnotnull
+               FROM tasker_core.step_state_columns() c
+               LEFT JOIN pg_class t ON t.oid = CASE c.table_name
+                        WHEN 'tasker_workflow_steps' THEN src.steps WHEN 'tasker_named_steps' THEN src.named_steps
+                        WHEN 'tasker_workflow_step_transitions' THEN src.transitions ELSE src.edges END
+               LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attname = c.column_name AND NOT a.attisdropped
+    LOOP
+        IF r.atttypid IS NULL THEN
+            RETURN format('%s has no column %s', r.table_name, r.column_name);
+        ELSIF format_type(r.atttypid, NULL) <> r.column_type THEN
+            RETURN format('%s.%s is %s, not %s', r.table_name, r.column_name, format_type(r.atttypid, NULL), r.column_type);
+        END IF;
+    END LOOP;
+    FOREACH rel IN ARRAY ARRAY[src.steps, src.named_steps, src.transitions, src.edges] LOOP
+        IF (SELECT relkind FROM pg_class WHERE oid = rel) IS DISTINCT FROM 'r' THEN
+            RETURN format('%s is not a plain table', rel);
+        END IF;
+        FOR r IN SELECT g.trigger_name, t.tgenabled, t.tgfoid FROM tasker_core.step_state_triggers() g
+                   LEFT JOIN pg_trigger t ON t.tgrelid = rel AND t.tgname = g.trigger_name LOOP
+            IF r.tgenabled IS NULL OR r.tgfoid <> 'tasker_core.step_state_sync()'::regprocedure THEN
+                RETURN format('trigger %s on %s is missing', r.trigger_name, rel);
+            ELSIF r.tgenabled <> 'A' THEN
+                RETURN format('trigger %s on %s is not ENABLE ALWAYS', r.trigger_name, rel);
+            END IF;
+        END LOOP;
+    END LOOP;
+    -- One most_recent transition per step, as the read functions assume (schema.md).
+    IF NOT EXISTS (SELECT 1 FROM pg_index i
+                    WHERE i.indrelid = src.transitions AND i.indisunique AND i.indisvalid AND i.indnkeyatts >= 1
+                      AND i.indkey[0] = (SELECT attnum FROM pg_attribute WHERE attrelid = src.transitions AND attname = 'workflow_step_id')
+                      AND (i.indnkeyatts = 1 OR i.indkey[1] = (SELECT attnum FROM pg_attribute WHERE attrelid = src.transitions AND attname = 'most_recent'))
+                      AND pg_get_expr(i.indpred, i.indrelid) = 'most_recent') THEN
+        RETURN format('%s has no unique index on (workflow_step_id) WHERE most_recent', src.transitions);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- Marks step_state as not valid (the readers go back to the Tasker tables) and says so.
+CREATE FUNCTION tasker_core.step_state_invalidate(why text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE tasker_core.step_state_source SET valid = false, reason = why, changed_at = now() WHERE valid;
+    IF FOUND THEN
+        RAISE WARNING 'tasker_core: the derived step state is no longer used: %', why
+            USING HINT = 'The read functions read the Tasker tables until SELECT tasker_core.step_state_rebuild() runs.';
+    END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION tasker_core.step_state_invalidate(text) FROM PUBLIC;
+
+-- The maintenance trigger function (statement level, with transition tables): finds the steps a
+-- statement changed and recomputes their step_state rows (tasker_core.step_state_refresh).
+-- SECURITY DEFINER: writers of the Tasker tables get no privilege on tasker_core.step_state.
+CREATE FUNCTION tasker_core.step_state_sync()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    src tasker_core.step_state_source;
+    ids bigint[];
+    named integer[];
+BEGIN
+    SELECT * INTO src FROM tasker_core.step_state_source s WHERE s.valid;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'TRUNCATE' THEN
+        PERFORM tasker_core.step_state_invalidate(format('%s was truncated', TG_RELID::regclass));
+        RETURN NULL;
+    END IF;
+    -- Each transition table is named only in the branch of the event that has it.
+    IF TG_RELID = src.steps THEN
+        IF TG_OP = 'INSERT' THEN
+            ids := ARRAY(SELECT n.workflow_step_id FROM new_rows n);
+        ELSIF TG_OP = 'DELETE' THEN
+            ids := ARRAY(SELECT o.workflow_step_id FROM old_rows o);
+        ELSE
+            ids := ARRAY(SELECT c.workflow_step_id FROM (
+                (SELECT workflow_step_id, task_id, named_step_id, retryable, retry_limit, in_process, processed,
+                        attempts, last_attempted_at, backoff_request_seconds FROM new_rows
+                 EXCEPT ALL
+                 SELECT workflow_step_id, task_id, named_step_id, retryable, retry_limit, in_process, processed,
+                        attempts, last_attempted_at, backoff_request_seconds FROM old_rows)
+                UNION ALL
+                (SELECT workflow_step_id, task_id, named_step_id, retryable, retry_limit, in_process, processed,
+                        attempts, last_attempted_at, backoff_request_seconds FROM old_rows
+                 EXCEPT ALL
+                 SELECT workflow_step_id, task_id, named_step_id, retryable, retry_limit, in_process, processed,
+                        attempts, last_attempted_at, backoff_request_seconds FROM new_rows)) c);
+        END IF;
+    ELSIF TG_RELID = src.transitions THEN
+        IF TG_OP = 'INSERT' THEN
+            ids := ARRAY(SELECT n.workflow_step_id FROM new_rows n);
+        ELSIF TG_OP = 'DELETE' THEN
+            ids := ARRAY(SELECT o.workflow_step_id FROM old_rows o);
+        ELSE
+            ids := ARRAY(SELECT c.workflow_step_id FROM (
+                (SELECT id, workflow_step_id, to_state, most_recent, created_at FROM new_rows
+                 EXCEPT ALL SELECT id, workflow_step_id, to_state, most_recent, created_at FROM old_rows)
+                UNION ALL
+                (SELECT id, workflow_step_id, to_state, most_recent, created_at FROM old_rows
+                 EXCEPT ALL SELECT id, workflow_step_id, to_state, most_recent, created_at FROM new_rows)) c);
+        END IF;
+    ELSIF TG_RELID = src.edges THEN
+        IF TG_OP = 'INSERT' THEN
+            ids := ARRAY(SELECT n.to_step_id FROM new_rows n);
+        ELSIF TG_OP = 'DELETE' THEN
+            ids := ARRAY(SELECT o.to_step_id FROM old_rows o);
+        ELSE
+            ids := ARRAY(SELECT c.to_step_id FROM (
+                (SELECT id, from_step_id, to_step_id FROM new_rows EXCEPT ALL SELECT id, from_step_id, to_step_id FROM old_rows)
+                UNION ALL
+                (SELECT id, from_step_id, to_step_id FROM old_rows EXCEPT ALL SELECT id, from_step_id, to_step_id FROM new_rows)) c);
+        END IF;
+    ELSIF TG_RELID = src.named_steps THEN
+        IF TG_OP = 'INSERT' THEN
+            named := ARRAY(SELECT n.named_step_id FROM new_rows n);
+        ELSIF TG_OP = 'DELETE' THEN
+            named := ARRAY(SELECT o.named_step_id FROM old_rows o);
+        ELSE
+            named := ARRAY(SELECT c.named_step_id FROM (
+                (SELECT named_step_id, name FROM new_rows EXCEPT ALL SELECT named_step_id, name FROM old_rows)
+                UNION ALL
+                (SELECT named_step_id, name FROM old_rows EXCEPT ALL SELECT named_step_id, name FROM new_rows)) c);
+        END IF;
+        ids := ARRAY(SELECT s.workflow_step_id FROM tasker_core.step_state s WHERE s.named_step_id = ANY(named));
+    ELSE
+        RETURN NULL;
+    END IF;
+    IF cardinality(ids) > 0 THEN
+        PERFORM tasker_core.step_state_refresh(ids, src.steps, src.named_steps, src.transitions, src.edges);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- After DDL that may touch the mirrored tables (triggers disabled or dropped, a column retyped,
+-- the unique most_recent index dropped, a table renamed away), stop trusting step_state.
+CREATE FUNCTION tasker_core.step_state_watch()
+RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    src tasker_core.step_state_source;
+    why text;
+BEGIN
+    SELECT * INTO src FROM tasker_core.step_state_source s WHERE s.valid;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    why := tasker_core.step_state_problem(src);
+    IF why IS NOT NULL THEN
+        PERFORM tasker_core.step_state_invalidate(format('after %s: %s', tg_tag, why));
+    END IF;
+END
+$$;
+
+CREATE EVENT TRIGGER tasker_core_step_state_watch ON ddl_command_end
+    WHEN TAG IN ('ALTER TABLE', 'DROP TABLE', 'CREATE TRIGGER', 'DROP TRIGGER', 'ALTER TRIGGER',
+                 'DROP INDEX', 'ALTER INDEX', 'ALTER SCHEMA', 'DROP SCHEMA',
+                 'DROP FUNCTION', 'ALTER FUNCTION', 'CREATE FUNCTION')
+    EXECUTE FUNCTION tasker_core.step_state_watch();
+-- Fire under session_replication_role = replica too (pg_restore, logical replication apply).
+ALTER EVENT TRIGGER tasker_core_step_state_watch ENABLE ALWAYS;
+
+-- Starts mirroring the Tasker tables of `schema` into step_state: installs the maintenance
+-- triggers (ENABLE ALWAYS: they fire for replicas and bulk loads too) and builds every row.
+CREATE FUNCTION tasker_core.step_state_enable(schema name DEFAULT 'public')
+RETURNS TABLE (object text, action text)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    src tasker_core.step_state_source;
+    tbl name;
+    g record;
+    why text;
+BEGIN
+    IF to_regnamespace(quote_ident(schema)) IS NULL THEN
+        RAISE EXCEPTION 'schema "%" does not exist', schema USING ERRCODE = '3F000';
+    END IF;
+    FOREACH tbl IN ARRAY ARRAY['tasker_workflow_steps', 'tasker_named_steps', 'tasker_workflow_step_transitions',
+                               'tasker_workflow_step_edges']::name[] LOOP
+        IF to_regclass(format('%I.%I', schema, tbl)) IS NULL THEN
+            RAISE EXCEPTION 'cannot enable the step state: table %.% does not exist', schema, tbl
+                USING ERRCODE = '42P01', HINT = 'Pass the schema that holds the Tasker tables.';
+        END IF;
+    END LOOP;
+    IF EXISTS (SELECT 1 FROM tasker_core.step_state_source s
+                WHERE s.steps <> format('%I.tasker_workflow_steps', schema)::regclass) THEN
+        RAISE EXCEPTION 'the step state already mirrors %', (SELECT s.steps FROM tasker_core.step_state_source s)
+            USING ERRCODE = '55000', HINT = 'Run tasker_core.step_state_disable() for that schema first.';
+    END IF;
+    FOREACH tbl IN ARRAY ARRAY['tasker_workflow_steps', 'tasker_named_steps', 'tasker_workflow_step_transitions',
+                               'tasker_workflow_step_edges']::name[] LOOP
+        FOR g IN SELECT * FROM tasker_core.step_state_triggers() LOOP
+            object := format('trigger %I on %I.%I', g.trigger_name, schema, tbl);
+            IF EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = format('%I.%I', schema, tbl)::regclass
+                                                     AND t.tgname = g.trigger_name) THEN
+                EXECUTE format('DROP TRIGGER %I ON %I.%I', g.trigger_name, schema, tbl);
+                action := 'reinstalled';
+            ELSE
+                action := 'installed';
+            END IF;
+            EXECUTE format('CREATE TRIGGER %I AFTER %s ON %I.%I %s EXECUTE FUNCTION tasker_core.step_state_sync()',
+                           g.trigger_name, g.event, schema, tbl, g.referencing);
+            EXECUTE format('ALTER TABLE %I.%I ENABLE ALWAYS TRIGGER %I', schema, tbl, g.trigger_name);
+            RETURN NEXT;
+        END LOOP;
+    END LOOP;
+    INSERT INTO tasker_core.step_state_source AS s (steps, named_steps, transitions, edges, valid, reason)
+    VALUES (format('%I.tasker_workflow_steps', schema)::regclass, format('%I.tasker_named_steps', schema)::regclass,
+            format('%I.tasker_workflow_step_transitions', schema)::regclass,
+            format('%I.tasker_workflow_step_edges', schema)::regclass, false, 'being built')
+    ON CONFLICT (only_row) DO UPDATE SET valid = false, reason = 'being rebuilt', changed_at = now()
+    RETURNING * INTO src;
+    why := tasker_core.step_state_problem(src);
+    IF why IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot enable the step state: %', why USING ERRCODE = '55000';
+    END IF;
+    object := 'tasker_core.step_state';
+    action := format('built (%s steps)', tasker_core.step_state_rebuild());
+    RETURN NEXT;
+END
+$$;
+
+-- Stops mirroring: removes the maintenance triggers and empties step_state.
+CREATE FUNCTION tasker_core.step_state_disable(schema name DEFAULT 'public')
+RETURNS TABLE (object text, action text)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    tbl name;
+    g record;
+BEGIN
+    FOREACH tbl IN ARRAY ARRAY['tasker_workflow_steps', 'tasker_named_steps', 'tasker_workflow_step_transitions',
+                               'tasker_workflow_step_edges']::name[] LOOP
+        CONTINUE WHEN to_regclass(format('%I.%I', schema, tbl)) IS NULL;
+        FOR g IN SELECT * FROM tasker_core.step_state_triggers() LOOP
+            IF EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = format('%I.%I', schema, tbl)::regclass
+                                                     AND t.tgname = g.trigger_name) THEN
+                EXECUTE format('DROP TRIGGER %I ON %I.%I', g.trigger_name, schema, tbl);
+                object := format('trigger %I on %I.%I', g.trigger_name, schema, tbl);
+                action := 'removed';
+                RETURN NEXT;
+            END IF;
+        END LOOP;
+    END LOOP;
+    DELETE FROM tasker_core.step_state_source;
+    DELETE FROM tasker_core.step_state;
+    object := 'tasker_core.step_state';
+    action := 'emptied';
+    RETURN NEXT;
+END
+$$;
+
+-- Only the maintenance trigger (running as the extension owner) refreshes rows; rebuilding and
+-- verifying is for the extension owner or a superuser.
+REVOKE ALL ON FUNCTION tasker_core.step_state_refresh(bigint[], oid, oid, oid, oid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tasker_core.step_state_rebuild() FROM PUBLIC;
+REVOKE ALL ON FUNCTION tasker_core.step_state_enable(name) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tasker_core.step_state_disable(name) FROM PUBLIC;

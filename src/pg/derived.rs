@@ -1,0 +1,436 @@
+//! Reading the derived step state (`tasker_core.step_state`, sql/step_state.sql).
+//!
+//! When step_state is enabled and valid, a task's readiness needs one index range scan of
+//! step_state (by task_id) instead of lookups in four Tasker tables. It is used only when all
+//! of these hold, and otherwise the callers read the Tasker tables (pg::direct, then SQL):
+//! - `tasker_core.direct_reads` is on;
+//! - the four Tasker tables the caller's search_path names are plain tables the caller may
+//!   SELECT from without row level security (the same checks as pg::direct);
+//! - `tasker_core.step_state_source`, read with the caller's snapshot, names exactly those four
+//!   tables and says `valid`. Its maintenance triggers write step_state in the same
+//!   transactions as the Tasker rows, so under any snapshot the two agree.
+//!
+//! The verdict is cached per backend while nothing it rests on can have changed: the same
+//! snapshot (compared by content), the same user and search_path, and no catalog invalidation
+//! and no transaction boundary since (callbacks registered in `register_callbacks`). In a
+//! statement that calls a read function once per task, the checks therefore run once.
+
+use std::cell::{Cell, RefCell};
+use std::ffi::CStr;
+
+use pgrx::pg_sys;
+
+use crate::pg::direct::{self, Lookup};
+use crate::pg::read::{Names, StepsAndParents, TaskGraph, TaskIds};
+use crate::rules::readiness::{ParentTally, StepFacts};
+use crate::rules::state;
+
+/// The relations of step_state.
+#[derive(Clone, Copy)]
+struct StateRel {
+    heap: pg_sys::Oid,
+    by_task: pg_sys::Oid,
+    by_id: pg_sys::Oid,
+}
+
+/// Whether step_state may be read (None inside: not decided yet in this context).
+#[derive(Default)]
+struct Verdict(Option<Option<StateRel>>);
+
+/// What a cached verdict was computed under.
+pub struct Key {
+    user: pg_sys::Oid,
+    generation: u64,
+    search_path: Vec<u8>,
+    xmin: pg_sys::TransactionId,
+    xmax: pg_sys::TransactionId,
+    curcid: pg_sys::CommandId,
+    suboverflowed: bool,
+    xip: Vec<pg_sys::TransactionId>,
+    subxip: Vec<pg_sys::TransactionId>,
+}
+
+thread_local! {
+    /// Bumped by every catalog invalidation and transaction boundary (see `register_callbacks`).
+    static GENERATION: Cell<u64> = const { Cell::new(0) };
+    static VERDICT: RefCell<Option<(Key, Verdict)>> = const { RefCell::new(None) };
+}
+
+/// A value remembered for the current statement context (see the module comment): `f` gets
+/// the value (Default after any change of snapshot, user, search_path, catalog or
+/// transaction). None when there is no MVCC snapshot or the memo is in use (a nested call).
+pub fn with_memo<T: Default + 'static, R>(
+    memo: &'static std::thread::LocalKey<RefCell<Option<(Key, T)>>>,
+    f: impl FnOnce(&mut T) -> R,
+) -> Option<R> {
+    // SAFETY: plain reads of backend state; the snapshot is the active one.
+    let snap = unsafe {
+        if !pg_sys::ActiveSnapshotSet() {
+            return None;
+        }
+        &*pg_sys::GetActiveSnapshot()
+    };
+    if snap.snapshot_type != pg_sys::SnapshotType::SNAPSHOT_MVCC {
+        return None;
+    }
+    memo.with(|cell| {
+        let mut guard = cell.try_borrow_mut().ok()?;
+        // SAFETY: as above. The key is taken before `f` runs: if `f` itself processes
+        // invalidations, the next call sees a newer generation and starts afresh.
+        let fresh = unsafe { !matches!(&*guard, Some((k, _)) if k.matches(snap)) };
+        if fresh {
+            *guard = Some((unsafe { Key::of(snap) }, T::default()));
+        }
+        guard.as_mut().map(|(_, v)| f(v))
+    })
+}
+
+fn bump() {
+    GENERATION.with(|g| g.set(g.get().wrapping_add(1)));
+}
+
+unsafe extern "C-unwind" fn on_syscache(_arg: pg_sys::Datum, _cache: std::ffi::c_int, _hash: u32) {
+    bump();
+}
+
+unsafe extern "C-unwind" fn on_relcache(_arg: pg_sys::Datum, _rel: pg_sys::Oid) {
+    bump();
+}
+
+unsafe extern "C-unwind" fn on_xact(_event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+    bump();
+}
+
+unsafe extern "C-unwind" fn on_subxact(
+    _event: pg_sys::SubXactEvent::Type,
+    _sub: pg_sys::SubTransactionId,
+    _parent: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    bump();
+}
+
+/// Registers the invalidation callbacks the verdict cache relies on. Called from `_PG_init`.
+pub fn register_callbacks() {
+    // SAFETY: called once per backend when the library loads, as PostgreSQL expects.
+    unsafe {
+        pg_sys::CacheRegisterRelcacheCallback(Some(on_relcache), pg_sys::Datum::from(0));
+        for cache in [
+            pg_sys::SysCacheIdentifier::RELNAMENSP,
+            pg_sys::SysCacheIdentifier::NAMESPACENAME,
+            pg_sys::SysCacheIdentifier::NAMESPACEOID,
+            pg_sys::SysCacheIdentifier::AUTHMEMMEMROLE,
+            pg_sys::SysCacheIdentifier::AUTHOID,
+        ] {
+            pg_sys::CacheRegisterSyscacheCallback(cache as i32, Some(on_syscache), pg_sys::Datum::from(0));
+        }
+        pg_sys::RegisterXactCallback(Some(on_xact), std::ptr::null_mut());
+        pg_sys::RegisterSubXactCallback(Some(on_subxact), std::ptr::null_mut());
+    }
+}
+
+unsafe fn xids<'a>(p: *const pg_sys::TransactionId, n: i64) -> &'a [pg_sys::TransactionId] {
+    if p.is_null() || n <= 0 {
+        &[]
+    } else {
+        std::slice::from_raw_parts(p, n as usize)
+    }
+}
+
+unsafe fn search_path() -> &'static [u8] {
+    if pg_sys::namespace_search_path.is_null() {
+        &[]
+    } else {
+        CStr::from_ptr(pg_sys::namespace_search_path).to_bytes()
+    }
+}
+
+impl Key {
+    unsafe fn matches(&self, snap: &pg_sys::SnapshotData) -> bool {
+        self.generation == GENERATION.with(Cell::get)
+            && self.user == pg_sys::GetUserId()
+            && self.xmin == snap.xmin
+            && self.xmax == snap.xmax
+            && self.curcid == snap.curcid
+            && self.suboverflowed == snap.suboverflowed
+            && self.xip == xids(snap.xip, snap.xcnt as i64)
+            && self.subxip == xids(snap.subxip, snap.subxcnt as i64)
+            && self.search_path == search_path()
+    }
+
+    unsafe fn of(snap: &pg_sys::SnapshotData) -> Key {
+        Key {
+            user: pg_sys::GetUserId(),
+            generation: GENERATION.with(Cell::get),
+            search_path: search_path().to_vec(),
+            xmin: snap.xmin,
+            xmax: snap.xmax,
+            curcid: snap.curcid,
+            suboverflowed: snap.suboverflowed,
+            xip: xids(snap.xip, snap.xcnt as i64).to_vec(),
+            subxip: xids(snap.subxip, snap.subxcnt as i64).to_vec(),
+        }
+    }
+}
+
+/// step_state, when it may be read for the caller right now (see the module comment).
+fn usable() -> Option<StateRel> {
+    // SAFETY: plain reads of backend state; the snapshot is the active one.
+    unsafe {
+        if !crate::pg::settings::DIRECT_READS.get() || !direct::utf8_database() || !pg_sys::ActiveSnapshotSet() {
+            return None;
+        }
+        let snap = &*pg_sys::GetActiveSnapshot();
+        with_memo(&VERDICT, |v: &mut Verdict| *v.0.get_or_insert_with(|| compute(snap))).flatten()
+    }
+}
+
+unsafe fn compute(snap: &pg_sys::SnapshotData) -> Option<StateRel> {
+    let mut tables = [pg_sys::InvalidOid; 4];
+    for (slot, name) in tables.iter_mut().zip([
+        "tasker_workflow_steps",
+        "tasker_named_steps",
+        "tasker_workflow_step_transitions",
+        "tasker_workflow_step_edges",
+    ]) {
+        *slot = direct::table_oid(name)?;
+    }
+    let nsp = pg_sys::get_namespace_oid(c"tasker_core".as_ptr(), true);
+    if nsp == pg_sys::InvalidOid {
+        return None;
+    }
+    let rel_of = |name: &CStr| {
+        let oid = pg_sys::get_relname_relid(name.as_ptr(), nsp);
+        (oid != pg_sys::InvalidOid).then_some(oid)
+    };
+    let state = StateRel {
+        heap: rel_of(c"step_state")?,
+        by_task: rel_of(c"step_state_by_task")?,
+        by_id: rel_of(c"step_state_pkey")?,
+    };
+    let source = rel_of(c"step_state_source")?;
+    // The source row, under the caller's snapshot.
+    let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
+    let rel = pg_sys::relation_open(source, lock);
+    let desc = (*rel).rd_att;
+    let mut ok = false;
+    if (*desc).natts >= 6 {
+        let scan = pg_sys::systable_beginscan(
+            rel,
+            pg_sys::InvalidOid,
+            false,
+            snap as *const _ as pg_sys::Snapshot,
+            0,
+            std::ptr::null_mut(),
+        );
+        let tuple = pg_sys::systable_getnext(scan);
+        if !tuple.is_null() {
+            let n = (*desc).natts as usize;
+            let mut values = vec![pg_sys::Datum::from(0); n];
+            let mut nulls = vec![false; n];
+            pg_sys::heap_deform_tuple(tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+            let oid = |i: usize| (!nulls[i]).then(|| pg_sys::Oid::from(values[i].value() as u32));
+            ok = (0..4).all(|i| oid(i + 1) == Some(tables[i])) && !nulls[5] && values[5].value() != 0;
+        }
+        pg_sys::systable_endscan(scan);
+    }
+    pg_sys::relation_close(rel, lock);
+    ok.then_some(state)
+}
+
+// step_state columns (sql/step_state.sql), 1-based as stored.
+const COLUMNS: [usize; 14] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14];
+const STEP: usize = 0;
+const TASK: usize = 1;
+const PARENTS: usize = 2;
+const STATE: usize = 3;
+const STATE_SINCE: usize = 4;
+const NAMED_STEP: usize = 5;
+const NAME: usize = 6;
+const RETRYABLE: usize = 7;
+const RETRY_LIMIT: usize = 8;
+const IN_PROCESS: usize = 9;
+const PROCESSED: usize = 10;
+const ATTEMPTS: usize = 11;
+const LAST_ATTEMPTED_AT: usize = 12;
+const BACKOFF: usize = 13;
+/// The columns dependency levels needs: the step, its task, its parents.
+const GRAPH_COLUMNS: [usize; 3] = [1, 2, 3];
+
+/// Per-backend buffers of the derived reads, kept between calls (cleared, not freed) so a
+/// call allocates nothing in the usual case. Buffers that grew past `KEEP` are dropped.
+#[derive(Default)]
+struct Scratch {
+    named: Vec<bool>,
+    parent_ranges: Vec<(u32, u32)>,
+    parent_ids: Vec<i64>,
+    done: Vec<(i64, bool)>,
+    missing: Vec<i64>,
+}
+
+const KEEP: usize = 1 << 20;
+
+impl Scratch {
+    fn clear(&mut self) {
+        if self.parent_ids.capacity() > KEEP || self.named.capacity() > KEEP {
+            *self = Scratch::default();
+        }
+        self.named.clear();
+        self.parent_ranges.clear();
+        self.parent_ids.clear();
+        self.done.clear();
+        self.missing.clear();
+    }
+
+    fn parents(&self, i: usize) -> &[i64] {
+        let (a, b) = self.parent_ranges[i];
+        &self.parent_ids[a as usize..b as usize]
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Reads every step_state row of the given tasks (ascending, distinct), in (task_id, step)
+/// order: facts into `facts`, names into `names`, the rest into `sc`. False if a row does
+/// not have the expected shape (then the Tasker tables are read instead).
+fn rows_of(state: StateRel, tasks: &[i64], sc: &mut Scratch, facts: &mut Vec<StepFacts>, names: &mut Names) -> bool {
+    // SAFETY: step_state is this extension's own table with the layout above.
+    let mut scan = unsafe { Lookup::open_known(state.heap, state.by_task, &COLUMNS) };
+    let mut broken = false;
+    scan.each_of_i64(
+        tasks,
+        |row| row.i64(TASK),
+        |_, row| {
+            let (Some(step), Some(task), Some(named_step)) = (row.i64(STEP), row.i64(TASK), row.i32(NAMED_STEP)) else {
+                broken = true;
+                return;
+            };
+            let start = sc.parent_ids.len() as u32;
+            if !row.extend_i64_array(PARENTS, &mut sc.parent_ids) {
+                broken = true;
+                return;
+            }
+            sc.parent_ranges.push((start, sc.parent_ids.len() as u32));
+            let named = row.with_str(NAME, |n| names.push(n)).is_some();
+            if !named {
+                names.push("");
+            }
+            sc.named.push(named);
+            facts.push(StepFacts {
+                workflow_step_id: step,
+                task_id: task,
+                named_step_id: named_step,
+                retryable: row.bool(RETRYABLE),
+                retry_limit: row.i32(RETRY_LIMIT),
+                in_process: row.bool(IN_PROCESS),
+                processed: row.bool(PROCESSED),
+                attempts: row.i32(ATTEMPTS),
+                last_attempted_at: row.i64(LAST_ATTEMPTED_AT),
+                backoff_request_seconds: row.i32(BACKOFF),
+                state: row.with_str(STATE, state::name_of),
+                state_since: row.i64(STATE_SINCE),
+            });
+        },
+    );
+    !broken
+}
+
+/// Fills `out` with the same rows as `read::steps_and_parents`, from step_state; false (and
+/// `out` unspecified) when step_state cannot be used.
+pub fn steps_and_parents(task_ids: TaskIds, out: &mut StepsAndParents) -> bool {
+    let Some(state) = usable() else {
+        return false;
+    };
+    let tasks = sorted_tasks(task_ids);
+    SCRATCH.with(|cell| {
+        let mut fresh = Scratch::default();
+        let mut guard = cell.try_borrow_mut();
+        let sc: &mut Scratch = match guard.as_deref_mut() {
+            Ok(sc) => sc,
+            Err(_) => &mut fresh,
+        };
+        sc.clear();
+        out.clear();
+        if !rows_of(state, &tasks, sc, &mut out.steps, &mut out.names) {
+            return false;
+        }
+        // Each step's done-ness by step id, sorted for binary search (already sorted for one task).
+        sc.done.extend(out.steps.iter().map(|f| (f.workflow_step_id, state::is_done(f.current_state()))));
+        if !sc.done.is_sorted_by_key(|&(id, _)| id) {
+            sc.done.sort_unstable_by_key(|&(id, _)| id);
+        }
+        let known = |id: i64, done: &[(i64, bool)]| done.binary_search_by_key(&id, |&(s, _)| s).ok().map(|i| done[i].1);
+        // Parents in tasks not asked for (cross-task edges): look them up by step id.
+        for &p in &sc.parent_ids {
+            if known(p, &sc.done).is_none() {
+                sc.missing.push(p);
+            }
+        }
+        if !sc.missing.is_empty() {
+            sc.missing.sort_unstable();
+            sc.missing.dedup();
+            // SAFETY: as in rows_of.
+            let mut by_id = unsafe { Lookup::open_known(state.heap, state.by_id, &COLUMNS) };
+            let Scratch { missing, done, .. } = &mut *sc;
+            by_id.each_of_i64(
+                missing,
+                |row| row.i64(STEP),
+                |id, row| {
+                    done.push((id, row.with_str(STATE, state::is_done).unwrap_or(false)));
+                },
+            );
+            done.sort_unstable_by_key(|&(id, _)| id);
+            // A parent with no step row at all: only possible without the foreign keys; let the
+            // Tasker tables answer.
+            if missing.iter().any(|&p| known(p, done).is_none()) {
+                return false;
+            }
+        }
+        out.tallies.extend((0..out.steps.len()).map(|i| {
+            let mut tally = ParentTally::default();
+            for &p in sc.parents(i) {
+                tally.add_done(known(p, &sc.done).unwrap_or(false));
+            }
+            tally
+        }));
+        // The inner join to tasker_named_steps leaves out steps without a named step (rare).
+        if sc.named.iter().any(|n| !n) {
+            out.keep_only(&sc.named);
+        }
+        true
+    })
+}
+
+/// The same graph as `read::task_graph`, from step_state; None when it cannot be used.
+pub fn task_graph(task_id: i64) -> Option<TaskGraph> {
+    let state = usable()?;
+    // SAFETY: as in rows_of; only the first three columns are deformed.
+    let mut scan = unsafe { Lookup::open_known(state.heap, state.by_task, &GRAPH_COLUMNS) };
+    let mut steps = Vec::new();
+    let mut parents = Vec::new();
+    let mut edges = Vec::new();
+    let mut broken = false;
+    scan.each_i64(task_id, |row| {
+        let Some(step) = row.i64(STEP) else {
+            broken = true;
+            return;
+        };
+        parents.clear();
+        broken |= !row.extend_i64_array(PARENTS, &mut parents);
+        steps.push(step);
+        edges.extend(parents.iter().map(|&p| (p, step)));
+    });
+    (!broken).then_some((steps, edges))
+}
+
+fn sorted_tasks(task_ids: TaskIds) -> Vec<i64> {
+    let mut v = match task_ids {
+        TaskIds::One(id) => vec![id],
+        TaskIds::Many(many) => many.to_vec(),
+    };
+    v.sort_unstable();
+    v.dedup();
+    v
+}

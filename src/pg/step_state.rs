@@ -1,0 +1,238 @@
+//! Keeping `tasker_core.step_state` exact (sql/step_state.sql, docs/step_state.md).
+//!
+//! One query (`expected_sql`) says what a step's step_state row must be, computed from the
+//! Tasker tables; the maintenance triggers (`step_state_refresh`), `step_state_rebuild` and
+//! `step_state_verify` all use it, so there is one definition to trust. Table names come from
+//! the OIDs recorded in `step_state_source` and are quoted (`quote_qualified_identifier`);
+//! everything else is a parameter.
+
+use std::ffi::CStr;
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use crate::pg::plans::{self, INT8_ARRAY};
+
+fn fail(code: PgSqlErrorCode, message: String, hint: &str, function: &'static str) -> ! {
+    let mut report = pgrx::pg_sys::panic::ErrorReport::new(code, message, function);
+    if !hint.is_empty() {
+        report = report.set_hint(hint.to_string());
+    }
+    report.report(PgLogLevel::ERROR);
+    unreachable!()
+}
+
+/// The quoted, schema-qualified name of a mirrored table.
+fn qualified(oid: pg_sys::Oid, function: &'static str) -> String {
+    // SAFETY: catalog lookups by OID; the results are NUL-terminated palloc'd strings.
+    unsafe {
+        let name = pg_sys::get_rel_name(oid);
+        let nsp = if name.is_null() {
+            std::ptr::null_mut()
+        } else {
+            pg_sys::get_namespace_name(pg_sys::get_rel_namespace(oid))
+        };
+        if name.is_null() || nsp.is_null() {
+            fail(
+                PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+                format!("tasker_core: the table with OID {} that step_state mirrors no longer exists", oid.to_u32()),
+                "Run SELECT * FROM tasker_core.step_state_disable(), then step_state_enable() for the Tasker schema.",
+                function,
+            );
+        }
+        CStr::from_ptr(pg_sys::quote_qualified_identifier(nsp, name)).to_string_lossy().into_owned()
+    }
+}
+
+/// The four mirrored tables, quoted.
+struct Tables {
+    steps: String,
+    named_steps: String,
+    transitions: String,
+    edges: String,
+}
+
+impl Tables {
+    fn of(oids: [pg_sys::Oid; 4], function: &'static str) -> Tables {
+        Tables {
+            steps: qualified(oids[0], function),
+            named_steps: qualified(oids[1], function),
+            transitions: qualified(oids[2], function),
+            edges: qualified(oids[3], function),
+        }
+    }
+
+    /// What step_state must hold, in its column order, for the steps `filter` selects (a
+    /// WHERE clause on `ws`, or empty for all steps).
+    fn expected_sql(&self, filter: &str) -> String {
+        format!(
+            "SELECT ws.workflow_step_id, ws.task_id, \
+                    ARRAY(SELECT e.from_step_id FROM {edges} e WHERE e.to_step_id = ws.workflow_step_id \
+                           ORDER BY e.from_step_id) AS parents, \
+                    tr.to_state::text AS current_state, tr.created_at::timestamp AS state_since, \
+                    ws.named_step_id, ns.name::text AS name, ws.retryable, ws.retry_limit, ws.in_process, \
+                    ws.processed, ws.attempts, ws.last_attempted_at, ws.backoff_request_seconds \
+               FROM {steps} ws \
+               LEFT JOIN {named} ns ON ns.named_step_id = ws.named_step_id \
+               LEFT JOIN LATERAL (SELECT t.to_state, t.created_at FROM {transitions} t \
+                                   WHERE t.workflow_step_id = ws.workflow_step_id AND t.most_recent \
+                                   ORDER BY t.id DESC LIMIT 1) tr ON true {filter}",
+            edges = self.edges,
+            steps = self.steps,
+            named = self.named_steps,
+            transitions = self.transitions,
+        )
+    }
+}
+
+const COLUMNS: &str = "task_id, parents, current_state, state_since, named_step_id, name, retryable, retry_limit, \
+                       in_process, processed, attempts, last_attempted_at, backoff_request_seconds";
+
+/// Recomputes the step_state rows of `ids` (steps that a statement inserted, changed or deleted,
+/// or whose transitions, edges or named step changed). Called by the maintenance trigger only.
+///
+/// The rows are locked first, in id order, and recomputed by a second statement: under READ
+/// COMMITTED that statement's snapshot sees whatever a concurrent writer of the same steps
+/// committed while we waited for its lock, so no change is lost; under REPEATABLE READ the lock
+/// raises 40001 instead (the writer retries).
+#[pg_extern(volatile, parallel_unsafe)]
+fn step_state_refresh(
+    ids: Option<Vec<Option<i64>>>,
+    steps: pg_sys::Oid,
+    named_steps: pg_sys::Oid,
+    transitions: pg_sys::Oid,
+    edges: pg_sys::Oid,
+) {
+    const F: &str = "step_state_refresh";
+    let mut ids: Vec<i64> = ids.unwrap_or_default().into_iter().flatten().collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() {
+        return;
+    }
+    let tables = Tables::of([steps, named_steps, transitions, edges], F);
+    let set: Vec<String> = COLUMNS.split(", ").map(|c| format!("{c} = EXCLUDED.{c}")).collect();
+    let old: Vec<String> = COLUMNS.split(", ").map(|c| format!("d.{c}")).collect();
+    let new: Vec<String> = COLUMNS.split(", ").map(|c| format!("EXCLUDED.{c}")).collect();
+    let upsert = format!(
+        "WITH src AS ({expected}), \
+              gone AS (DELETE FROM tasker_core.step_state d \
+                        WHERE d.workflow_step_id = ANY($1) \
+                          AND d.workflow_step_id NOT IN (SELECT src.workflow_step_id FROM src)) \
+         INSERT INTO tasker_core.step_state AS d SELECT * FROM src \
+         ON CONFLICT (workflow_step_id) DO UPDATE SET {set} \
+         WHERE ({old}) IS DISTINCT FROM ({new})",
+        expected = tables.expected_sql("WHERE ws.workflow_step_id = ANY($1)"),
+        set = set.join(", "),
+        old = old.join(", "),
+        new = new.join(", "),
+    );
+    Spi::connect(|_| {
+        let arg = [plans::int8_array(&ids)];
+        plans::run(
+            "SELECT 1 FROM tasker_core.step_state WHERE workflow_step_id = ANY($1) ORDER BY workflow_step_id FOR UPDATE",
+            &[INT8_ARRAY],
+            &arg,
+            false,
+            F,
+            |_| (),
+        );
+        plans::run(&upsert, &[INT8_ARRAY], &arg, false, F, |_| ());
+    });
+}
+
+/// The recorded source tables and what `step_state_problem` says about them.
+fn source(function: &'static str) -> ([pg_sys::Oid; 4], Option<String>) {
+    let found = plans::run(
+        "SELECT s.steps::oid, s.named_steps::oid, s.transitions::oid, s.edges::oid, \
+                tasker_core.step_state_problem(s) FROM tasker_core.step_state_source s",
+        &[],
+        &[],
+        true,
+        function,
+        |rows| {
+            (!rows.is_empty()).then(|| {
+                let oid = |c| rows.get::<pg_sys::Oid>(0, c).unwrap_or(pg_sys::InvalidOid);
+                ([oid(1), oid(2), oid(3), oid(4)], rows.get::<String>(0, 5))
+            })
+        },
+    );
+    found.unwrap_or_else(|| {
+        fail(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "tasker_core: the step state is not enabled".into(),
+            "Run SELECT * FROM tasker_core.step_state_enable('public') with the schema of the Tasker tables.",
+            function,
+        )
+    })
+}
+
+/// Rebuilds every step_state row from the Tasker tables and marks it valid; returns the number
+/// of rows. Blocks writers of the four tables while it runs (SHARE ROW EXCLUSIVE), so nothing
+/// can change between reading them and marking the result valid.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn step_state_rebuild() -> i64 {
+    const F: &str = "step_state_rebuild";
+    // SAFETY: a plain read of the transaction's isolation level.
+    if unsafe { pg_sys::XactIsoLevel } > pg_sys::XACT_READ_COMMITTED as i32 {
+        fail(
+            PgSqlErrorCode::ERRCODE_INVALID_TRANSACTION_STATE,
+            "tasker_core: step_state_rebuild() must run under READ COMMITTED".into(),
+            "Under REPEATABLE READ or SERIALIZABLE its snapshot could predate writes it must include.",
+            F,
+        );
+    }
+    Spi::connect(|_| {
+        let (oids, problem) = source(F);
+        if let Some(why) = problem {
+            fail(
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!("tasker_core: cannot rebuild the step state: {why}"),
+                "Run SELECT * FROM tasker_core.step_state_enable() again to reinstall the triggers.",
+                F,
+            );
+        }
+        let t = Tables::of(oids, F);
+        let once = |sql: String| plans::run(&sql, &[], &[], false, F, |_| ());
+        once(format!(
+            "LOCK TABLE {}, {}, {}, {} IN SHARE ROW EXCLUSIVE MODE",
+            t.steps, t.named_steps, t.transitions, t.edges
+        ));
+        once("DELETE FROM tasker_core.step_state".into());
+        plans::run(&format!("INSERT INTO tasker_core.step_state {}", t.expected_sql("")), &[], &[], false, F, |_| ());
+        // SAFETY: set by the INSERT just executed.
+        let n = unsafe { pg_sys::SPI_processed } as i64;
+        once("UPDATE tasker_core.step_state_source SET valid = true, reason = NULL, changed_at = now()".into());
+        n
+    })
+}
+
+/// Every step whose step_state row is not what the Tasker tables say it must be: missing,
+/// extra, or with the differing columns named. No rows: step_state is exact for this snapshot.
+#[pg_extern(stable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
+fn step_state_verify() -> TableIterator<'static, (name!(workflow_step_id, i64), name!(problem, String))> {
+    const F: &str = "step_state_verify";
+    let rows = Spi::connect(|_| {
+        let (oids, _) = source(F);
+        let t = Tables::of(oids, F);
+        let sql = format!(
+            "SELECT COALESCE(e.workflow_step_id, d.workflow_step_id), \
+                    CASE WHEN d.workflow_step_id IS NULL THEN 'missing from step_state' \
+                         WHEN e.workflow_step_id IS NULL THEN 'in step_state but not a Tasker step' \
+                         ELSE 'differs in ' || (SELECT string_agg(x.k, ', ' ORDER BY x.k) \
+                                                  FROM jsonb_each(to_jsonb(e)) x(k, v) \
+                                                 WHERE x.v IS DISTINCT FROM to_jsonb(d) -> x.k) END \
+               FROM ({}) e FULL JOIN tasker_core.step_state d ON d.workflow_step_id = e.workflow_step_id \
+              WHERE to_jsonb(e) IS DISTINCT FROM to_jsonb(d) ORDER BY 1",
+            t.expected_sql("")
+        );
+        plans::run(&sql, &[], &[], true, F, |rows| {
+            (0..rows.len())
+                .map(|r| (rows.get::<i64>(r, 1).unwrap_or_default(), rows.get::<String>(r, 2).unwrap_or_default()))
+                .collect::<Vec<_>>()
+        })
+    });
+    TableIterator::new(rows)
+}
