@@ -7,10 +7,59 @@ use pgrx::prelude::*;
 const SCHEMA: &str = include_str!("../../tests/fixtures/tasker_schema.sql");
 const RAILS_FUNCTIONS: &str = include_str!("../../tests/fixtures/reference_functions.sql");
 
+thread_local! {
+    /// Set by the `*_on_step_state` twins: `tasker_db` then enables the derived step state
+    /// before any row exists, so its triggers follow every write of the test.
+    static STEP_STATE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs a test body with the derived step state enabled from the start, then checks it was
+/// used and stayed exact: still valid, and step_state_verify() finds nothing.
+fn on_step_state(body: fn()) {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            STEP_STATE.with(|s| s.set(false));
+        }
+    }
+    let _reset = Reset;
+    STEP_STATE.with(|s| s.set(true));
+    body();
+    assert_eq!(one::<bool>("SELECT valid FROM tasker_core.step_state_source"), Some(true), "step_state still valid");
+    assert_eq!(text("SELECT coalesce(string_agg(workflow_step_id || ' ' || problem, '; '), 'exact') FROM tasker_core.step_state_verify()"), "exact");
+}
+
+/// Generates a `#[pg_test]` twin of each named test that runs it on the derived step state.
+macro_rules! on_step_state_too {
+    ($($test:ident => $twin:ident),* $(,)?) => {$(
+        #[pg_test]
+        fn $twin() {
+            on_step_state($test);
+        }
+    )*};
+}
+
+on_step_state_too!(
+    diamond_readiness => diamond_readiness_on_step_state,
+    readiness_arguments => readiness_arguments_on_step_state,
+    duplicate_and_cross_task_edges_count_as_parents => duplicate_and_cross_task_edges_on_step_state,
+    step_without_named_step_is_left_out => step_without_named_step_on_step_state,
+    retry_backoff_rules => retry_backoff_rules_on_step_state,
+    session_time_zone_reads_stored_timestamps_as_local => session_time_zone_on_step_state,
+    backoff_overflow_raises_like_the_original => backoff_overflow_on_step_state,
+    execution_context => execution_context_on_step_state,
+    dependency_levels_and_cycles => dependency_levels_and_cycles_on_step_state,
+    row_level_security_is_applied_as_sql_applies_it => row_level_security_on_step_state,
+    both_read_paths_agree => both_read_paths_agree_on_step_state,
+);
+
 /// The Tasker tables plus a few reference rows and two helpers:
 /// `pg_temp.step(id, task, named_step)` and `pg_temp.move(step, state [, at])`.
 fn tasker_db() {
     Spi::run(SCHEMA).unwrap();
+    if STEP_STATE.with(|s| s.get()) {
+        Spi::run("SELECT count(*) FROM tasker_core.step_state_enable()").unwrap();
+    }
     Spi::run(
         r#"
         INSERT INTO tasker_task_namespaces (task_namespace_id, name, created_at, updated_at) VALUES (1, 'default', now(), now());
@@ -649,4 +698,168 @@ fn index_changes_are_picked_up_in_the_same_session() {
     assert_eq!(text(rows), before, "a new index is found");
     Spi::run("SELECT pg_temp.step(5, 1, 5)").unwrap();
     assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.get_step_readiness_status(1)"), Some(5));
+}
+
+// The derived step state (sql/step_state.sql, docs/step_state.md).
+
+/// Every step's readiness, context and levels as text, read with the current settings.
+fn all_answers() -> (String, String, String) {
+    (
+        text("SELECT string_agg(r::text, ';' ORDER BY r.task_id, r.workflow_step_id) FROM tasker_core.get_step_readiness_status_batch(ARRAY(SELECT task_id FROM tasker_tasks)) r"),
+        text("SELECT string_agg(c::text, ';' ORDER BY c.task_id) FROM tasker_core.get_task_execution_contexts_batch(ARRAY(SELECT task_id FROM tasker_tasks)) c"),
+        text("SELECT string_agg(l::text, ';') FROM tasker_tasks t, tasker_core.calculate_dependency_levels(t.task_id) l"),
+    )
+}
+
+/// The answers through SQL (direct reads off), for comparison.
+fn sql_answers() -> (String, String, String) {
+    Spi::run("SET LOCAL tasker_core.direct_reads = off").unwrap();
+    let a = all_answers();
+    Spi::run("SET LOCAL tasker_core.direct_reads = on").unwrap();
+    a
+}
+
+fn verify() -> String {
+    text("SELECT coalesce(string_agg(workflow_step_id || ' ' || problem, '; ' ORDER BY workflow_step_id), 'exact') FROM tasker_core.step_state_verify()")
+}
+
+#[pg_test]
+fn step_state_follows_every_kind_of_write() {
+    diamond();
+    // With the guard triggers too, as in production (insert-first writers rely on them).
+    Spi::run("SELECT count(*) FROM tasker_core.enable(functions => false)").unwrap();
+    // Rows that existed before: enable builds them.
+    assert!(text("SELECT string_agg(action, ',') FROM tasker_core.step_state_enable()").ends_with("built (4 steps)"));
+    assert_eq!(verify(), "exact");
+    let writes = [
+        // bulk insert of steps, edges and transitions in one statement each
+        "SELECT pg_temp.step(g, 3, (g % 20 + 1)::int) FROM generate_series(100, 160) g",
+        "INSERT INTO tasker_workflow_step_edges (from_step_id, to_step_id, name, created_at, updated_at)
+         SELECT g, g + 1, 'provides', now(), now() FROM generate_series(100, 159) g",
+        "INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at)
+         SELECT g, 'pending', 10, true, now(), now() FROM generate_series(100, 160) g",
+        // Statesman moves, both writer orders
+        "SELECT pg_temp.move(3, 'in_progress')",
+        "INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at)
+         VALUES (3, 'complete', 1000, true, now(), now());
+         UPDATE tasker_workflow_step_transitions SET most_recent = false WHERE workflow_step_id = 3 AND most_recent AND sort_key < 1000",
+        // step columns, a no-op update, a named step renamed, a step moved to another task
+        "UPDATE tasker_workflow_steps SET attempts = 2, last_attempted_at = now() AT TIME ZONE 'UTC', backoff_request_seconds = 5 WHERE workflow_step_id IN (4, 100)",
+        "UPDATE tasker_workflow_steps SET updated_at = now()",
+        "UPDATE tasker_named_steps SET name = 'renamed_' || named_step_id WHERE named_step_id IN (2, 4)",
+        "UPDATE tasker_workflow_steps SET task_id = 4 WHERE workflow_step_id = 160",
+        // edges re-pointed and deleted, a transition deleted, a step deleted
+        "UPDATE tasker_workflow_step_edges SET from_step_id = 1 WHERE to_step_id = 4 AND from_step_id = 3",
+        "DELETE FROM tasker_workflow_step_edges WHERE to_step_id = 150",
+        "DELETE FROM tasker_workflow_step_transitions WHERE workflow_step_id = 2 AND most_recent",
+        "DELETE FROM tasker_workflow_step_edges WHERE from_step_id = 159 OR to_step_id = 159;
+         DELETE FROM tasker_workflow_step_transitions WHERE workflow_step_id = 159;
+         DELETE FROM tasker_workflow_steps WHERE workflow_step_id = 159",
+        // writes that skip ordinary triggers: replication role
+        "SET LOCAL session_replication_role = replica;
+         SELECT pg_temp.move(100, 'complete');
+         SELECT pg_temp.step(200, 5, 3);
+         SET LOCAL session_replication_role = origin",
+        // INSERT ... ON CONFLICT DO UPDATE on a step
+        "INSERT INTO tasker_workflow_steps (workflow_step_id, task_id, named_step_id, attempts, created_at, updated_at)
+         VALUES (100, 3, 1, 1, now(), now())
+         ON CONFLICT (workflow_step_id) DO UPDATE SET attempts = EXCLUDED.attempts + 1",
+    ];
+    for w in writes {
+        Spi::run(w).unwrap();
+        assert_eq!(verify(), "exact", "after: {w}");
+        assert_eq!(all_answers(), sql_answers(), "after: {w}");
+    }
+    assert_eq!(one::<bool>("SELECT valid FROM tasker_core.step_state_source"), Some(true));
+    // It really is read: corrupt one row behind the triggers' back.
+    Spi::run("UPDATE tasker_core.step_state SET current_state = 'complete' WHERE workflow_step_id = 4").unwrap();
+    assert_eq!(text("SELECT current_state FROM tasker_core.get_step_readiness_status(1, '{4}')"), "complete");
+    assert_eq!(verify(), "4 differs in current_state");
+    assert_eq!(one::<i64>("SELECT tasker_core.step_state_rebuild()"), one::<i64>("SELECT count(*) FROM tasker_workflow_steps"));
+    assert_eq!(verify(), "exact");
+}
+
+#[pg_test]
+fn step_state_stops_being_used_when_it_could_be_bypassed() {
+    diamond();
+    Spi::run("SELECT count(*) FROM tasker_core.step_state_enable()").unwrap();
+    let source = "SELECT format('%s %s', valid, coalesce(reason, '-')) FROM tasker_core.step_state_source";
+    // Triggers disabled: writes would bypass it, so it is marked stale at once.
+    Spi::run("ALTER TABLE tasker_workflow_step_edges DISABLE TRIGGER ALL").unwrap();
+    assert_eq!(text(source), "f after ALTER TABLE: trigger tasker_core_state_insert on public.tasker_workflow_step_edges is not ENABLE ALWAYS");
+    Spi::run("SELECT pg_temp.edge(3, 2)").unwrap();
+    assert_eq!(all_answers(), sql_answers(), "readers use the Tasker tables meanwhile");
+    assert!(error_of("SELECT tasker_core.step_state_rebuild()").unwrap().starts_with("55000: tasker_core: cannot rebuild the step state: trigger"));
+    Spi::run(
+        "ALTER TABLE tasker_workflow_step_edges ENABLE TRIGGER ALL;
+         ALTER TABLE tasker_workflow_step_edges ENABLE ALWAYS TRIGGER tasker_core_state_insert;
+         ALTER TABLE tasker_workflow_step_edges ENABLE ALWAYS TRIGGER tasker_core_state_update;
+         ALTER TABLE tasker_workflow_step_edges ENABLE ALWAYS TRIGGER tasker_core_state_delete;
+         ALTER TABLE tasker_workflow_step_edges ENABLE ALWAYS TRIGGER tasker_core_state_truncate;",
+    )
+    .unwrap();
+    assert_eq!(text(source), "f after ALTER TABLE: trigger tasker_core_state_insert on public.tasker_workflow_step_edges is not ENABLE ALWAYS", "re-enabling does not make it valid");
+    Spi::run("SELECT tasker_core.step_state_rebuild()").unwrap();
+    assert_eq!(text(source), "t -");
+    assert_eq!(verify(), "exact");
+    assert_eq!(all_answers(), sql_answers());
+    // ENABLE (not ALWAYS) would skip replica-role writes.
+    Spi::run("ALTER TABLE tasker_workflow_steps ENABLE TRIGGER tasker_core_state_update").unwrap();
+    assert_eq!(text(source), "f after ALTER TABLE: trigger tasker_core_state_update on public.tasker_workflow_steps is not ENABLE ALWAYS");
+    Spi::run("SELECT count(*) FROM tasker_core.step_state_enable()").unwrap();
+    assert_eq!(text(source), "t -");
+    // A dropped trigger, the unique most_recent index dropped, a column retyped: each marks it
+    // stale in the same (sub)transaction, and rolls back with it.
+    Spi::run(
+        "CREATE FUNCTION pg_temp.probe(ddl text) RETURNS text LANGUAGE plpgsql AS $$
+         DECLARE r text;
+         BEGIN
+             EXECUTE ddl;
+             SELECT format('%s %s', valid, coalesce(reason, '-')) INTO r FROM tasker_core.step_state_source;
+             RAISE EXCEPTION USING MESSAGE = r;
+         EXCEPTION WHEN raise_exception THEN RETURN SQLERRM;
+         END $$",
+    )
+    .unwrap();
+    for (ddl, why) in [
+        ("DROP TRIGGER tasker_core_state_delete ON tasker_named_steps", "after DROP TRIGGER: trigger tasker_core_state_delete on public.tasker_named_steps is missing"),
+        ("DROP INDEX index_step_transitions_parent_most_recent",
+         "after DROP INDEX: public.tasker_workflow_step_transitions has no unique index on (workflow_step_id) WHERE most_recent"),
+        ("ALTER TABLE tasker_workflow_steps ALTER COLUMN attempts TYPE bigint",
+         "after ALTER TABLE: tasker_workflow_steps.attempts is bigint, not integer"),
+    ] {
+        assert_eq!(text(&format!("SELECT pg_temp.probe('{ddl}')")), format!("f {why}"), "{ddl}");
+        assert_eq!(text(source), "t -", "rolled back with the DDL: {ddl}");
+    }
+    // TRUNCATE (row triggers do not see it).
+    Spi::run("TRUNCATE tasker_workflow_step_edges").unwrap();
+    assert_eq!(text(source), "f public.tasker_workflow_step_edges was truncated");
+    assert_eq!(all_answers(), sql_answers());
+}
+
+#[pg_test]
+fn step_state_keeps_privileges_and_one_source() {
+    diamond();
+    Spi::run("SELECT count(*) FROM tasker_core.step_state_enable()").unwrap();
+    Spi::run("CREATE ROLE tasker_no_steps NOLOGIN; GRANT USAGE ON SCHEMA tasker_core TO tasker_no_steps").unwrap();
+    Spi::run("SET LOCAL ROLE tasker_no_steps").unwrap();
+    let denied = error_of("SELECT * FROM tasker_core.get_step_readiness_status(1)").unwrap();
+    assert!(denied.starts_with("42501: permission denied for table tasker_"), "{denied}");
+    assert!(error_of("SELECT * FROM tasker_core.step_state").unwrap().starts_with("42501:"));
+    assert!(error_of("SELECT tasker_core.step_state_rebuild()").unwrap().starts_with("42501:"));
+    Spi::run("RESET ROLE").unwrap();
+    Spi::run("CREATE SCHEMA other_tasker; SET LOCAL search_path = other_tasker, public").unwrap();
+    Spi::run(SCHEMA).unwrap();
+    assert_eq!(
+        error_of("SELECT * FROM tasker_core.step_state_enable('other_tasker')").as_deref(),
+        Some("55000: the step state already mirrors public.tasker_workflow_steps")
+    );
+    // The other schema's (empty) tables come first in the search_path: the step state, which
+    // mirrors public, must not answer for them.
+    assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.get_step_readiness_status(1)"), Some(0));
+    Spi::run("SET LOCAL search_path = public").unwrap();
+    assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.get_step_readiness_status(1)"), Some(4));
+    assert_eq!(text("SELECT string_agg(action, ',' ORDER BY action) FROM tasker_core.step_state_disable()"), format!("emptied,{}", vec!["removed"; 16].join(",")));
+    assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.step_state"), Some(0));
+    assert_eq!(one::<i64>("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'tasker_core_state_%'"), Some(0));
 }

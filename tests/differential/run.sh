@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Differential tests: native tasker_core == reference SQL (written from the spec) on every row,
 # over random Tasker databases (many seeds and DAG shapes), several session time zones, and
-# both read paths (tasker_core.direct_reads on and off).
+# all three read paths: the derived step state (tasker_core.step_state), direct index reads of
+# the Tasker tables, and SQL (tasker_core.direct_reads off). Odd seeds enable the step state
+# before generating (its triggers follow every write), even seeds after (a rebuild); each
+# seed also checks tasker_core.step_state_verify() finds nothing.
 # Usage: tests/differential/run.sh PSQL_CONNINFO [SEEDS] [TASKS_PER_SEED]
 # Needs a server with tasker_core installed; creates and drops database tasker_diff.
 set -euo pipefail
@@ -42,6 +45,25 @@ SQL
 mutant=$(echo "$mutant" | tail -1)
 if [ "${mutant:-0}" -gt 0 ]; then echo "self-check: the harness caught a mutated reference ($mutant mismatching rows)"; else echo "self-check FAILED: a mutated reference went unnoticed" >&2; exit 1; fi
 
+# Self-check of the step_state path: with step_state corrupted behind the triggers' back, the
+# native functions must disagree with the reference (proving they read it) and
+# step_state_verify() must name the corrupted steps.
+corrupt=$(db -At -F '|' <<'SQL'
+BEGIN;
+SELECT count(*) FROM tasker_core.step_state_enable();
+SELECT tasker_gen.generate(0.4343, 60, anchor => LOCALTIMESTAMP);
+UPDATE tasker_core.step_state SET current_state = 'complete' WHERE workflow_step_id % 5 = 0;
+SELECT (SELECT sum(mismatches) FROM tasker_test.diff_all('corrupt')), (SELECT count(*) FROM tasker_core.step_state_verify());
+ROLLBACK;
+SQL
+)
+corrupt=$(echo "$corrupt" | tail -1)
+if [ "${corrupt%%|*}" -gt 0 ] && [ "${corrupt##*|}" -gt 0 ]; then
+  echo "self-check: a corrupted step_state changed native answers (${corrupt%%|*} rows) and step_state_verify named ${corrupt##*|} steps"
+else
+  echo "self-check FAILED: a corrupted step_state went unnoticed ($corrupt)" >&2; exit 1
+fi
+
 zones=("UTC" "America/New_York" "Asia/Kathmandu" "Etc/GMT+5" "Pacific/Kiritimati")
 total_rows=0; total_bad=0; passed=0; failed=0; steps=0
 for seed in $(seq 1 "$seeds"); do
@@ -49,19 +71,30 @@ for seed in $(seq 1 "$seeds"); do
   out=$(db -At -F '|' <<SQL
 BEGIN;
 SET LOCAL TimeZone = '$gen_zone';
+$( [ $((seed % 2)) = 1 ] && echo "SELECT 'enabled', count(*) FROM tasker_core.step_state_enable();" )
 SELECT 'steps', tasker_gen.generate($seed / 1000.0, $tasks, anchor => LOCALTIMESTAMP);
-$(for z in "${zones[@]}"; do for path in on off; do
-  echo "SET LOCAL TimeZone = '$z'; SET LOCAL tasker_core.direct_reads = $path; SELECT * FROM tasker_test.diff_all('seed $seed gen $gen_zone tz $z direct_reads $path');"
+$( [ $((seed % 2)) = 0 ] && echo "SELECT 'enabled', count(*) FROM tasker_core.step_state_enable();" )
+SELECT 'verify', count(*) FROM tasker_core.step_state_verify();
+SELECT 'stale', count(*) FROM tasker_core.step_state_source WHERE NOT valid;
+$(for z in "${zones[@]}"; do for path in step_state direct sql; do
+  echo "SET LOCAL TimeZone = '$z'; SET LOCAL tasker_core.direct_reads = $([ $path = sql ] && echo off || echo on);"
+  echo "UPDATE tasker_core.step_state_source SET valid = $([ $path = step_state ] && echo true || echo false);"
+  echo "SELECT * FROM tasker_test.diff_all('seed $seed gen $gen_zone tz $z path $path');"
 done; done)
 ROLLBACK;
 SQL
 )
   while IFS='|' read -r run fn calls rows bad example; do
     if [ "$run" = steps ]; then steps=$((steps + fn)); continue; fi
+    [ "$run" = enabled ] && continue
+    if [ "$run" = verify ] || [ "$run" = stale ]; then
+      if [ "$fn" != 0 ]; then failed=$((failed + 1)); echo "MISMATCH seed $seed: step_state $run reports $fn"; else passed=$((passed + 1)); fi
+      continue
+    fi
     total_rows=$((total_rows + rows)); total_bad=$((total_bad + bad))
     if [ "$bad" -eq 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "MISMATCH $run $fn: $bad of $rows rows; $example"; fi
   done <<<"$out"
 done
-echo "differential: $seeds random databases ($steps steps), ${#zones[@]} time zones each, both read paths (direct index reads and SQL), $total_rows rows compared, $total_bad mismatches"
+echo "differential: $seeds random databases ($steps steps), ${#zones[@]} time zones each, three read paths (step_state, direct index reads, SQL), $total_rows rows compared, $total_bad mismatches; step_state_verify clean on every seed: $([ "$failed" = 0 ] && echo yes || echo no)"
 echo "differential: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
