@@ -72,7 +72,8 @@ scripts/package.sh > "$work/package.log"
 pkg=$(head -n 1 "$work/package.log")
 for f in lib/postgresql/15/lib/tasker_core.so share/postgresql/15/extension/tasker_core.control \
          "share/postgresql/15/extension/tasker_core--$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1).sql" \
-         share/postgresql/15/extension/tasker_core--0.1.0--0.2.0.sql; do
+         share/postgresql/15/extension/tasker_core--0.1.0--0.2.0.sql \
+         share/postgresql/15/extension/tasker_core--0.2.0--0.3.0.sql; do
   grep -q "/usr/$f\$" "$work/package.log" || { echo "package $pkg lacks /usr/$f"; exit 1; }
 done
 record "package: $pkg"

@@ -320,6 +320,13 @@ BEGIN
         RAISE EXCEPTION 'the step state already mirrors %', (SELECT s.steps FROM tasker_core.step_state_source s)
             USING ERRCODE = '55000', HINT = 'Run tasker_core.step_state_disable() for that schema first.';
     END IF;
+    -- Not valid while the triggers are (re)installed and the rows rebuilt.
+    INSERT INTO tasker_core.step_state_source AS s (steps, named_steps, transitions, edges, valid, reason)
+    VALUES (format('%I.tasker_workflow_steps', schema)::regclass, format('%I.tasker_named_steps', schema)::regclass,
+            format('%I.tasker_workflow_step_transitions', schema)::regclass,
+            format('%I.tasker_workflow_step_edges', schema)::regclass, false, 'being built')
+    ON CONFLICT (only_row) DO UPDATE SET valid = false, reason = 'being rebuilt', changed_at = now()
+    RETURNING * INTO src;
     FOREACH tbl IN ARRAY ARRAY['tasker_workflow_steps', 'tasker_named_steps', 'tasker_workflow_step_transitions',
                                'tasker_workflow_step_edges']::name[] LOOP
         FOR g IN SELECT * FROM tasker_core.step_state_triggers() LOOP
@@ -337,12 +344,6 @@ BEGIN
             RETURN NEXT;
         END LOOP;
     END LOOP;
-    INSERT INTO tasker_core.step_state_source AS s (steps, named_steps, transitions, edges, valid, reason)
-    VALUES (format('%I.tasker_workflow_steps', schema)::regclass, format('%I.tasker_named_steps', schema)::regclass,
-            format('%I.tasker_workflow_step_transitions', schema)::regclass,
-            format('%I.tasker_workflow_step_edges', schema)::regclass, false, 'being built')
-    ON CONFLICT (only_row) DO UPDATE SET valid = false, reason = 'being rebuilt', changed_at = now()
-    RETURNING * INTO src;
     why := tasker_core.step_state_problem(src);
     IF why IS NOT NULL THEN
         RAISE EXCEPTION 'cannot enable the step state: %', why USING ERRCODE = '55000';
@@ -362,6 +363,7 @@ DECLARE
     tbl name;
     g record;
 BEGIN
+    DELETE FROM tasker_core.step_state_source;
     FOREACH tbl IN ARRAY ARRAY['tasker_workflow_steps', 'tasker_named_steps', 'tasker_workflow_step_transitions',
                                'tasker_workflow_step_edges']::name[] LOOP
         CONTINUE WHEN to_regclass(format('%I.%I', schema, tbl)) IS NULL;
@@ -375,7 +377,6 @@ BEGIN
             END IF;
         END LOOP;
     END LOOP;
-    DELETE FROM tasker_core.step_state_source;
     DELETE FROM tasker_core.step_state;
     object := 'tasker_core.step_state';
     action := 'emptied';

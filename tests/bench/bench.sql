@@ -9,52 +9,72 @@ BEGIN
 END $$;
 
 -- workloads: name, calls per statement, and the statement with %s for the schema.
+-- Implementations: tasker_core reading the derived step state (tasker_core.step_state),
+-- tasker_core with the step state switched off for the statement (its direct index reads of
+-- the Tasker tables), and the reference SQL. Two floors for the step-row workloads: "rows" is
+-- an index scan that reads every step row through its last column (the practical lower bound
+-- for anything that must look at the rows); "index only" is count(*) over the same lookup,
+-- which PostgreSQL answers from the covering index without touching the rows at all.
+DROP FUNCTION IF EXISTS tasker_bench.run(int, bigint, bigint);
 CREATE OR REPLACE FUNCTION tasker_bench.run(rounds int, big_task bigint, lattice_task bigint)
-RETURNS TABLE (workload text, calls int, native_ms float8, reference_ms float8, floor_ms float8)
+RETURNS TABLE (workload text, calls int, native_ms float8, direct_ms float8, reference_ms float8, floor_ms float8, index_only_ms float8)
 LANGUAGE plpgsql AS $$
 DECLARE
     ids text := (SELECT array_agg(task_id ORDER BY task_id)::text FROM tasker_tasks WHERE task_id NOT IN (big_task, lattice_task));
     n int := (SELECT count(*) FROM tasker_tasks WHERE task_id NOT IN (big_task, lattice_task));
     w record; r int; impl text; t float8;
+    per_task text := 'SELECT %s FROM unnest(%L::bigint[]) x, LATERAL (SELECT * FROM tasker_workflow_steps s WHERE s.task_id = x) s';
 BEGIN
     CREATE TEMP TABLE IF NOT EXISTS samples (workload text, impl text, ms float8) ON COMMIT DROP;
     FOR r IN 1..rounds LOOP
         FOR w IN SELECT * FROM (VALUES
             ('get_step_readiness_status, one task per call', n,
              format('SELECT count(*) FROM unnest(%L::bigint[]) x, LATERAL %%s.get_step_readiness_status(x)', ids),
-             format('SELECT count(*) FROM unnest(%L::bigint[]) x, LATERAL (SELECT * FROM tasker_workflow_steps s WHERE s.task_id = x) s', ids)),
+             format(per_task, 'count(s.updated_at)', ids), format(per_task, 'count(*)', ids)),
             ('get_step_readiness_status_batch, all tasks', 1,
              format('SELECT count(*) FROM %%s.get_step_readiness_status_batch(%L)', ids),
+             format('SELECT count(s.updated_at) FROM tasker_workflow_steps s WHERE s.task_id = ANY(%L)', ids),
              format('SELECT count(*) FROM tasker_workflow_steps s WHERE s.task_id = ANY(%L)', ids)),
             ('get_task_execution_context, one task per call', n,
-             format('SELECT count(*) FROM unnest(%L::bigint[]) x, LATERAL %%s.get_task_execution_context(x)', ids), NULL),
+             format('SELECT count(*) FROM unnest(%L::bigint[]) x, LATERAL %%s.get_task_execution_context(x)', ids), NULL, NULL),
             ('get_task_execution_contexts_batch, all tasks', 1,
-             format('SELECT count(*) FROM %%s.get_task_execution_contexts_batch(%L)', ids), NULL),
+             format('SELECT count(*) FROM %%s.get_task_execution_contexts_batch(%L)', ids), NULL, NULL),
             ('calculate_dependency_levels, one task per call', n,
-             format('SELECT count(*) FROM unnest(%L::bigint[]) x, LATERAL %%s.calculate_dependency_levels(x)', ids), NULL),
+             format('SELECT count(*) FROM unnest(%L::bigint[]) x, LATERAL %%s.calculate_dependency_levels(x)', ids), NULL, NULL),
             ('calculate_dependency_levels, 13x3 lattice', 1,
-             format('SELECT count(*) FROM %%s.calculate_dependency_levels(%s)', lattice_task), NULL),
+             format('SELECT count(*) FROM %%s.calculate_dependency_levels(%s)', lattice_task), NULL, NULL),
             (format('get_step_readiness_status, one task of %s steps', (SELECT count(*) FROM tasker_workflow_steps WHERE task_id = big_task)), 1,
              format('SELECT count(*) FROM %%s.get_step_readiness_status(%s)', big_task),
+             format('SELECT count(s.updated_at) FROM tasker_workflow_steps s WHERE s.task_id = %s', big_task),
              format('SELECT count(*) FROM tasker_workflow_steps s WHERE s.task_id = %s', big_task)),
-            ('get_system_health_counts_v01', 1, 'SELECT count(*) FROM %s.get_system_health_counts_v01()', NULL)
-          ) v(name, calls, q, floor_q)
+            ('get_system_health_counts_v01', 1, 'SELECT count(*) FROM %s.get_system_health_counts_v01()', NULL, NULL)
+          ) v(name, calls, q, floor_q, index_only_q)
         LOOP
-            -- alternate which side goes first
-            FOREACH impl IN ARRAY CASE WHEN r % 2 = 0 THEN ARRAY['tasker_core', 'tasker_ref'] ELSE ARRAY['tasker_ref', 'tasker_core'] END LOOP
-                t := tasker_bench.time_ms(format(w.q, impl));
+            -- rotate which implementation goes first
+            FOREACH impl IN ARRAY (ARRAY[ARRAY['tasker_core', 'direct', 'tasker_ref'], ARRAY['tasker_ref', 'tasker_core', 'direct'],
+                                         ARRAY['direct', 'tasker_ref', 'tasker_core']])[r % 3 + 1:r % 3 + 1] LOOP
+                IF impl = 'direct' THEN
+                    UPDATE tasker_core.step_state_source SET valid = false;
+                END IF;
+                t := tasker_bench.time_ms(format(w.q, CASE impl WHEN 'tasker_ref' THEN 'tasker_ref' ELSE 'tasker_core' END));
+                IF impl = 'direct' THEN
+                    UPDATE tasker_core.step_state_source SET valid = true;
+                END IF;
                 INSERT INTO samples VALUES (w.name || '|' || w.calls, impl, t);
             END LOOP;
             IF w.floor_q IS NOT NULL THEN
                 INSERT INTO samples VALUES (w.name || '|' || w.calls, 'floor', tasker_bench.time_ms(w.floor_q));
+                INSERT INTO samples VALUES (w.name || '|' || w.calls, 'index_only', tasker_bench.time_ms(w.index_only_q));
             END IF;
         END LOOP;
     END LOOP;
     RETURN QUERY
     SELECT split_part(s.workload, '|', 1), split_part(s.workload, '|', 2)::int,
            percentile_cont(0.5) WITHIN GROUP (ORDER BY s.ms) FILTER (WHERE s.impl = 'tasker_core'),
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY s.ms) FILTER (WHERE s.impl = 'direct'),
            percentile_cont(0.5) WITHIN GROUP (ORDER BY s.ms) FILTER (WHERE s.impl = 'tasker_ref'),
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY s.ms) FILTER (WHERE s.impl = 'floor')
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY s.ms) FILTER (WHERE s.impl = 'floor'),
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY s.ms) FILTER (WHERE s.impl = 'index_only')
       FROM samples s GROUP BY s.workload ORDER BY min(s.ctid);
 END $$;
 

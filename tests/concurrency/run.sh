@@ -5,6 +5,9 @@
 #      exactly one commits, the rest get SQLSTATE 23514, no deadlock, history stays legal.
 #   2. The same race with insert-first writers.
 #   3. Two clients add edges 1->2 and 2->1 at once, over many rounds: at most one lands.
+#   4. The derived step state (enabled for all of the above) under pgbench: N clients write
+#      transitions, attempts, edges and named steps of the same few steps at once, under READ
+#      COMMITTED and REPEATABLE READ; afterwards step_state_verify() must find nothing.
 # Usage: tests/concurrency/run.sh PSQL_CONNINFO [CLIENTS] [ROUNDS]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -21,6 +24,7 @@ INSERT INTO tasker_dependent_systems VALUES (1, 'sys', NULL, now(), now());
 INSERT INTO tasker_named_tasks (named_task_id, name, task_namespace_id, created_at, updated_at) VALUES (1, 'race', 1, now(), now());
 INSERT INTO tasker_named_steps (named_step_id, dependent_system_id, name, created_at, updated_at) VALUES (1, 1, 's1', now(), now()), (2, 1, 's2', now(), now());
 SELECT count(*) FROM tasker_core.enable(functions => false) \g /dev/null
+SELECT count(*) FROM tasker_core.step_state_enable() \g /dev/null
 SQL
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 passed=0; failed=0
@@ -111,6 +115,45 @@ landed=$(edge_races 3)
 [ "$landed" -gt 0 ] && check ok "without triggers, $landed of 3 edge races closed a cycle (the test can fail)" \
   || check bad "without triggers the edge race still never closed a cycle: this test cannot tell"
 q -c "SELECT count(*) FROM tasker_core.enable(functions => false)" >/dev/null
+
+echo "== the step state under concurrent writers of the same steps (pgbench)"
+state_race() { # $1 = isolation level
+  q <<'SQL'
+INSERT INTO tasker_tasks (task_id, named_task_id, requested_at, identity_hash, created_at, updated_at)
+VALUES (900000, 1, now(), md5(random()::text), now(), now()) ON CONFLICT DO NOTHING;
+INSERT INTO tasker_workflow_steps (workflow_step_id, task_id, named_step_id, created_at, updated_at)
+SELECT 900000 + g, 900000, 1 + g % 2, now(), now() FROM generate_series(1, 12) g ON CONFLICT DO NOTHING;
+SQL
+  cat > "$work/state.sql" <<SQL
+\\set s random(900001, 900012)
+\\set t random(900001, 900012)
+\\set k random(0, 7)
+BEGIN ISOLATION LEVEL $1;
+SELECT 1 FROM tasker_workflow_steps WHERE workflow_step_id = :s FOR UPDATE;
+UPDATE tasker_workflow_step_transitions SET most_recent = false WHERE workflow_step_id = :s AND most_recent;
+INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at)
+SELECT :s, (ARRAY['pending', 'in_progress', 'complete', 'error'])[:k % 4 + 1], coalesce(max(sort_key), 0) + 10, true, now(), now()
+  FROM tasker_workflow_step_transitions WHERE workflow_step_id = :s;
+UPDATE tasker_workflow_steps SET attempts = coalesce(attempts, 0) + 1, in_process = (:k % 2 = 0) WHERE workflow_step_id = :t;
+INSERT INTO tasker_workflow_step_edges (from_step_id, to_step_id, name, created_at, updated_at)
+SELECT :s, :t, 'provides', now(), now() WHERE :k < 3 AND :s <> :t;
+DELETE FROM tasker_workflow_step_edges WHERE :k = 7 AND id = (SELECT min(id) FROM tasker_workflow_step_edges WHERE to_step_id = :t);
+UPDATE tasker_named_steps SET name = 's' || named_step_id || '_' || :s WHERE :k = 5 AND named_step_id = 1 + :s % 2;
+END;
+SQL
+  local out rc=0
+  out=$(PGOPTIONS="-c client_min_messages=warning -c tasker_core.guard_mode=off -c deadlock_timeout=20ms" /usr/lib/postgresql/15/bin/pgbench -n -c "$clients" -j 2 -t 150 \
+          --max-tries=50 -f "$work/state.sql" "$db" 2>&1) || rc=$?
+  local tx; tx=$(echo "$out" | sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p')
+  local retried; retried=$(echo "$out" | sed -n 's/^number of transactions retried: \([0-9]*\).*/\1/p')
+  local bad; bad=$(q -c "SELECT count(*) FROM tasker_core.step_state_verify()")
+  local valid; valid=$(q -c "SELECT valid FROM tasker_core.step_state_source")
+  echo "  $1: $clients clients, ${tx:-?} transactions (${retried:-0} retried after 40001/40P01), pgbench exit $rc; step_state valid=$valid, rows that differ: $bad"
+  [ "$rc" = 0 ] && [ "$valid" = t ] && [ "$bad" = 0 ] && check ok "$1: step_state exact after concurrent writers" \
+    || { echo "$out" | grep -iE "error|abort" | head -5; check bad "$1: step_state exact after concurrent writers"; }
+}
+state_race "READ COMMITTED"
+state_race "REPEATABLE READ"
 
 echo "concurrency: $passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -18,6 +18,10 @@ SELECT 'member', pg_describe_object(d.classid, d.objid, d.objsubid) || E'\n' ||
            || ' acl=' || coalesce((SELECT c.relacl::text FROM pg_class c WHERE c.oid = d.objid), '')
            || ' constraints=' || coalesce((SELECT string_agg(pg_get_constraintdef(k.oid), '; ' ORDER BY k.conname) FROM pg_constraint k WHERE k.conrelid = d.objid), '')
            || ' indexes=' || coalesce((SELECT string_agg(pg_get_indexdef(i.indexrelid), '; ' ORDER BY i.indexrelid::regclass::text) FROM pg_index i WHERE i.indrelid = d.objid), '')
+           || ' options=' || coalesce((SELECT c.reloptions::text FROM pg_class c WHERE c.oid = d.objid), '')
+         WHEN 'pg_event_trigger'::regclass THEN
+           (SELECT format('on %s tags %s enabled %s function %s', t.evtevent, t.evttags, t.evtenabled, t.evtfoid::regproc)
+              FROM pg_event_trigger t WHERE t.oid = d.objid)
          ELSE ''
        END
   FROM pg_depend d

@@ -35,12 +35,14 @@ for script in "$root"/sql/released/tasker_core--*.sql; do
   works=$(psql tasker_upgraded -c "SELECT string_agg(DISTINCT state, ',') FROM tasker_core.status() WHERE kind = 'function'")
   psql tasker_upgraded -c "SELECT count(*) FROM tasker_core.enable()" >/dev/null
   trig=$(psql tasker_upgraded -c "SELECT count(*) FROM tasker_core.status() WHERE kind = 'trigger' AND state = 'installed'")
+  state=$(psql tasker_upgraded -c "SELECT count(*) FROM tasker_core.step_state_enable()" \
+               -c "SELECT count(*) FROM tasker_core.step_state_verify()" -c "SELECT count(*) FROM tasker_core.step_state_disable()" | sed -n 2p)
   psql tasker_upgraded -c "SELECT count(*) FROM tasker_core.disable()" >/dev/null
   after=$(psql tasker_upgraded -c "$rails_defs")
-  if [ "$works" = native ] && [ "$trig" = 5 ] && [ "$after" = "$original" ]; then
-    passed=$((passed + 1)); echo "  ok: after upgrade from $old: functions still native, 5 triggers install, disable() restores Rails' definitions"
+  if [ "$works" = native ] && [ "$trig" = 5 ] && [ "$state" = 0 ] && [ "$after" = "$original" ]; then
+    passed=$((passed + 1)); echo "  ok: after upgrade from $old: functions still native, 5 triggers install, the step state builds exact, disable() restores Rails' definitions"
   else
-    failed=$((failed + 1)); echo "  FAILED: upgraded $old database: status=$works triggers=$trig"
+    failed=$((failed + 1)); echo "  FAILED: upgraded $old database: status=$works triggers=$trig step_state_verify=$state"
   fi
 done
 echo "upgrade: $passed passed, $failed failed"
