@@ -134,6 +134,7 @@ class TaskerCoreRailsTest < Minitest::Test
 
   def setup
     C.call.execute('SELECT * FROM tasker_core.enable()')
+    C.call.execute('SELECT * FROM tasker_core.step_state_enable()')
     @ns = TaskNamespace.find_or_create_by!(name: 'default') { |n| n.created_at = n.updated_at = Time.now.utc }
     @sys = DependentSystem.find_or_create_by!(name: 'billing') { |n| n.created_at = n.updated_at = Time.now.utc }
     @named_task = NamedTask.find_or_create_by!(name: 'invoice', task_namespace_id: @ns.task_namespace_id) { |n| n.created_at = n.updated_at = Time.now.utc }
@@ -219,5 +220,24 @@ class TaskerCoreRailsTest < Minitest::Test
       WorkflowStepEdge.create!(from_step_id: @steps[3].workflow_step_id, to_step_id: @steps[0].workflow_step_id, name: 'provides', created_at: now, updated_at: now)
     end
     assert_equal 'tasker_edge_acyclic', error.cause.result.error_field(PG::PG_DIAG_CONSTRAINT_NAME)
+  end
+
+  def test_the_step_state_follows_activerecord_writes
+    fetch, price, tax, = @steps
+    Statesman.transition_task(@task, 'in_progress')
+    Statesman.transition_step(fetch, 'in_progress')
+    Statesman.transition_step(fetch, 'complete')
+    price.update!(attempts: 1, last_attempted_at: Time.now.utc, backoff_request_seconds: 30)
+    Statesman.transition_step(tax, 'in_progress')
+    assert_equal true, C.call.select_value('SELECT valid FROM tasker_core.step_state_source')
+    assert_equal 0, C.call.select_value('SELECT count(*) FROM tasker_core.step_state_verify()')
+    rows = FunctionWrapper.step_readiness_batch([@task.task_id])
+    from_state = rows.map(&:to_h)
+    from_sql = ActiveRecord::Base.transaction do
+      C.call.execute('SET LOCAL tasker_core.direct_reads = off')
+      FunctionWrapper.step_readiness_batch([@task.task_id]).map(&:to_h)
+    end
+    assert_equal from_sql, from_state, 'the step state answers as the Tasker tables do'
+    assert_equal %w[complete pending in_progress pending], rows.map(&:current_state)
   end
 end
