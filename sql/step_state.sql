@@ -3,20 +3,21 @@
 -- databases upgraded from 0.2.0, by sql/tasker_core--0.2.0--0.3.0.sql.
 --
 -- One row per Tasker workflow step holding everything the read functions need about it: its
--- own columns, its named step's name, its current state, and the ids of its parents. Kept up to
--- date by statement triggers on the four Tasker tables it mirrors, so a readiness call is one
--- index range scan instead of joins over four tables. The read functions use it only while
+-- own columns, its named step's name, its current state, and the ids of its parents; plus one
+-- row per task (workflow_step_id NULL) with its named task and current state. Kept up to date
+-- by statement triggers on the six Tasker tables it mirrors, so a readiness or context call is
+-- one index range scan (by task_id) instead of joins over six tables. The read functions use it only while
 -- tasker_core.step_state_source says it is valid; otherwise they read the Tasker tables.
 
 -- Column order matters to the reader (src/pg/derived.rs): what dependency levels need comes
 -- first, so that scan deforms three columns only.
 CREATE TABLE tasker_core.step_state (
-    workflow_step_id        bigint  NOT NULL PRIMARY KEY,
+    workflow_step_id        bigint,    -- NULL: the row of the task itself
     task_id                 bigint  NOT NULL,
     parents                 bigint[] NOT NULL, -- from_step_id of every edge into the step, sorted
-    current_state           text,      -- to_state of the most_recent transition; NULL: none
+    current_state           text,      -- to_state of the step's (task's) most_recent transition; NULL: none
     state_since             timestamp, -- created_at of that transition
-    named_step_id           integer NOT NULL,
+    named_step_id           integer,   -- NULL on the task's row
     name                    text,      -- tasker_named_steps.name; NULL: no such named step
     retryable               boolean,
     retry_limit             integer,
@@ -24,10 +25,14 @@ CREATE TABLE tasker_core.step_state (
     processed               boolean,
     attempts                integer,
     last_attempted_at       timestamp,
-    backoff_request_seconds integer
+    backoff_request_seconds integer,
+    named_task_id           integer    -- the task's row only
 ) WITH (fillfactor = 80);
+-- A task's steps by id, then (NULLs last) the task's own row: one range scan per task.
 CREATE UNIQUE INDEX step_state_by_task ON tasker_core.step_state (task_id, workflow_step_id);
-CREATE INDEX step_state_by_named_step ON tasker_core.step_state (named_step_id);
+CREATE UNIQUE INDEX step_state_by_step ON tasker_core.step_state (workflow_step_id) WHERE workflow_step_id IS NOT NULL;
+CREATE UNIQUE INDEX step_state_task_row ON tasker_core.step_state (task_id) WHERE workflow_step_id IS NULL;
+CREATE INDEX step_state_by_named_step ON tasker_core.step_state (named_step_id) WHERE named_step_id IS NOT NULL;
 -- A copy of Tasker data: nobody reads or writes it through SQL but the extension's owner. The
 -- read functions check the caller's SELECT privilege on the Tasker tables themselves.
 REVOKE ALL ON tasker_core.step_state FROM PUBLIC;
@@ -39,6 +44,8 @@ CREATE TABLE tasker_core.step_state_source (
     named_steps regclass    NOT NULL,
     transitions regclass    NOT NULL,
     edges       regclass    NOT NULL,
+    tasks       regclass    NOT NULL,
+    task_transitions regclass NOT NULL,
     valid       boolean     NOT NULL,
     changed_at  timestamptz NOT NULL DEFAULT now(),
     reason      text        -- why it is not valid
@@ -70,10 +77,26 @@ AS $$
            ('tasker_workflow_step_transitions', 'created_at', 'timestamp without time zone'),
            ('tasker_workflow_step_edges', 'id', 'bigint'),
            ('tasker_workflow_step_edges', 'from_step_id', 'bigint'),
-           ('tasker_workflow_step_edges', 'to_step_id', 'bigint')
+           ('tasker_workflow_step_edges', 'to_step_id', 'bigint'),
+           ('tasker_tasks', 'task_id', 'bigint'),
+           ('tasker_tasks', 'named_task_id', 'integer'),
+           ('tasker_task_transitions', 'id', 'bigint'),
+           ('tasker_task_transitions', 'task_id', 'bigint'),
+           ('tasker_task_transitions', 'to_state', 'character varying'),
+           ('tasker_task_transitions', 'most_recent', 'boolean'),
+           ('tasker_task_transitions', 'created_at', 'timestamp without time zone')
 $$;
 
--- The maintenance triggers: (trigger, event, transition tables), on each of the four tables.
+-- The tables step_state mirrors.
+CREATE FUNCTION tasker_core.step_state_tables()
+RETURNS SETOF name
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    VALUES ('tasker_workflow_steps'::name), ('tasker_named_steps'), ('tasker_workflow_step_transitions'),
+           ('tasker_workflow_step_edges'), ('tasker_tasks'), ('tasker_task_transitions')
+$$;
+
+-- The maintenance triggers: (trigger, event, transition tables), on each of those tables.
 CREATE FUNCTION tasker_core.step_state_triggers()
 RETURNS TABLE (trigger_name name, event text, referencing text)
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -98,7 +121,8 @@ BEGIN
                FROM tasker_core.step_state_columns() c
                LEFT JOIN pg_class t ON t.oid = CASE c.table_name
                         WHEN 'tasker_workflow_steps' THEN src.steps WHEN 'tasker_named_steps' THEN src.named_steps
-                        WHEN 'tasker_workflow_step_transitions' THEN src.transitions ELSE src.edges END
+                        WHEN 'tasker_workflow_step_transitions' THEN src.transitions WHEN 'tasker_workflow_step_edges' THEN src.edges
+                        WHEN 'tasker_tasks' THEN src.tasks ELSE src.task_transitions END
                LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attname = c.column_name AND NOT a.attisdropped
     LOOP
         IF r.atttypid IS NULL THEN
@@ -107,12 +131,13 @@ BEGIN
             RETURN format('%s.%s is %s, not %s', r.table_name, r.column_name, format_type(r.atttypid, NULL), r.column_type);
         END IF;
     END LOOP;
-    FOREACH rel IN ARRAY ARRAY[src.steps, src.named_steps, src.transitions, src.edges] LOOP
+    FOREACH rel IN ARRAY ARRAY[src.steps, src.named_steps, src.transitions, src.edges, src.tasks, src.task_transitions] LOOP
         IF (SELECT relkind FROM pg_class WHERE oid = rel) IS DISTINCT FROM 'r' THEN
             RETURN format('%s is not a plain table', rel);
         END IF;
-        FOR r IN SELECT g.trigger_name, t.tgenabled, t.tgfoid FROM tasker_core.step_state_triggers() g
-                   LEFT JOIN pg_trigger t ON t.tgrelid = rel AND t.tgname = g.trigger_name LOOP
+        FOR r IN SELECT g.trigger_name, t.tgenabled, t.tgfoid
+                   FROM tasker_core.step_state_triggers() WITH ORDINALITY g(trigger_name, event, referencing, n)
+                   LEFT JOIN pg_trigger t ON t.tgrelid = rel AND t.tgname = g.trigger_name ORDER BY g.n LOOP
             IF r.tgenabled IS NULL OR r.tgfoid <> 'tasker_core.step_state_sync()'::regprocedure THEN
                 RETURN format('trigger %s on %s is missing', r.trigger_name, rel);
             ELSIF r.tgenabled <> 'A' THEN
@@ -120,14 +145,16 @@ BEGIN
             END IF;
         END LOOP;
     END LOOP;
-    -- One most_recent transition per step, as the read functions assume (schema.md).
-    IF NOT EXISTS (SELECT 1 FROM pg_index i
-                    WHERE i.indrelid = src.transitions AND i.indisunique AND i.indisvalid AND i.indnkeyatts >= 1
-                      AND i.indkey[0] = (SELECT attnum FROM pg_attribute WHERE attrelid = src.transitions AND attname = 'workflow_step_id')
-                      AND (i.indnkeyatts = 1 OR i.indkey[1] = (SELECT attnum FROM pg_attribute WHERE attrelid = src.transitions AND attname = 'most_recent'))
-                      AND pg_get_expr(i.indpred, i.indrelid) = 'most_recent') THEN
-        RETURN format('%s has no unique index on (workflow_step_id) WHERE most_recent', src.transitions);
-    END IF;
+    -- One most_recent transition per step and per task, as the read functions assume (schema.md).
+    FOR r IN SELECT * FROM (VALUES (src.transitions, 'workflow_step_id'::name), (src.task_transitions, 'task_id')) v(rel, owner) LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_index i
+                        WHERE i.indrelid = r.rel AND i.indisunique AND i.indisvalid AND i.indnkeyatts >= 1
+                          AND i.indkey[0] = (SELECT attnum FROM pg_attribute WHERE attrelid = r.rel AND attname = r.owner)
+                          AND (i.indnkeyatts = 1 OR i.indkey[1] = (SELECT attnum FROM pg_attribute WHERE attrelid = r.rel AND attname = 'most_recent'))
+                          AND pg_get_expr(i.indpred, i.indrelid) = 'most_recent') THEN
+            RETURN format('%s has no unique index on (%s) WHERE most_recent', r.rel, r.owner);
+        END IF;
+    END LOOP;
     RETURN NULL;
 END
 $$;
@@ -211,6 +238,28 @@ BEGIN
                 UNION ALL
                 (SELECT id, from_step_id, to_step_id FROM old_rows EXCEPT ALL SELECT id, from_step_id, to_step_id FROM new_rows)) c);
         END IF;
+    ELSIF TG_RELID = src.tasks OR TG_RELID = src.task_transitions THEN
+        IF TG_OP = 'INSERT' THEN
+            ids := ARRAY(SELECT n.task_id FROM new_rows n);
+        ELSIF TG_OP = 'DELETE' THEN
+            ids := ARRAY(SELECT o.task_id FROM old_rows o);
+        ELSIF TG_RELID = src.tasks THEN
+            ids := ARRAY(SELECT c.task_id FROM (
+                (SELECT task_id, named_task_id FROM new_rows EXCEPT ALL SELECT task_id, named_task_id FROM old_rows)
+                UNION ALL
+                (SELECT task_id, named_task_id FROM old_rows EXCEPT ALL SELECT task_id, named_task_id FROM new_rows)) c);
+        ELSE
+            ids := ARRAY(SELECT c.task_id FROM (
+                (SELECT id, task_id, to_state, most_recent, created_at FROM new_rows
+                 EXCEPT ALL SELECT id, task_id, to_state, most_recent, created_at FROM old_rows)
+                UNION ALL
+                (SELECT id, task_id, to_state, most_recent, created_at FROM old_rows
+                 EXCEPT ALL SELECT id, task_id, to_state, most_recent, created_at FROM new_rows)) c);
+        END IF;
+        IF cardinality(ids) > 0 THEN
+            PERFORM tasker_core.step_state_refresh_tasks(ids, src.tasks, src.task_transitions);
+        END IF;
+        RETURN NULL;
     ELSIF TG_RELID = src.named_steps THEN
         IF TG_OP = 'INSERT' THEN
             named := ARRAY(SELECT n.named_step_id FROM new_rows n);
@@ -277,8 +326,7 @@ BEGIN
     IF to_regnamespace(quote_ident(schema)) IS NULL THEN
         RAISE EXCEPTION 'schema "%" does not exist', schema USING ERRCODE = '3F000';
     END IF;
-    FOREACH tbl IN ARRAY ARRAY['tasker_workflow_steps', 'tasker_named_steps', 'tasker_workflow_step_transitions',
-                               'tasker_workflow_step_edges']::name[] LOOP
+    FOR tbl IN SELECT * FROM tasker_core.step_state_tables() LOOP
         IF to_regclass(format('%I.%I', schema, tbl)) IS NULL THEN
             RAISE EXCEPTION 'cannot enable the step state: table %.% does not exist', schema, tbl
                 USING ERRCODE = '42P01', HINT = 'Pass the schema that holds the Tasker tables.';
@@ -290,14 +338,14 @@ BEGIN
             USING ERRCODE = '55000', HINT = 'Run tasker_core.step_state_disable() for that schema first.';
     END IF;
     -- Not valid while the triggers are (re)installed and the rows rebuilt.
-    INSERT INTO tasker_core.step_state_source AS s (steps, named_steps, transitions, edges, valid, reason)
+    INSERT INTO tasker_core.step_state_source AS s (steps, named_steps, transitions, edges, tasks, task_transitions, valid, reason)
     VALUES (format('%I.tasker_workflow_steps', schema)::regclass, format('%I.tasker_named_steps', schema)::regclass,
             format('%I.tasker_workflow_step_transitions', schema)::regclass,
-            format('%I.tasker_workflow_step_edges', schema)::regclass, false, 'being built')
+            format('%I.tasker_workflow_step_edges', schema)::regclass, format('%I.tasker_tasks', schema)::regclass,
+            format('%I.tasker_task_transitions', schema)::regclass, false, 'being built')
     ON CONFLICT (only_row) DO UPDATE SET valid = false, reason = 'being rebuilt', changed_at = now()
     RETURNING * INTO src;
-    FOREACH tbl IN ARRAY ARRAY['tasker_workflow_steps', 'tasker_named_steps', 'tasker_workflow_step_transitions',
-                               'tasker_workflow_step_edges']::name[] LOOP
+    FOR tbl IN SELECT * FROM tasker_core.step_state_tables() LOOP
         FOR g IN SELECT * FROM tasker_core.step_state_triggers() LOOP
             object := format('trigger %I on %I.%I', g.trigger_name, schema, tbl);
             IF EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = format('%I.%I', schema, tbl)::regclass
@@ -333,8 +381,7 @@ DECLARE
     g record;
 BEGIN
     DELETE FROM tasker_core.step_state_source;
-    FOREACH tbl IN ARRAY ARRAY['tasker_workflow_steps', 'tasker_named_steps', 'tasker_workflow_step_transitions',
-                               'tasker_workflow_step_edges']::name[] LOOP
+    FOR tbl IN SELECT * FROM tasker_core.step_state_tables() LOOP
         CONTINUE WHEN to_regclass(format('%I.%I', schema, tbl)) IS NULL;
         FOR g IN SELECT * FROM tasker_core.step_state_triggers() LOOP
             IF EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = format('%I.%I', schema, tbl)::regclass
@@ -356,6 +403,7 @@ $$;
 -- Only the maintenance trigger (running as the extension owner) refreshes rows; rebuilding and
 -- verifying is for the extension owner or a superuser.
 REVOKE ALL ON FUNCTION tasker_core.step_state_refresh(bigint[], oid, oid, oid, oid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tasker_core.step_state_refresh_tasks(bigint[], oid, oid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tasker_core.step_state_rebuild() FROM PUBLIC;
 REVOKE ALL ON FUNCTION tasker_core.step_state_enable(name) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tasker_core.step_state_disable(name) FROM PUBLIC;

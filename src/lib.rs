@@ -33,7 +33,11 @@ pgrx::extension_sql_file!(
 pgrx::extension_sql_file!(
     "../sql/step_state.sql",
     name = "step_state",
-    requires = [pg::step_state::step_state_refresh, pg::step_state::step_state_rebuild]
+    requires = [
+        pg::step_state::step_state_refresh,
+        pg::step_state::step_state_refresh_tasks,
+        pg::step_state::step_state_rebuild
+    ]
 );
 pgrx::extension_sql_file!("../sql/admin.sql", name = "admin", finalize);
 

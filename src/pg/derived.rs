@@ -4,9 +4,9 @@
 //! step_state (by task_id) instead of lookups in four Tasker tables. It is used only when all
 //! of these hold, and otherwise the callers read the Tasker tables (pg::direct, then SQL):
 //! - `tasker_core.direct_reads` is on;
-//! - the four Tasker tables the caller's search_path names are plain tables the caller may
+//! - the six Tasker tables the caller's search_path names are plain tables the caller may
 //!   SELECT from without row level security (the same checks as pg::direct);
-//! - `tasker_core.step_state_source`, read with the caller's snapshot, names exactly those four
+//! - `tasker_core.step_state_source`, read with the caller's snapshot, names exactly those six
 //!   tables and says `valid`. Its maintenance triggers write step_state in the same
 //!   transactions as the Tasker rows, so under any snapshot the two agree.
 //!
@@ -21,7 +21,7 @@ use std::ffi::CStr;
 use pgrx::pg_sys;
 
 use crate::pg::direct::{self, Lookup};
-use crate::pg::read::{Names, StepsAndParents, TaskGraph, TaskIds};
+use crate::pg::read::{Names, StepsAndParents, TaskGraph, TaskIds, TaskRow};
 use crate::rules::readiness::{ParentTally, StepFacts};
 use crate::rules::state;
 
@@ -97,8 +97,17 @@ unsafe extern "C-unwind" fn on_relcache(_arg: pg_sys::Datum, _rel: pg_sys::Oid) 
     bump();
 }
 
-unsafe extern "C-unwind" fn on_xact(_event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
     bump();
+    match event {
+        // Still a normal transaction: close what is open.
+        pg_sys::XactEvent::XACT_EVENT_PRE_COMMIT
+        | pg_sys::XactEvent::XACT_EVENT_PARALLEL_PRE_COMMIT
+        | pg_sys::XactEvent::XACT_EVENT_PRE_PREPARE => retire_all(true),
+        // The transaction's resource owners and memory go away with it: only forget.
+        _ => forget_all(),
+    }
 }
 
 unsafe extern "C-unwind" fn on_subxact(
@@ -186,12 +195,14 @@ fn usable() -> Option<StateRel> {
 }
 
 unsafe fn compute(snap: &pg_sys::SnapshotData) -> Option<StateRel> {
-    let mut tables = [pg_sys::InvalidOid; 4];
+    let mut tables = [pg_sys::InvalidOid; 6];
     for (slot, name) in tables.iter_mut().zip([
         "tasker_workflow_steps",
         "tasker_named_steps",
         "tasker_workflow_step_transitions",
         "tasker_workflow_step_edges",
+        "tasker_tasks",
+        "tasker_task_transitions",
     ]) {
         *slot = direct::table_oid(name)?;
     }
@@ -206,7 +217,7 @@ unsafe fn compute(snap: &pg_sys::SnapshotData) -> Option<StateRel> {
     let state = StateRel {
         heap: rel_of(c"step_state")?,
         by_task: rel_of(c"step_state_by_task")?,
-        by_id: rel_of(c"step_state_pkey")?,
+        by_id: rel_of(c"step_state_by_step")?,
     };
     let source = rel_of(c"step_state_source")?;
     // The source row, under the caller's snapshot.
@@ -214,7 +225,7 @@ unsafe fn compute(snap: &pg_sys::SnapshotData) -> Option<StateRel> {
     let rel = pg_sys::relation_open(source, lock);
     let desc = (*rel).rd_att;
     let mut ok = false;
-    if (*desc).natts >= 6 {
+    if (*desc).natts >= 8 {
         let scan = pg_sys::systable_beginscan(
             rel,
             pg_sys::InvalidOid,
@@ -230,7 +241,8 @@ unsafe fn compute(snap: &pg_sys::SnapshotData) -> Option<StateRel> {
             let mut nulls = vec![false; n];
             pg_sys::heap_deform_tuple(tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
             let oid = |i: usize| (!nulls[i]).then(|| pg_sys::Oid::from(values[i].value() as u32));
-            ok = (0..4).all(|i| oid(i + 1) == Some(tables[i])) && !nulls[5] && values[5].value() != 0;
+            // only_row, then the six tables in the order above, then valid.
+            ok = (0..6).all(|i| oid(i + 1) == Some(tables[i])) && !nulls[7] && values[7].value() != 0;
         }
         pg_sys::systable_endscan(scan);
     }
@@ -238,8 +250,236 @@ unsafe fn compute(snap: &pg_sys::SnapshotData) -> Option<StateRel> {
     ok.then_some(state)
 }
 
+/// A scan of step_state kept open for the rest of one statement, so a function called once
+/// per task (a LATERAL join) does not open and close the table and index on every call.
+///
+/// It lives in its own resource owner (a child of the transaction's) and memory context, so
+/// nothing of it belongs to the calling query; buffer pins are dropped after every use
+/// (`Lookup::finish`), so the scan holds none between uses. It is reused only under the same
+/// statement context (`Key`) and only when its last use finished (`busy` false: an ERROR in
+/// the middle of a use leaves it busy, and it is then released without being touched). All are
+/// closed at the next statement, before commit or prepare, and forgotten on abort (the
+/// transaction's resource owner releases them).
+struct Kept {
+    kind: Kind,
+    key: Key,
+    lookup: std::mem::ManuallyDrop<Lookup>,
+    owner: pg_sys::ResourceOwner,
+    context: pg_sys::MemoryContext,
+    busy: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Every column, the tasks' own rows included.
+    StepsAndTasks,
+    /// Every column of the step rows only.
+    Steps,
+    /// The first three columns of the step rows (dependency levels).
+    Graph,
+}
+
+thread_local! {
+    static KEPT: RefCell<Vec<Kept>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Restores the resource owner and memory context when leaving a block, error or not.
+struct Switched {
+    owner: pg_sys::ResourceOwner,
+    context: pg_sys::MemoryContext,
+}
+
+impl Switched {
+    unsafe fn to(owner: pg_sys::ResourceOwner, context: pg_sys::MemoryContext) -> Switched {
+        let saved = Switched { owner: pg_sys::CurrentResourceOwner, context: pg_sys::CurrentMemoryContext };
+        pg_sys::CurrentResourceOwner = owner;
+        pg_sys::MemoryContextSwitchTo(context);
+        saved
+    }
+}
+
+impl Drop for Switched {
+    fn drop(&mut self) {
+        // SAFETY: restores globals saved in `to`.
+        unsafe {
+            pg_sys::CurrentResourceOwner = self.owner;
+            pg_sys::MemoryContextSwitchTo(self.context);
+        }
+    }
+}
+
+impl Kept {
+    /// Opens a kept scan of `index` on step_state.
+    unsafe fn open(kind: Kind, key: Key, state: StateRel) -> Kept {
+        let owner =
+            pg_sys::ResourceOwnerCreate(pg_sys::TopTransactionResourceOwner, c"tasker_core step_state scan".as_ptr());
+        let context = pg_sys::AllocSetContextCreateInternal(
+            pg_sys::TopTransactionContext,
+            c"tasker_core step_state scan".as_ptr(),
+            0,
+            1024,
+            8192,
+        );
+        let _back = Switched::to(owner, context);
+        let lookup = match kind {
+            Kind::StepsAndTasks => Lookup::open_known(state.heap, state.by_task, &COLUMNS, false),
+            Kind::Steps => Lookup::open_known(state.heap, state.by_task, &COLUMNS, true),
+            Kind::Graph => Lookup::open_known(state.heap, state.by_task, &GRAPH_COLUMNS, true),
+        };
+        Kept { kind, key, lookup: std::mem::ManuallyDrop::new(lookup), owner, context, busy: false }
+    }
+
+    /// Closes it (or, if a use was interrupted, releases its resources without touching the
+    /// scan), keeping the locks for the rest of the transaction.
+    unsafe fn retire(mut self) {
+        use pg_sys::ResourceReleasePhase::*;
+        let clean = !self.busy;
+        if clean {
+            let _back = Switched::to(self.owner, self.context);
+            std::mem::ManuallyDrop::drop(&mut self.lookup);
+        }
+        for phase in [RESOURCE_RELEASE_BEFORE_LOCKS, RESOURCE_RELEASE_LOCKS, RESOURCE_RELEASE_AFTER_LOCKS] {
+            // isCommit = true for the locks moves them to the parent owner; for the rest it is
+            // true only when everything was closed (then nothing is left to release).
+            pg_sys::ResourceOwnerRelease(self.owner, phase, clean || phase == RESOURCE_RELEASE_LOCKS, false);
+        }
+        pg_sys::ResourceOwnerDelete(self.owner);
+        pg_sys::MemoryContextDelete(self.context);
+    }
+}
+
+thread_local! {
+    /// The per-query memory context whose end `close_at_end_of` last arranged to watch.
+    static WATCHED: Cell<pg_sys::MemoryContext> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn on_query_end(_arg: *mut std::ffi::c_void) {
+    WATCHED.with(|w| w.set(std::ptr::null_mut()));
+    // At the normal end of the query; during an abort the transaction callbacks (or the next
+    // use) deal with what is open.
+    if pg_sys::IsTransactionState() {
+        retire_all(false);
+    }
+}
+
+/// Closes the kept scans when the calling query ends (its per-query memory context goes), so
+/// none outlives the statement that opened it (a later DROP or ALTER of step_state in the same
+/// transaction must not find it in use).
+///
+/// # Safety
+/// `query_context` is the calling query's per-query memory context.
+pub unsafe fn close_at_end_of(query_context: pg_sys::MemoryContext) {
+    if WATCHED.with(|w| w.get()) == query_context {
+        return;
+    }
+    let cb = pg_sys::MemoryContextAllocZero(query_context, std::mem::size_of::<pg_sys::MemoryContextCallback>())
+        as *mut pg_sys::MemoryContextCallback;
+    (*cb).func = Some(on_query_end);
+    pg_sys::MemoryContextRegisterResetCallback(query_context, cb);
+    WATCHED.with(|w| w.set(query_context));
+}
+
+/// Retires the kept scans (with `include_busy`, also those an ERROR interrupted; never one in
+/// use otherwise).
+fn retire_all(include_busy: bool) {
+    let kept = KEPT.with(|k| {
+        let Ok(mut v) = k.try_borrow_mut() else {
+            return Vec::new();
+        };
+        let (go, stay): (Vec<Kept>, Vec<Kept>) =
+            std::mem::take(&mut *v).into_iter().partition(|e| include_busy || !e.busy);
+        *v = stay;
+        go
+    });
+    for k in kept {
+        // SAFETY: before commit, in a normal transaction state.
+        unsafe { k.retire() };
+    }
+}
+
+fn forget_all() {
+    // The Lookups are ManuallyDrop: dropping the entries touches nothing of PostgreSQL's.
+    KEPT.with(|k| {
+        if let Ok(mut v) = k.try_borrow_mut() {
+            v.clear();
+        }
+    });
+}
+
+/// Runs `f` on the kept scan of `kind` for this statement, opening it if needed. Falls back to
+/// a scan of its own when the kept one is in use (a nested call).
+fn with_kept<R>(kind: Kind, state: StateRel, f: impl FnOnce(&mut Lookup) -> R) -> R {
+    // SAFETY: an active MVCC snapshot is set (checked by `usable`, which ran first).
+    let snap = unsafe { &*pg_sys::GetActiveSnapshot() };
+    let taken = KEPT.with(|k| {
+        let mut v = k.try_borrow_mut().ok()?;
+        let mut i = 0;
+        let mut found = None;
+        while i < v.len() {
+            // SAFETY: comparing plain data.
+            let current = unsafe { v[i].key.matches(snap) };
+            if v[i].kind == kind && current && !v[i].busy {
+                found = Some(i);
+                break;
+            }
+            if !current || v[i].busy {
+                // A previous statement's (or an interrupted) scan.
+                let stale = v.swap_remove(i);
+                // SAFETY: a normal transaction state (we are running a query).
+                unsafe { stale.retire() };
+                continue;
+            }
+            i += 1;
+        }
+        let i = match found {
+            Some(i) => i,
+            None => {
+                // SAFETY: as above; the key describes the snapshot the scan starts with.
+                v.push(unsafe { Kept::open(kind, Key::of(snap), state) });
+                v.len() - 1
+            }
+        };
+        v[i].busy = true;
+        Some((&mut *v[i].lookup as *mut Lookup, v[i].context))
+    });
+    match taken {
+        Some((lookup, context)) => {
+            // SAFETY: the entry stays in KEPT (only this function, retire_all and forget_all
+            // remove entries, and none runs during `f`); lazily allocated scan memory (e.g.
+            // btree's killed-items array) must live as long as the scan: hence its context.
+            let out = unsafe {
+                let _back = Switched::to(pg_sys::CurrentResourceOwner, context);
+                (*lookup).use_active_snapshot();
+                let out = f(&mut *lookup);
+                (*lookup).finish();
+                out
+            };
+            KEPT.with(|k| {
+                if let Ok(mut v) = k.try_borrow_mut() {
+                    if let Some(e) = v.iter_mut().find(|e| std::ptr::eq(&*e.lookup, lookup)) {
+                        e.busy = false;
+                    }
+                }
+            });
+            out
+        }
+        None => {
+            // SAFETY: as in rows_of.
+            let mut own = unsafe {
+                match kind {
+                    Kind::StepsAndTasks => Lookup::open_known(state.heap, state.by_task, &COLUMNS, false),
+                    Kind::Steps => Lookup::open_known(state.heap, state.by_task, &COLUMNS, true),
+                    Kind::Graph => Lookup::open_known(state.heap, state.by_task, &GRAPH_COLUMNS, true),
+                }
+            };
+            f(&mut own)
+        }
+    }
+}
+
 // step_state columns (sql/step_state.sql), 1-based as stored.
-const COLUMNS: [usize; 14] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14];
+const COLUMNS: [usize; 15] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
 const STEP: usize = 0;
 const TASK: usize = 1;
 const PARENTS: usize = 2;
@@ -254,6 +494,7 @@ const PROCESSED: usize = 10;
 const ATTEMPTS: usize = 11;
 const LAST_ATTEMPTED_AT: usize = 12;
 const BACKOFF: usize = 13;
+const NAMED_TASK: usize = 14;
 /// The columns dependency levels needs: the step, its task, its parents.
 const GRAPH_COLUMNS: [usize; 3] = [1, 2, 3];
 
@@ -295,51 +536,77 @@ thread_local! {
 /// Reads every step_state row of the given tasks (ascending, distinct), in (task_id, step)
 /// order: facts into `facts`, names into `names`, the rest into `sc`. False if a row does
 /// not have the expected shape (then the Tasker tables are read instead).
-fn rows_of(state: StateRel, tasks: &[i64], sc: &mut Scratch, facts: &mut Vec<StepFacts>, names: &mut Names) -> bool {
+fn rows_of(
+    state: StateRel,
+    with_tasks: bool,
+    task_ids: &[i64],
+    sc: &mut Scratch,
+    facts: &mut Vec<StepFacts>,
+    names: &mut Names,
+    tasks: &mut Vec<TaskRow>,
+) -> bool {
     // SAFETY: step_state is this extension's own table with the layout above.
-    let mut scan = unsafe { Lookup::open_known(state.heap, state.by_task, &COLUMNS) };
+    let kind = if with_tasks { Kind::StepsAndTasks } else { Kind::Steps };
     let mut broken = false;
-    scan.each_of_i64(
-        tasks,
-        |row| row.i64(TASK),
-        |_, row| {
-            let (Some(step), Some(task), Some(named_step)) = (row.i64(STEP), row.i64(TASK), row.i32(NAMED_STEP)) else {
-                broken = true;
-                return;
-            };
-            let start = sc.parent_ids.len() as u32;
-            if !row.extend_i64_array(PARENTS, &mut sc.parent_ids) {
-                broken = true;
-                return;
-            }
-            sc.parent_ranges.push((start, sc.parent_ids.len() as u32));
-            let named = row.with_str(NAME, |n| names.push(n)).is_some();
-            if !named {
-                names.push("");
-            }
-            sc.named.push(named);
-            facts.push(StepFacts {
-                workflow_step_id: step,
-                task_id: task,
-                named_step_id: named_step,
-                retryable: row.bool(RETRYABLE),
-                retry_limit: row.i32(RETRY_LIMIT),
-                in_process: row.bool(IN_PROCESS),
-                processed: row.bool(PROCESSED),
-                attempts: row.i32(ATTEMPTS),
-                last_attempted_at: row.i64(LAST_ATTEMPTED_AT),
-                backoff_request_seconds: row.i32(BACKOFF),
-                state: row.with_str(STATE, state::name_of),
-                state_since: row.i64(STATE_SINCE),
-            });
-        },
-    );
+    with_kept(kind, state, |scan| {
+        scan.each_of_i64(
+            task_ids,
+            |row| row.i64(TASK),
+            |_, row| {
+                let Some(task) = row.i64(TASK) else {
+                    broken = true;
+                    return;
+                };
+                let Some(step) = row.i64(STEP) else {
+                    // The task's own row (after its steps).
+                    match row.i32(NAMED_TASK) {
+                        Some(named_task_id) => tasks.push(TaskRow {
+                            task_id: task,
+                            named_task_id,
+                            state: row.with_str(STATE, str::to_string),
+                        }),
+                        None => broken = true,
+                    }
+                    return;
+                };
+                let Some(named_step) = row.i32(NAMED_STEP) else {
+                    broken = true;
+                    return;
+                };
+                let start = sc.parent_ids.len() as u32;
+                if !row.extend_i64_array(PARENTS, &mut sc.parent_ids) {
+                    broken = true;
+                    return;
+                }
+                sc.parent_ranges.push((start, sc.parent_ids.len() as u32));
+                let named = row.with_str(NAME, |n| names.push(n)).is_some();
+                if !named {
+                    names.push("");
+                }
+                sc.named.push(named);
+                facts.push(StepFacts {
+                    workflow_step_id: step,
+                    task_id: task,
+                    named_step_id: named_step,
+                    retryable: row.bool(RETRYABLE),
+                    retry_limit: row.i32(RETRY_LIMIT),
+                    in_process: row.bool(IN_PROCESS),
+                    processed: row.bool(PROCESSED),
+                    attempts: row.i32(ATTEMPTS),
+                    last_attempted_at: row.i64(LAST_ATTEMPTED_AT),
+                    backoff_request_seconds: row.i32(BACKOFF),
+                    state: row.with_str(STATE, state::name_of),
+                    state_since: row.i64(STATE_SINCE),
+                });
+            },
+        )
+    });
     !broken
 }
 
 /// Fills `out` with the same rows as `read::steps_and_parents`, from step_state; false (and
 /// `out` unspecified) when step_state cannot be used.
-pub fn steps_and_parents(task_ids: TaskIds, out: &mut StepsAndParents) -> bool {
+pub fn steps_and_parents(task_ids: TaskIds, with_tasks: bool, out: &mut StepsAndParents) -> bool {
     let Some(state) = usable() else {
         return false;
     };
@@ -353,9 +620,11 @@ pub fn steps_and_parents(task_ids: TaskIds, out: &mut StepsAndParents) -> bool {
         };
         sc.clear();
         out.clear();
-        if !rows_of(state, &tasks, sc, &mut out.steps, &mut out.names) {
+        let mut task_rows = Vec::with_capacity(tasks.len());
+        if !rows_of(state, with_tasks, &tasks, sc, &mut out.steps, &mut out.names, &mut task_rows) {
             return false;
         }
+        out.tasks = with_tasks.then_some(task_rows);
         // Each step's done-ness by step id, sorted for binary search (already sorted for one task).
         sc.done.extend(out.steps.iter().map(|f| (f.workflow_step_id, state::is_done(f.current_state()))));
         if !sc.done.is_sorted_by_key(|&(id, _)| id) {
@@ -372,7 +641,7 @@ pub fn steps_and_parents(task_ids: TaskIds, out: &mut StepsAndParents) -> bool {
             sc.missing.sort_unstable();
             sc.missing.dedup();
             // SAFETY: as in rows_of.
-            let mut by_id = unsafe { Lookup::open_known(state.heap, state.by_id, &COLUMNS) };
+            let mut by_id = unsafe { Lookup::open_known(state.heap, state.by_id, &COLUMNS, false) };
             let Scratch { missing, done, .. } = &mut *sc;
             by_id.each_of_i64(
                 missing,
@@ -406,21 +675,20 @@ pub fn steps_and_parents(task_ids: TaskIds, out: &mut StepsAndParents) -> bool {
 /// The same graph as `read::task_graph`, from step_state; None when it cannot be used.
 pub fn task_graph(task_id: i64) -> Option<TaskGraph> {
     let state = usable()?;
-    // SAFETY: as in rows_of; only the first three columns are deformed.
-    let mut scan = unsafe { Lookup::open_known(state.heap, state.by_task, &GRAPH_COLUMNS) };
     let mut steps = Vec::new();
     let mut parents = Vec::new();
     let mut edges = Vec::new();
     let mut broken = false;
-    scan.each_i64(task_id, |row| {
-        let Some(step) = row.i64(STEP) else {
-            broken = true;
-            return;
-        };
-        parents.clear();
-        broken |= !row.extend_i64_array(PARENTS, &mut parents);
-        steps.push(step);
-        edges.extend(parents.iter().map(|&p| (p, step)));
+    with_kept(Kind::Graph, state, |scan| {
+        scan.each_i64(task_id, |row| {
+            let Some(step) = row.i64(STEP) else {
+                return; // the task's own row
+            };
+            parents.clear();
+            broken |= !row.extend_i64_array(PARENTS, &mut parents);
+            steps.push(step);
+            edges.extend(parents.iter().map(|&p| (p, step)));
+        })
     });
     (!broken).then_some((steps, edges))
 }

@@ -69,8 +69,10 @@ pub struct Lookup {
     index: pg_sys::Relation,
     scan: pg_sys::IndexScanDesc,
     slot: *mut pg_sys::TupleTableSlot,
-    /// `key >= lo` and `key <= hi` (equality is lo == hi).
-    keys: [pg_sys::ScanKeyData; 2],
+    /// `key >= lo` and `key <= hi` (equality is lo == hi), and optionally the index's second
+    /// column IS NOT NULL.
+    keys: [pg_sys::ScanKeyData; 3],
+    nkeys: i32,
     /// Attribute numbers of the wanted columns, in `Want` order.
     attnos: Vec<usize>,
     max_attno: i32,
@@ -151,7 +153,7 @@ impl Lookup {
                 let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
                 let rel = pg_sys::relation_open(rel, lock);
                 let index = pg_sys::index_open(index, lock);
-                return Some(Self::start(rel, index, attnos, key_is_int8));
+                return Some(Self::start(rel, index, attnos, key_is_int8, false));
             }
         }
         let found = Self::open_checked(relname, key_column, key_type, wanted, need)?;
@@ -236,32 +238,45 @@ impl Lookup {
                 close(rel);
                 return None;
             };
-            Some(Self::start(rel, index, attnos, key_type == pg_sys::INT8OID))
+            Some(Self::start(rel, index, attnos, key_type == pg_sys::INT8OID, false))
         }
     }
 
     /// Opens one of this extension's own tables (whose layout the caller knows) for lookups
-    /// through `index`, whose first column is an int8 key; `attnos` are the columns read.
+    /// through `index`, whose first column is an int8 key; `attnos` are the columns read. With
+    /// `second_not_null`, rows whose second index column is NULL are skipped by the index.
     ///
     /// # Safety
     /// `rel_oid` is a plain table with the columns `attnos`, `index_oid` a btree on it whose
     /// leading column is bigint, and an active snapshot is set.
-    pub unsafe fn open_known(rel_oid: pg_sys::Oid, index_oid: pg_sys::Oid, attnos: &[usize]) -> Lookup {
+    pub unsafe fn open_known(
+        rel_oid: pg_sys::Oid,
+        index_oid: pg_sys::Oid,
+        attnos: &[usize],
+        second_not_null: bool,
+    ) -> Lookup {
         let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
         let rel = pg_sys::relation_open(rel_oid, lock);
         let index = pg_sys::index_open(index_oid, lock);
-        Self::start(rel, index, attnos.to_vec(), true)
+        Self::start(rel, index, attnos.to_vec(), true, second_not_null)
     }
 
     /// Begins the index scan of an opened table and index under the active snapshot.
-    unsafe fn start(rel: pg_sys::Relation, index: pg_sys::Relation, attnos: Vec<usize>, key_is_int8: bool) -> Lookup {
+    unsafe fn start(
+        rel: pg_sys::Relation,
+        index: pg_sys::Relation,
+        attnos: Vec<usize>,
+        key_is_int8: bool,
+        second_not_null: bool,
+    ) -> Lookup {
         let snapshot = pg_sys::GetActiveSnapshot();
+        let nkeys = if second_not_null { 3 } else { 2 };
         #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16", feature = "pg17"))]
-        let scan = pg_sys::index_beginscan(rel, index, snapshot, 2, 0);
+        let scan = pg_sys::index_beginscan(rel, index, snapshot, nkeys, 0);
         #[cfg(feature = "pg18")]
-        let scan = pg_sys::index_beginscan(rel, index, snapshot, std::ptr::null_mut(), 2, 0);
+        let scan = pg_sys::index_beginscan(rel, index, snapshot, std::ptr::null_mut(), nkeys, 0);
         let slot = pg_sys::table_slot_create(rel, std::ptr::null_mut());
-        let mut keys: [pg_sys::ScanKeyData; 2] = std::mem::zeroed();
+        let mut keys: [pg_sys::ScanKeyData; 3] = std::mem::zeroed();
         let (ge, le) =
             if key_is_int8 { (pg_sys::F_INT8GE, pg_sys::F_INT8LE) } else { (pg_sys::F_INT4GE, pg_sys::F_INT4LE) };
         for (k, (strategy, proc)) in
@@ -275,8 +290,20 @@ impl Lookup {
                 pg_sys::Datum::from(0),
             );
         }
+        if second_not_null {
+            pg_sys::ScanKeyEntryInitialize(
+                &mut keys[2],
+                (pg_sys::SK_ISNULL | pg_sys::SK_SEARCHNOTNULL) as i32,
+                2,
+                0 as pg_sys::StrategyNumber, /* InvalidStrategy */
+                pg_sys::InvalidOid,
+                pg_sys::InvalidOid,
+                pg_sys::InvalidOid,
+                pg_sys::Datum::from(0),
+            );
+        }
         let max_attno = attnos.iter().copied().max().unwrap_or(1) as i32;
-        Lookup { rel, index, scan, slot, keys, attnos, max_attno, key_is_int8 }
+        Lookup { rel, index, scan, slot, keys, nkeys, attnos, max_attno, key_is_int8 }
     }
 
     /// The index OIDs of `rel` (relcache's list, copied).
@@ -410,7 +437,7 @@ impl Lookup {
         unsafe {
             self.keys[0].sk_argument = lo;
             self.keys[1].sk_argument = hi;
-            pg_sys::index_rescan(self.scan, self.keys.as_mut_ptr(), 2, std::ptr::null_mut(), 0);
+            pg_sys::index_rescan(self.scan, self.keys.as_mut_ptr(), self.nkeys, std::ptr::null_mut(), 0);
             while pg_sys::index_getnext_slot(self.scan, pg_sys::ScanDirection::ForwardScanDirection, self.slot) {
                 if ((*self.slot).tts_nvalid as i32) < self.max_attno {
                     pg_sys::slot_getsomeattrs_int(self.slot, self.max_attno);
@@ -459,6 +486,27 @@ impl Lookup {
                 }
             });
         }
+    }
+}
+
+impl Lookup {
+    /// Leaves the scan idle between uses: releases the slot's and the scan's buffer pins (they
+    /// belong to the resource owner of the current call) so it can be used again later.
+    pub fn finish(&mut self) {
+        // SAFETY: the scan and slot are open; a rescan drops the heap fetch's and btree's pins.
+        unsafe {
+            pg_sys::ExecClearTuple(self.slot);
+            pg_sys::index_rescan(self.scan, self.keys.as_mut_ptr(), self.nkeys, std::ptr::null_mut(), 0);
+        }
+    }
+
+    /// Points an idle scan at the active snapshot (the same content as the one it was opened
+    /// with: the caller checks that).
+    ///
+    /// # Safety
+    /// An active snapshot is set.
+    pub unsafe fn use_active_snapshot(&mut self) {
+        (*self.scan).xs_snapshot = pg_sys::GetActiveSnapshot();
     }
 }
 

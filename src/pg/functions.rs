@@ -6,7 +6,6 @@
 //! plain V1 functions in materialize mode (see below and pg::srf).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -16,7 +15,7 @@ use crate::pg::read;
 use crate::pg::report::OrRaise;
 use crate::pg::srf;
 use crate::rules::context::TaskTally;
-use crate::rules::idhash::IdSet;
+use crate::rules::idhash::{IdMap, IdSet};
 use crate::rules::levels::dependency_levels;
 use crate::rules::readiness::{evaluate, Readiness, StepFacts};
 
@@ -34,15 +33,17 @@ thread_local! {
 }
 
 /// Evaluates every step of `task_ids` that `keep` accepts, in (task_id, workflow_step_id)
-/// order, and hands each with its name and readiness to `each`.
+/// order, and hands each with its name and readiness to `each`. Returns the tasks' own rows
+/// when they were read along (the step state).
 fn for_each_readiness(
     task_ids: &[i64],
+    with_tasks: bool,
     keep: impl Fn(&StepFacts) -> bool,
     function: &'static str,
     mut each: impl FnMut(&StepFacts, &str, &Readiness),
-) {
+) -> Option<Vec<read::TaskRow>> {
     if task_ids.is_empty() {
-        return;
+        return None;
     }
     READ.with(|cell| {
         // A nested call (a policy or view calling a read function) gets its own buffers.
@@ -52,7 +53,7 @@ fn for_each_readiness(
             Ok(data) => data,
             Err(_) => &mut fresh,
         };
-        read::steps_and_parents(read::TaskIds::of(task_ids), function, data);
+        read::steps_and_parents(read::TaskIds::of(task_ids), with_tasks, function, data);
         let clock = TransactionClock::now();
         for (i, (s, parents)) in data.steps.iter().zip(&data.tallies).enumerate() {
             if keep(s) {
@@ -60,7 +61,8 @@ fn for_each_readiness(
                 each(s, data.names.get(i), &r);
             }
         }
-    });
+        data.tasks.take()
+    })
 }
 
 // The five per-task functions are plain V1 C functions in materialize mode (pg::srf) rather
@@ -112,7 +114,7 @@ pub unsafe extern "C-unwind" fn get_step_readiness_status_wrapper(fcinfo: pg_sys
         return pg_sys::Datum::from(0);
     }
     let keep = |s: &StepFacts| wanted.as_ref().is_none_or(|w| w.binary_search(&s.workflow_step_id).is_ok());
-    for_each_readiness(&[task_id], keep, F, |s, name, r| readiness_row(&mut out, s, name, r));
+    for_each_readiness(&[task_id], false, keep, F, |s, name, r| readiness_row(&mut out, s, name, r));
     pg_sys::Datum::from(0)
 }
 
@@ -129,6 +131,7 @@ pub unsafe extern "C-unwind" fn get_step_readiness_status_batch_wrapper(
     let ids = distinct_ids(srf::arg_i64_array(fcinfo, 0));
     for_each_readiness(
         &ids,
+        false,
         |_| true,
         "get_step_readiness_status_batch",
         |s, name, r| readiness_row(&mut out, s, name, r),
@@ -144,17 +147,21 @@ fn contexts(requested: Vec<i64>, function: &'static str, out: &mut srf::Output) 
     if ids.is_empty() {
         return;
     }
-    let tasks: HashMap<i64, read::TaskRow> =
-        read::tasks(read::TaskIds::of(&ids), function).into_iter().map(|t| (t.task_id, t)).collect();
-    let mut tallies: HashMap<i64, TaskTally> = HashMap::with_capacity(tasks.len());
-    for_each_readiness(
+    let mut tallies: IdMap<i64, TaskTally> = IdMap::with_capacity_and_hasher(ids.len(), Default::default());
+    let read_along = for_each_readiness(
         &ids,
+        true,
         |_| true,
         function,
         |s, _, r| {
             tallies.entry(s.task_id).or_default().add(s.current_state(), r.ready_for_execution, s.retries_exhausted());
         },
     );
+    let tasks: IdMap<i64, read::TaskRow> = read_along
+        .unwrap_or_else(|| read::tasks(read::TaskIds::of(&ids), function))
+        .into_iter()
+        .map(|t| (t.task_id, t))
+        .collect();
     let mut rows: Vec<&read::TaskRow> = requested.iter().filter_map(|id| tasks.get(id)).collect();
     rows.sort_by_key(|t| t.task_id);
     for task in rows {

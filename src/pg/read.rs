@@ -106,6 +106,9 @@ pub struct StepsAndParents {
     pub tallies: Vec<ParentTally>,
     /// The named step's name of each step, in the order of `steps`.
     pub names: Names,
+    /// The tasks' own rows, when the source had them (the step state); else the caller reads
+    /// them (`tasks`).
+    pub tasks: Option<Vec<TaskRow>>,
 }
 
 impl StepsAndParents {
@@ -117,11 +120,13 @@ impl StepsAndParents {
         self.steps.clear();
         self.tallies.clear();
         self.names.clear();
+        self.tasks = None;
     }
 
     /// Keeps the steps whose flag in `keep` (in the order of `steps`) is set.
     pub fn keep_only(&mut self, keep: &[bool]) {
         let old = std::mem::take(self);
+        self.tasks = old.tasks;
         for (i, (s, t)) in old.steps.into_iter().zip(old.tallies).enumerate() {
             if keep[i] {
                 self.names.push(old.names.get(i));
@@ -133,7 +138,7 @@ impl StepsAndParents {
 
     fn new(steps: Vec<StepFacts>, names: Names, parents: &HashMap<i64, ParentTally>) -> Self {
         let tallies = steps.iter().map(|s| parents.get(&s.workflow_step_id).copied().unwrap_or_default()).collect();
-        StepsAndParents { steps, tallies, names }
+        StepsAndParents { steps, tallies, names, tasks: None }
     }
 }
 
@@ -166,8 +171,8 @@ impl Names {
 }
 
 /// Fills `out` (see StepsAndParents) from step_state, the direct index reads, or SQL.
-pub fn steps_and_parents(task_ids: TaskIds, function: &'static str, out: &mut StepsAndParents) {
-    if crate::pg::derived::steps_and_parents(task_ids, out) {
+pub fn steps_and_parents(task_ids: TaskIds, with_tasks: bool, function: &'static str, out: &mut StepsAndParents) {
+    if crate::pg::derived::steps_and_parents(task_ids, with_tasks, out) {
         return;
     }
     *out = read_steps_and_parents(task_ids, function);

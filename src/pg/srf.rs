@@ -42,6 +42,7 @@ impl Output {
             not_supported("set-valued function called in a context that cannot accept a set");
         }
         let per_query = (*(*rsinfo).econtext).ecxt_per_query_memory;
+        crate::pg::derived::close_at_end_of(per_query);
         let old = pg_sys::MemoryContextSwitchTo(per_query);
         let desc = if (*rsinfo).expectedDesc.is_null() {
             let mut desc: pg_sys::TupleDesc = std::ptr::null_mut();

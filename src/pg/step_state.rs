@@ -44,22 +44,48 @@ fn qualified(oid: pg_sys::Oid, function: &'static str) -> String {
     }
 }
 
-/// The four mirrored tables, quoted.
+/// The six mirrored tables, quoted.
 struct Tables {
     steps: String,
     named_steps: String,
     transitions: String,
     edges: String,
+    tasks: String,
+    task_transitions: String,
+}
+
+/// What the task's own row of step_state must hold, for the tasks `filter` (a WHERE clause on
+/// `t`, or empty) selects.
+fn expected_tasks_sql(tasks: &str, task_transitions: &str, filter: &str) -> String {
+    format!(
+        "SELECT NULL::bigint AS workflow_step_id, t.task_id, '{{}}'::bigint[] AS parents, \
+                tr.to_state::text AS current_state, tr.created_at::timestamp AS state_since, \
+                NULL::integer AS named_step_id, NULL::text AS name, NULL::boolean AS retryable, \
+                NULL::integer AS retry_limit, NULL::boolean AS in_process, NULL::boolean AS processed, \
+                NULL::integer AS attempts, NULL::timestamp AS last_attempted_at, \
+                NULL::integer AS backoff_request_seconds, t.named_task_id \
+           FROM {tasks} t \
+           LEFT JOIN LATERAL (SELECT x.to_state, x.created_at FROM {task_transitions} x \
+                               WHERE x.task_id = t.task_id AND x.most_recent \
+                               ORDER BY x.id DESC LIMIT 1) tr ON true {filter}"
+    )
 }
 
 impl Tables {
-    fn of(oids: [pg_sys::Oid; 4], function: &'static str) -> Tables {
+    fn of(oids: [pg_sys::Oid; 6], function: &'static str) -> Tables {
         Tables {
             steps: qualified(oids[0], function),
             named_steps: qualified(oids[1], function),
             transitions: qualified(oids[2], function),
             edges: qualified(oids[3], function),
+            tasks: qualified(oids[4], function),
+            task_transitions: qualified(oids[5], function),
         }
+    }
+
+    /// Everything step_state must hold: the step rows, then the task rows.
+    fn expected_all_sql(&self) -> String {
+        format!("{} UNION ALL {}", self.expected_sql(""), expected_tasks_sql(&self.tasks, &self.task_transitions, ""))
     }
 
     /// What step_state must hold, in its column order, for the steps `filter` selects (a
@@ -71,7 +97,8 @@ impl Tables {
                            ORDER BY e.from_step_id) AS parents, \
                     tr.to_state::text AS current_state, tr.created_at::timestamp AS state_since, \
                     ws.named_step_id, ns.name::text AS name, ws.retryable, ws.retry_limit, ws.in_process, \
-                    ws.processed, ws.attempts, ws.last_attempted_at, ws.backoff_request_seconds \
+                    ws.processed, ws.attempts, ws.last_attempted_at, ws.backoff_request_seconds, \
+                    NULL::integer AS named_task_id \
                FROM {steps} ws \
                LEFT JOIN {named} ns ON ns.named_step_id = ws.named_step_id \
                LEFT JOIN LATERAL (SELECT t.to_state, t.created_at FROM {transitions} t \
@@ -86,7 +113,16 @@ impl Tables {
 }
 
 const COLUMNS: &str = "task_id, parents, current_state, state_since, named_step_id, name, retryable, retry_limit, \
-                       in_process, processed, attempts, last_attempted_at, backoff_request_seconds";
+                       in_process, processed, attempts, last_attempted_at, backoff_request_seconds, named_task_id";
+
+/// `SET c = EXCLUDED.c, ...` and `(d.c, ...) IS DISTINCT FROM (EXCLUDED.c, ...)` over `columns`.
+fn upsert_clauses(columns: &str) -> (String, String) {
+    let cols: Vec<&str> = columns.split(", ").collect();
+    let set: Vec<String> = cols.iter().map(|c| format!("{c} = EXCLUDED.{c}")).collect();
+    let old: Vec<String> = cols.iter().map(|c| format!("d.{c}")).collect();
+    let new: Vec<String> = cols.iter().map(|c| format!("EXCLUDED.{c}")).collect();
+    (set.join(", "), format!("({}) IS DISTINCT FROM ({})", old.join(", "), new.join(", ")))
+}
 
 /// Recomputes the step_state rows of `ids` (steps that a statement inserted, changed or deleted,
 /// or whose transitions, edges or named step changed). Called by the maintenance trigger only.
@@ -110,22 +146,23 @@ fn step_state_refresh(
     if ids.is_empty() {
         return;
     }
-    let tables = Tables::of([steps, named_steps, transitions, edges], F);
-    let set: Vec<String> = COLUMNS.split(", ").map(|c| format!("{c} = EXCLUDED.{c}")).collect();
-    let old: Vec<String> = COLUMNS.split(", ").map(|c| format!("d.{c}")).collect();
-    let new: Vec<String> = COLUMNS.split(", ").map(|c| format!("EXCLUDED.{c}")).collect();
+    let tables = Tables {
+        steps: qualified(steps, F),
+        named_steps: qualified(named_steps, F),
+        transitions: qualified(transitions, F),
+        edges: qualified(edges, F),
+        tasks: String::new(),
+        task_transitions: String::new(),
+    };
+    let (set, changed) = upsert_clauses(COLUMNS);
     let upsert = format!(
         "WITH src AS ({expected}), \
               gone AS (DELETE FROM tasker_core.step_state d \
                         WHERE d.workflow_step_id = ANY($1) \
                           AND d.workflow_step_id NOT IN (SELECT src.workflow_step_id FROM src)) \
          INSERT INTO tasker_core.step_state AS d SELECT * FROM src \
-         ON CONFLICT (workflow_step_id) DO UPDATE SET {set} \
-         WHERE ({old}) IS DISTINCT FROM ({new})",
+         ON CONFLICT (workflow_step_id) WHERE workflow_step_id IS NOT NULL DO UPDATE SET {set} WHERE {changed}",
         expected = tables.expected_sql("WHERE ws.workflow_step_id = ANY($1)"),
-        set = set.join(", "),
-        old = old.join(", "),
-        new = new.join(", "),
     );
     Spi::connect(|_| {
         let arg = [plans::int8_array(&ids)];
@@ -141,11 +178,49 @@ fn step_state_refresh(
     });
 }
 
+/// Recomputes the task rows of step_state for `ids` (tasks inserted, changed or deleted, or
+/// whose transitions changed). Called by the maintenance trigger only; locks as
+/// `step_state_refresh` does.
+#[pg_extern(volatile, parallel_unsafe)]
+fn step_state_refresh_tasks(ids: Option<Vec<Option<i64>>>, tasks: pg_sys::Oid, task_transitions: pg_sys::Oid) {
+    const F: &str = "step_state_refresh_tasks";
+    let mut ids: Vec<i64> = ids.unwrap_or_default().into_iter().flatten().collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() {
+        return;
+    }
+    let (set, changed) = upsert_clauses("current_state, state_since, named_task_id");
+    let upsert = format!(
+        "WITH src AS ({expected}), \
+              gone AS (DELETE FROM tasker_core.step_state d \
+                        WHERE d.workflow_step_id IS NULL AND d.task_id = ANY($1) \
+                          AND d.task_id NOT IN (SELECT src.task_id FROM src)) \
+         INSERT INTO tasker_core.step_state AS d SELECT * FROM src \
+         ON CONFLICT (task_id) WHERE workflow_step_id IS NULL DO UPDATE SET {set} WHERE {changed}",
+        expected =
+            expected_tasks_sql(&qualified(tasks, F), &qualified(task_transitions, F), "WHERE t.task_id = ANY($1)"),
+    );
+    Spi::connect(|_| {
+        let arg = [plans::int8_array(&ids)];
+        plans::run(
+            "SELECT 1 FROM tasker_core.step_state WHERE workflow_step_id IS NULL AND task_id = ANY($1) \
+              ORDER BY task_id FOR UPDATE",
+            &[INT8_ARRAY],
+            &arg,
+            false,
+            F,
+            |_| (),
+        );
+        plans::run(&upsert, &[INT8_ARRAY], &arg, false, F, |_| ());
+    });
+}
+
 /// The recorded source tables and what `step_state_problem` says about them.
-fn source(function: &'static str) -> ([pg_sys::Oid; 4], Option<String>) {
+fn source(function: &'static str) -> ([pg_sys::Oid; 6], Option<String>) {
     let found = plans::run(
-        "SELECT s.steps::oid, s.named_steps::oid, s.transitions::oid, s.edges::oid, \
-                tasker_core.step_state_problem(s) FROM tasker_core.step_state_source s",
+        "SELECT s.steps::oid, s.named_steps::oid, s.transitions::oid, s.edges::oid, s.tasks::oid, \
+                s.task_transitions::oid, tasker_core.step_state_problem(s) FROM tasker_core.step_state_source s",
         &[],
         &[],
         true,
@@ -153,7 +228,7 @@ fn source(function: &'static str) -> ([pg_sys::Oid; 4], Option<String>) {
         |rows| {
             (!rows.is_empty()).then(|| {
                 let oid = |c| rows.get::<pg_sys::Oid>(0, c).unwrap_or(pg_sys::InvalidOid);
-                ([oid(1), oid(2), oid(3), oid(4)], rows.get::<String>(0, 5))
+                ([oid(1), oid(2), oid(3), oid(4), oid(5), oid(6)], rows.get::<String>(0, 7))
             })
         },
     );
@@ -168,7 +243,7 @@ fn source(function: &'static str) -> ([pg_sys::Oid; 4], Option<String>) {
 }
 
 /// Rebuilds every step_state row from the Tasker tables and marks it valid; returns the number
-/// of rows. Blocks writers of the four tables while it runs (SHARE ROW EXCLUSIVE), so nothing
+/// of steps. Blocks writers of the four tables while it runs (SHARE ROW EXCLUSIVE), so nothing
 /// can change between reading them and marking the result valid.
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
@@ -196,41 +271,53 @@ fn step_state_rebuild() -> i64 {
         let t = Tables::of(oids, F);
         let once = |sql: String| plans::run(&sql, &[], &[], false, F, |_| ());
         once(format!(
-            "LOCK TABLE {}, {}, {}, {} IN SHARE ROW EXCLUSIVE MODE",
-            t.steps, t.named_steps, t.transitions, t.edges
+            "LOCK TABLE {}, {}, {}, {}, {}, {} IN SHARE ROW EXCLUSIVE MODE",
+            t.steps, t.named_steps, t.transitions, t.edges, t.tasks, t.task_transitions
         ));
         once("DELETE FROM tasker_core.step_state".into());
         plans::run(&format!("INSERT INTO tasker_core.step_state {}", t.expected_sql("")), &[], &[], false, F, |_| ());
         // SAFETY: set by the INSERT just executed.
         let n = unsafe { pg_sys::SPI_processed } as i64;
+        once(format!("INSERT INTO tasker_core.step_state {}", expected_tasks_sql(&t.tasks, &t.task_transitions, "")));
         once("UPDATE tasker_core.step_state_source SET valid = true, reason = NULL, changed_at = now()".into());
         n
     })
 }
 
-/// Every step whose step_state row is not what the Tasker tables say it must be: missing,
-/// extra, or with the differing columns named. No rows: step_state is exact for this snapshot.
+/// Every row of step_state that is not what the Tasker tables say it must be: missing, extra,
+/// or with the differing columns named (workflow_step_id NULL: the task's own row). No rows:
+/// step_state is exact for this snapshot.
 #[pg_extern(stable, parallel_safe)]
 #[search_path(pg_catalog, pg_temp)]
-fn step_state_verify() -> TableIterator<'static, (name!(workflow_step_id, i64), name!(problem, String))> {
+fn step_state_verify(
+) -> TableIterator<'static, (name!(workflow_step_id, Option<i64>), name!(task_id, i64), name!(problem, String))> {
     const F: &str = "step_state_verify";
     let rows = Spi::connect(|_| {
         let (oids, _) = source(F);
         let t = Tables::of(oids, F);
+        // Rows are matched by step id, or for the tasks' own rows by task id.
         let sql = format!(
-            "SELECT COALESCE(e.workflow_step_id, d.workflow_step_id), \
-                    CASE WHEN d.workflow_step_id IS NULL THEN 'missing from step_state' \
-                         WHEN e.workflow_step_id IS NULL THEN 'in step_state but not a Tasker step' \
+            "WITH e AS ({expected}), d AS (SELECT * FROM tasker_core.step_state) \
+             SELECT COALESCE(e.workflow_step_id, d.workflow_step_id), COALESCE(e.task_id, d.task_id), \
+                    CASE WHEN d.task_id IS NULL THEN 'missing from step_state' \
+                         WHEN e.task_id IS NULL THEN 'in step_state but not in the Tasker tables' \
                          ELSE 'differs in ' || (SELECT string_agg(x.k, ', ' ORDER BY x.k) \
                                                   FROM jsonb_each(to_jsonb(e)) x(k, v) \
                                                  WHERE x.v IS DISTINCT FROM to_jsonb(d) -> x.k) END \
-               FROM ({}) e FULL JOIN tasker_core.step_state d ON d.workflow_step_id = e.workflow_step_id \
-              WHERE to_jsonb(e) IS DISTINCT FROM to_jsonb(d) ORDER BY 1",
-            t.expected_sql("")
+               FROM e FULL JOIN d ON (e.workflow_step_id IS NULL) = (d.workflow_step_id IS NULL) \
+                                 AND COALESCE(e.workflow_step_id, e.task_id) = COALESCE(d.workflow_step_id, d.task_id) \
+              WHERE to_jsonb(e) IS DISTINCT FROM to_jsonb(d) ORDER BY 2, 1 NULLS LAST",
+            expected = t.expected_all_sql()
         );
         plans::run(&sql, &[], &[], true, F, |rows| {
             (0..rows.len())
-                .map(|r| (rows.get::<i64>(r, 1).unwrap_or_default(), rows.get::<String>(r, 2).unwrap_or_default()))
+                .map(|r| {
+                    (
+                        rows.get::<i64>(r, 1),
+                        rows.get::<i64>(r, 2).unwrap_or_default(),
+                        rows.get::<String>(r, 3).unwrap_or_default(),
+                    )
+                })
                 .collect::<Vec<_>>()
         })
     });

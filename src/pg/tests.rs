@@ -26,7 +26,7 @@ fn on_step_state(body: fn()) {
     STEP_STATE.with(|s| s.set(true));
     body();
     assert_eq!(one::<bool>("SELECT valid FROM tasker_core.step_state_source"), Some(true), "step_state still valid");
-    assert_eq!(text("SELECT coalesce(string_agg(workflow_step_id || ' ' || problem, '; '), 'exact') FROM tasker_core.step_state_verify()"), "exact");
+    assert_eq!(verify(), "exact");
 }
 
 /// Generates a `#[pg_test]` twin of each named test that runs it on the derived step state.
@@ -720,7 +720,10 @@ fn sql_answers() -> (String, String, String) {
 }
 
 fn verify() -> String {
-    text("SELECT coalesce(string_agg(workflow_step_id || ' ' || problem, '; ' ORDER BY workflow_step_id), 'exact') FROM tasker_core.step_state_verify()")
+    text(
+        "SELECT coalesce(string_agg(coalesce(workflow_step_id::text, 'task ' || task_id) || ' ' || problem, '; '), 'exact')
+           FROM tasker_core.step_state_verify()",
+    )
 }
 
 #[pg_test]
@@ -760,6 +763,13 @@ fn step_state_follows_every_kind_of_write() {
          SELECT pg_temp.move(100, 'complete');
          SELECT pg_temp.step(200, 5, 3);
          SET LOCAL session_replication_role = origin",
+        // tasks: a Statesman task move, a new task without steps, a task deleted
+        "UPDATE tasker_task_transitions SET most_recent = false WHERE task_id = 1 AND most_recent;
+         INSERT INTO tasker_task_transitions (task_id, to_state, sort_key, most_recent, created_at, updated_at)
+         VALUES (1, 'in_progress', 10, true, now(), now())",
+        "INSERT INTO tasker_tasks (task_id, named_task_id, requested_at, identity_hash, created_at, updated_at)
+         VALUES (6, 7, now(), 'h6', now(), now())",
+        "DELETE FROM tasker_tasks WHERE task_id = 2",
         // INSERT ... ON CONFLICT DO UPDATE on a step
         "INSERT INTO tasker_workflow_steps (workflow_step_id, task_id, named_step_id, attempts, created_at, updated_at)
          VALUES (100, 3, 1, 1, now(), now())
@@ -859,7 +869,34 @@ fn step_state_keeps_privileges_and_one_source() {
     assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.get_step_readiness_status(1)"), Some(0));
     Spi::run("SET LOCAL search_path = public").unwrap();
     assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.get_step_readiness_status(1)"), Some(4));
-    assert_eq!(text("SELECT string_agg(action, ',' ORDER BY action) FROM tasker_core.step_state_disable()"), format!("emptied,{}", vec!["removed"; 16].join(",")));
+    assert_eq!(text("SELECT string_agg(action, ',' ORDER BY action) FROM tasker_core.step_state_disable()"), format!("emptied,{}", vec!["removed"; 24].join(",")));
     assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.step_state"), Some(0));
     assert_eq!(one::<i64>("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'tasker_core_state_%'"), Some(0));
+}
+
+#[pg_test]
+fn kept_scans_end_with_their_statement() {
+    // A function called once per task keeps its step_state scan open for the statement; it
+    // must be closed when the statement ends, so the same transaction can alter the table,
+    // and an error inside a caught subtransaction must not leave anything behind.
+    diamond();
+    Spi::run("SELECT pg_temp.step(10, 2, 10); SELECT pg_temp.move(10, 'pending'); SELECT count(*) FROM tasker_core.step_state_enable()")
+        .unwrap();
+    let lateral = "SELECT string_agg(r::text, ';' ORDER BY r.task_id, r.workflow_step_id)
+                     FROM generate_series(1, 5) t, tasker_core.get_step_readiness_status(t) r";
+    let expected = text(lateral);
+    assert_eq!(expected.matches(";").count(), 4, "5 steps in tasks 1 and 2: {expected}");
+    Spi::run("ALTER TABLE tasker_core.step_state SET (fillfactor = 75)").unwrap();
+    assert_eq!(text(lateral), expected);
+    // An error raised mid-statement (after some calls), caught by a subtransaction.
+    Spi::run("UPDATE tasker_workflow_steps SET attempts = 50, retry_limit = 99 WHERE workflow_step_id = 10; SELECT pg_temp.move(10, 'error')")
+        .unwrap();
+    assert_eq!(
+        error_of("SELECT count(*) FROM generate_series(1, 5) t, tasker_core.get_step_readiness_status(t)").as_deref(),
+        Some("22008: interval out of range")
+    );
+    Spi::run("UPDATE tasker_workflow_steps SET attempts = 0 WHERE workflow_step_id = 10").unwrap();
+    assert_eq!(all_answers(), sql_answers());
+    Spi::run("ALTER TABLE tasker_core.step_state SET (fillfactor = 80)").unwrap();
+    assert_eq!(verify(), "exact");
 }
