@@ -164,25 +164,40 @@ fn contexts(requested: Vec<i64>, function: &'static str, out: &mut srf::Output) 
         .collect();
     let mut rows: Vec<&read::TaskRow> = requested.iter().filter_map(|id| tasks.get(id)).collect();
     rows.sort_by_key(|t| t.task_id);
+    // Percentages repeat (few distinct completed/total pairs): convert each text once. The
+    // numeric datums live in this call's memory; the tuplestore copies them.
+    let mut percentages: IdMap<(i64, i64), Option<pg_sys::Datum>> = IdMap::default();
     for task in rows {
         let t = tallies.get(&task.task_id).copied().unwrap_or_default();
-        let pct = AnyNumeric::try_from(t.completion_percentage().as_str())
-            .unwrap_or_else(|e| pgrx::error!("tasker_core: bad completion percentage: {e}"));
-        out.row(&[
+        let pct = *percentages.entry((t.completed, t.total)).or_insert_with(|| {
+            AnyNumeric::try_from(t.completion_percentage().as_str())
+                .unwrap_or_else(|e| pgrx::error!("tasker_core: bad completion percentage: {e}"))
+                .into_datum()
+        });
+        let mut values = [
             Some(task.task_id.into()),
             Some(task.named_task_id.into()),
-            Some(srf::text(task.state.as_deref().unwrap_or(crate::rules::state::PENDING))),
+            None,
             Some(t.total.into()),
             Some(t.pending.into()),
             Some(t.in_progress.into()),
             Some(t.completed.into()),
             Some(t.failed.into()),
             Some(t.ready.into()),
-            Some(srf::text(t.execution_status())),
-            Some(srf::text(t.recommended_action())),
-            pct.into_datum(),
-            Some(srf::text(t.health_status())),
-        ]);
+            None,
+            None,
+            pct,
+            None,
+        ];
+        out.row_with_texts(
+            &mut values,
+            &[
+                (2, task.state.as_deref().unwrap_or(crate::rules::state::PENDING)),
+                (9, t.execution_status()),
+                (10, t.recommended_action()),
+                (12, t.health_status()),
+            ],
+        );
     }
 }
 

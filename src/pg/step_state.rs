@@ -275,10 +275,19 @@ fn step_state_rebuild() -> i64 {
             t.steps, t.named_steps, t.transitions, t.edges, t.tasks, t.task_transitions
         ));
         once("DELETE FROM tasker_core.step_state".into());
-        plans::run(&format!("INSERT INTO tasker_core.step_state {}", t.expected_sql("")), &[], &[], false, F, |_| ());
-        // SAFETY: set by the INSERT just executed.
-        let n = unsafe { pg_sys::SPI_processed } as i64;
-        once(format!("INSERT INTO tasker_core.step_state {}", expected_tasks_sql(&t.tasks, &t.task_transitions, "")));
+        // In index order, so a task's rows (its steps, then its own row) share heap pages.
+        once(format!(
+            "INSERT INTO tasker_core.step_state SELECT * FROM ({}) e ORDER BY e.task_id, e.workflow_step_id NULLS LAST",
+            t.expected_all_sql()
+        ));
+        let n = plans::run(
+            "SELECT count(*) FROM tasker_core.step_state WHERE workflow_step_id IS NOT NULL",
+            &[],
+            &[],
+            false,
+            F,
+            |rows| rows.get::<i64>(0, 1).unwrap_or_default(),
+        );
         once("UPDATE tasker_core.step_state_source SET valid = true, reason = NULL, changed_at = now()".into());
         n
     })
