@@ -67,7 +67,7 @@ fn expected_tasks_sql(tasks: &str, task_transitions: &str, filter: &str) -> Stri
            FROM {tasks} t \
            LEFT JOIN LATERAL (SELECT x.to_state, x.created_at FROM {task_transitions} x \
                                WHERE x.task_id = t.task_id AND x.most_recent \
-                               ORDER BY x.id DESC LIMIT 1) tr ON true {filter}"
+                               LIMIT 1) tr ON true {filter}"
     )
 }
 
@@ -90,6 +90,11 @@ impl Tables {
 
     /// What step_state must hold, in its column order, for the steps `filter` selects (a
     /// WHERE clause on `ws`, or empty for all steps).
+    ///
+    /// A step has at most one most_recent transition (the unique index step_state_problem
+    /// requires). `LIMIT 1` only keeps a second one from reaching ON CONFLICT; it has no ORDER
+    /// BY on purpose: ordering by id made the planner walk the transitions' primary key
+    /// backwards for every step (cost growing with the table) instead of using the index.
     fn expected_sql(&self, filter: &str) -> String {
         format!(
             "SELECT ws.workflow_step_id, ws.task_id, \
@@ -103,7 +108,7 @@ impl Tables {
                LEFT JOIN {named} ns ON ns.named_step_id = ws.named_step_id \
                LEFT JOIN LATERAL (SELECT t.to_state, t.created_at FROM {transitions} t \
                                    WHERE t.workflow_step_id = ws.workflow_step_id AND t.most_recent \
-                                   ORDER BY t.id DESC LIMIT 1) tr ON true {filter}",
+                                   LIMIT 1) tr ON true {filter}",
             edges = self.edges,
             steps = self.steps,
             named = self.named_steps,
