@@ -145,6 +145,11 @@ BEGIN
             END IF;
         END LOOP;
     END LOOP;
+    -- Logical replication applies rows with row triggers only: statement triggers never fire
+    -- for the apply worker, so a subscriber's copy would drift.
+    IF EXISTS (SELECT 1 FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid WHERE d.datname = current_database()) THEN
+        RETURN 'this database has logical replication subscriptions (their apply workers fire no statement triggers)';
+    END IF;
     -- One most_recent transition per step and per task, as the read functions assume (schema.md).
     FOR r IN SELECT * FROM (VALUES (src.transitions, 'workflow_step_id'::name), (src.task_transitions, 'task_id')) v(rel, owner) LOOP
         IF NOT EXISTS (SELECT 1 FROM pg_index i
@@ -188,6 +193,14 @@ DECLARE
 BEGIN
     SELECT * INTO src FROM tasker_core.step_state_source s WHERE s.valid;
     IF NOT FOUND THEN
+        -- Under REPEATABLE READ the snapshot may predate a rebuild that committed since: the
+        -- copy is valid for everyone else but would miss this write. Refuse (40001) then.
+        IF current_setting('transaction_isolation') <> 'read committed' THEN
+            PERFORM tasker_core.step_state_check_not_missed();
+        END IF;
+        RETURN NULL;
+    END IF;
+    IF TG_RELID NOT IN (src.steps, src.named_steps, src.transitions, src.edges, src.tasks, src.task_transitions) THEN
         RETURN NULL;
     END IF;
     IF TG_OP = 'TRUNCATE' THEN
@@ -271,6 +284,21 @@ BEGIN
                 UNION ALL
                 (SELECT named_step_id, name FROM old_rows EXCEPT ALL SELECT named_step_id, name FROM new_rows)) c);
         END IF;
+        IF cardinality(named) = 0 THEN
+            RETURN NULL;
+        END IF;
+        -- A step inserted (or re-pointed) concurrently with this rename must not keep the old
+        -- name. Its foreign key check holds FOR KEY SHARE on the named step, which FOR UPDATE
+        -- waits for (then, under READ COMMITTED, the query below sees that step); a later one
+        -- waits for this transaction. Under REPEATABLE READ this snapshot could not see such a
+        -- step, so a rename there marks the copy stale instead (renames are rare).
+        IF current_setting('transaction_isolation') <> 'read committed' THEN
+            PERFORM tasker_core.step_state_invalidate(format('a named step of %s was renamed under %s', TG_RELID::regclass,
+                                                             current_setting('transaction_isolation')));
+            RETURN NULL;
+        END IF;
+        EXECUTE format('SELECT 1 FROM %s WHERE named_step_id = ANY($1) ORDER BY named_step_id FOR UPDATE', src.named_steps)
+          USING named;
         ids := ARRAY(SELECT s.workflow_step_id FROM tasker_core.step_state s WHERE s.named_step_id = ANY(named));
     ELSE
         RETURN NULL;
@@ -306,7 +334,7 @@ $$;
 CREATE EVENT TRIGGER tasker_core_step_state_watch ON ddl_command_end
     WHEN TAG IN ('ALTER TABLE', 'DROP TABLE', 'CREATE TRIGGER', 'DROP TRIGGER', 'ALTER TRIGGER',
                  'DROP INDEX', 'ALTER INDEX', 'ALTER SCHEMA', 'DROP SCHEMA',
-                 'DROP FUNCTION', 'ALTER FUNCTION', 'CREATE FUNCTION')
+                 'DROP FUNCTION', 'ALTER FUNCTION', 'CREATE FUNCTION', 'CREATE SUBSCRIPTION', 'ALTER SUBSCRIPTION')
     EXECUTE FUNCTION tasker_core.step_state_watch();
 -- Fire under session_replication_role = replica too (pg_restore, logical replication apply).
 ALTER EVENT TRIGGER tasker_core_step_state_watch ENABLE ALWAYS;
@@ -405,5 +433,10 @@ $$;
 REVOKE ALL ON FUNCTION tasker_core.step_state_refresh(bigint[], oid, oid, oid, oid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tasker_core.step_state_refresh_tasks(bigint[], oid, oid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tasker_core.step_state_rebuild() FROM PUBLIC;
+REVOKE ALL ON FUNCTION tasker_core.step_state_check_not_missed() FROM PUBLIC;
+-- Firing a trigger needs no EXECUTE right, attaching one does: nobody may attach these to
+-- tables of their own (the definer's rights are meant for the mirrored tables only).
+REVOKE ALL ON FUNCTION tasker_core.step_state_sync() FROM PUBLIC;
+REVOKE ALL ON FUNCTION tasker_core.step_state_watch() FROM PUBLIC;
 REVOKE ALL ON FUNCTION tasker_core.step_state_enable(name) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tasker_core.step_state_disable(name) FROM PUBLIC;

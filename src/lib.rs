@@ -36,7 +36,8 @@ pgrx::extension_sql_file!(
     requires = [
         pg::step_state::step_state_refresh,
         pg::step_state::step_state_refresh_tasks,
-        pg::step_state::step_state_rebuild
+        pg::step_state::step_state_rebuild,
+        pg::step_state::step_state_check_not_missed
     ]
 );
 pgrx::extension_sql_file!("../sql/admin.sql", name = "admin", finalize);

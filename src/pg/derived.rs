@@ -263,7 +263,8 @@ unsafe fn compute(snap: &pg_sys::SnapshotData) -> Option<StateRel> {
 struct Kept {
     kind: Kind,
     key: Key,
-    lookup: std::mem::ManuallyDrop<Lookup>,
+    /// None until opened (an ERROR while opening leaves it None and `busy`).
+    lookup: Option<Box<std::mem::ManuallyDrop<Lookup>>>,
     owner: pg_sys::ResourceOwner,
     context: pg_sys::MemoryContext,
     busy: bool,
@@ -309,8 +310,9 @@ impl Drop for Switched {
 }
 
 impl Kept {
-    /// Opens a kept scan of `index` on step_state.
-    unsafe fn open(kind: Kind, key: Key, state: StateRel) -> Kept {
+    /// A new, not yet opened entry (busy until `open` succeeds, so an ERROR while opening
+    /// leaves an entry that `retire` releases without touching).
+    unsafe fn new(kind: Kind, key: Key) -> Kept {
         let owner =
             pg_sys::ResourceOwnerCreate(pg_sys::TopTransactionResourceOwner, c"tasker_core step_state scan".as_ptr());
         let context = pg_sys::AllocSetContextCreateInternal(
@@ -320,13 +322,19 @@ impl Kept {
             1024,
             8192,
         );
-        let _back = Switched::to(owner, context);
-        let lookup = match kind {
+        Kept { kind, key, lookup: None, owner, context, busy: true }
+    }
+
+    /// Opens the scan of step_state in the entry's resource owner and memory context.
+    unsafe fn open(&mut self, state: StateRel) {
+        let _back = Switched::to(self.owner, self.context);
+        let lookup = match self.kind {
             Kind::StepsAndTasks => Lookup::open_known(state.heap, state.by_task, &COLUMNS, false),
             Kind::Steps => Lookup::open_known(state.heap, state.by_task, &COLUMNS, true),
             Kind::Graph => Lookup::open_known(state.heap, state.by_task, &GRAPH_COLUMNS, true),
         };
-        Kept { kind, key, lookup: std::mem::ManuallyDrop::new(lookup), owner, context, busy: false }
+        self.lookup = Some(Box::new(std::mem::ManuallyDrop::new(lookup)));
+        self.busy = false;
     }
 
     /// Closes it (or, if a use was interrupted, releases its resources without touching the
@@ -335,8 +343,10 @@ impl Kept {
         use pg_sys::ResourceReleasePhase::*;
         let clean = !self.busy;
         if clean {
-            let _back = Switched::to(self.owner, self.context);
-            std::mem::ManuallyDrop::drop(&mut self.lookup);
+            if let Some(lookup) = self.lookup.as_mut() {
+                let _back = Switched::to(self.owner, self.context);
+                std::mem::ManuallyDrop::drop(&mut **lookup);
+            }
         }
         for phase in [RESOURCE_RELEASE_BEFORE_LOCKS, RESOURCE_RELEASE_LOCKS, RESOURCE_RELEASE_AFTER_LOCKS] {
             // isCommit = true for the locks moves them to the parent owner; for the rest it is
@@ -359,7 +369,9 @@ unsafe extern "C-unwind" fn on_query_end(_arg: *mut std::ffi::c_void) {
     // At the normal end of the query; during an abort the transaction callbacks (or the next
     // use) deal with what is open.
     if pg_sys::IsTransactionState() {
-        retire_all(false);
+        // No scan is in use here (a use runs no queries), so a busy one was interrupted by an
+        // ERROR that a savepoint caught: release it too.
+        retire_all(true);
     }
 }
 
@@ -435,13 +447,20 @@ fn with_kept<R>(kind: Kind, state: StateRel, f: impl FnOnce(&mut Lookup) -> R) -
         let i = match found {
             Some(i) => i,
             None => {
-                // SAFETY: as above; the key describes the snapshot the scan starts with.
-                v.push(unsafe { Kept::open(kind, Key::of(snap), state) });
-                v.len() - 1
+                // SAFETY: as above; the key describes the snapshot the scan starts with. The
+                // entry is recorded before opening, so an ERROR while opening leaves it (busy)
+                // for `retire`.
+                v.push(unsafe { Kept::new(kind, Key::of(snap)) });
+                let last = v.len() - 1;
+                unsafe { v[last].open(state) };
+                last
             }
         };
         v[i].busy = true;
-        Some((&mut *v[i].lookup as *mut Lookup, v[i].context))
+        let context = v[i].context;
+        // Boxed: the Lookup does not move when the vector does.
+        let lookup: &mut Lookup = v[i].lookup.as_mut()?;
+        Some((lookup as *mut Lookup, context))
     });
     match taken {
         Some((lookup, context)) => {
@@ -457,7 +476,8 @@ fn with_kept<R>(kind: Kind, state: StateRel, f: impl FnOnce(&mut Lookup) -> R) -
             };
             KEPT.with(|k| {
                 if let Ok(mut v) = k.try_borrow_mut() {
-                    if let Some(e) = v.iter_mut().find(|e| std::ptr::eq(&*e.lookup, lookup)) {
+                    let same = |e: &&mut Kept| e.lookup.as_ref().is_some_and(|l| std::ptr::eq(&***l, lookup));
+                    if let Some(e) = v.iter_mut().find(same) {
                         e.busy = false;
                     }
                 }

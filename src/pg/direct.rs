@@ -112,7 +112,8 @@ struct Plan {
     relname: &'static str,
     key_column: &'static str,
     need: Index,
-    first_wanted: &'static str,
+    /// The wanted columns' names, in order (call sites differ in them).
+    wanted: Vec<&'static str>,
     rel: pg_sys::Oid,
     index: pg_sys::Oid,
     attnos: Vec<usize>,
@@ -139,9 +140,12 @@ impl Lookup {
         if !crate::pg::settings::DIRECT_READS.get() || !utf8_database() {
             return None;
         }
-        let first_wanted = wanted.first().map_or("", |w| w.name);
         let same = |p: &Plan| {
-            p.relname == relname && p.key_column == key_column && p.need == need && p.first_wanted == first_wanted
+            p.relname == relname
+                && p.key_column == key_column
+                && p.need == need
+                && p.wanted.len() == wanted.len()
+                && p.wanted.iter().zip(wanted).all(|(a, w)| *a == w.name)
         };
         let remembered = crate::pg::derived::with_memo(&PLANS, |plans: &mut Plans| {
             plans.iter().find(|p| same(p)).map(|p| (p.rel, p.index, p.attnos.clone(), p.key_is_int8))
@@ -164,7 +168,7 @@ impl Lookup {
                 relname,
                 key_column,
                 need,
-                first_wanted,
+                wanted: wanted.iter().map(|w| w.name).collect(),
                 rel,
                 index,
                 attnos: found.attnos.clone(),

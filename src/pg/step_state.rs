@@ -221,6 +221,56 @@ fn step_state_refresh_tasks(ids: Option<Vec<Option<i64>>>, tasks: pg_sys::Oid, t
     });
 }
 
+/// Raises 40001 when the step state is valid in the latest committed state but not in this
+/// transaction's snapshot: a REPEATABLE READ or SERIALIZABLE writer whose snapshot predates an
+/// enable or rebuild that has committed since, so the maintenance trigger (which reads the
+/// flag with that snapshot) would leave this write out of a copy everyone else trusts.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn step_state_check_not_missed() {
+    const F: &str = "step_state_check_not_missed";
+    // SAFETY: catalog lookups and a scan of the one-row status table under the latest
+    // snapshot, opened and closed here.
+    let valid_now = unsafe {
+        let nsp = pg_sys::get_namespace_oid(c"tasker_core".as_ptr(), false);
+        let oid = pg_sys::get_relname_relid(c"step_state_source".as_ptr(), nsp);
+        if oid == pg_sys::InvalidOid {
+            return;
+        }
+        let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
+        let rel = pg_sys::relation_open(oid, lock);
+        let desc = (*rel).rd_att;
+        let scan = pg_sys::systable_beginscan(
+            rel,
+            pg_sys::InvalidOid,
+            false,
+            pg_sys::GetLatestSnapshot(),
+            0,
+            std::ptr::null_mut(),
+        );
+        let tuple = pg_sys::systable_getnext(scan);
+        let mut valid = false;
+        if !tuple.is_null() && (*desc).natts >= 8 {
+            let n = (*desc).natts as usize;
+            let mut values = vec![pg_sys::Datum::from(0); n];
+            let mut nulls = vec![false; n];
+            pg_sys::heap_deform_tuple(tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+            valid = !nulls[7] && values[7].value() != 0;
+        }
+        pg_sys::systable_endscan(scan);
+        pg_sys::relation_close(rel, lock);
+        valid
+    };
+    if valid_now {
+        fail(
+            PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
+            "tasker_core: could not serialize access: the step state was enabled or rebuilt after this transaction's snapshot was taken".into(),
+            "Retry the transaction.",
+            F,
+        );
+    }
+}
+
 /// The recorded source tables and what `step_state_problem` says about them.
 fn source(function: &'static str) -> ([pg_sys::Oid; 6], Option<String>) {
     let found = plans::run(

@@ -900,3 +900,18 @@ fn kept_scans_end_with_their_statement() {
     Spi::run("ALTER TABLE tasker_core.step_state SET (fillfactor = 80)").unwrap();
     assert_eq!(verify(), "exact");
 }
+
+#[pg_test]
+fn one_statement_may_mix_the_read_functions_on_the_direct_path() {
+    // The direct reads remember their checks per statement and call site: dependency levels
+    // (one column of the steps) and readiness (ten) in one statement must not share them.
+    diamond();
+    assert_eq!(
+        text(
+            "SELECT format('%s %s %s', (SELECT count(*) FROM tasker_core.calculate_dependency_levels(1)),
+                                       (SELECT count(*) FROM tasker_core.get_step_readiness_status(1)),
+                                       (SELECT total_steps FROM tasker_core.get_task_execution_context(1)))"
+        ),
+        "4 4 4"
+    );
+}

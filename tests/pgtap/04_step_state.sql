@@ -1,7 +1,7 @@
 -- The derived step state: its objects and their rights, and an application role writing
 -- through the maintenance triggers without any right on tasker_core.step_state.
 BEGIN;
-SELECT plan(18);
+SELECT plan(19);
 
 SELECT has_table('tasker_core', 'step_state', 'step_state exists');
 SELECT has_table('tasker_core', 'step_state_source', 'step_state_source exists');
@@ -38,6 +38,10 @@ GRANT USAGE ON SCHEMA app TO tasker_outsider;
 RESET ROLE;
 
 SELECT throws_ok($$SET LOCAL ROLE tasker_app; SELECT tasker_core.step_state_rebuild()$$, '42501', NULL, 'an application role cannot rebuild');
+SELECT throws_ok($$SET LOCAL ROLE tasker_app;
+                   CREATE TABLE app.mine (x int);
+                   CREATE TRIGGER t AFTER TRUNCATE ON app.mine FOR EACH STATEMENT EXECUTE FUNCTION tasker_core.step_state_sync()$$,
+                 '42501', NULL, 'nobody can attach the (definer-rights) maintenance function to a table of their own');
 RESET ROLE;
 SELECT is((SELECT action FROM tasker_core.step_state_enable('app') WHERE object = 'tasker_core.step_state'), 'built (2 steps)',
           'a DBA enables it for the app schema; existing steps are built');
