@@ -12,7 +12,7 @@ cargo pgrx install --release --pg-config "$PG_CONFIG" >/tmp/tasker_core_bench_in
 work=$(mktemp -d /tmp/tasker_core_bench.XXXXXX); chmod 755 "$work"; chown postgres: "$work"
 port=$((57000 + RANDOM % 900))
 trap 'scripts/cluster.sh stop "$work/pg"' EXIT
-PGOPTS="-c shared_buffers=1GB" scripts/cluster.sh start "$work/pg" "$port"
+PGOPTS="-c shared_buffers=1GB -c track_functions=none" scripts/cluster.sh start "$work/pg" "$port"
 export PGOPTIONS="-c client_min_messages=warning"
 psql() { command psql "host=$work/pg port=$port user=postgres dbname=${DB:-postgres}" -X -v ON_ERROR_STOP=1 "$@"; }
 psql -qc "CREATE DATABASE tasker_bench"; export DB=tasker_bench
@@ -145,7 +145,7 @@ for size in 10000 100000 1000000; do
   echo "  $have edges: no check $plain ms, trigger $trig ms, Rails-style check $rails ms per insert"
 done
 
-machine="$(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB RAM, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), Linux $(uname -r), PostgreSQL $(psql -qAt -c 'SHOW server_version'), release build (LTO), shared_buffers 1GB"
+machine="$(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB RAM, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), Linux $(uname -r), PostgreSQL $(psql -qAt -c 'SHOW server_version'), release build (LTO), shared_buffers 1GB, track_functions none (the default; the test clusters turn it on)"
 cat > docs/benchmarks.md <<DOC
 # Benchmarks
 
