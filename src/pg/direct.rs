@@ -475,6 +475,16 @@ impl Lookup {
         key_of: impl Fn(&Row) -> Option<i64>,
         mut each: impl FnMut(i64, &Row),
     ) {
+        if let [one] = sorted {
+            // One key (a per-task call): one range, nothing to filter, no allocation.
+            let k = self.key(*one);
+            self.range(k, k, |row| {
+                if let Some(found) = key_of(row) {
+                    each(found, row);
+                }
+            });
+            return;
+        }
         let mut first = 0usize;
         for (lo, hi) in runs(sorted) {
             // Every id of lo..=hi asked for (a batch of consecutive tasks): no need to filter.

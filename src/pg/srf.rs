@@ -44,7 +44,9 @@ impl Output {
         let per_query = (*(*rsinfo).econtext).ecxt_per_query_memory;
         crate::pg::derived::close_at_end_of(per_query);
         let old = pg_sys::MemoryContextSwitchTo(per_query);
-        let desc = if (*rsinfo).expectedDesc.is_null() {
+        // The executor's own descriptor when it has one (FunctionScan: it lives for the query,
+        // and setDesc may stay NULL, so nothing is copied per call); else the declared one.
+        let (desc, own) = if (*rsinfo).expectedDesc.is_null() {
             let mut desc: pg_sys::TupleDesc = std::ptr::null_mut();
             if pg_sys::get_call_result_type(fcinfo, std::ptr::null_mut(), &mut desc)
                 != pg_sys::TypeFuncClass::TYPEFUNC_COMPOSITE
@@ -52,9 +54,9 @@ impl Output {
                 pg_sys::MemoryContextSwitchTo(old);
                 not_supported("the result type of this function is not a row type");
             }
-            desc
+            (desc, true)
         } else {
-            pg_sys::CreateTupleDescCopy((*rsinfo).expectedDesc)
+            ((*rsinfo).expectedDesc, false)
         };
         if (*desc).natts as usize != natts {
             pg_sys::MemoryContextSwitchTo(old);
@@ -64,7 +66,9 @@ impl Output {
         let store = pg_sys::tuplestore_begin_heap(random, false, pg_sys::work_mem);
         (*rsinfo).returnMode = pg_sys::SetFunctionReturnMode::SFRM_Materialize;
         (*rsinfo).setResult = store;
-        (*rsinfo).setDesc = desc;
+        if own {
+            (*rsinfo).setDesc = desc;
+        }
         pg_sys::MemoryContextSwitchTo(old);
         Output { store, desc, natts, texts: Vec::new() }
     }

@@ -150,6 +150,12 @@ fn readiness_arguments() {
     assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.get_step_readiness_status(NULL)"), Some(0));
     assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.get_step_readiness_status(1, NULL)"), Some(4));
     assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.get_step_readiness_status(1)"), Some(4));
+    // Called in the select list (ProjectSet) rather than FROM (FunctionScan).
+    assert_eq!(one::<i64>("SELECT count(*) FROM (SELECT tasker_core.get_step_readiness_status(1)) s"), Some(4));
+    assert_eq!(
+        text("SELECT (tasker_core.calculate_dependency_levels(1)).dependency_level::text ORDER BY 1 DESC LIMIT 1"),
+        "2"
+    );
     assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.get_step_readiness_status(1, '{}')"), Some(0));
     assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.get_step_readiness_status(1, '{3,NULL,99}')"), Some(1));
     assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.get_step_readiness_status(2)"), Some(0));
