@@ -145,6 +145,8 @@ for size in 10000 100000 1000000; do
   echo "  $have edges: no check $plain ms, trigger $trig ms, Rails-style check $rails ms per insert"
 done
 
+# Taken before this file is rewritten (which would make the tree look dirty).
+rev=$(git -c core.fileMode=false describe --always --dirty --exclude '*' 2>/dev/null || echo unknown)
 machine="$(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB RAM, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), Linux $(uname -r), PostgreSQL $(psql -qAt -c 'SHOW server_version'), release build (LTO), shared_buffers 1GB, track_functions none (the default; the test clusters turn it on)"
 cat > docs/benchmarks.md <<DOC
 # Benchmarks
@@ -156,7 +158,7 @@ Produced by \`make bench\` (scripts/bench.sh); rerun it to reproduce. A benchmar
 - Method: server-side time of one statement (per-task workloads call the function once per task through a LATERAL join), native (\`tasker_core\`, reading the derived step state) and the reference SQL (\`tests/fixtures/reference_functions.sql\`, the faithful join-and-group-by version from the spec) rotating in one session, median of $ROUNDS rounds. A third column runs the native functions with the step state switched off for the statement (their direct index reads of the Tasker tables).
 - Floor: a plain indexed read of the same step rows, \`count(s.updated_at)\` over \`LATERAL (SELECT * FROM tasker_workflow_steps s WHERE s.task_id = x)\`: PostgreSQL fetches every step row and reads it through its last column. The last column, \`count(*)\` over the same lookup, is what the floor looked like before: PostgreSQL answers it with an index-only scan of the covering (task_id, workflow_step_id) index and never reads a row, so it is not a read of the step rows.
 - The step state is enabled before the data is generated, so its triggers kept it up to date through every write; \`step_state_verify()\` found no difference before the run.
-- Run: $(date -u +%Y-%m-%d), code at $(git describe --always --dirty 2>/dev/null || echo unknown).
+- Run: $(date -u +%Y-%m-%d), code at $rev.
 
 $md
 
