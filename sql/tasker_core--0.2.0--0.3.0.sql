@@ -29,6 +29,14 @@ VOLATILE PARALLEL UNSAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'step_state_refresh_tasks_wrapper';
 
+CREATE FUNCTION tasker_core."step_state_refresh_states"(
+	"ids" bigint[],
+	"transitions" oid
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'step_state_refresh_states_wrapper';
+
 CREATE FUNCTION tasker_core."step_state_verify"() RETURNS TABLE (
 	"workflow_step_id" bigint, 
 	"task_id" bigint, 
@@ -287,6 +295,11 @@ BEGIN
                 (SELECT id, workflow_step_id, to_state, most_recent, created_at FROM old_rows
                  EXCEPT ALL SELECT id, workflow_step_id, to_state, most_recent, created_at FROM new_rows)) c);
         END IF;
+        -- Transitions decide only the state columns: the cheaper refresh of just those.
+        IF cardinality(ids) > 0 THEN
+            PERFORM tasker_core.step_state_refresh_states(ids, src.transitions);
+        END IF;
+        RETURN NULL;
     ELSIF TG_RELID = src.edges THEN
         IF TG_OP = 'INSERT' THEN
             ids := ARRAY(SELECT n.to_step_id FROM new_rows n);
@@ -479,6 +492,7 @@ $$;
 -- verifying is for the extension owner or a superuser.
 REVOKE ALL ON FUNCTION tasker_core.step_state_refresh(bigint[], oid, oid, oid, oid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tasker_core.step_state_refresh_tasks(bigint[], oid, oid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tasker_core.step_state_refresh_states(bigint[], oid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tasker_core.step_state_rebuild() FROM PUBLIC;
 REVOKE ALL ON FUNCTION tasker_core.step_state_check_not_missed() FROM PUBLIC;
 -- Firing a trigger needs no EXECUTE right, attaching one does: nobody may attach these to

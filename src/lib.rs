@@ -36,6 +36,7 @@ pgrx::extension_sql_file!(
     requires = [
         pg::step_state::step_state_refresh,
         pg::step_state::step_state_refresh_tasks,
+        pg::step_state::step_state_refresh_states,
         pg::step_state::step_state_rebuild,
         pg::step_state::step_state_check_not_missed
     ]

@@ -183,6 +183,44 @@ fn step_state_refresh(
     });
 }
 
+/// Recomputes only `current_state` and `state_since` of the step rows of `ids`: what a write
+/// to the transitions can change. Called by the maintenance trigger only; locks as
+/// `step_state_refresh` does, and reads the state exactly as `Tables::expected_sql` does.
+#[pg_extern(volatile, parallel_unsafe)]
+fn step_state_refresh_states(ids: Option<Vec<Option<i64>>>, transitions: pg_sys::Oid) {
+    const F: &str = "step_state_refresh_states";
+    let mut ids: Vec<i64> = ids.unwrap_or_default().into_iter().flatten().collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() {
+        return;
+    }
+    let update = format!(
+        "UPDATE tasker_core.step_state d \
+            SET current_state = x.current_state, state_since = x.state_since \
+           FROM (SELECT i.id, tr.to_state::text AS current_state, tr.created_at::timestamp AS state_since \
+                   FROM unnest($1::bigint[]) AS i(id) \
+                   LEFT JOIN LATERAL (SELECT t.to_state, t.created_at FROM {transitions} t \
+                                       WHERE t.workflow_step_id = i.id AND t.most_recent \
+                                       LIMIT 1) tr ON true) x \
+          WHERE d.workflow_step_id = x.id \
+            AND (d.current_state, d.state_since) IS DISTINCT FROM (x.current_state, x.state_since)",
+        transitions = qualified(transitions, F),
+    );
+    Spi::connect(|_| {
+        let arg = [plans::int8_array(&ids)];
+        plans::run(
+            "SELECT 1 FROM tasker_core.step_state WHERE workflow_step_id = ANY($1) ORDER BY workflow_step_id FOR UPDATE",
+            &[INT8_ARRAY],
+            &arg,
+            false,
+            F,
+            |_| (),
+        );
+        plans::run(&update, &[INT8_ARRAY], &arg, false, F, |_| ());
+    });
+}
+
 /// Recomputes the task rows of step_state for `ids` (tasks inserted, changed or deleted, or
 /// whose transitions changed). Called by the maintenance trigger only; locks as
 /// `step_state_refresh` does.
