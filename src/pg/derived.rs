@@ -219,21 +219,30 @@ unsafe fn compute(snap: &pg_sys::SnapshotData) -> Option<StateRel> {
         by_task: rel_of(c"step_state_by_task")?,
         by_id: rel_of(c"step_state_by_step")?,
     };
-    let source = rel_of(c"step_state_source")?;
-    // The source row, under the caller's snapshot.
+    // The source row, under the caller's snapshot: exactly these six tables, and valid.
+    let (mirrored, valid) = source_row(snap as *const _ as pg_sys::Snapshot)?;
+    let ok = valid && mirrored == tables.map(Some);
+    ok.then_some(state)
+}
+
+/// The row of `tasker_core.step_state_source` under `snapshot`: the six mirrored tables (in the
+/// order of its columns) and whether the copy is valid. None when there is no such row.
+///
+/// # Safety
+/// Inside a transaction; `snapshot` is valid for the call.
+pub unsafe fn source_row(snapshot: pg_sys::Snapshot) -> Option<([Option<pg_sys::Oid>; 6], bool)> {
+    let nsp = pg_sys::get_namespace_oid(c"tasker_core".as_ptr(), true);
+    let oid = pg_sys::get_relname_relid(c"step_state_source".as_ptr(), nsp);
+    if nsp == pg_sys::InvalidOid || oid == pg_sys::InvalidOid {
+        return None;
+    }
     let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
-    let rel = pg_sys::relation_open(source, lock);
+    let rel = pg_sys::relation_open(oid, lock);
     let desc = (*rel).rd_att;
-    let mut ok = false;
+    let mut found = None;
+    // only_row, the six tables, valid.
     if (*desc).natts >= 8 {
-        let scan = pg_sys::systable_beginscan(
-            rel,
-            pg_sys::InvalidOid,
-            false,
-            snap as *const _ as pg_sys::Snapshot,
-            0,
-            std::ptr::null_mut(),
-        );
+        let scan = pg_sys::systable_beginscan(rel, pg_sys::InvalidOid, false, snapshot, 0, std::ptr::null_mut());
         let tuple = pg_sys::systable_getnext(scan);
         if !tuple.is_null() {
             let n = (*desc).natts as usize;
@@ -241,13 +250,12 @@ unsafe fn compute(snap: &pg_sys::SnapshotData) -> Option<StateRel> {
             let mut nulls = vec![false; n];
             pg_sys::heap_deform_tuple(tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
             let oid = |i: usize| (!nulls[i]).then(|| pg_sys::Oid::from(values[i].value() as u32));
-            // only_row, then the six tables in the order above, then valid.
-            ok = (0..6).all(|i| oid(i + 1) == Some(tables[i])) && !nulls[7] && values[7].value() != 0;
+            found = Some(([oid(1), oid(2), oid(3), oid(4), oid(5), oid(6)], !nulls[7] && values[7].value() != 0));
         }
         pg_sys::systable_endscan(scan);
     }
     pg_sys::relation_close(rel, lock);
-    ok.then_some(state)
+    found
 }
 
 /// A scan of step_state kept open for the rest of one statement, so a function called once
@@ -278,6 +286,20 @@ enum Kind {
     Steps,
     /// The first three columns of the step rows (dependency levels).
     Graph,
+}
+
+impl Kind {
+    /// A scan of step_state by task for this kind of read.
+    ///
+    /// # Safety
+    /// As `Lookup::open_known`: `state` names step_state and its indexes.
+    unsafe fn open(self, state: StateRel) -> Lookup {
+        match self {
+            Kind::StepsAndTasks => Lookup::open_known(state.heap, state.by_task, &COLUMNS, false),
+            Kind::Steps => Lookup::open_known(state.heap, state.by_task, &COLUMNS, true),
+            Kind::Graph => Lookup::open_known(state.heap, state.by_task, &GRAPH_COLUMNS, true),
+        }
+    }
 }
 
 thread_local! {
@@ -328,11 +350,7 @@ impl Kept {
     /// Opens the scan of step_state in the entry's resource owner and memory context.
     unsafe fn open(&mut self, state: StateRel) {
         let _back = Switched::to(self.owner, self.context);
-        let lookup = match self.kind {
-            Kind::StepsAndTasks => Lookup::open_known(state.heap, state.by_task, &COLUMNS, false),
-            Kind::Steps => Lookup::open_known(state.heap, state.by_task, &COLUMNS, true),
-            Kind::Graph => Lookup::open_known(state.heap, state.by_task, &GRAPH_COLUMNS, true),
-        };
+        let lookup = self.kind.open(state);
         self.lookup = Some(Box::new(std::mem::ManuallyDrop::new(lookup)));
         self.busy = false;
     }
@@ -485,14 +503,8 @@ fn with_kept<R>(kind: Kind, state: StateRel, f: impl FnOnce(&mut Lookup) -> R) -
             out
         }
         None => {
-            // SAFETY: as in rows_of.
-            let mut own = unsafe {
-                match kind {
-                    Kind::StepsAndTasks => Lookup::open_known(state.heap, state.by_task, &COLUMNS, false),
-                    Kind::Steps => Lookup::open_known(state.heap, state.by_task, &COLUMNS, true),
-                    Kind::Graph => Lookup::open_known(state.heap, state.by_task, &GRAPH_COLUMNS, true),
-                }
-            };
+            // SAFETY: step_state is this extension's own table with the layout above.
+            let mut own = unsafe { kind.open(state) };
             f(&mut own)
         }
     }
@@ -630,7 +642,7 @@ pub fn steps_and_parents(task_ids: TaskIds, with_tasks: bool, out: &mut StepsAnd
     let Some(state) = usable() else {
         return false;
     };
-    let tasks = sorted_tasks(task_ids);
+    let tasks = task_ids.distinct();
     SCRATCH.with(|cell| {
         let mut fresh = Scratch::default();
         let mut guard = cell.try_borrow_mut();
@@ -711,14 +723,4 @@ pub fn task_graph(task_id: i64) -> Option<TaskGraph> {
         })
     });
     (!broken).then_some((steps, edges))
-}
-
-fn sorted_tasks(task_ids: TaskIds) -> Vec<i64> {
-    let mut v = match task_ids {
-        TaskIds::One(id) => vec![id],
-        TaskIds::Many(many) => many.to_vec(),
-    };
-    v.sort_unstable();
-    v.dedup();
-    v
 }

@@ -20,7 +20,7 @@ use crate::rules::levels::dependency_levels;
 use crate::rules::readiness::{evaluate, Readiness, StepFacts};
 
 /// The non-NULL ids of an array argument, sorted and without duplicates.
-fn distinct_ids(ids: Option<Vec<Option<i64>>>) -> Vec<i64> {
+pub(crate) fn distinct_ids(ids: Option<Vec<Option<i64>>>) -> Vec<i64> {
     let mut v: Vec<i64> = ids.unwrap_or_default().into_iter().flatten().collect();
     v.sort_unstable();
     v.dedup();

@@ -35,6 +35,17 @@ impl<'a> TaskIds<'a> {
             many => TaskIds::Many(many),
         }
     }
+
+    /// The ids, ascending and without duplicates.
+    pub fn distinct(self) -> Vec<i64> {
+        let mut v = match self {
+            TaskIds::One(id) => vec![id],
+            TaskIds::Many(many) => many.to_vec(),
+        };
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
 }
 
 /// A query in its two forms: `(one task, many tasks)`.
@@ -327,13 +338,6 @@ const INTEGER: &[pg_sys::Oid] = &[pg_sys::INT4OID];
 const BOOLEAN: &[pg_sys::Oid] = &[pg_sys::BOOLOID];
 const TEXT: &[pg_sys::Oid] = &[pg_sys::VARCHAROID, pg_sys::TEXTOID];
 
-fn ids_of(task_ids: TaskIds) -> Vec<i64> {
-    match task_ids {
-        TaskIds::One(id) => vec![id],
-        TaskIds::Many(many) => many.to_vec(),
-    }
-}
-
 /// The current state of steps by their most_recent transition: `(to_state, created_at)`.
 struct States {
     lookup: Lookup,
@@ -428,9 +432,7 @@ fn direct_steps_and_parents(task_ids: TaskIds) -> Option<StepsAndParents> {
     let mut states = States::open()?;
     let mut edges_l = parent_edges()?;
 
-    let mut tasks = ids_of(task_ids);
-    tasks.sort_unstable();
-    tasks.dedup();
+    let tasks = task_ids.distinct();
     let mut steps: Vec<StepFacts> = Vec::new();
     steps_l.each_of_i64(
         &tasks,
@@ -525,9 +527,7 @@ fn direct_tasks(task_ids: TaskIds) -> Option<Vec<TaskRow>> {
         ],
         Index::UniqueWhere("most_recent"),
     )?;
-    let mut ids = ids_of(task_ids);
-    ids.sort_unstable();
-    ids.dedup();
+    let ids = task_ids.distinct();
     let mut out = Vec::with_capacity(ids.len());
     tasks_l.each_of_i64(
         &ids,

@@ -11,6 +11,7 @@ use std::ffi::CStr;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+use crate::pg::functions::distinct_ids;
 use crate::pg::plans::{self, INT8_ARRAY};
 
 fn fail(code: PgSqlErrorCode, message: String, hint: &str, function: &'static str) -> ! {
@@ -129,6 +130,24 @@ fn upsert_clauses(columns: &str) -> (String, String) {
     (set.join(", "), format!("({}) IS DISTINCT FROM ({})", old.join(", "), new.join(", ")))
 }
 
+/// Locks the step rows of step_state for `$1`, in id order.
+const LOCK_STEPS: &str =
+    "SELECT 1 FROM tasker_core.step_state WHERE workflow_step_id = ANY($1) ORDER BY workflow_step_id FOR UPDATE";
+/// Locks the task rows of step_state for `$1`, in id order.
+const LOCK_TASKS: &str = "SELECT 1 FROM tasker_core.step_state WHERE workflow_step_id IS NULL AND task_id = ANY($1) \
+                          ORDER BY task_id FOR UPDATE";
+
+/// Locks the rows a refresh will recompute (`lock`), then recomputes them (`sql`) in a second
+/// statement, which under READ COMMITTED takes a snapshot that includes whatever a concurrent
+/// writer of those rows committed while we waited (see `step_state_refresh`).
+fn lock_then_run(lock: &str, sql: &str, ids: &[i64], function: &'static str) {
+    Spi::connect(|_| {
+        let arg = [plans::int8_array(ids)];
+        plans::run(lock, &[INT8_ARRAY], &arg, false, function, |_| ());
+        plans::run(sql, &[INT8_ARRAY], &arg, false, function, |_| ());
+    });
+}
+
 /// Recomputes the step_state rows of `ids` (steps that a statement inserted, changed or deleted,
 /// or whose transitions, edges or named step changed). Called by the maintenance trigger only.
 ///
@@ -145,9 +164,7 @@ fn step_state_refresh(
     edges: pg_sys::Oid,
 ) {
     const F: &str = "step_state_refresh";
-    let mut ids: Vec<i64> = ids.unwrap_or_default().into_iter().flatten().collect();
-    ids.sort_unstable();
-    ids.dedup();
+    let ids = distinct_ids(ids);
     if ids.is_empty() {
         return;
     }
@@ -169,18 +186,7 @@ fn step_state_refresh(
          ON CONFLICT (workflow_step_id) WHERE workflow_step_id IS NOT NULL DO UPDATE SET {set} WHERE {changed}",
         expected = tables.expected_sql("WHERE ws.workflow_step_id = ANY($1)"),
     );
-    Spi::connect(|_| {
-        let arg = [plans::int8_array(&ids)];
-        plans::run(
-            "SELECT 1 FROM tasker_core.step_state WHERE workflow_step_id = ANY($1) ORDER BY workflow_step_id FOR UPDATE",
-            &[INT8_ARRAY],
-            &arg,
-            false,
-            F,
-            |_| (),
-        );
-        plans::run(&upsert, &[INT8_ARRAY], &arg, false, F, |_| ());
-    });
+    lock_then_run(LOCK_STEPS, &upsert, &ids, F);
 }
 
 /// Recomputes only `current_state` and `state_since` of the step rows of `ids`: what a write
@@ -189,9 +195,7 @@ fn step_state_refresh(
 #[pg_extern(volatile, parallel_unsafe)]
 fn step_state_refresh_states(ids: Option<Vec<Option<i64>>>, transitions: pg_sys::Oid) {
     const F: &str = "step_state_refresh_states";
-    let mut ids: Vec<i64> = ids.unwrap_or_default().into_iter().flatten().collect();
-    ids.sort_unstable();
-    ids.dedup();
+    let ids = distinct_ids(ids);
     if ids.is_empty() {
         return;
     }
@@ -207,18 +211,7 @@ fn step_state_refresh_states(ids: Option<Vec<Option<i64>>>, transitions: pg_sys:
             AND (d.current_state, d.state_since) IS DISTINCT FROM (x.current_state, x.state_since)",
         transitions = qualified(transitions, F),
     );
-    Spi::connect(|_| {
-        let arg = [plans::int8_array(&ids)];
-        plans::run(
-            "SELECT 1 FROM tasker_core.step_state WHERE workflow_step_id = ANY($1) ORDER BY workflow_step_id FOR UPDATE",
-            &[INT8_ARRAY],
-            &arg,
-            false,
-            F,
-            |_| (),
-        );
-        plans::run(&update, &[INT8_ARRAY], &arg, false, F, |_| ());
-    });
+    lock_then_run(LOCK_STEPS, &update, &ids, F);
 }
 
 /// Recomputes the task rows of step_state for `ids` (tasks inserted, changed or deleted, or
@@ -227,9 +220,7 @@ fn step_state_refresh_states(ids: Option<Vec<Option<i64>>>, transitions: pg_sys:
 #[pg_extern(volatile, parallel_unsafe)]
 fn step_state_refresh_tasks(ids: Option<Vec<Option<i64>>>, tasks: pg_sys::Oid, task_transitions: pg_sys::Oid) {
     const F: &str = "step_state_refresh_tasks";
-    let mut ids: Vec<i64> = ids.unwrap_or_default().into_iter().flatten().collect();
-    ids.sort_unstable();
-    ids.dedup();
+    let ids = distinct_ids(ids);
     if ids.is_empty() {
         return;
     }
@@ -244,19 +235,7 @@ fn step_state_refresh_tasks(ids: Option<Vec<Option<i64>>>, tasks: pg_sys::Oid, t
         expected =
             expected_tasks_sql(&qualified(tasks, F), &qualified(task_transitions, F), "WHERE t.task_id = ANY($1)"),
     );
-    Spi::connect(|_| {
-        let arg = [plans::int8_array(&ids)];
-        plans::run(
-            "SELECT 1 FROM tasker_core.step_state WHERE workflow_step_id IS NULL AND task_id = ANY($1) \
-              ORDER BY task_id FOR UPDATE",
-            &[INT8_ARRAY],
-            &arg,
-            false,
-            F,
-            |_| (),
-        );
-        plans::run(&upsert, &[INT8_ARRAY], &arg, false, F, |_| ());
-    });
+    lock_then_run(LOCK_TASKS, &upsert, &ids, F);
 }
 
 /// Raises 40001 when the step state is valid in the latest committed state but not in this
@@ -269,36 +248,9 @@ fn step_state_check_not_missed() {
     const F: &str = "step_state_check_not_missed";
     // SAFETY: catalog lookups and a scan of the one-row status table under the latest
     // snapshot, opened and closed here.
-    let valid_now = unsafe {
-        let nsp = pg_sys::get_namespace_oid(c"tasker_core".as_ptr(), false);
-        let oid = pg_sys::get_relname_relid(c"step_state_source".as_ptr(), nsp);
-        if oid == pg_sys::InvalidOid {
-            return;
-        }
-        let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
-        let rel = pg_sys::relation_open(oid, lock);
-        let desc = (*rel).rd_att;
-        let scan = pg_sys::systable_beginscan(
-            rel,
-            pg_sys::InvalidOid,
-            false,
-            pg_sys::GetLatestSnapshot(),
-            0,
-            std::ptr::null_mut(),
-        );
-        let tuple = pg_sys::systable_getnext(scan);
-        let mut valid = false;
-        if !tuple.is_null() && (*desc).natts >= 8 {
-            let n = (*desc).natts as usize;
-            let mut values = vec![pg_sys::Datum::from(0); n];
-            let mut nulls = vec![false; n];
-            pg_sys::heap_deform_tuple(tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
-            valid = !nulls[7] && values[7].value() != 0;
-        }
-        pg_sys::systable_endscan(scan);
-        pg_sys::relation_close(rel, lock);
-        valid
-    };
+    // SAFETY: a scan of the one-row status table under the latest snapshot.
+    let valid_now =
+        unsafe { crate::pg::derived::source_row(pg_sys::GetLatestSnapshot()) }.is_some_and(|(_, valid)| valid);
     if valid_now {
         fail(
             PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
