@@ -1,5 +1,6 @@
 -- tasker_core 0.2.0 -> 0.3.0: the derived step state (docs/step_state.md).
--- Frozen once 0.3.0 is released; tests/upgrade/run.sh proves 0.2.0 + this == a fresh 0.3.0.
+-- Written by scripts/make_upgrade_0.3.0.py until 0.3.0 is released, then frozen;
+-- tests/upgrade/run.sh proves 0.2.0 + this == a fresh 0.3.0.
 -- The five per-task read functions keep their declarations and symbols; only the library
 -- behind them changed (materialize-mode results, step_state reads).
 
