@@ -9,6 +9,17 @@ root=$(pwd)
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 scripts/setup.sh
 
+# The test build needs about 2 GB under target/ (a non-incremental debug build with line tables
+# only). A linker that runs out of disk dies with SIGBUS, which reads like a toolchain bug, so say
+# it up front.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+mkdir -p target
+free_kb=$(df -Pk target | awk 'NR==2 {print $4}')
+echo "== disk: $((free_kb / 1024)) MB free for target/"
+if [ "$free_kb" -lt 3000000 ]; then
+  echo "warning: less than 3 GB free under target/; the build may fail in the linker (SIGBUS) for lack of disk" >&2
+fi
+
 work=$(mktemp -d /tmp/tasker_core_test.XXXXXX); chmod 755 "$work"; chown postgres: "$work"
 port=$((55000 + RANDOM % 900))
 cleanup() { scripts/cluster.sh stop "$work/pg" || true; }
