@@ -9,8 +9,8 @@ root=$(pwd)
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 scripts/setup.sh
 
-# The test build needs about 2 GB under target/ (a non-incremental debug build with line tables
-# only). A linker that runs out of disk dies with SIGBUS, which reads like a toolchain bug, so say
+# A clean run needs about 2.6 GB under target/ (the non-incremental debug test build with line
+# tables only, plus the release build). A linker that runs out of disk dies with SIGBUS, which reads like a toolchain bug, so say
 # it up front.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 mkdir -p target
