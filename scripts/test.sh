@@ -10,8 +10,8 @@ PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 scripts/setup.sh
 
 # A clean run needs about 2.6 GB under target/ (the non-incremental debug test build with line
-# tables only, plus the release build). A linker that runs out of disk dies with SIGBUS, which reads like a toolchain bug, so say
-# it up front.
+# tables only, plus the release build). A linker that runs out of disk dies with SIGBUS, which
+# reads like a toolchain bug, so say it up front.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 mkdir -p target
 free_kb=$(df -Pk target | awk 'NR==2 {print $4}')
