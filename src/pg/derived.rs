@@ -539,6 +539,8 @@ struct Scratch {
     parent_ids: Vec<i64>,
     done: Vec<(i64, bool)>,
     missing: Vec<i64>,
+    /// (index in the steps read, parent id) of each parent that is not a step of the same task.
+    elsewhere: Vec<(u32, i64)>,
 }
 
 const KEEP: usize = 1 << 20;
@@ -553,11 +555,7 @@ impl Scratch {
         self.parent_ids.clear();
         self.done.clear();
         self.missing.clear();
-    }
-
-    fn parents(&self, i: usize) -> &[i64] {
-        let (a, b) = self.parent_ranges[i];
-        &self.parent_ids[a as usize..b as usize]
+        self.elsewhere.clear();
     }
 }
 
@@ -657,19 +655,36 @@ pub fn steps_and_parents(task_ids: TaskIds, with_tasks: bool, out: &mut StepsAnd
             return false;
         }
         out.tasks = with_tasks.then_some(task_rows);
-        // Each step's done-ness by step id, sorted for binary search (already sorted for one task).
-        sc.done.extend(out.steps.iter().map(|f| (f.workflow_step_id, state::is_done(f.current_state()))));
-        if !sc.done.is_sorted_by_key(|&(id, _)| id) {
-            sc.done.sort_unstable_by_key(|&(id, _)| id);
-        }
-        let known = |id: i64, done: &[(i64, bool)]| done.binary_search_by_key(&id, |&(s, _)| s).ok().map(|i| done[i].1);
-        // Parents in tasks not asked for (cross-task edges): look them up by step id.
-        for &p in &sc.parent_ids {
-            if known(p, &sc.done).is_none() {
-                sc.missing.push(p);
+        // Parents are nearly always steps of the same task, which are adjacent in `out.steps`
+        // and ordered by id: look there (a short binary search). The few others are read by
+        // step id below.
+        let n = out.steps.len();
+        let mut tallies = std::mem::take(&mut out.tallies);
+        tallies.clear();
+        tallies.resize(n, ParentTally::default());
+        let mut task_start = 0usize;
+        let mut task_end = 0usize;
+        for (i, tally) in tallies.iter_mut().enumerate() {
+            if i == task_end {
+                task_start = i;
+                let task = out.steps[i].task_id;
+                // A linear walk: a task's steps are few and adjacent (a binary search over the
+                // rest of a 40,000-step batch missed the cache at every probe).
+                task_end = i + out.steps[i..].iter().take_while(|f| f.task_id == task).count();
+            }
+            let own = &out.steps[task_start..task_end];
+            let (a, b) = sc.parent_ranges[i];
+            for &p in &sc.parent_ids[a as usize..b as usize] {
+                match own.binary_search_by_key(&p, |f| f.workflow_step_id) {
+                    Ok(j) => tally.add_done(state::is_done(own[j].current_state())),
+                    Err(_) => sc.elsewhere.push((i as u32, p)),
+                }
             }
         }
-        if !sc.missing.is_empty() {
+        if !sc.elsewhere.is_empty() {
+            // Parents in other tasks (rare; of this batch or not asked for): their state by
+            // step id, from the same snapshot.
+            sc.missing.extend(sc.elsewhere.iter().map(|&(_, p)| p));
             sc.missing.sort_unstable();
             sc.missing.dedup();
             // SAFETY: as in rows_of.
@@ -683,19 +698,20 @@ pub fn steps_and_parents(task_ids: TaskIds, with_tasks: bool, out: &mut StepsAnd
                 },
             );
             done.sort_unstable_by_key(|&(id, _)| id);
+            done.dedup_by_key(|&mut (id, _)| id);
             // A parent with no step row at all: only possible without the foreign keys; let the
             // Tasker tables answer.
-            if missing.iter().any(|&p| known(p, done).is_none()) {
+            if done.len() != missing.len() {
                 return false;
             }
-        }
-        out.tallies.extend((0..out.steps.len()).map(|i| {
-            let mut tally = ParentTally::default();
-            for &p in sc.parents(i) {
-                tally.add_done(known(p, &sc.done).unwrap_or(false));
+            for &(i, p) in &sc.elsewhere {
+                let Ok(j) = sc.done.binary_search_by_key(&p, |&(s, _)| s) else {
+                    return false;
+                };
+                tallies[i as usize].add_done(sc.done[j].1);
             }
-            tally
-        }));
+        }
+        out.tallies = tallies;
         // The inner join to tasker_named_steps leaves out steps without a named step (rare).
         if sc.named.iter().any(|n| !n) {
             out.keep_only(&sc.named);
