@@ -16,19 +16,40 @@ pub struct Output {
     natts: usize,
     /// Where `row_with_texts` builds text values (u64: 8-byte aligned varlena headers).
     texts: Vec<u64>,
-    /// The result columns' storage, when every one is a kind `Former` writes.
-    layout: Option<Vec<Column>>,
-    /// Where `Former` writes each row before the tuplestore copies it (8-byte aligned).
+    /// The result columns' storage (the first `natts`), when every one is of a kind
+    /// `put_formed` writes.
+    layout: Option<[Column; MAX_FORMED]>,
+    /// Where `put_formed` writes each row before the tuplestore copies it (8-byte aligned).
     tuple: Vec<u64>,
 }
 
+/// The most columns `put_formed` writes (its null bitmap is a u64).
+const MAX_FORMED: usize = 64;
+
+thread_local! {
+    /// The buffers of the last Output, reused by the next (a per-task function is called
+    /// thousands of times per statement): (texts, tuple).
+    static SPARE: std::cell::Cell<(Vec<u64>, Vec<u64>)> = const { std::cell::Cell::new((Vec::new(), Vec::new())) };
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        // Plain Rust values only: safe while unwinding too.
+        let texts = std::mem::take(&mut self.texts);
+        let tuple = std::mem::take(&mut self.tuple);
+        if texts.capacity() <= 1 << 16 && tuple.capacity() <= 1 << 16 {
+            SPARE.with(|s| s.set((texts, tuple)));
+        }
+    }
+}
+
 /// How one result column is stored in a tuple.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Column {
     /// 1, 2, 4 or 8 for a by-value type; -1 for a varlena.
     len: i16,
     /// The alignment in bytes (attalign).
-    align: usize,
+    align: u8,
     /// A varlena that may be stored with a 1-byte header (attstorage is not 'p').
     packable: bool,
 }
@@ -37,7 +58,8 @@ impl Column {
     /// `at` rounded up to the column's alignment (a power of two: a mask, not a division).
     #[inline]
     fn aligned(&self, at: usize) -> usize {
-        (at + self.align - 1) & !(self.align - 1)
+        let align = self.align as usize;
+        (at + align - 1) & !(align - 1)
     }
 }
 
@@ -63,34 +85,32 @@ unsafe fn varsize_4b(p: *const u8) -> usize {
 ///
 /// # Safety
 /// `desc` is a valid tuple descriptor.
-unsafe fn layout_of(desc: pg_sys::TupleDesc) -> Option<Vec<Column>> {
+unsafe fn layout_of(desc: pg_sys::TupleDesc) -> Option<[Column; MAX_FORMED]> {
     if !cfg!(target_endian = "little") {
         return None;
     }
     let natts = (*desc).natts as usize;
-    if natts > 64 {
-        return None; // the row former keeps the null bitmap in a u64
+    if natts > MAX_FORMED {
+        return None;
     }
     let attrs = std::slice::from_raw_parts((*desc).attrs.as_ptr(), natts);
-    attrs
-        .iter()
-        .map(|a| {
-            let align = match a.attalign as u8 {
-                b'c' => 1,
-                b's' => 2,
-                b'i' => 4,
-                b'd' => 8,
-                _ => return None,
-            };
-            let byval_ok = a.attbyval && matches!(a.attlen, 1 | 2 | 4 | 8);
-            let varlena_ok = !a.attbyval && a.attlen == -1;
-            (!a.attisdropped && (byval_ok || varlena_ok)).then_some(Column {
-                len: a.attlen,
-                align,
-                packable: a.attstorage as u8 != b'p',
-            })
-        })
-        .collect()
+    let mut layout = [Column::default(); MAX_FORMED];
+    for (c, a) in layout.iter_mut().zip(attrs) {
+        let align = match a.attalign as u8 {
+            b'c' => 1,
+            b's' => 2,
+            b'i' => 4,
+            b'd' => 8,
+            _ => return None,
+        };
+        let byval_ok = a.attbyval && matches!(a.attlen, 1 | 2 | 4 | 8);
+        let varlena_ok = !a.attbyval && a.attlen == -1;
+        if a.attisdropped || !(byval_ok || varlena_ok) {
+            return None;
+        }
+        *c = Column { len: a.attlen, align, packable: a.attstorage as u8 != b'p' };
+    }
+    Some(layout)
 }
 
 fn not_supported(what: &str) -> ! {
@@ -145,7 +165,8 @@ impl Output {
             (*rsinfo).setDesc = desc;
         }
         pg_sys::MemoryContextSwitchTo(old);
-        Output { store, desc, natts, texts: Vec::new(), layout: layout_of(desc), tuple: Vec::new() }
+        let (texts, tuple) = SPARE.with(|s| s.take());
+        Output { store, desc, natts, texts, layout: layout_of(desc), tuple }
     }
 
     /// Appends one row (`None` = NULL); `values.len()` is the column count given to `begin`.
@@ -182,10 +203,11 @@ impl Output {
     unsafe fn put_formed(&mut self, values: &[Option<pg_sys::Datum>]) -> bool {
         const OFFSET: usize = 8; // MINIMAL_TUPLE_OFFSET: a minimal tuple is a heap tuple header from byte 8
         const HEADER: usize = 15; // SizeofMinimalTupleHeader: offsetof(MinimalTupleData, t_bits)
-        let Some(layout) = self.layout.as_deref() else {
+        let Some(layout) = self.layout.as_ref() else {
             return false;
         };
-        let natts = layout.len();
+        let natts = self.natts;
+        let layout = &layout[..natts];
         // The NULLs and the size of the varlena values (for the buffer's size).
         let mut has_null = false;
         let mut var_bytes = 0usize;

@@ -51,6 +51,7 @@ on_step_state_too!(
     dependency_levels_and_cycles => dependency_levels_and_cycles_on_step_state,
     row_level_security_is_applied_as_sql_applies_it => row_level_security_on_step_state,
     both_read_paths_agree => both_read_paths_agree_on_step_state,
+    result_rows_read_back_as_the_reference_writes_them => result_rows_read_back_on_step_state,
 );
 
 /// The Tasker tables plus a few reference rows and two helpers:
@@ -658,6 +659,43 @@ fn both_read_paths_agree() {
     let sql = (text(all), text(ctx), text(lvl));
     assert_eq!(direct, sql);
     assert!(direct.0.contains("(4,1,4,step_4,pending,f,t,f,,,3,2,0,3,,)"), "{}", direct.0);
+}
+
+/// Result rows are written by `srf::Output`'s own tuple former: names at and past the
+/// 1-byte varlena header limit (126 and 127 bytes of text), NULL and non-NULL timestamps,
+/// numerics, read back through PostgreSQL's own deforming and compared with the reference SQL
+/// functions (debug builds also compare every row's bytes with heap_form_minimal_tuple).
+#[pg_test]
+fn result_rows_read_back_as_the_reference_writes_them() {
+    diamond();
+    Spi::run(RAILS_FUNCTIONS).unwrap();
+    Spi::run(
+        "UPDATE tasker_named_steps SET name = repeat('n', 126) WHERE named_step_id = 1;
+         UPDATE tasker_named_steps SET name = repeat('m', 127) WHERE named_step_id = 2;
+         UPDATE tasker_named_steps SET name = repeat('é', 128) WHERE named_step_id = 3;
+         UPDATE tasker_workflow_steps SET attempts = 2, last_attempted_at = now() AT TIME ZONE 'UTC',
+                backoff_request_seconds = 30 WHERE workflow_step_id = 3;
+         SELECT pg_temp.move(3, 'error');",
+    )
+    .unwrap();
+    for (native, reference) in [
+        (
+            "SELECT string_agg(r::text, ';' ORDER BY r.workflow_step_id) FROM tasker_core.get_step_readiness_status_batch('{1}') r",
+            "SELECT string_agg(r::text, ';' ORDER BY r.workflow_step_id) FROM public.get_step_readiness_status_batch('{1}') r",
+        ),
+        (
+            "SELECT string_agg(c::text, ';') FROM tasker_core.get_task_execution_contexts_batch('{1,2}') c",
+            "SELECT string_agg(c::text, ';') FROM public.get_task_execution_contexts_batch('{1,2}') c",
+        ),
+    ] {
+        let ours = text(native);
+        assert_eq!(ours, text(reference));
+        assert!(ours.len() > 500 || native.contains("contexts"), "{ours}");
+    }
+    assert_eq!(
+        one::<i32>("SELECT length(name) FROM tasker_core.get_step_readiness_status(1) WHERE workflow_step_id = 2"),
+        Some(127)
+    );
 }
 
 #[pg_test]
