@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 TASKS=${BENCH_TASKS:-5000}; ROUNDS=${BENCH_ROUNDS:-7}; BIG=${BENCH_BIG_STEPS:-1000}
 scripts/setup.sh
+# The code measured: the tree as it is built here (edits made while the benchmark runs do not count).
+rev=$(git -c core.fileMode=false describe --always --dirty --exclude '*' 2>/dev/null || echo unknown)
 cargo pgrx install --release --pg-config "$PG_CONFIG" >/tmp/tasker_core_bench_install.log 2>&1 \
   || { tail -30 /tmp/tasker_core_bench_install.log; exit 1; }
 work=$(mktemp -d /tmp/tasker_core_bench.XXXXXX); chmod 755 "$work"; chown postgres: "$work"
@@ -145,8 +147,6 @@ for size in 10000 100000 1000000; do
   echo "  $have edges: no check $plain ms, trigger $trig ms, Rails-style check $rails ms per insert"
 done
 
-# Taken before this file is rewritten (which would make the tree look dirty).
-rev=$(git -c core.fileMode=false describe --always --dirty --exclude '*' 2>/dev/null || echo unknown)
 machine="$(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB RAM, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), Linux $(uname -r), PostgreSQL $(psql -qAt -c 'SHOW server_version'), release build (LTO), shared_buffers 1GB, track_functions none (the default; the test clusters turn it on)"
 cat > docs/benchmarks.md <<DOC
 # Benchmarks

@@ -38,7 +38,7 @@ impl Drop for Output {
         let texts = std::mem::take(&mut self.texts);
         let tuple = std::mem::take(&mut self.tuple);
         if texts.capacity() <= 1 << 16 && tuple.capacity() <= 1 << 16 {
-            SPARE.with(|s| s.set((texts, tuple)));
+            let _ = SPARE.try_with(|s| s.set((texts, tuple)));
         }
     }
 }
@@ -178,14 +178,8 @@ impl Output {
             if self.put_formed(values) {
                 return;
             }
-            let mut datums = [pg_sys::Datum::from(0); 32];
-            let mut nulls = [false; 32];
-            for (i, v) in values.iter().enumerate() {
-                match v {
-                    Some(d) => datums[i] = *d,
-                    None => nulls[i] = true,
-                }
-            }
+            let mut datums: Vec<pg_sys::Datum> = values.iter().map(|v| v.unwrap_or(pg_sys::Datum::from(0))).collect();
+            let mut nulls: Vec<bool> = values.iter().map(Option::is_none).collect();
             pg_sys::tuplestore_putvalues(self.store, self.desc, datums.as_mut_ptr(), nulls.as_mut_ptr());
         }
     }
