@@ -1,5 +1,5 @@
 # tasker_core: the commands a newcomer runs (Debian bookworm, as root). Each installs what is missing.
-.PHONY: demo test setup install bench package clean
+.PHONY: demo test setup install bench package clean check-versions
 
 demo:        ## a private cluster, the extension, a sample Tasker database, the functions in action
 	scripts/demo.sh
@@ -15,6 +15,9 @@ install: setup
 
 clean:
 	cargo clean
+
+check-versions: ## type-check against pg13-pg18 (pgrx's pre-generated bindings; part of `make test`)
+	scripts/check_versions.sh
 
 bench:       ## native vs SQL reference, side by side; writes docs/benchmarks.md
 	scripts/bench.sh

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The full test run (what CI runs): code gates, unit/property tests and #[pg_test]s, pg_regress,
-# differential tests, real-connection concurrency tests, the upgrade test, pgTAP, the Rails
-# (ActiveRecord) client test and the package build, each against a throwaway PostgreSQL 15
-# cluster started here as the postgres user on a private port and socket directory.
+# The full test run (what CI runs): code gates, a compile check against pg13-pg18, unit/property
+# tests and #[pg_test]s, pg_regress, differential tests, real-connection concurrency tests, the
+# upgrade test, pgTAP, the Rails (ActiveRecord) client test and the package build, each against
+# a throwaway PostgreSQL 15 cluster started here as the postgres user on a private port and
+# socket directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -32,6 +33,11 @@ cargo fmt --check
 cargo clippy --features pg15 -- -D warnings
 cargo clippy --features "pg15 pg_test" --tests -- -D warnings
 record "fmt + clippy: ok"
+
+echo "== every declared PostgreSQL version compiles (pg13-pg18, pgrx's pre-generated bindings)"
+scripts/check_versions.sh | tee "$work/versions.log"
+rm -rf target/versions # about 0.8 GB, not needed again
+record "$(grep '^versions:' "$work/versions.log")"
 
 echo "== unit, property and #[pg_test] tests (cargo pgrx test)"
 cargo pgrx test pg15 --runas postgres --pgdata "$work/pgrx-data" 2>&1 | tee "$work/pgrx-test.log" | grep -E "^test |test result:|panicked|FAILED" || true

@@ -200,8 +200,7 @@ impl Lookup {
                 return None;
             }
             let desc = (*rel).rd_att;
-            let natts = (*desc).natts as usize;
-            let attrs = std::slice::from_raw_parts((*desc).attrs.as_ptr(), natts);
+            let attrs = crate::pg::tuple_desc_attrs(desc);
             let find = |name: &str, types: &[pg_sys::Oid], not_null: bool| -> Option<usize> {
                 attrs
                     .iter()
@@ -330,7 +329,7 @@ impl Lookup {
         // snapshot older than the index (indcheckxmin).
         let too_new = form.indcheckxmin
             && !pg_sys::TransactionIdPrecedes(
-                pg_sys::HeapTupleHeaderGetXmin((*(*index).rd_indextuple).t_data),
+                pg_sys::htup::HeapTupleHeaderGetXmin((*(*index).rd_indextuple).t_data),
                 pg_sys::TransactionXmin,
             );
         (*(*index).rd_rel).relkind as u8 == pg_sys::RELKIND_INDEX

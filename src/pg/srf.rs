@@ -93,7 +93,7 @@ unsafe fn layout_of(desc: pg_sys::TupleDesc) -> Option<[Column; MAX_FORMED]> {
     if natts > MAX_FORMED {
         return None;
     }
-    let attrs = std::slice::from_raw_parts((*desc).attrs.as_ptr(), natts);
+    let attrs = crate::pg::tuple_desc_attrs(desc);
     let mut layout = [Column::default(); MAX_FORMED];
     for (c, a) in layout.iter_mut().zip(attrs) {
         let align = match a.attalign as u8 {
@@ -294,7 +294,10 @@ impl Output {
             // The test builds check every row against PostgreSQL's own former.
             let mut d: Vec<pg_sys::Datum> = values.iter().map(|v| v.unwrap_or(pg_sys::Datum::from(0))).collect();
             let mut n: Vec<bool> = values.iter().map(Option::is_none).collect();
+            #[cfg(not(feature = "pg18"))]
             let theirs = pg_sys::heap_form_minimal_tuple(self.desc, d.as_mut_ptr(), n.as_mut_ptr());
+            #[cfg(feature = "pg18")]
+            let theirs = pg_sys::heap_form_minimal_tuple(self.desc, d.as_mut_ptr(), n.as_mut_ptr(), 0);
             let theirs = std::slice::from_raw_parts(theirs as *const u8, (*theirs).t_len as usize);
             let ours = std::slice::from_raw_parts(base as *const u8, total);
             assert_eq!(ours, theirs, "tasker_core: a result row formed differently from heap_form_minimal_tuple");
