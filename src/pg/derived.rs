@@ -20,8 +20,9 @@ use std::ffi::CStr;
 
 use pgrx::pg_sys;
 
-use crate::pg::direct::{self, Lookup};
+use crate::pg::direct::{self, Lookup, Sequential};
 use crate::pg::read::{Names, StepsAndParents, TaskGraph, TaskIds, TaskRow};
+use crate::rules::health::HealthCounts;
 use crate::rules::readiness::{ParentTally, StepFacts};
 use crate::rules::state;
 
@@ -739,4 +740,44 @@ pub fn task_graph(task_id: i64) -> Option<TaskGraph> {
         })
     });
     (!broken).then_some((steps, edges))
+}
+
+/// The task and step counts of `get_system_health_counts_v01` from one sequential pass over
+/// step_state (a task row per task, a step row per step, each with its current state and the
+/// step's retry columns as stored); None when step_state cannot be used. The same counts as
+/// the SQL over the Tasker tables: while step_state is valid every task and step has exactly
+/// one row, and at most one most_recent transition (a unique index is required).
+pub fn health() -> Option<HealthCounts> {
+    let state = usable()?;
+    let mut h = HealthCounts::default();
+    let mut broken = false;
+    // SAFETY: step_state is this extension's own table with the layout above.
+    let mut scan = unsafe { Sequential::open_known(state.heap, &COLUMNS) };
+    scan.each(|row| {
+        if row.i64(STEP).is_none() {
+            match row.i64(TASK) {
+                Some(_) => {
+                    if row.with_str(STATE, |s| h.add_tasks(Some(s), 1)).is_none() {
+                        h.add_tasks(None, 1);
+                    }
+                }
+                None => broken = true,
+            }
+            return;
+        }
+        let add = |h: &mut HealthCounts, current: Option<&str>| {
+            h.add_steps(
+                current,
+                row.i32(ATTEMPTS),
+                row.i32(RETRY_LIMIT),
+                row.bool(RETRYABLE),
+                row.i64(LAST_ATTEMPTED_AT).is_some(),
+                1,
+            )
+        };
+        if row.with_str(STATE, |s| add(&mut h, Some(s))).is_none() {
+            add(&mut h, None);
+        }
+    });
+    (!broken).then_some(h)
 }

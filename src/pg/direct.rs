@@ -542,6 +542,56 @@ impl Drop for Lookup {
     }
 }
 
+/// A sequential scan of a whole table under the active snapshot (for whole-table aggregates),
+/// handing each visible row to a callback as a `Row`.
+pub struct Sequential {
+    rel: pg_sys::Relation,
+    scan: pg_sys::TableScanDesc,
+    slot: *mut pg_sys::TupleTableSlot,
+    attnos: Vec<usize>,
+    max_attno: i32,
+}
+
+impl Sequential {
+    /// # Safety
+    /// `rel_oid` is a plain table with the columns `attnos`, and an active snapshot is set.
+    pub unsafe fn open_known(rel_oid: pg_sys::Oid, attnos: &[usize]) -> Sequential {
+        let rel = pg_sys::relation_open(rel_oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        let scan = pg_sys::table_beginscan(rel, pg_sys::GetActiveSnapshot(), 0, std::ptr::null_mut());
+        let slot = pg_sys::table_slot_create(rel, std::ptr::null_mut());
+        let max_attno = attnos.iter().copied().max().unwrap_or(0) as i32;
+        Sequential { rel, scan, slot, attnos: attnos.to_vec(), max_attno }
+    }
+
+    /// Calls `each(row)` for every visible row, in physical order.
+    pub fn each(&mut self, mut each: impl FnMut(&Row)) {
+        // SAFETY: the scan and slot were created in `open_known`.
+        unsafe {
+            while pg_sys::table_scan_getnextslot(self.scan, pg_sys::ScanDirection::ForwardScanDirection, self.slot) {
+                if ((*self.slot).tts_nvalid as i32) < self.max_attno {
+                    pg_sys::slot_getsomeattrs_int(self.slot, self.max_attno);
+                }
+                each(&Row { slot: self.slot, attnos: &self.attnos });
+            }
+        }
+    }
+}
+
+impl Drop for Sequential {
+    fn drop(&mut self) {
+        // As Lookup's drop: left to PostgreSQL when unwinding from an ERROR.
+        if std::thread::panicking() {
+            return;
+        }
+        // SAFETY: each pointer was created in `open_known` and is released exactly once.
+        unsafe {
+            pg_sys::ExecDropSingleTupleTableSlot(self.slot);
+            pg_sys::table_endscan(self.scan);
+            pg_sys::table_close(self.rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+        }
+    }
+}
+
 /// One visible row, valid only inside the `each` callback.
 pub struct Row<'a> {
     slot: *mut pg_sys::TupleTableSlot,

@@ -295,27 +295,9 @@ SELECT (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
 
 /// Whole-database state counts, grouped by the server (these are full-table aggregates).
 pub fn health(function: &'static str) -> (HealthCounts, i64, i64) {
+    let derived = crate::pg::derived::health();
     Spi::connect(|_| {
-        let mut h = HealthCounts::default();
-        plans::run(HEALTH_TASKS_SQL, &[], &[], true, function, |rows| {
-            for r in 0..rows.len() {
-                let state: Option<String> = rows.get(r, 1);
-                h.add_tasks(state.as_deref(), rows.get(r, 2).unwrap_or_default());
-            }
-        });
-        plans::run(HEALTH_STEPS_SQL, &[], &[], true, function, |rows| {
-            for r in 0..rows.len() {
-                let state: Option<String> = rows.get(r, 1);
-                h.add_steps(
-                    state.as_deref(),
-                    rows.get(r, 2),
-                    rows.get(r, 3),
-                    rows.get(r, 4),
-                    rows.get(r, 5).unwrap_or(false),
-                    rows.get(r, 6).unwrap_or_default(),
-                );
-            }
-        });
+        let h = derived.unwrap_or_else(|| health_from_tables(function));
         let (active, max) = plans::run(HEALTH_CONNECTIONS_SQL, &[], &[], true, function, |rows| {
             if rows.is_empty() {
                 (0, 0)
@@ -325,6 +307,31 @@ pub fn health(function: &'static str) -> (HealthCounts, i64, i64) {
         });
         (h, active, max)
     })
+}
+
+/// The task and step counts from the Tasker tables (grouped by the server). Inside Spi::connect.
+fn health_from_tables(function: &'static str) -> HealthCounts {
+    let mut h = HealthCounts::default();
+    plans::run(HEALTH_TASKS_SQL, &[], &[], true, function, |rows| {
+        for r in 0..rows.len() {
+            let state: Option<String> = rows.get(r, 1);
+            h.add_tasks(state.as_deref(), rows.get(r, 2).unwrap_or_default());
+        }
+    });
+    plans::run(HEALTH_STEPS_SQL, &[], &[], true, function, |rows| {
+        for r in 0..rows.len() {
+            let state: Option<String> = rows.get(r, 1);
+            h.add_steps(
+                state.as_deref(),
+                rows.get(r, 2),
+                rows.get(r, 3),
+                rows.get(r, 4),
+                rows.get(r, 5).unwrap_or(false),
+                rows.get(r, 6).unwrap_or_default(),
+            );
+        }
+    });
+    h
 }
 
 // ---------------------------------------------------------------------------------------

@@ -52,6 +52,7 @@ on_step_state_too!(
     row_level_security_is_applied_as_sql_applies_it => row_level_security_on_step_state,
     both_read_paths_agree => both_read_paths_agree_on_step_state,
     result_rows_read_back_as_the_reference_writes_them => result_rows_read_back_on_step_state,
+    health_counts_match_the_reference => health_counts_on_step_state,
 );
 
 /// The Tasker tables plus a few reference rows and two helpers:
@@ -696,6 +697,29 @@ fn result_rows_read_back_as_the_reference_writes_them() {
         one::<i32>("SELECT length(name) FROM tasker_core.get_step_readiness_status(1) WHERE workflow_step_id = 2"),
         Some(127)
     );
+}
+
+/// Whole-database counts (from one pass over step_state when it is enabled): the same row as
+/// the reference SQL, and the hand-counted figures of the diamond plus an erroring step.
+#[pg_test]
+fn health_counts_match_the_reference() {
+    diamond();
+    Spi::run(RAILS_FUNCTIONS).unwrap();
+    Spi::run(
+        "SELECT pg_temp.step(5, 2, 5); SELECT pg_temp.move(5, 'pending'), pg_temp.move(5, 'error');
+         UPDATE tasker_workflow_steps SET attempts = 1, retry_limit = 3, last_attempted_at = now() AT TIME ZONE 'UTC'
+          WHERE workflow_step_id = 5;",
+    )
+    .unwrap();
+    let cols = "total_tasks, pending_tasks, total_steps, pending_steps, complete_steps, error_steps,
+                retryable_error_steps, exhausted_retry_steps, in_backoff_steps";
+    let native = text(&format!("SELECT format('%s', ({cols})) FROM tasker_core.get_system_health_counts_v01()"));
+    let reference = text(&format!("SELECT format('%s', ({cols})) FROM public.get_system_health_counts_v01()"));
+    assert_eq!(native, reference);
+    // 5 tasks, none with a transition (only in the total); steps 1-5: 1 complete, 2
+    // resolved_manually (counted in no state column), 3 pending, 4 without a transition (only
+    // in the total), 5 in error with retries left and a last attempt (retryable, in backoff).
+    assert_eq!(native, "(5,0,5,1,1,1,1,0,1)");
 }
 
 #[pg_test]
