@@ -594,7 +594,7 @@ fn rows_of(
                         Some(named_task_id) => tasks.push(TaskRow {
                             task_id: task,
                             named_task_id,
-                            state: row.with_str(STATE, str::to_string),
+                            state: row.with_str(STATE, state::name_of),
                         }),
                         None => broken = true,
                     }

@@ -147,28 +147,48 @@ fn contexts(requested: Vec<i64>, function: &'static str, out: &mut srf::Output) 
     if ids.is_empty() {
         return;
     }
-    let mut tallies: IdMap<i64, TaskTally> = IdMap::with_capacity_and_hasher(ids.len(), Default::default());
+    // Steps arrive ordered by task: tally each task's run of steps, no hashing per step.
+    let mut tallies: Vec<(i64, TaskTally)> = Vec::with_capacity(ids.len());
     let read_along = for_each_readiness(
         &ids,
         true,
         |_| true,
         function,
         |s, _, r| {
-            tallies.entry(s.task_id).or_default().add(s.current_state(), r.ready_for_execution, s.retries_exhausted());
+            if tallies.last().is_none_or(|&(task, _)| task != s.task_id) {
+                tallies.push((s.task_id, TaskTally::default()));
+            }
+            if let Some((_, t)) = tallies.last_mut() {
+                t.add(s.current_state(), r.ready_for_execution, s.retries_exhausted());
+            }
         },
     );
-    let tasks: IdMap<i64, read::TaskRow> = read_along
-        .unwrap_or_else(|| read::tasks(read::TaskIds::of(&ids), function))
-        .into_iter()
-        .map(|t| (t.task_id, t))
-        .collect();
-    let mut rows: Vec<&read::TaskRow> = requested.iter().filter_map(|id| tasks.get(id)).collect();
+    // Both by task_id. The readers return steps and tasks in id order; should a task's steps
+    // ever come in more than one run, its tallies are merged.
+    if !tallies.is_sorted_by(|a, b| a.0 < b.0) {
+        tallies.sort_by_key(|&(task, _)| task);
+        tallies.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                kept.1.merge(&later.1);
+            }
+            same
+        });
+    }
+    let mut tasks: Vec<read::TaskRow> = read_along.unwrap_or_else(|| read::tasks(read::TaskIds::of(&ids), function));
+    if !tasks.is_sorted_by_key(|t| t.task_id) {
+        tasks.sort_by_key(|t| t.task_id);
+    }
+    let task_of = |id: &i64| tasks.binary_search_by_key(id, |t| t.task_id).ok().map(|i| &tasks[i]);
+    let tally_of =
+        |id: i64| tallies.binary_search_by_key(&id, |&(task, _)| task).ok().map(|i| tallies[i].1).unwrap_or_default();
+    let mut rows: Vec<&read::TaskRow> = requested.iter().filter_map(task_of).collect();
     rows.sort_by_key(|t| t.task_id);
     // Percentages repeat (few distinct completed/total pairs): convert each text once. The
     // numeric datums live in this call's memory; the tuplestore copies them.
     let mut percentages: IdMap<(i64, i64), Option<pg_sys::Datum>> = IdMap::default();
     for task in rows {
-        let t = tallies.get(&task.task_id).copied().unwrap_or_default();
+        let t = tally_of(task.task_id);
         let pct = *percentages.entry((t.completed, t.total)).or_insert_with(|| {
             AnyNumeric::try_from(t.completion_percentage().as_str())
                 .unwrap_or_else(|e| pgrx::error!("tasker_core: bad completion percentage: {e}"))

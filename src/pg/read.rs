@@ -232,7 +232,8 @@ fn read_steps_and_parents(task_ids: TaskIds, function: &'static str) -> StepsAnd
 pub struct TaskRow {
     pub task_id: i64,
     pub named_task_id: i32,
-    pub state: Option<String>,
+    /// The most_recent task state (None: no transition); borrowed for the known states.
+    pub state: Option<std::borrow::Cow<'static, str>>,
 }
 
 pub fn tasks(task_ids: TaskIds, function: &'static str) -> Vec<TaskRow> {
@@ -245,7 +246,7 @@ pub fn tasks(task_ids: TaskIds, function: &'static str) -> Vec<TaskRow> {
                 .map(|r| TaskRow {
                     task_id: rows.get(r, 1).unwrap_or_default(),
                     named_task_id: rows.get(r, 2).unwrap_or_default(),
-                    state: rows.get(r, 3),
+                    state: rows.get::<String>(r, 3).map(std::borrow::Cow::Owned),
                 })
                 .collect()
         })
@@ -560,7 +561,7 @@ fn direct_tasks(task_ids: TaskIds) -> Option<Vec<TaskRow>> {
         },
     );
     for t in &mut out {
-        t.state = states.remove(&t.task_id);
+        t.state = states.remove(&t.task_id).map(std::borrow::Cow::Owned);
     }
     Some(out)
 }

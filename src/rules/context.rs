@@ -36,6 +36,17 @@ impl TaskTally {
         }
     }
 
+    /// Adds the counts of `other` (tallies of two runs of the same task's steps).
+    pub fn merge(&mut self, other: &TaskTally) {
+        self.total += other.total;
+        self.pending += other.pending;
+        self.in_progress += other.in_progress;
+        self.completed += other.completed;
+        self.failed += other.failed;
+        self.ready += other.ready;
+        self.blocked += other.blocked;
+    }
+
     /// Index into the shared ladder of execution_status / recommended_action.
     fn rung(&self) -> usize {
         if self.ready > 0 {
@@ -96,6 +107,23 @@ mod tests {
             t.add(s, r, e);
         }
         t
+    }
+
+    #[test]
+    fn merged_runs_equal_one_tally() {
+        let rows = [
+            ("pending", true, false),
+            ("complete", false, false),
+            ("error", false, true),
+            ("error", false, false),
+            ("in_progress", false, false),
+            ("resolved_manually", false, false),
+        ];
+        for split in 0..=rows.len() {
+            let mut merged = tally(&rows[..split]);
+            merged.merge(&tally(&rows[split..]));
+            assert_eq!(merged, tally(&rows), "split at {split}");
+        }
     }
 
     #[test]
