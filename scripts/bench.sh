@@ -13,7 +13,7 @@ cargo pgrx install --release --pg-config "$PG_CONFIG" >/tmp/tasker_core_bench_in
   || { tail -30 /tmp/tasker_core_bench_install.log; exit 1; }
 work=$(mktemp -d /tmp/tasker_core_bench.XXXXXX); chmod 755 "$work"; chown postgres: "$work"
 port=$((57000 + RANDOM % 900))
-trap 'scripts/cluster.sh stop "$work/pg"' EXIT
+trap 'scripts/cluster.sh stop "$work/pg"; rm -rf "$work"' EXIT
 PGOPTS="-c shared_buffers=1GB -c track_functions=none" scripts/cluster.sh start "$work/pg" "$port"
 export PGOPTIONS="-c client_min_messages=warning"
 psql() { command psql "host=$work/pg port=$port user=postgres dbname=${DB:-postgres}" -X -v ON_ERROR_STOP=1 "$@"; }

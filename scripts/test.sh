@@ -23,7 +23,13 @@ fi
 
 work=$(mktemp -d /tmp/tasker_core_test.XXXXXX); chmod 755 "$work"; chown postgres: "$work"
 port=$((55000 + RANDOM % 900))
-cleanup() { scripts/cluster.sh stop "$work/pg" || true; }
+# Stops the cluster; removes the work directory (clusters, logs: a few hundred MB) unless the
+# run failed or KEEP_WORK is set, when its path is printed for a look.
+cleanup() {
+  local rc=$?
+  scripts/cluster.sh stop "$work/pg" || true
+  if [ "$rc" -eq 0 ] && [ -z "${KEEP_WORK:-}" ]; then rm -rf "$work"; else echo "test files kept in $work"; fi
+}
 trap cleanup EXIT
 results=()
 record() { results+=("$1"); }
