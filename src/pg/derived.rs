@@ -754,29 +754,15 @@ pub fn health() -> Option<HealthCounts> {
     // SAFETY: step_state is this extension's own table with the layout above.
     let mut scan = unsafe { Sequential::open_known(state.heap, &COLUMNS) };
     scan.each(|row| {
-        if row.i64(STEP).is_none() {
-            match row.i64(TASK) {
-                Some(_) => {
-                    if row.with_str(STATE, |s| h.add_tasks(Some(s), 1)).is_none() {
-                        h.add_tasks(None, 1);
-                    }
-                }
-                None => broken = true,
-            }
-            return;
-        }
-        let add = |h: &mut HealthCounts, current: Option<&str>| {
-            h.add_steps(
-                current,
-                row.i32(ATTEMPTS),
-                row.i32(RETRY_LIMIT),
-                row.bool(RETRYABLE),
-                row.i64(LAST_ATTEMPTED_AT).is_some(),
-                1,
-            )
-        };
-        if row.with_str(STATE, |s| add(&mut h, Some(s))).is_none() {
-            add(&mut h, None);
+        // An unknown state counts only in the totals, as no state at all does.
+        let current = row.with_str(STATE, state::known).flatten();
+        if row.i64(STEP).is_some() {
+            let has_last_attempt = row.i64(LAST_ATTEMPTED_AT).is_some();
+            h.add_steps(current, row.i32(ATTEMPTS), row.i32(RETRY_LIMIT), row.bool(RETRYABLE), has_last_attempt, 1);
+        } else if row.i64(TASK).is_some() {
+            h.add_tasks(current, 1);
+        } else {
+            broken = true;
         }
     });
     (!broken).then_some(h)

@@ -442,10 +442,7 @@ impl Lookup {
             self.keys[1].sk_argument = hi;
             pg_sys::index_rescan(self.scan, self.keys.as_mut_ptr(), self.nkeys, std::ptr::null_mut(), 0);
             while pg_sys::index_getnext_slot(self.scan, pg_sys::ScanDirection::ForwardScanDirection, self.slot) {
-                if ((*self.slot).tts_nvalid as i32) < self.max_attno {
-                    pg_sys::slot_getsomeattrs_int(self.slot, self.max_attno);
-                }
-                each(&Row { slot: self.slot, attnos: &self.attnos });
+                each(&Row::deformed(self.slot, &self.attnos, self.max_attno));
             }
         }
     }
@@ -568,10 +565,7 @@ impl Sequential {
         // SAFETY: the scan and slot were created in `open_known`.
         unsafe {
             while pg_sys::table_scan_getnextslot(self.scan, pg_sys::ScanDirection::ForwardScanDirection, self.slot) {
-                if ((*self.slot).tts_nvalid as i32) < self.max_attno {
-                    pg_sys::slot_getsomeattrs_int(self.slot, self.max_attno);
-                }
-                each(&Row { slot: self.slot, attnos: &self.attnos });
+                each(&Row::deformed(self.slot, &self.attnos, self.max_attno));
             }
         }
     }
@@ -598,7 +592,18 @@ pub struct Row<'a> {
     attnos: &'a [usize],
 }
 
-impl Row<'_> {
+impl<'a> Row<'a> {
+    /// The row in `slot`, deformed through column `max_attno` (the highest of `attnos`).
+    ///
+    /// # Safety
+    /// `slot` holds a row of a table with the columns `attnos`.
+    unsafe fn deformed(slot: *mut pg_sys::TupleTableSlot, attnos: &'a [usize], max_attno: i32) -> Row<'a> {
+        if ((*slot).tts_nvalid as i32) < max_attno {
+            pg_sys::slot_getsomeattrs_int(slot, max_attno);
+        }
+        Row { slot, attnos }
+    }
+
     /// The raw datum of wanted column `i` (None: NULL).
     fn datum(&self, i: usize) -> Option<pg_sys::Datum> {
         let a = self.attnos[i] - 1;

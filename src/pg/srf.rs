@@ -70,6 +70,17 @@ fn can_make_short(size: usize) -> bool {
     size - 4 + 1 <= 0x7f
 }
 
+/// The size of a varlena with a 1-byte header, from that byte (VARSIZE_1B, little-endian).
+#[inline]
+fn varsize_1b(header: u8) -> usize {
+    ((header >> 1) & 0x7f) as usize
+}
+
+/// The datum and null arrays `heap_form_minimal_tuple` and `tuplestore_putvalues` take.
+fn datums_and_nulls(values: &[Option<pg_sys::Datum>]) -> (Vec<pg_sys::Datum>, Vec<bool>) {
+    (values.iter().map(|v| v.unwrap_or(pg_sys::Datum::from(0))).collect(), values.iter().map(Option::is_none).collect())
+}
+
 /// The size of a varlena with a 4-byte header (VARSIZE_4B, little-endian).
 ///
 /// # Safety
@@ -178,8 +189,7 @@ impl Output {
             if self.put_formed(values) {
                 return;
             }
-            let mut datums: Vec<pg_sys::Datum> = values.iter().map(|v| v.unwrap_or(pg_sys::Datum::from(0))).collect();
-            let mut nulls: Vec<bool> = values.iter().map(Option::is_none).collect();
+            let (mut datums, mut nulls) = datums_and_nulls(values);
             pg_sys::tuplestore_putvalues(self.store, self.desc, datums.as_mut_ptr(), nulls.as_mut_ptr());
         }
     }
@@ -212,7 +222,7 @@ impl Output {
                     let p = d.cast_mut_ptr::<u8>();
                     match *p {
                         0x01 => return false, // external (a TOAST pointer): not built here
-                        b0 if b0 & 0x01 == 0x01 => var_bytes += ((b0 >> 1) & 0x7f) as usize,
+                        b0 if b0 & 0x01 == 0x01 => var_bytes += varsize_1b(b0),
                         _ => var_bytes += varsize_4b(p),
                     }
                 }
@@ -256,7 +266,7 @@ impl Output {
             let b0 = *p;
             if b0 & 0x01 == 0x01 {
                 // Already a short varlena: no alignment.
-                let size = ((b0 >> 1) & 0x7f) as usize;
+                let size = varsize_1b(b0);
                 std::ptr::copy_nonoverlapping(p, data.add(at), size);
                 at += size;
                 continue;
@@ -292,8 +302,7 @@ impl Output {
         #[cfg(debug_assertions)]
         {
             // The test builds check every row against PostgreSQL's own former.
-            let mut d: Vec<pg_sys::Datum> = values.iter().map(|v| v.unwrap_or(pg_sys::Datum::from(0))).collect();
-            let mut n: Vec<bool> = values.iter().map(Option::is_none).collect();
+            let (mut d, mut n) = datums_and_nulls(values);
             #[cfg(not(feature = "pg18"))]
             let theirs = pg_sys::heap_form_minimal_tuple(self.desc, d.as_mut_ptr(), n.as_mut_ptr());
             #[cfg(feature = "pg18")]

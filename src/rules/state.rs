@@ -10,7 +10,6 @@ pub const RESOLVED_MANUALLY: &str = "resolved_manually";
 /// Every legal state string (exact spelling; anything else is not a state).
 pub const ALL: [&str; 6] = [PENDING, IN_PROGRESS, COMPLETE, ERROR, CANCELLED, RESOLVED_MANUALLY];
 
-/// A parent (or a task's step) counts as finished in these states.
 /// The `'static` spelling of a known state name (no allocation for the usual states).
 pub fn known(state: &str) -> Option<&'static str> {
     ALL.iter().copied().find(|s| *s == state)
@@ -24,6 +23,7 @@ pub fn name_of(state: &str) -> std::borrow::Cow<'static, str> {
     }
 }
 
+/// A parent (or a task's step) counts as finished in these states.
 pub fn is_done(state: &str) -> bool {
     state == COMPLETE || state == RESOLVED_MANUALLY
 }
