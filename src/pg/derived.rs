@@ -20,7 +20,7 @@ use std::ffi::CStr;
 
 use pgrx::pg_sys;
 
-use crate::pg::direct::{self, Lookup, Sequential};
+use crate::pg::direct::{self, Column, Layout, Lookup, Row, Sequential};
 use crate::pg::read::{Names, StepsAndParents, TaskGraph, TaskIds, TaskRow};
 use crate::rules::health::HealthCounts;
 use crate::rules::readiness::{ParentTally, StepFacts};
@@ -32,6 +32,8 @@ struct StateRel {
     heap: pg_sys::Oid,
     by_task: pg_sys::Oid,
     by_id: pg_sys::Oid,
+    /// The unique index of the tasks' own rows (its size estimates the number of tasks).
+    task_rows: pg_sys::Oid,
 }
 
 /// Whether step_state may be read (None inside: not decided yet in this context).
@@ -219,6 +221,7 @@ unsafe fn compute(snap: &pg_sys::SnapshotData) -> Option<StateRel> {
         heap: rel_of(c"step_state")?,
         by_task: rel_of(c"step_state_by_task")?,
         by_id: rel_of(c"step_state_by_step")?,
+        task_rows: rel_of(c"step_state_task_row")?,
     };
     // The source row, under the caller's snapshot: exactly these six tables, and valid.
     let (mirrored, valid) = source_row(snap as *const _ as pg_sys::Snapshot)?;
@@ -296,9 +299,9 @@ impl Kind {
     /// As `Lookup::open_known`: `state` names step_state and its indexes.
     unsafe fn open(self, state: StateRel) -> Lookup {
         match self {
-            Kind::StepsAndTasks => Lookup::open_known(state.heap, state.by_task, &COLUMNS, false),
-            Kind::Steps => Lookup::open_known(state.heap, state.by_task, &COLUMNS, true),
-            Kind::Graph => Lookup::open_known(state.heap, state.by_task, &GRAPH_COLUMNS, true),
+            Kind::StepsAndTasks => Lookup::open_known(state.heap, state.by_task, &COLUMNS, false, &LAYOUT, 1),
+            Kind::Steps => Lookup::open_known(state.heap, state.by_task, &COLUMNS, true, &LAYOUT, 1),
+            Kind::Graph => Lookup::open_known(state.heap, state.by_task, &GRAPH_COLUMNS, true, &LAYOUT, 1),
         }
     }
 }
@@ -528,6 +531,35 @@ const ATTEMPTS: usize = 11;
 const LAST_ATTEMPTED_AT: usize = 12;
 const BACKOFF: usize = 13;
 const NAMED_TASK: usize = 14;
+/// How step_state stores its columns (sql/step_state.sql).
+static LAYOUT: Layout = {
+    const fn col(type_oid: pg_sys::Oid, len: i16, align: u8) -> Column {
+        Column { type_oid, len, align }
+    }
+    const INT8: Column = col(pg_sys::INT8OID, 8, 8);
+    const INT4: Column = col(pg_sys::INT4OID, 4, 4);
+    const BOOL: Column = col(pg_sys::BOOLOID, 1, 1);
+    const TEXT: Column = col(pg_sys::TEXTOID, -1, 4);
+    const TIMESTAMP: Column = col(pg_sys::TIMESTAMPOID, 8, 8);
+    Layout(&[
+        INT8,                             // workflow_step_id
+        INT8,                             // task_id
+        col(pg_sys::INT8ARRAYOID, -1, 8), // parents
+        TEXT,                             // current_state
+        TIMESTAMP,                        // state_since
+        INT4,                             // named_step_id
+        TEXT,                             // name
+        BOOL,                             // retryable
+        INT4,                             // retry_limit
+        BOOL,                             // in_process
+        BOOL,                             // processed
+        INT4,                             // attempts
+        TIMESTAMP,                        // last_attempted_at
+        INT4,                             // backoff_request_seconds
+        INT4,                             // named_task_id
+    ])
+};
+
 /// The columns dependency levels needs: the step, its task, its parents.
 const GRAPH_COLUMNS: [usize; 3] = [1, 2, 3];
 
@@ -564,6 +596,192 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
+/// Where `rows_of` puts what it reads.
+struct Sink<'a> {
+    with_tasks: bool,
+    sc: &'a mut Scratch,
+    facts: &'a mut Vec<StepFacts>,
+    names: &'a mut Names,
+    tasks: &'a mut Vec<TaskRow>,
+    broken: bool,
+}
+
+impl Sink<'_> {
+    /// Takes one step_state row of a task asked for (a step's, or with `with_tasks` the task's).
+    fn take(&mut self, row: &Row) {
+        let Some(task) = row.i64(TASK) else {
+            self.broken = true;
+            return;
+        };
+        let Some(step) = row.i64(STEP) else {
+            // The task's own row.
+            if !self.with_tasks {
+                return;
+            }
+            match row.i32(NAMED_TASK) {
+                Some(named_task_id) => self.tasks.push(TaskRow {
+                    task_id: task,
+                    named_task_id,
+                    state: row.with_str(STATE, state::name_of),
+                }),
+                None => self.broken = true,
+            }
+            return;
+        };
+        let Some(named_step) = row.i32(NAMED_STEP) else {
+            self.broken = true;
+            return;
+        };
+        let sc = &mut *self.sc;
+        let start = sc.parent_ids.len() as u32;
+        if !row.extend_i64_array(PARENTS, &mut sc.parent_ids) {
+            self.broken = true;
+            return;
+        }
+        sc.parent_ranges.push((start, sc.parent_ids.len() as u32));
+        let named = row.with_str(NAME, |n| self.names.push(n)).is_some();
+        if !named {
+            self.names.push("");
+        }
+        sc.named.push(named);
+        self.facts.push(StepFacts {
+            workflow_step_id: step,
+            task_id: task,
+            named_step_id: named_step,
+            retryable: row.bool(RETRYABLE),
+            retry_limit: row.i32(RETRY_LIMIT),
+            in_process: row.bool(IN_PROCESS),
+            processed: row.bool(PROCESSED),
+            attempts: row.i32(ATTEMPTS),
+            last_attempted_at: row.i64(LAST_ATTEMPTED_AT),
+            backoff_request_seconds: row.i32(BACKOFF),
+            state: row.with_str(STATE, state::name_of),
+            state_since: row.i64(STATE_SINCE),
+        });
+    }
+
+    /// Puts the rows a sequential scan took (in physical order) into (task_id, step) order, as
+    /// an index scan returns them. `keys` holds (place of the task among those asked for, step
+    /// id, index in `facts`) of each step taken.
+    fn order_by_task(&mut self, keys: &mut Vec<(u32, i64, u32)>, tasks_asked: usize) {
+        self.tasks.sort_unstable_by_key(|t| t.task_id);
+        if keys.windows(2).all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1)) {
+            return;
+        }
+        // A counting sort by task, then each task's few steps by id.
+        let mut starts = vec![0u32; tasks_asked + 1];
+        for k in keys.iter() {
+            starts[k.0 as usize + 1] += 1;
+        }
+        for i in 1..starts.len() {
+            starts[i] += starts[i - 1];
+        }
+        let mut sorted = vec![(0u32, 0i64, 0u32); keys.len()];
+        let mut next = starts.clone();
+        for &k in keys.iter() {
+            sorted[next[k.0 as usize] as usize] = k;
+            next[k.0 as usize] += 1;
+        }
+        for w in starts.windows(2) {
+            sorted[w[0] as usize..w[1] as usize].sort_unstable_by_key(|k| k.1);
+        }
+        *keys = sorted;
+        let old = std::mem::take(self.facts);
+        self.facts.extend(keys.iter().map(|k| old[k.2 as usize].clone()));
+        let old_names = std::mem::take(self.names);
+        for k in keys.iter() {
+            self.names.push(old_names.get(k.2 as usize));
+        }
+        let sc = &mut *self.sc;
+        sc.named = keys.iter().map(|k| sc.named[k.2 as usize]).collect();
+        sc.parent_ranges = keys.iter().map(|k| sc.parent_ranges[k.2 as usize]).collect();
+    }
+}
+
+/// Which of the tasks asked for (ascending, distinct) a task id is: its place among them.
+enum Rank<'a> {
+    /// Every id of `lo..lo + n`.
+    Dense { lo: i64, n: usize },
+    /// The place of each id of `lo..` (u32::MAX: not asked for); for ids not far apart.
+    Table { lo: i64, places: Vec<u32> },
+    /// Found by binary search.
+    Search(&'a [i64]),
+}
+
+impl<'a> Rank<'a> {
+    fn new(task_ids: &'a [i64]) -> Rank<'a> {
+        let (Some(&lo), Some(&hi)) = (task_ids.first(), task_ids.last()) else {
+            return Rank::Search(task_ids);
+        };
+        let span = hi.saturating_sub(lo).saturating_add(1);
+        if span == task_ids.len() as i64 {
+            Rank::Dense { lo, n: task_ids.len() }
+        } else if span <= 16 * task_ids.len() as i64 + 65536 {
+            let mut places = vec![u32::MAX; span as usize];
+            for (i, &id) in task_ids.iter().enumerate() {
+                places[(id - lo) as usize] = i as u32;
+            }
+            Rank::Table { lo, places }
+        } else {
+            Rank::Search(task_ids)
+        }
+    }
+
+    fn of(&self, id: i64) -> Option<u32> {
+        match self {
+            Rank::Dense { lo, n } => {
+                let d = id.wrapping_sub(*lo);
+                (id >= *lo && (d as u64) < *n as u64).then_some(d as u32)
+            }
+            Rank::Table { lo, places } => {
+                let p = *places.get(usize::try_from(id.checked_sub(*lo)?).ok()?)?;
+                (p != u32::MAX).then_some(p)
+            }
+            Rank::Search(ids) => ids.binary_search(&id).ok().map(|i| i as u32),
+        }
+    }
+}
+
+/// Whether reading all of step_state costs less than an index scan of `requested` tasks: as the
+/// planner judges it, when they are at least half of the tasks in the table. The number of tasks
+/// is the task-row index's statistics (`index_tuples`, from the last VACUUM or ANALYZE) scaled
+/// by how the table grew since (`current_blocks` against `stat_pages`); without statistics the
+/// index is used.
+fn sequential_is_cheaper(requested: usize, index_tuples: f64, stat_pages: f64, current_blocks: f64) -> bool {
+    if index_tuples.is_nan() || index_tuples <= 0.0 {
+        return false;
+    }
+    let tasks = if stat_pages > 0.0 { index_tuples * (current_blocks / stat_pages) } else { index_tuples };
+    requested as f64 >= 0.5 * tasks
+}
+
+/// Whether this batch of `requested` tasks reads step_state sequentially (`tasker_core.batch_scan`).
+fn read_sequentially(state: StateRel, requested: usize) -> bool {
+    use crate::pg::settings::{BatchScan, BATCH_SCAN};
+    match BATCH_SCAN.get() {
+        BatchScan::Index => false,
+        BatchScan::Sequential => requested >= 2,
+        BatchScan::Auto if requested < 2 => false,
+        // SAFETY: relations of this extension's step_state (StateRel), open briefly under the
+        // lock the reads take anyway.
+        BatchScan::Auto => unsafe {
+            let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
+            let heap = pg_sys::relation_open(state.heap, lock);
+            let index = pg_sys::index_open(state.task_rows, lock);
+            let blocks = pg_sys::RelationGetNumberOfBlocksInFork(heap, pg_sys::ForkNumber::MAIN_FORKNUM);
+            let cheaper = sequential_is_cheaper(
+                requested,
+                f64::from((*(*index).rd_rel).reltuples),
+                f64::from((*(*heap).rd_rel).relpages),
+                f64::from(blocks),
+            );
+            pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
+            pg_sys::relation_close(heap, pg_sys::NoLock as pg_sys::LOCKMODE);
+            cheaper
+        },
+    }
+}
+
 /// Reads every step_state row of the given tasks (ascending, distinct), in (task_id, step)
 /// order: facts into `facts`, names into `names`, the rest into `sc`. False if a row does
 /// not have the expected shape (then the Tasker tables are read instead).
@@ -576,63 +794,37 @@ fn rows_of(
     names: &mut Names,
     tasks: &mut Vec<TaskRow>,
 ) -> bool {
+    let mut sink = Sink { with_tasks, sc, facts, names, tasks, broken: false };
+    if read_sequentially(state, task_ids.len()) {
+        // One pass over the table, keeping the rows of the tasks asked for.
+        let rank = Rank::new(task_ids);
+        let mut keys: Vec<(u32, i64, u32)> = Vec::new();
+        // SAFETY: step_state is this extension's own table with the layout above.
+        let mut scan = unsafe { Sequential::open_known(state.heap, &COLUMNS, &LAYOUT) };
+        scan.each(|row| {
+            let Some(task) = row.i64(TASK) else {
+                sink.broken = true;
+                return;
+            };
+            let Some(place) = rank.of(task) else {
+                return;
+            };
+            let at = sink.facts.len();
+            sink.take(row);
+            if let Some(f) = sink.facts.get(at) {
+                keys.push((place, f.workflow_step_id, at as u32));
+            }
+        });
+        drop(scan);
+        if !sink.broken {
+            sink.order_by_task(&mut keys, task_ids.len());
+        }
+        return !sink.broken;
+    }
     // SAFETY: step_state is this extension's own table with the layout above.
     let kind = if with_tasks { Kind::StepsAndTasks } else { Kind::Steps };
-    let mut broken = false;
-    with_kept(kind, state, |scan| {
-        scan.each_of_i64(
-            task_ids,
-            |row| row.i64(TASK),
-            |_, row| {
-                let Some(task) = row.i64(TASK) else {
-                    broken = true;
-                    return;
-                };
-                let Some(step) = row.i64(STEP) else {
-                    // The task's own row (after its steps).
-                    match row.i32(NAMED_TASK) {
-                        Some(named_task_id) => tasks.push(TaskRow {
-                            task_id: task,
-                            named_task_id,
-                            state: row.with_str(STATE, state::name_of),
-                        }),
-                        None => broken = true,
-                    }
-                    return;
-                };
-                let Some(named_step) = row.i32(NAMED_STEP) else {
-                    broken = true;
-                    return;
-                };
-                let start = sc.parent_ids.len() as u32;
-                if !row.extend_i64_array(PARENTS, &mut sc.parent_ids) {
-                    broken = true;
-                    return;
-                }
-                sc.parent_ranges.push((start, sc.parent_ids.len() as u32));
-                let named = row.with_str(NAME, |n| names.push(n)).is_some();
-                if !named {
-                    names.push("");
-                }
-                sc.named.push(named);
-                facts.push(StepFacts {
-                    workflow_step_id: step,
-                    task_id: task,
-                    named_step_id: named_step,
-                    retryable: row.bool(RETRYABLE),
-                    retry_limit: row.i32(RETRY_LIMIT),
-                    in_process: row.bool(IN_PROCESS),
-                    processed: row.bool(PROCESSED),
-                    attempts: row.i32(ATTEMPTS),
-                    last_attempted_at: row.i64(LAST_ATTEMPTED_AT),
-                    backoff_request_seconds: row.i32(BACKOFF),
-                    state: row.with_str(STATE, state::name_of),
-                    state_since: row.i64(STATE_SINCE),
-                });
-            },
-        )
-    });
-    !broken
+    with_kept(kind, state, |scan| scan.each_of_i64(task_ids, |row| row.i64(TASK), |_, row| sink.take(row)));
+    !sink.broken
 }
 
 /// Fills `out` with the same rows as `read::steps_and_parents`, from step_state; false (and
@@ -689,7 +881,7 @@ pub fn steps_and_parents(task_ids: TaskIds, with_tasks: bool, out: &mut StepsAnd
             sc.missing.sort_unstable();
             sc.missing.dedup();
             // SAFETY: as in rows_of.
-            let mut by_id = unsafe { Lookup::open_known(state.heap, state.by_id, &COLUMNS, false) };
+            let mut by_id = unsafe { Lookup::open_known(state.heap, state.by_id, &COLUMNS, false, &LAYOUT, 4) };
             let Scratch { missing, done, .. } = &mut *sc;
             by_id.each_of_i64(
                 missing,
@@ -752,7 +944,7 @@ pub fn health() -> Option<HealthCounts> {
     let mut h = HealthCounts::default();
     let mut broken = false;
     // SAFETY: step_state is this extension's own table with the layout above.
-    let mut scan = unsafe { Sequential::open_known(state.heap, &COLUMNS) };
+    let mut scan = unsafe { Sequential::open_known(state.heap, &COLUMNS, &LAYOUT) };
     scan.each(|row| {
         // An unknown state counts only in the totals, as no state at all does.
         let current = row.with_str(STATE, state::known).flatten();

@@ -77,6 +77,11 @@ pub struct Lookup {
     attnos: Vec<usize>,
     max_attno: i32,
     key_is_int8: bool,
+    /// The table's layout, when it was checked to be exactly this (`Layout::matches`).
+    layout: Option<&'static Layout>,
+    /// How far apart two keys asked for may be and still be read by one range scan (`runs`):
+    /// 1 where a key has many rows (a task's steps), so no other key's rows are read.
+    max_gap: i64,
 }
 
 /// Finds `relname` through the search_path and checks that we may read it directly.
@@ -157,10 +162,13 @@ impl Lookup {
                 let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
                 let rel = pg_sys::relation_open(rel, lock);
                 let index = pg_sys::index_open(index, lock);
-                return Some(Self::start(rel, index, attnos, key_is_int8, false));
+                let mut lookup = Self::start(rel, index, attnos, key_is_int8, false);
+                lookup.max_gap = Self::max_gap(key_column, need);
+                return Some(lookup);
             }
         }
-        let found = Self::open_checked(relname, key_column, key_type, wanted, need)?;
+        let mut found = Self::open_checked(relname, key_column, key_type, wanted, need)?;
+        found.max_gap = Self::max_gap(key_column, need);
         // SAFETY: reading the OIDs of the relations just opened.
         let (rel, index) = unsafe { ((*found.rel).rd_id, (*found.index).rd_id) };
         crate::pg::derived::with_memo(&PLANS, |plans: &mut Plans| {
@@ -176,6 +184,15 @@ impl Lookup {
             })
         });
         Some(found)
+    }
+
+    /// `max_gap` for a lookup: a task's rows are many (its steps), other keys' few.
+    fn max_gap(key_column: &str, need: Index) -> i64 {
+        if key_column == "task_id" && need == Index::Any {
+            1
+        } else {
+            4
+        }
     }
 
     fn open_checked(
@@ -247,7 +264,8 @@ impl Lookup {
 
     /// Opens one of this extension's own tables (whose layout the caller knows) for lookups
     /// through `index`, whose first column is an int8 key; `attnos` are the columns read. With
-    /// `second_not_null`, rows whose second index column is NULL are skipped by the index.
+    /// `second_not_null`, rows whose second index column is NULL are skipped by the index. Rows
+    /// are deformed by `layout` when the table has exactly that layout.
     ///
     /// # Safety
     /// `rel_oid` is a plain table with the columns `attnos`, `index_oid` a btree on it whose
@@ -257,11 +275,16 @@ impl Lookup {
         index_oid: pg_sys::Oid,
         attnos: &[usize],
         second_not_null: bool,
+        layout: &'static Layout,
+        max_gap: i64,
     ) -> Lookup {
         let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
         let rel = pg_sys::relation_open(rel_oid, lock);
         let index = pg_sys::index_open(index_oid, lock);
-        Self::start(rel, index, attnos.to_vec(), true, second_not_null)
+        let mut lookup = Self::start(rel, index, attnos.to_vec(), true, second_not_null);
+        lookup.layout = layout.matches(rel).then_some(layout);
+        lookup.max_gap = max_gap;
+        lookup
     }
 
     /// Begins the index scan of an opened table and index under the active snapshot.
@@ -306,7 +329,7 @@ impl Lookup {
             );
         }
         let max_attno = attnos.iter().copied().max().unwrap_or(1) as i32;
-        Lookup { rel, index, scan, slot, keys, nkeys, attnos, max_attno, key_is_int8 }
+        Lookup { rel, index, scan, slot, keys, nkeys, attnos, max_attno, key_is_int8, layout: None, max_gap: 4 }
     }
 
     /// The index OIDs of `rel` (relcache's list, copied).
@@ -442,7 +465,7 @@ impl Lookup {
             self.keys[1].sk_argument = hi;
             pg_sys::index_rescan(self.scan, self.keys.as_mut_ptr(), self.nkeys, std::ptr::null_mut(), 0);
             while pg_sys::index_getnext_slot(self.scan, pg_sys::ScanDirection::ForwardScanDirection, self.slot) {
-                each(&Row::deformed(self.slot, &self.attnos, self.max_attno));
+                each(&Row::deformed(self.slot, &self.attnos, self.max_attno, self.layout));
             }
         }
     }
@@ -463,7 +486,8 @@ impl Lookup {
     }
 
     /// Visits every row whose key is one of `sorted` (ascending, distinct): one range scan per
-    /// run of close ids (`runs`), skipping rows whose key is not asked for. `key_of` reads the
+    /// run of close ids (`runs`, with this lookup's `max_gap`), skipping rows whose key is not
+    /// asked for. `key_of` reads the
     /// key from a row.
     pub fn each_of_i64(
         &mut self,
@@ -482,7 +506,7 @@ impl Lookup {
             return;
         }
         let mut first = 0usize;
-        for (lo, hi) in runs(sorted) {
+        for (lo, hi) in runs(sorted, self.max_gap) {
             // Every id of lo..=hi asked for (a batch of consecutive tasks): no need to filter.
             let count = sorted[first..].partition_point(|&k| k <= hi);
             let dense = (hi - lo + 1) as usize == count;
@@ -547,17 +571,21 @@ pub struct Sequential {
     slot: *mut pg_sys::TupleTableSlot,
     attnos: Vec<usize>,
     max_attno: i32,
+    layout: Option<&'static Layout>,
 }
 
 impl Sequential {
+    /// Rows are deformed by `layout` when the table has exactly that layout.
+    ///
     /// # Safety
     /// `rel_oid` is a plain table with the columns `attnos`, and an active snapshot is set.
-    pub unsafe fn open_known(rel_oid: pg_sys::Oid, attnos: &[usize]) -> Sequential {
+    pub unsafe fn open_known(rel_oid: pg_sys::Oid, attnos: &[usize], layout: &'static Layout) -> Sequential {
         let rel = pg_sys::relation_open(rel_oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
         let scan = pg_sys::table_beginscan(rel, pg_sys::GetActiveSnapshot(), 0, std::ptr::null_mut());
         let slot = pg_sys::table_slot_create(rel, std::ptr::null_mut());
         let max_attno = attnos.iter().copied().max().unwrap_or(0) as i32;
-        Sequential { rel, scan, slot, attnos: attnos.to_vec(), max_attno }
+        let layout = layout.matches(rel).then_some(layout);
+        Sequential { rel, scan, slot, attnos: attnos.to_vec(), max_attno, layout }
     }
 
     /// Calls `each(row)` for every visible row, in physical order.
@@ -565,7 +593,7 @@ impl Sequential {
         // SAFETY: the scan and slot were created in `open_known`.
         unsafe {
             while pg_sys::table_scan_getnextslot(self.scan, pg_sys::ScanDirection::ForwardScanDirection, self.slot) {
-                each(&Row::deformed(self.slot, &self.attnos, self.max_attno));
+                each(&Row::deformed(self.slot, &self.attnos, self.max_attno, self.layout));
             }
         }
     }
@@ -586,6 +614,119 @@ impl Drop for Sequential {
     }
 }
 
+/// How a column is stored: its type, `attlen` (-1: varlena) and alignment in bytes.
+pub struct Column {
+    pub type_oid: pg_sys::Oid,
+    pub len: i16,
+    pub align: u8,
+}
+
+/// The exact columns of one of this extension's own tables, for deforming its rows without
+/// PostgreSQL's general-purpose loop (`slot_getsomeattrs`), which was a fifth of a batch read.
+/// Used only on a table whose descriptor matches it exactly (`matches`, checked at open) and on
+/// rows that store every column; debug builds compare every row with PostgreSQL's deform.
+pub struct Layout(pub &'static [Column]);
+
+impl Layout {
+    /// Whether `rel`'s columns are exactly these (none dropped, none added).
+    ///
+    /// # Safety
+    /// `rel` is an open relation.
+    unsafe fn matches(&self, rel: pg_sys::Relation) -> bool {
+        let attrs = crate::pg::tuple_desc_attrs((*rel).rd_att);
+        attrs.len() == self.0.len()
+            && self.0.len() <= 64
+            && attrs.iter().zip(self.0).all(|(a, c)| {
+                let align = match a.attalign as u8 {
+                    b'c' => 1,
+                    b's' => 2,
+                    b'i' => 4,
+                    b'd' => 8,
+                    _ => 0,
+                };
+                !a.attisdropped
+                    && a.atttypid == c.type_oid
+                    && a.attlen == c.len
+                    && align == c.align
+                    && a.attbyval == (c.len > 0)
+                    && matches!(c.len, -1 | 1 | 4 | 8)
+            })
+    }
+
+    /// Deforms the heap tuple in `slot` into its values and nulls, as `slot_deform_heap_tuple`
+    /// does (heaptuple.c); false (nothing done) when the slot does not hold a heap tuple with
+    /// all of the columns.
+    ///
+    /// # Safety
+    /// `slot` holds a row of a table that `matches` this layout.
+    unsafe fn deform(&self, slot: *mut pg_sys::TupleTableSlot) -> bool {
+        if !std::ptr::eq((*slot).tts_ops, &raw const pg_sys::TTSOpsBufferHeapTuple) {
+            return false;
+        }
+        let tuple = (*(slot as *mut pg_sys::HeapTupleTableSlot)).tuple;
+        if tuple.is_null() || (*tuple).t_data.is_null() {
+            return false;
+        }
+        let header = (*tuple).t_data;
+        let natts = ((*header).t_infomask2 as u32 & pg_sys::HEAP_NATTS_MASK) as usize;
+        if natts != self.0.len() {
+            return false;
+        }
+        let has_nulls = (*header).t_infomask as u32 & pg_sys::HEAP_HASNULL != 0;
+        let bits = (*header).t_bits.as_ptr();
+        let data = (header as *const u8).add((*header).t_hoff as usize);
+        let values = (*slot).tts_values;
+        let nulls = (*slot).tts_isnull;
+        let mut off = 0usize;
+        for (i, c) in self.0.iter().enumerate() {
+            if has_nulls && *bits.add(i >> 3) & (1 << (i & 7)) == 0 {
+                *values.add(i) = pg_sys::Datum::from(0);
+                *nulls.add(i) = true;
+                continue;
+            }
+            *nulls.add(i) = false;
+            let mask = c.align as usize - 1;
+            // A varlena with a 1-byte header is not aligned: a nonzero byte here starts it
+            // (att_align_pointer); zero is padding before an aligned 4-byte header.
+            if c.len != -1 || *data.add(off) == 0 {
+                off = (off + mask) & !mask;
+            }
+            let at = data.add(off);
+            *values.add(i) = match c.len {
+                8 => pg_sys::Datum::from(std::ptr::read_unaligned(at as *const i64)),
+                4 => pg_sys::Datum::from(std::ptr::read_unaligned(at as *const i32)),
+                // fetch_att reads a 1-byte value as a (signed) char.
+                1 => pg_sys::Datum::from(*at as i8),
+                _ => pg_sys::Datum::from(at),
+            };
+            off += if c.len == -1 { pgrx::varsize_any(at as *const pg_sys::varlena) } else { c.len as usize };
+        }
+        (*slot).tts_nvalid = natts as pg_sys::AttrNumber;
+        #[cfg(debug_assertions)]
+        self.check(slot, natts);
+        true
+    }
+
+    /// Debug builds: PostgreSQL's own deform of the same row must give the same values.
+    #[cfg(debug_assertions)]
+    unsafe fn check(&self, slot: *mut pg_sys::TupleTableSlot, natts: usize) {
+        let ours: Vec<(usize, bool)> =
+            (0..natts).map(|i| ((*(*slot).tts_values.add(i)).value(), *(*slot).tts_isnull.add(i))).collect();
+        (*slot).tts_nvalid = 0;
+        pg_sys::slot_getsomeattrs_int(slot, natts as i32);
+        for (i, &(value, null)) in ours.iter().enumerate() {
+            let theirs = ((*(*slot).tts_values.add(i)).value(), *(*slot).tts_isnull.add(i));
+            assert!(
+                null == theirs.1 && (null || value == theirs.0),
+                "deformed column {} as {:?}, PostgreSQL as {:?}",
+                i + 1,
+                (value, null),
+                theirs
+            );
+        }
+    }
+}
+
 /// One visible row, valid only inside the `each` callback.
 pub struct Row<'a> {
     slot: *mut pg_sys::TupleTableSlot,
@@ -593,12 +734,19 @@ pub struct Row<'a> {
 }
 
 impl<'a> Row<'a> {
-    /// The row in `slot`, deformed through column `max_attno` (the highest of `attnos`).
+    /// The row in `slot`, deformed through column `max_attno` (the highest of `attnos`): by
+    /// `layout` when given (the table has exactly that layout) and the row has all its columns,
+    /// else by PostgreSQL.
     ///
     /// # Safety
-    /// `slot` holds a row of a table with the columns `attnos`.
-    unsafe fn deformed(slot: *mut pg_sys::TupleTableSlot, attnos: &'a [usize], max_attno: i32) -> Row<'a> {
-        if ((*slot).tts_nvalid as i32) < max_attno {
+    /// `slot` holds a row of a table with the columns `attnos` (and the layout `layout`).
+    unsafe fn deformed(
+        slot: *mut pg_sys::TupleTableSlot,
+        attnos: &'a [usize],
+        max_attno: i32,
+        layout: Option<&'static Layout>,
+    ) -> Row<'a> {
+        if ((*slot).tts_nvalid as i32) < max_attno && !layout.is_some_and(|l| l.deform(slot)) {
             pg_sys::slot_getsomeattrs_int(slot, max_attno);
         }
         Row { slot, attnos }
@@ -696,23 +844,15 @@ pub fn utf8_database() -> bool {
     UTF8.with(|u| *u)
 }
 
-/// Groups ascending, distinct ids into `(lo, hi)` ranges worth one index scan each: a range is
-/// extended while it would span at most 4 keys per id asked for (plus 16), so a task's steps,
-/// usually created together, cost one descent, and scattered ids do not drag in long stretches
-/// of other rows.
-pub fn runs(sorted: &[i64]) -> Vec<(i64, i64)> {
+/// Groups ascending, distinct ids into `(lo, hi)` ranges worth one index scan each: ids at most
+/// `max_gap` apart share a range, so close ids (a task's steps, usually created together) cost one
+/// descent, and at most `max_gap - 1` keys not asked for lie between two that are.
+pub fn runs(sorted: &[i64], max_gap: i64) -> Vec<(i64, i64)> {
     let mut out: Vec<(i64, i64)> = Vec::new();
-    let mut count = 0i64;
     for &id in sorted {
         match out.last_mut() {
-            Some((lo, hi)) if id.saturating_sub(*lo) < 4 * (count + 1) + 16 => {
-                *hi = id;
-                count += 1;
-            }
-            _ => {
-                out.push((id, id));
-                count = 1;
-            }
+            Some((_, hi)) if id.saturating_sub(*hi) <= max_gap => *hi = id,
+            _ => out.push((id, id)),
         }
     }
     out
@@ -724,18 +864,27 @@ mod tests {
 
     #[test]
     fn runs_group_close_ids_and_split_far_ones() {
-        assert_eq!(runs(&[]), vec![]);
-        assert_eq!(runs(&[5]), vec![(5, 5)]);
-        assert_eq!(runs(&[10, 11, 12, 14, 20]), vec![(10, 20)]);
-        assert_eq!(runs(&[1, 2, 1000, 1001]), vec![(1, 2), (1000, 1001)]);
+        assert_eq!(runs(&[], 4), vec![]);
+        assert_eq!(runs(&[5], 4), vec![(5, 5)]);
+        assert_eq!(runs(&[10, 11, 12, 14, 18, 23], 4), vec![(10, 18), (23, 23)]);
+        assert_eq!(runs(&[1, 2, 1000, 1001], 4), vec![(1, 2), (1000, 1001)]);
+        // one key per task: only consecutive ids share a range
+        assert_eq!(runs(&[10, 11, 12, 14, 20], 1), vec![(10, 12), (14, 14), (20, 20)]);
         // a long contiguous batch stays one range
         let many: Vec<i64> = (100..5100).collect();
-        assert_eq!(runs(&many), vec![(100, 5099)]);
-        // sparse ids: every range spans at most 4 keys per id plus 16
-        let sparse: Vec<i64> = (0..100).map(|i| i * 50).collect();
-        for (lo, hi) in runs(&sparse) {
-            let n = sparse.iter().filter(|&&x| x >= lo && x <= hi).count() as i64;
-            assert!(hi - lo < 4 * n + 16, "{lo}..{hi} holds {n}");
+        assert_eq!(runs(&many, 1), vec![(100, 5099)]);
+        // sparse ids: no range holds more than max_gap keys per id asked for
+        for gap in [1, 4] {
+            let sparse: Vec<i64> = (0..300).map(|i| i * 7 + (i * i) % 5).collect();
+            let ranges = runs(&sparse, gap);
+            assert_eq!(
+                ranges.iter().map(|&(lo, hi)| sparse.iter().filter(|&&x| x >= lo && x <= hi).count()).sum::<usize>(),
+                sparse.len()
+            );
+            for (lo, hi) in ranges {
+                let n = sparse.iter().filter(|&&x| x >= lo && x <= hi).count() as i64;
+                assert!(hi - lo < gap * n, "{lo}..{hi} holds {n}");
+            }
         }
     }
 }

@@ -22,6 +22,21 @@ impl GuardMode {
     }
 }
 
+/// `tasker_core.batch_scan`: how the batch functions read the step state.
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum BatchScan {
+    /// Sequentially when the batch asks for at least half of the tasks (estimated as the planner
+    /// does, from the statistics scaled to the table's current size), else by index.
+    #[name = c"auto"]
+    Auto,
+    #[name = c"index"]
+    Index,
+    #[name = c"sequential"]
+    Sequential,
+}
+
+pub static BATCH_SCAN: GucSetting<BatchScan> = GucSetting::<BatchScan>::new(BatchScan::Auto);
+
 /// `tasker_core.guard_mode`: what the triggers do with a row that breaks a rule.
 pub static GUARD_MODE: GucSetting<GuardMode> = GucSetting::<GuardMode>::new(GuardMode::Enforce);
 
@@ -45,6 +60,14 @@ pub fn register() {
         c"Read the Tasker tables by index without the executor when it is safe.",
         c"off makes the read functions use their SQL queries (same results; slower).",
         &DIRECT_READS,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_enum_guc(
+        c"tasker_core.batch_scan",
+        c"How the batch functions read the derived step state.",
+        c"auto: sequentially when a batch asks for at least half of the tasks, else by index; index or sequential: always so (same results).",
+        &BATCH_SCAN,
         GucContext::Userset,
         GucFlags::default(),
     );

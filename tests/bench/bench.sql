@@ -22,6 +22,9 @@ LANGUAGE plpgsql AS $$
 DECLARE
     ids text := (SELECT array_agg(task_id ORDER BY task_id)::text FROM tasker_tasks WHERE task_id NOT IN (big_task, lattice_task));
     n int := (SELECT count(*) FROM tasker_tasks WHERE task_id NOT IN (big_task, lattice_task));
+    -- Every tenth task: a batch small enough to be read by index (tasker_core.batch_scan = auto).
+    tenth text := (SELECT array_agg(task_id ORDER BY task_id)::text FROM tasker_tasks
+                   WHERE task_id NOT IN (big_task, lattice_task) AND task_id % 10 = 0);
     w record; r int; impl text; t float8;
     per_task text := 'SELECT %s FROM unnest(%L::bigint[]) x, LATERAL (SELECT * FROM tasker_workflow_steps s WHERE s.task_id = x) s';
 BEGIN
@@ -35,6 +38,10 @@ BEGIN
              format('SELECT count(*) FROM %%s.get_step_readiness_status_batch(%L)', ids),
              format('SELECT count(s.updated_at) FROM tasker_workflow_steps s WHERE s.task_id = ANY(%L)', ids),
              format('SELECT count(*) FROM tasker_workflow_steps s WHERE s.task_id = ANY(%L)', ids)),
+            ('get_step_readiness_status_batch, every tenth task', 1,
+             format('SELECT count(*) FROM %%s.get_step_readiness_status_batch(%L)', tenth),
+             format('SELECT count(s.updated_at) FROM tasker_workflow_steps s WHERE s.task_id = ANY(%L)', tenth),
+             format('SELECT count(*) FROM tasker_workflow_steps s WHERE s.task_id = ANY(%L)', tenth)),
             ('get_task_execution_context, one task per call', n,
              format('SELECT count(*) FROM unnest(%L::bigint[]) x, LATERAL %%s.get_task_execution_context(x)', ids), NULL, NULL),
             ('get_task_execution_contexts_batch, all tasks', 1,
