@@ -20,7 +20,7 @@ use std::ffi::CStr;
 
 use pgrx::pg_sys;
 
-use crate::pg::direct::{self, Column, Layout, Lookup, Row, Sequential};
+use crate::pg::direct::{self, Column, Fields, Layout, Lookup, Row, Sequential};
 use crate::pg::read::{Names, StepsAndParents, TaskGraph, TaskIds, TaskRow};
 use crate::rules::health::HealthCounts;
 use crate::rules::readiness::{ParentTally, StepFacts};
@@ -532,7 +532,7 @@ const LAST_ATTEMPTED_AT: usize = 12;
 const BACKOFF: usize = 13;
 const NAMED_TASK: usize = 14;
 /// How step_state stores its columns (sql/step_state.sql).
-static LAYOUT: Layout = {
+const STORED: [Column; 15] = {
     const fn col(type_oid: pg_sys::Oid, len: i16, align: u8) -> Column {
         Column { type_oid, len, align }
     }
@@ -541,7 +541,7 @@ static LAYOUT: Layout = {
     const BOOL: Column = col(pg_sys::BOOLOID, 1, 1);
     const TEXT: Column = col(pg_sys::TEXTOID, -1, 4);
     const TIMESTAMP: Column = col(pg_sys::TIMESTAMPOID, 8, 8);
-    Layout(&[
+    [
         INT8,                             // workflow_step_id
         INT8,                             // task_id
         col(pg_sys::INT8ARRAYOID, -1, 8), // parents
@@ -557,8 +557,26 @@ static LAYOUT: Layout = {
         TIMESTAMP,                        // last_attempted_at
         INT4,                             // backoff_request_seconds
         INT4,                             // named_task_id
-    ])
+    ]
 };
+
+/// Deforms a whole step_state row (`Layout::all`), column by column with constant lengths.
+unsafe fn deform_stored(slot: *mut pg_sys::TupleTableSlot) -> bool {
+    let Some(mut fields) = Fields::of(slot, STORED.len()) else {
+        return false;
+    };
+    macro_rules! columns {
+        ($($i:literal)*) => {$(
+            fields.next($i, STORED[$i].len, STORED[$i].align as usize);
+        )*};
+    }
+    const _: () = assert!(STORED.len() == 15, "one index per column");
+    columns!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14);
+    fields.finish(STORED.len());
+    true
+}
+
+static LAYOUT: Layout = Layout { columns: &STORED, all: deform_stored };
 
 /// The columns dependency levels needs: the step, its task, its parents.
 const GRAPH_COLUMNS: [usize; 3] = [1, 2, 3];
@@ -686,6 +704,7 @@ impl Sink<'_> {
             sorted[w[0] as usize..w[1] as usize].sort_unstable_by_key(|k| k.1);
         }
         *keys = sorted;
+        // Gathers (independent loads, unlike an in-place permutation's chain of swaps).
         let old = std::mem::take(self.facts);
         self.facts.extend(keys.iter().map(|k| old[k.2 as usize].clone()));
         let old_names = std::mem::take(self.names);
@@ -868,7 +887,13 @@ pub fn steps_and_parents(task_ids: TaskIds, with_tasks: bool, out: &mut StepsAnd
             let own = &out.steps[task_start..task_end];
             let (a, b) = sc.parent_ranges[i];
             for &p in &sc.parent_ids[a as usize..b as usize] {
-                match own.binary_search_by_key(&p, |f| f.workflow_step_id) {
+                // A task's steps usually have consecutive ids: try the parent's place by its id.
+                let guess = p.wrapping_sub(own[0].workflow_step_id) as u64;
+                let found = match own.get(guess as usize) {
+                    Some(f) if guess < own.len() as u64 && f.workflow_step_id == p => Ok(guess as usize),
+                    _ => own.binary_search_by_key(&p, |f| f.workflow_step_id),
+                };
+                match found {
                     Ok(j) => tally.add_done(state::is_done(own[j].current_state())),
                     Err(_) => sc.elsewhere.push((i as u32, p)),
                 }
@@ -958,4 +983,47 @@ pub fn health() -> Option<HealthCounts> {
         }
     });
     (!broken).then_some(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{sequential_is_cheaper, Rank};
+
+    #[test]
+    fn a_batch_of_half_the_tasks_or_more_is_read_sequentially() {
+        // 5,000 tasks by the statistics, table unchanged since
+        assert!(sequential_is_cheaper(5000, 5000.0, 900.0, 900.0));
+        assert!(sequential_is_cheaper(2500, 5000.0, 900.0, 900.0));
+        assert!(!sequential_is_cheaper(2499, 5000.0, 900.0, 900.0));
+        // the table grew tenfold since the statistics: 50,000 tasks
+        assert!(!sequential_is_cheaper(5000, 5000.0, 900.0, 9000.0));
+        // no statistics (never vacuumed or analyzed): by index
+        assert!(!sequential_is_cheaper(5000, -1.0, 0.0, 900.0));
+        assert!(!sequential_is_cheaper(5000, 0.0, 0.0, 900.0));
+        assert!(!sequential_is_cheaper(5000, f64::NAN, 0.0, 900.0));
+        // statistics without pages: taken as they are
+        assert!(sequential_is_cheaper(10, 12.0, 0.0, 1.0));
+    }
+
+    #[test]
+    fn rank_is_the_place_among_the_tasks_asked_for() {
+        let cases: [Vec<i64>; 4] = [
+            (100..200).collect(),                                     // dense
+            (0..100).map(|i| i * 3 + 7).collect(),                    // a table of places
+            (0..100).map(|i| i * 10_000_000 - 500_000_000).collect(), // far apart: binary search
+            vec![i64::MIN, -1, 0, i64::MAX],
+        ];
+        for ids in &cases {
+            let rank = Rank::new(ids);
+            for (i, &id) in ids.iter().enumerate() {
+                assert_eq!(rank.of(id), Some(i as u32), "{id}");
+            }
+            let lo = ids[0];
+            let hi = ids[ids.len() - 1];
+            for probe in [lo.wrapping_sub(1), hi.wrapping_add(1), lo.saturating_add(1), i64::MIN, i64::MAX] {
+                assert_eq!(rank.of(probe), ids.binary_search(&probe).ok().map(|i| i as u32), "{probe}");
+            }
+        }
+        assert_eq!(Rank::new(&[]).of(5), None);
+    }
 }

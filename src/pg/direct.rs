@@ -625,7 +625,12 @@ pub struct Column {
 /// PostgreSQL's general-purpose loop (`slot_getsomeattrs`), which was a fifth of a batch read.
 /// Used only on a table whose descriptor matches it exactly (`matches`, checked at open) and on
 /// rows that store every column; debug builds compare every row with PostgreSQL's deform.
-pub struct Layout(pub &'static [Column]);
+pub struct Layout {
+    pub columns: &'static [Column],
+    /// Deforms all of these columns with code specialized for them (the caller writes it with
+    /// `Fields` and constant lengths and alignments); `deform_columns` does the same generically.
+    pub all: unsafe fn(*mut pg_sys::TupleTableSlot) -> bool,
+}
 
 impl Layout {
     /// Whether `rel`'s columns are exactly these (none dropped, none added).
@@ -634,9 +639,9 @@ impl Layout {
     /// `rel` is an open relation.
     unsafe fn matches(&self, rel: pg_sys::Relation) -> bool {
         let attrs = crate::pg::tuple_desc_attrs((*rel).rd_att);
-        attrs.len() == self.0.len()
-            && self.0.len() <= 64
-            && attrs.iter().zip(self.0).all(|(a, c)| {
+        attrs.len() == self.columns.len()
+            && self.columns.len() <= 64
+            && attrs.iter().zip(self.columns).all(|(a, c)| {
                 let align = match a.attalign as u8 {
                     b'c' => 1,
                     b's' => 2,
@@ -653,67 +658,58 @@ impl Layout {
             })
     }
 
-    /// Deforms the heap tuple in `slot` into its values and nulls, as `slot_deform_heap_tuple`
-    /// does (heaptuple.c); false (nothing done) when the slot does not hold a heap tuple with
-    /// all of the columns.
+    /// Deforms the first `upto` columns of the heap tuple in `slot` into its values and nulls,
+    /// as `slot_deform_heap_tuple` does (heaptuple.c), leaving the slot as that function would
+    /// (so PostgreSQL can go on to later columns); false (nothing done) when the slot does not
+    /// hold a heap tuple with all of the columns.
     ///
     /// # Safety
     /// `slot` holds a row of a table that `matches` this layout.
-    unsafe fn deform(&self, slot: *mut pg_sys::TupleTableSlot) -> bool {
-        if !std::ptr::eq((*slot).tts_ops, &raw const pg_sys::TTSOpsBufferHeapTuple) {
-            return false;
-        }
-        let tuple = (*(slot as *mut pg_sys::HeapTupleTableSlot)).tuple;
-        if tuple.is_null() || (*tuple).t_data.is_null() {
-            return false;
-        }
-        let header = (*tuple).t_data;
-        let natts = ((*header).t_infomask2 as u32 & pg_sys::HEAP_NATTS_MASK) as usize;
-        if natts != self.0.len() {
-            return false;
-        }
-        let has_nulls = (*header).t_infomask as u32 & pg_sys::HEAP_HASNULL != 0;
-        let bits = (*header).t_bits.as_ptr();
-        let data = (header as *const u8).add((*header).t_hoff as usize);
-        let values = (*slot).tts_values;
-        let nulls = (*slot).tts_isnull;
-        let mut off = 0usize;
-        for (i, c) in self.0.iter().enumerate() {
-            if has_nulls && *bits.add(i >> 3) & (1 << (i & 7)) == 0 {
-                *values.add(i) = pg_sys::Datum::from(0);
-                *nulls.add(i) = true;
-                continue;
-            }
-            *nulls.add(i) = false;
-            let mask = c.align as usize - 1;
-            // A varlena with a 1-byte header is not aligned: a nonzero byte here starts it
-            // (att_align_pointer); zero is padding before an aligned 4-byte header.
-            if c.len != -1 || *data.add(off) == 0 {
-                off = (off + mask) & !mask;
-            }
-            let at = data.add(off);
-            *values.add(i) = match c.len {
-                8 => pg_sys::Datum::from(std::ptr::read_unaligned(at as *const i64)),
-                4 => pg_sys::Datum::from(std::ptr::read_unaligned(at as *const i32)),
-                // fetch_att reads a 1-byte value as a (signed) char.
-                1 => pg_sys::Datum::from(*at as i8),
-                _ => pg_sys::Datum::from(at),
-            };
-            off += if c.len == -1 { pgrx::varsize_any(at as *const pg_sys::varlena) } else { c.len as usize };
-        }
-        (*slot).tts_nvalid = natts as pg_sys::AttrNumber;
+    unsafe fn deform(&self, slot: *mut pg_sys::TupleTableSlot, upto: usize) -> bool {
+        let done =
+            if upto >= self.columns.len() { (self.all)(slot) } else { Self::deform_columns(self.columns, slot, upto) };
         #[cfg(debug_assertions)]
-        self.check(slot, natts);
-        true
+        if done {
+            self.check(slot, upto.min(self.columns.len()));
+        }
+        done
     }
 
+    /// `deform` of `columns` (the table's layout).
+    ///
+    /// # Safety
+    /// As `deform`.
+    pub unsafe fn deform_columns(columns: &[Column], slot: *mut pg_sys::TupleTableSlot, upto: usize) -> bool {
+        let Some(mut fields) = Fields::of(slot, columns.len()) else {
+            return false;
+        };
+        let upto = upto.min(columns.len());
+        for (i, c) in columns[..upto].iter().enumerate() {
+            fields.next(i, c.len, c.align as usize);
+        }
+        fields.finish(upto);
+        true
+    }
     /// Debug builds: PostgreSQL's own deform of the same row must give the same values.
     #[cfg(debug_assertions)]
-    unsafe fn check(&self, slot: *mut pg_sys::TupleTableSlot, natts: usize) {
+    unsafe fn check(&self, slot: *mut pg_sys::TupleTableSlot, upto: usize) {
         let ours: Vec<(usize, bool)> =
-            (0..natts).map(|i| ((*(*slot).tts_values.add(i)).value(), *(*slot).tts_isnull.add(i))).collect();
+            (0..upto).map(|i| ((*(*slot).tts_values.add(i)).value(), *(*slot).tts_isnull.add(i))).collect();
+        // PostgreSQL resuming after our columns reads the rest where it should...
+        let n = self.columns.len();
+        if upto < n {
+            pg_sys::slot_getsomeattrs_int(slot, n as i32);
+        }
+        let rest: Vec<(usize, bool)> =
+            (upto..n).map(|i| ((*(*slot).tts_values.add(i)).value(), *(*slot).tts_isnull.add(i))).collect();
+        // ...and deforming from scratch gives the same values.
         (*slot).tts_nvalid = 0;
-        pg_sys::slot_getsomeattrs_int(slot, natts as i32);
+        pg_sys::slot_getsomeattrs_int(slot, n as i32);
+        for (i, &(value, null)) in rest.iter().enumerate() {
+            let i = upto + i;
+            let theirs = ((*(*slot).tts_values.add(i)).value(), *(*slot).tts_isnull.add(i));
+            assert!(null == theirs.1 && (null || value == theirs.0), "resumed column {} differs", i + 1);
+        }
         for (i, &(value, null)) in ours.iter().enumerate() {
             let theirs = ((*(*slot).tts_values.add(i)).value(), *(*slot).tts_isnull.add(i));
             assert!(
@@ -724,6 +720,91 @@ impl Layout {
                 theirs
             );
         }
+    }
+}
+
+/// Deforming one heap tuple column by column, as `slot_deform_heap_tuple` does (heaptuple.c),
+/// into its slot's values and nulls: `of`, then `next` for columns 0, 1, ... in order, then
+/// `finish`. Inlined, so a caller that passes constant lengths and alignments gets code
+/// specialized for its columns.
+pub struct Fields {
+    slot: *mut pg_sys::TupleTableSlot,
+    data: *const u8,
+    bits: *const u8,
+    has_nulls: bool,
+    off: usize,
+}
+
+impl Fields {
+    /// The tuple in `slot`, if it is a buffer heap tuple storing exactly `ncolumns` columns.
+    ///
+    /// # Safety
+    /// `slot` is a valid slot.
+    #[inline(always)]
+    pub unsafe fn of(slot: *mut pg_sys::TupleTableSlot, ncolumns: usize) -> Option<Fields> {
+        if !std::ptr::eq((*slot).tts_ops, &raw const pg_sys::TTSOpsBufferHeapTuple) {
+            return None;
+        }
+        let tuple = (*(slot as *mut pg_sys::HeapTupleTableSlot)).tuple;
+        if tuple.is_null() || (*tuple).t_data.is_null() {
+            return None;
+        }
+        let header = (*tuple).t_data;
+        if ((*header).t_infomask2 as u32 & pg_sys::HEAP_NATTS_MASK) as usize != ncolumns {
+            return None;
+        }
+        Some(Fields {
+            slot,
+            data: (header as *const u8).add((*header).t_hoff as usize),
+            bits: (*header).t_bits.as_ptr(),
+            has_nulls: (*header).t_infomask as u32 & pg_sys::HEAP_HASNULL != 0,
+            off: 0,
+        })
+    }
+
+    /// Column `i` (0-based), of `attlen` `len` (8, 4, 1, or -1 for a varlena) and alignment
+    /// `align` bytes.
+    ///
+    /// # Safety
+    /// The columns before `i` were read by `next`, and the tuple stores column `i` so.
+    #[inline(always)]
+    pub unsafe fn next(&mut self, i: usize, len: i16, align: usize) {
+        let values = (*self.slot).tts_values;
+        let nulls = (*self.slot).tts_isnull;
+        if self.has_nulls && *self.bits.add(i >> 3) & (1 << (i & 7)) == 0 {
+            *values.add(i) = pg_sys::Datum::from(0);
+            *nulls.add(i) = true;
+            return;
+        }
+        *nulls.add(i) = false;
+        let mask = align - 1;
+        // A varlena with a 1-byte header is not aligned: a nonzero byte here starts it
+        // (att_align_pointer); zero is padding before an aligned 4-byte header.
+        if len != -1 || *self.data.add(self.off) == 0 {
+            self.off = (self.off + mask) & !mask;
+        }
+        let at = self.data.add(self.off);
+        *values.add(i) = match len {
+            8 => pg_sys::Datum::from(std::ptr::read_unaligned(at as *const i64)),
+            4 => pg_sys::Datum::from(std::ptr::read_unaligned(at as *const i32)),
+            // fetch_att reads a 1-byte value as a (signed) char.
+            1 => pg_sys::Datum::from(*at as i8),
+            _ => pg_sys::Datum::from(at),
+        };
+        self.off += if len == -1 { pgrx::varsize_any(at as *const pg_sys::varlena) } else { len as usize };
+    }
+
+    /// Marks the first `upto` columns valid, leaving the slot as `slot_deform_heap_tuple` would
+    /// (so PostgreSQL can go on to later columns).
+    ///
+    /// # Safety
+    /// `next` read columns `0..upto`.
+    #[inline(always)]
+    pub unsafe fn finish(self, upto: usize) {
+        (*self.slot).tts_nvalid = upto as pg_sys::AttrNumber;
+        // Where slot_deform_heap_tuple would resume; "slow" (no cached offsets) is always right.
+        (*(self.slot as *mut pg_sys::HeapTupleTableSlot)).off = self.off as u32;
+        (*self.slot).tts_flags |= pg_sys::TTS_FLAG_SLOW as u16;
     }
 }
 
@@ -746,7 +827,7 @@ impl<'a> Row<'a> {
         max_attno: i32,
         layout: Option<&'static Layout>,
     ) -> Row<'a> {
-        if ((*slot).tts_nvalid as i32) < max_attno && !layout.is_some_and(|l| l.deform(slot)) {
+        if ((*slot).tts_nvalid as i32) < max_attno && !layout.is_some_and(|l| l.deform(slot, max_attno as usize)) {
             pg_sys::slot_getsomeattrs_int(slot, max_attno);
         }
         Row { slot, attnos }

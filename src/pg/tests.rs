@@ -53,6 +53,7 @@ on_step_state_too!(
     both_read_paths_agree => both_read_paths_agree_on_step_state,
     result_rows_read_back_as_the_reference_writes_them => result_rows_read_back_on_step_state,
     health_counts_match_the_reference => health_counts_on_step_state,
+    batch_scans_agree_with_the_reference => batch_scans_on_step_state,
 );
 
 /// The Tasker tables plus a few reference rows and two helpers:
@@ -720,6 +721,46 @@ fn health_counts_match_the_reference() {
     // resolved_manually (counted in no state column), 3 pending, 4 without a transition (only
     // in the total), 5 in error with retries left and a last attempt (retryable, in backoff).
     assert_eq!(native, "(5,0,5,1,1,1,1,0,1)");
+}
+
+/// The batch functions read step_state by index or in one sequential pass
+/// (`tasker_core.batch_scan`). Rows stored out of (task, step) order (steps written in reverse,
+/// then moved) and batches with duplicates, NULLs, unknown and unordered ids give the reference
+/// SQL's rows, in its order, whichever way they are read.
+#[pg_test]
+fn batch_scans_agree_with_the_reference() {
+    diamond();
+    Spi::run(RAILS_FUNCTIONS).unwrap();
+    Spi::run(
+        "SELECT pg_temp.step(g, 6 - g / 10, (g % 20 + 1)::int) FROM generate_series(49, 10, -1) g;
+         SELECT pg_temp.edge(g, g + 1) FROM generate_series(48, 10, -1) g WHERE g % 10 <> 9;
+         SELECT pg_temp.edge(1, 45), pg_temp.edge(44, 46);
+         SELECT pg_temp.move(g, 'pending') FROM generate_series(10, 49) g WHERE g % 3 <> 0;
+         SELECT pg_temp.move(g, 'in_progress'), pg_temp.move(g, 'complete') FROM generate_series(49, 10, -1) g WHERE g % 10 < 4;
+         SELECT pg_temp.move(g, 'in_progress'), pg_temp.move(g, 'error') FROM generate_series(10, 49) g WHERE g % 10 = 5;
+         UPDATE tasker_workflow_steps SET attempts = 1, last_attempted_at = now() AT TIME ZONE 'UTC', backoff_request_seconds = 60
+          WHERE workflow_step_id % 10 = 5;",
+    )
+    .unwrap();
+    let readiness = |schema: &str, ask: &str| {
+        text(&format!(
+            "SELECT string_agg(r::text, ';' ORDER BY r.o) FROM {schema}.get_step_readiness_status_batch({ask}) WITH ORDINALITY r(a, b, c, d, e, f, g, h, i, j, k, l, m, n, p, q, o)"
+        ))
+    };
+    let contexts = |schema: &str, ask: &str| {
+        text(&format!(
+            "SELECT string_agg(c::text, ';' ORDER BY c.o) FROM {schema}.get_task_execution_contexts_batch({ask}) WITH ORDINALITY c(a, b, d, e, f, g, h, i, j, k, l, m, n, o)"
+        ))
+    };
+    for ask in ["ARRAY(SELECT task_id FROM tasker_tasks)", "'{5,3,3,NULL,2,99}'", "'{4,2}'", "'{4}'", "'{}'"] {
+        let reference = (readiness("public", ask), contexts("public", ask));
+        assert!(ask.contains('{') || reference.0.matches(';').count() > 40, "{}", reference.0);
+        for mode in ["sequential", "index", "auto"] {
+            Spi::run(&format!("SET LOCAL tasker_core.batch_scan = {mode}")).unwrap();
+            assert_eq!((readiness("tasker_core", ask), contexts("tasker_core", ask)), reference, "{mode}: {ask}");
+        }
+    }
+    Spi::run("RESET tasker_core.batch_scan").unwrap();
 }
 
 #[pg_test]

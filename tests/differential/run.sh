@@ -2,7 +2,8 @@
 # Differential tests: native tasker_core == reference SQL (written from the spec) on every row,
 # over random Tasker databases (many seeds and DAG shapes), several session time zones, and
 # all three read paths: the derived step state (tasker_core.step_state), direct index reads of
-# the Tasker tables, and SQL (tasker_core.direct_reads off). Odd seeds enable the step state
+# the Tasker tables, and SQL (tasker_core.direct_reads off); the step state also with each of
+# its batch scans forced (tasker_core.batch_scan sequential, index). Odd seeds enable the step state
 # before generating (its triggers follow every write), even seeds after (a rebuild); each
 # seed also checks tasker_core.step_state_verify() finds nothing.
 # Usage: tests/differential/run.sh PSQL_CONNINFO [SEEDS] [TASKS_PER_SEED]
@@ -81,6 +82,12 @@ $(for z in "${zones[@]}"; do for path in step_state direct sql; do
   echo "UPDATE tasker_core.step_state_source SET valid = $([ $path = step_state ] && echo true || echo false);"
   echo "SELECT * FROM tasker_test.diff_all('seed $seed gen $gen_zone tz $z path $path');"
 done; done)
+-- The step state's two ways of reading a batch, each forced (auto picks one per batch).
+$(for scan in sequential index; do
+  echo "SET LOCAL TimeZone = '$gen_zone'; SET LOCAL tasker_core.direct_reads = on; SET LOCAL tasker_core.batch_scan = $scan;"
+  echo "UPDATE tasker_core.step_state_source SET valid = true;"
+  echo "SELECT * FROM tasker_test.diff_all('seed $seed gen $gen_zone tz $gen_zone path step_state batch_scan $scan');"
+done)
 ROLLBACK;
 SQL
 )
@@ -95,6 +102,6 @@ SQL
     if [ "$bad" -eq 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "MISMATCH $run $fn: $bad of $rows rows; $example"; fi
   done <<<"$out"
 done
-echo "differential: $seeds random databases ($steps steps), ${#zones[@]} time zones each, three read paths (step_state, direct index reads, SQL), $total_rows rows compared, $total_bad mismatches; step_state_verify clean on every seed: $([ "$failed" = 0 ] && echo yes || echo no)"
+echo "differential: $seeds random databases ($steps steps), ${#zones[@]} time zones each, three read paths (step_state, direct index reads, SQL) and both batch scans of the step state, $total_rows rows compared, $total_bad mismatches; step_state_verify clean on every seed: $([ "$failed" = 0 ] && echo yes || echo no)"
 echo "differential: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
