@@ -325,6 +325,21 @@ fn step_state_rebuild() -> i64 {
             "INSERT INTO tasker_core.step_state SELECT * FROM ({}) e ORDER BY e.task_id, e.workflow_step_id NULLS LAST",
             t.expected_all_sql()
         ));
+        // Statistics now rather than when autovacuum gets to it: the batch functions choose how
+        // to read step_state from them (tasker_core.batch_scan = auto), and so does the planner.
+        // Only an owner may analyze a table (others would get a WARNING and nothing else).
+        let may_analyze = plans::run(
+            "SELECT pg_catalog.pg_has_role(c.relowner, 'USAGE') FROM pg_catalog.pg_class c \
+              WHERE c.oid = 'tasker_core.step_state'::pg_catalog.regclass",
+            &[],
+            &[],
+            false,
+            F,
+            |rows| rows.get::<bool>(0, 1).unwrap_or_default(),
+        );
+        if may_analyze {
+            once("ANALYZE tasker_core.step_state".into());
+        }
         let n = plans::run(
             "SELECT count(*) FROM tasker_core.step_state WHERE workflow_step_id IS NOT NULL",
             &[],

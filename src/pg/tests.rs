@@ -846,6 +846,12 @@ fn step_state_follows_every_kind_of_write() {
     // Rows that existed before: enable builds them.
     assert!(text("SELECT string_agg(action, ',') FROM tasker_core.step_state_enable()").ends_with("built (4 steps)"));
     assert_eq!(verify(), "exact");
+    // ...and analyzes it: the 5 tasks' own rows are counted in the index the batch functions
+    // estimate the number of tasks from (never analyzed, it would say -1 or 0).
+    assert_eq!(
+        one::<f32>("SELECT reltuples FROM pg_class WHERE oid = 'tasker_core.step_state_task_row'::regclass"),
+        Some(5.0)
+    );
     let writes = [
         // bulk insert of steps, edges and transitions in one statement each
         "SELECT pg_temp.step(g, 3, (g % 20 + 1)::int) FROM generate_series(100, 160) g",
