@@ -888,10 +888,10 @@ pub fn steps_and_parents(task_ids: TaskIds, with_tasks: bool, out: &mut StepsAnd
             let (a, b) = sc.parent_ranges[i];
             for &p in &sc.parent_ids[a as usize..b as usize] {
                 // A task's steps usually have consecutive ids: try the parent's place by its id.
-                let guess = p.wrapping_sub(own[0].workflow_step_id) as u64;
-                let found = match own.get(guess as usize) {
-                    Some(f) if guess < own.len() as u64 && f.workflow_step_id == p => Ok(guess as usize),
-                    _ => own.binary_search_by_key(&p, |f| f.workflow_step_id),
+                let guess = usize::try_from(p.wrapping_sub(own[0].workflow_step_id)).ok();
+                let found = match guess.filter(|&g| own.get(g).is_some_and(|f| f.workflow_step_id == p)) {
+                    Some(g) => Ok(g),
+                    None => own.binary_search_by_key(&p, |f| f.workflow_step_id),
                 };
                 match found {
                     Ok(j) => tally.add_done(state::is_done(own[j].current_state())),

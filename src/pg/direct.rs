@@ -152,6 +152,7 @@ impl Lookup {
                 && p.wanted.len() == wanted.len()
                 && p.wanted.iter().zip(wanted).all(|(a, w)| *a == w.name)
         };
+        let max_gap = Self::max_gap(key_column, need);
         let remembered = crate::pg::derived::with_memo(&PLANS, |plans: &mut Plans| {
             plans.iter().find(|p| same(p)).map(|p| (p.rel, p.index, p.attnos.clone(), p.key_is_int8))
         })
@@ -163,12 +164,12 @@ impl Lookup {
                 let rel = pg_sys::relation_open(rel, lock);
                 let index = pg_sys::index_open(index, lock);
                 let mut lookup = Self::start(rel, index, attnos, key_is_int8, false);
-                lookup.max_gap = Self::max_gap(key_column, need);
+                lookup.max_gap = max_gap;
                 return Some(lookup);
             }
         }
         let mut found = Self::open_checked(relname, key_column, key_type, wanted, need)?;
-        found.max_gap = Self::max_gap(key_column, need);
+        found.max_gap = max_gap;
         // SAFETY: reading the OIDs of the relations just opened.
         let (rel, index) = unsafe { ((*found.rel).rd_id, (*found.index).rd_id) };
         crate::pg::derived::with_memo(&PLANS, |plans: &mut Plans| {
@@ -487,8 +488,7 @@ impl Lookup {
 
     /// Visits every row whose key is one of `sorted` (ascending, distinct): one range scan per
     /// run of close ids (`runs`, with this lookup's `max_gap`), skipping rows whose key is not
-    /// asked for. `key_of` reads the
-    /// key from a row.
+    /// asked for. `key_of` reads the key from a row.
     pub fn each_of_i64(
         &mut self,
         sorted: &[i64],
@@ -679,7 +679,7 @@ impl Layout {
     ///
     /// # Safety
     /// As `deform`.
-    pub unsafe fn deform_columns(columns: &[Column], slot: *mut pg_sys::TupleTableSlot, upto: usize) -> bool {
+    unsafe fn deform_columns(columns: &[Column], slot: *mut pg_sys::TupleTableSlot, upto: usize) -> bool {
         let Some(mut fields) = Fields::of(slot, columns.len()) else {
             return false;
         };
@@ -690,6 +690,7 @@ impl Layout {
         fields.finish(upto);
         true
     }
+
     /// Debug builds: PostgreSQL's own deform of the same row must give the same values.
     #[cfg(debug_assertions)]
     unsafe fn check(&self, slot: *mut pg_sys::TupleTableSlot, upto: usize) {
