@@ -20,7 +20,7 @@ use std::ffi::CStr;
 
 use pgrx::pg_sys;
 
-use crate::pg::direct::{self, Column, Fields, Layout, Lookup, Row, Sequential};
+use crate::pg::direct::{self, Column, Columns, Fields, Layout, Lookup, Sequential, Values};
 use crate::pg::read::{Names, StepsAndParents, TaskGraph, TaskIds, TaskRow};
 use crate::rules::health::HealthCounts;
 use crate::rules::readiness::{ParentTally, StepFacts};
@@ -560,11 +560,9 @@ const STORED: [Column; 15] = {
     ]
 };
 
-/// Deforms a whole step_state row (`Layout::all`), column by column with constant lengths.
-unsafe fn deform_stored(slot: *mut pg_sys::TupleTableSlot) -> bool {
-    let Some(mut fields) = Fields::of(slot, STORED.len()) else {
-        return false;
-    };
+/// Deforms every column of a step_state row, with constant lengths and alignments.
+#[inline(always)]
+unsafe fn deform_stored_fields(fields: &mut Fields) {
     macro_rules! columns {
         ($($i:literal)*) => {$(
             fields.next($i, STORED[$i].len, STORED[$i].align as usize);
@@ -572,11 +570,29 @@ unsafe fn deform_stored(slot: *mut pg_sys::TupleTableSlot) -> bool {
     }
     const _: () = assert!(STORED.len() == 15, "one index per column");
     columns!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14);
-    fields.finish(STORED.len());
+}
+
+/// Deforms a whole step_state row in a slot (`Layout::all`).
+unsafe fn deform_stored(slot: *mut pg_sys::TupleTableSlot) -> bool {
+    let Some(mut fields) = Fields::of(slot, STORED.len()) else {
+        return false;
+    };
+    deform_stored_fields(&mut fields);
+    fields.finish(slot, STORED.len());
     true
 }
 
-static LAYOUT: Layout = Layout { columns: &STORED, all: deform_stored };
+/// Deforms a whole step_state row into `Values` (`Layout::into_values`).
+unsafe fn stored_into_values(header: pg_sys::HeapTupleHeader, values: &mut Values) -> bool {
+    let (datums, nulls) = values.arrays();
+    let Some(mut fields) = Fields::of_header(header, STORED.len(), datums, nulls) else {
+        return false;
+    };
+    deform_stored_fields(&mut fields);
+    true
+}
+
+static LAYOUT: Layout = Layout { columns: &STORED, all: deform_stored, into_values: stored_into_values };
 
 /// The columns dependency levels needs: the step, its task, its parents.
 const GRAPH_COLUMNS: [usize; 3] = [1, 2, 3];
@@ -626,7 +642,7 @@ struct Sink<'a> {
 
 impl Sink<'_> {
     /// Takes one step_state row of a task asked for (a step's, or with `with_tasks` the task's).
-    fn take(&mut self, row: &Row) {
+    fn take(&mut self, row: &impl Columns) {
         let Some(task) = row.i64(TASK) else {
             self.broken = true;
             return;

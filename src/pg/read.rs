@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use crate::pg::direct::{Index, Lookup, Want};
+use crate::pg::direct::{Columns, Index, Lookup, Want};
 use crate::pg::plans::{self, Rows, INT8, INT8_ARRAY};
 use crate::rules::health::HealthCounts;
 use crate::rules::readiness::{ParentTally, StepFacts};
