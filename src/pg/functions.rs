@@ -69,10 +69,46 @@ fn for_each_readiness(
 // than pgrx `#[pg_extern]`s: their SQL declarations (below) are the ones 0.1.0 and 0.2.0
 // shipped, symbol names included, so older install scripts still load this library.
 
-/// One readiness row; the name and current_state columns (3 and 4) are filled by
-/// `Output::row_with_texts`.
+/// How the readiness functions' result columns are stored.
+static READINESS: [srf::Stored; 16] = {
+    use srf::Stored::{Bool, Int4, Int8, Text};
+    [Int8, Int8, Int4, Text, Text, Bool, Bool, Bool, Int8, Int8, Int4, Int4, Int4, Int4, Int4, Int8]
+};
+
+/// One readiness row, written column by column when the result has the declared shape.
 fn readiness_row(out: &mut srf::Output, s: &StepFacts, name: &str, r: &Readiness) {
-    let mut values = [
+    let state = s.current_state();
+    let nulls = (r.last_failure_at.is_none() as u64) << 8
+        | (r.next_retry_at.is_none() as u64) << 9
+        | (s.backoff_request_seconds.is_none() as u64) << 14
+        | (s.last_attempted_at.is_none() as u64) << 15;
+    if let Some(mut w) = out.shaped(&READINESS, nulls, name.len() + state.len()) {
+        w.int8(s.workflow_step_id);
+        w.int8(s.task_id);
+        w.int4(s.named_step_id);
+        w.text(name);
+        w.text(state);
+        w.bool(r.dependencies_satisfied);
+        w.bool(r.retry_eligible);
+        w.bool(r.ready_for_execution);
+        w.opt_int8(r.last_failure_at);
+        w.opt_int8(r.next_retry_at);
+        w.int4(r.total_parents);
+        w.int4(r.completed_parents);
+        w.int4(s.attempts_or_zero());
+        w.int4(s.retry_limit_or_default());
+        w.opt_int4(s.backoff_request_seconds);
+        w.opt_int8(s.last_attempted_at);
+        w.finish(|| (readiness_values(s, r).to_vec(), vec![(3, name.to_string()), (4, state.to_string())]));
+        return;
+    }
+    let mut values = readiness_values(s, r);
+    out.row_with_texts(&mut values, &[(3, name), (4, state)]);
+}
+
+/// A readiness row's values, but for the name and current_state columns (3 and 4).
+fn readiness_values(s: &StepFacts, r: &Readiness) -> [Option<pg_sys::Datum>; 16] {
+    [
         Some(s.workflow_step_id.into()),
         Some(s.task_id.into()),
         Some(s.named_step_id.into()),
@@ -89,8 +125,7 @@ fn readiness_row(out: &mut srf::Output, s: &StepFacts, name: &str, r: &Readiness
         Some(s.retry_limit_or_default().into()),
         s.backoff_request_seconds.map(pg_sys::Datum::from),
         s.last_attempted_at.map(pg_sys::Datum::from),
-    ];
-    out.row_with_texts(&mut values, &[(3, name), (4, s.current_state())]);
+    ]
 }
 
 /// Readiness of the steps of one task (all of them, or those in `step_ids` when it is not NULL).

@@ -21,6 +21,8 @@ pub struct Output {
     layout: Option<[Column; MAX_FORMED]>,
     /// Where `put_formed` writes each row before the tuplestore copies it (8-byte aligned).
     tuple: Vec<u64>,
+    /// The address of the last shape `shaped` found the result columns to have (0: none).
+    shape_checked: usize,
 }
 
 /// The most columns `put_formed` writes (its null bitmap is a u64).
@@ -177,7 +179,7 @@ impl Output {
         }
         pg_sys::MemoryContextSwitchTo(old);
         let (texts, tuple) = SPARE.with(|s| s.take());
-        Output { store, desc, natts, texts, layout: layout_of(desc), tuple }
+        Output { store, desc, natts, texts, layout: layout_of(desc), tuple, shape_checked: 0 }
     }
 
     /// Appends one row (`None` = NULL); `values.len()` is the column count given to `begin`.
@@ -342,6 +344,242 @@ impl Output {
             at += (4 + s.len()).div_ceil(8) * 8;
         }
         self.row(values);
+    }
+}
+
+/// How a column of a fixed result shape is stored (`Output::shaped`): by value in 8, 4 or 1
+/// bytes (bigint and timestamp, integer, boolean), or as text.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    Int8,
+    Int4,
+    Bool,
+    Text,
+}
+
+impl Stored {
+    fn column(self) -> Column {
+        match self {
+            Stored::Int8 => Column { len: 8, align: 8, packable: false },
+            Stored::Int4 => Column { len: 4, align: 4, packable: false },
+            Stored::Bool => Column { len: 1, align: 1, packable: false },
+            Stored::Text => Column { len: -1, align: 4, packable: true },
+        }
+    }
+}
+
+/// One result row of a known shape written column by column (`Output::shaped`), with each
+/// column's alignment known where it is written: the same bytes as `put_formed` (and so as
+/// `heap_form_minimal_tuple`) without walking the descriptor. Every column is written in order:
+/// a value, or `null` where the row's null mask says so.
+pub struct RowWriter<'o> {
+    out: &'o mut Output,
+    base: *mut u8,
+    data: *mut u8,
+    hoff: usize,
+    nulls: u64,
+    at: usize,
+    var_width: bool,
+    #[cfg(debug_assertions)]
+    column: usize,
+}
+
+impl Output {
+    /// A writer for one row, when the result columns are stored exactly as `shape` says (else
+    /// None: use `row`). `nulls` has bit i set when column i is NULL; `text_bytes` is the total
+    /// length of the row's texts.
+    #[inline(always)]
+    pub fn shaped(&mut self, shape: &'static [Stored], nulls: u64, text_bytes: usize) -> Option<RowWriter<'_>> {
+        const OFFSET: usize = 8; // as in put_formed
+        const HEADER: usize = 15;
+        if self.shape_checked != shape.as_ptr() as usize {
+            let fits = self.layout.as_ref().is_some_and(|l| {
+                shape.len() == self.natts
+                    && l[..self.natts].iter().zip(shape).all(|(c, s)| {
+                        let want = s.column();
+                        c.len == want.len && c.align == want.align && c.packable == want.packable
+                    })
+            });
+            if !fits {
+                return None;
+            }
+            self.shape_checked = shape.as_ptr() as usize;
+        }
+        let natts = self.natts;
+        let hoff = (HEADER + if nulls != 0 { natts.div_ceil(8) } else { 0 }).next_multiple_of(8);
+        // Header, every column at 8 bytes plus up to 7 of padding, texts with 4-byte headers,
+        // and the 8-byte zero writes.
+        let words = (OFFSET + hoff + 16 * natts + text_bytes + 4 * natts + 16).div_ceil(8);
+        if self.tuple.len() < words {
+            self.tuple.resize(words, 0);
+        }
+        // SAFETY: the buffer holds `words` 8-byte words, more than the row can use.
+        unsafe {
+            let base = (self.tuple.as_mut_ptr() as *mut u8).add(OFFSET);
+            std::ptr::write_bytes(base, 0, hoff);
+            Some(RowWriter {
+                out: self,
+                base,
+                data: base.add(hoff),
+                hoff,
+                nulls,
+                at: 0,
+                var_width: false,
+                #[cfg(debug_assertions)]
+                column: 0,
+            })
+        }
+    }
+}
+
+impl RowWriter<'_> {
+    #[inline(always)]
+    fn fixed(&mut self, align: usize, len: usize, v: u64) {
+        #[cfg(debug_assertions)]
+        self.expect(false);
+        // SAFETY: `shaped` sized the buffer for every column at 8 bytes plus padding; the
+        // zero write covers the padding (and more, overwritten next).
+        unsafe {
+            (self.data.add(self.at) as *mut u64).write_unaligned(0);
+            self.at = (self.at + align - 1) & !(align - 1);
+            let p = self.data.add(self.at);
+            match len {
+                8 => (p as *mut u64).write_unaligned(v),
+                4 => (p as *mut u32).write_unaligned(v as u32),
+                _ => *p = v as u8,
+            }
+        }
+        self.at += len;
+    }
+
+    /// Debug builds: the column written agrees with the null mask.
+    #[cfg(debug_assertions)]
+    fn expect(&mut self, null: bool) {
+        assert_eq!(
+            self.nulls >> self.column & 1 == 1,
+            null,
+            "tasker_core: column {} against its null mask",
+            self.column
+        );
+        self.column += 1;
+    }
+
+    #[inline(always)]
+    pub fn int8(&mut self, v: i64) {
+        self.fixed(8, 8, v as u64);
+    }
+
+    #[inline(always)]
+    pub fn int4(&mut self, v: i32) {
+        self.fixed(4, 4, v as u32 as u64);
+    }
+
+    #[inline(always)]
+    pub fn bool(&mut self, v: bool) {
+        self.fixed(1, 1, v as u64);
+    }
+
+    #[inline(always)]
+    pub fn null(&mut self) {
+        #[cfg(debug_assertions)]
+        self.expect(true);
+    }
+
+    #[inline(always)]
+    pub fn opt_int8(&mut self, v: Option<i64>) {
+        match v {
+            Some(v) => self.int8(v),
+            None => self.null(),
+        }
+    }
+
+    #[inline(always)]
+    pub fn opt_int4(&mut self, v: Option<i32>) {
+        match v {
+            Some(v) => self.int4(v),
+            None => self.null(),
+        }
+    }
+
+    /// A text value: with a 1-byte header when it fits one (SET_VARSIZE_SHORT), else 4-byte
+    /// aligned with a 4-byte header, as `heap_fill_tuple` stores a packable varlena.
+    #[inline(always)]
+    pub fn text(&mut self, s: &str) {
+        #[cfg(debug_assertions)]
+        self.expect(false);
+        self.var_width = true;
+        let len = s.len();
+        // SAFETY: `shaped` sized the buffer for the row's texts with 4-byte headers.
+        unsafe {
+            if can_make_short(len + 4) {
+                *self.data.add(self.at) = (((len + 1) << 1) | 0x01) as u8;
+                std::ptr::copy_nonoverlapping(s.as_ptr(), self.data.add(self.at + 1), len);
+                self.at += len + 1;
+            } else {
+                (self.data.add(self.at) as *mut u64).write_unaligned(0);
+                self.at = (self.at + 3) & !3;
+                (self.data.add(self.at) as *mut u32).write_unaligned(((len + 4) << 2) as u32);
+                std::ptr::copy_nonoverlapping(s.as_ptr(), self.data.add(self.at + 4), len);
+                self.at += len + 4;
+            }
+        }
+    }
+
+    /// Hands the row to the tuplestore. Debug builds first compare it byte for byte with
+    /// `heap_form_minimal_tuple` of `values` (texts given as `texts`, as `row_with_texts`).
+    #[inline(always)]
+    pub fn finish(
+        self,
+        #[allow(unused_variables)] values: impl FnOnce() -> (Vec<Option<pg_sys::Datum>>, Vec<(usize, String)>),
+    ) {
+        const OFFSET: usize = 8;
+        const HEADER: usize = 15;
+        let natts = self.out.natts;
+        let total = self.hoff + self.at;
+        // SAFETY: the header and bitmap lie within the buffer `shaped` sized.
+        unsafe {
+            let base = self.base;
+            let mut infomask: u16 = 0;
+            if self.nulls != 0 {
+                infomask |= pg_sys::HEAP_HASNULL as u16;
+                let bits = !self.nulls & (u64::MAX >> (64 - natts));
+                let bytes = bits.to_le_bytes();
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), base.add(HEADER), natts.div_ceil(8));
+            }
+            if self.var_width {
+                infomask |= pg_sys::HEAP_HASVARWIDTH as u16;
+            }
+            (base as *mut u32).write_unaligned(total as u32);
+            (base.add(10) as *mut u16).write_unaligned(natts as u16);
+            (base.add(12) as *mut u16).write_unaligned(infomask);
+            *base.add(14) = (self.hoff + OFFSET) as u8;
+            #[cfg(debug_assertions)]
+            {
+                assert_eq!(self.column, natts, "tasker_core: a shaped row missed columns");
+                let (mut vals, texts) = values();
+                let mut buffers: Vec<Vec<u8>> = Vec::new();
+                for (i, t) in &texts {
+                    let mut b = vec![0u8; 4 + t.len() + 8];
+                    pgrx::set_varsize_4b(b.as_mut_ptr() as *mut pg_sys::varlena, (4 + t.len()) as i32);
+                    b[4..4 + t.len()].copy_from_slice(t.as_bytes());
+                    vals[*i] = Some(pg_sys::Datum::from(b.as_mut_ptr()));
+                    buffers.push(b);
+                }
+                let (mut d, mut n) = datums_and_nulls(&vals);
+                #[cfg(not(feature = "pg18"))]
+                let theirs = pg_sys::heap_form_minimal_tuple(self.out.desc, d.as_mut_ptr(), n.as_mut_ptr());
+                #[cfg(feature = "pg18")]
+                let theirs = pg_sys::heap_form_minimal_tuple(self.out.desc, d.as_mut_ptr(), n.as_mut_ptr(), 0);
+                let theirs = std::slice::from_raw_parts(theirs as *const u8, (*theirs).t_len as usize);
+                let ours = std::slice::from_raw_parts(base as *const u8, total);
+                assert_eq!(ours, theirs, "tasker_core: a shaped row formed differently from heap_form_minimal_tuple");
+                drop(buffers);
+            }
+            let mut heap: pg_sys::HeapTupleData = std::mem::zeroed();
+            heap.t_len = (OFFSET + total) as u32;
+            heap.t_data = self.out.tuple.as_mut_ptr() as pg_sys::HeapTupleHeader;
+            pg_sys::tuplestore_puttuple(self.out.store, &mut heap);
+        }
     }
 }
 
