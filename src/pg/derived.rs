@@ -637,6 +637,8 @@ struct Sink<'a> {
     facts: &'a mut Vec<StepFacts>,
     names: &'a mut Names,
     tasks: &'a mut Vec<TaskRow>,
+    /// (task's place among those asked for, step id) of each step a sequential pass took.
+    keys: Vec<(u32, i64)>,
     broken: bool,
 }
 
@@ -694,42 +696,35 @@ impl Sink<'_> {
         });
     }
 
-    /// Puts the rows a sequential scan took (in physical order) into (task_id, step) order, as
-    /// an index scan returns them. `keys` holds (place of the task among those asked for, step
-    /// id, index in `facts`) of each step taken.
-    fn order_by_task(&mut self, keys: &mut Vec<(u32, i64, u32)>, tasks_asked: usize) {
+    /// The (task_id, step) order of the steps a sequential pass took (in physical order), as an
+    /// index scan returns them: a counting sort of `keys` by task, then each task's few steps
+    /// by id. Empty when they came in order.
+    fn order_by_task(&mut self, tasks_asked: usize, order: &mut Vec<u32>) {
         self.tasks.sort_unstable_by_key(|t| t.task_id);
-        if keys.windows(2).all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1)) {
+        let keys = &self.keys;
+        order.clear();
+        if keys.windows(2).all(|w| w[0] < w[1]) {
             return;
         }
-        // A counting sort by task, then each task's few steps by id.
-        let mut starts = vec![0u32; tasks_asked + 1];
-        for k in keys.iter() {
-            starts[k.0 as usize + 1] += 1;
+        // `ends` first holds where each task's steps start, and ends up holding where they end.
+        let mut ends = vec![0u32; tasks_asked + 1];
+        for k in keys {
+            ends[k.0 as usize + 1] += 1;
         }
-        for i in 1..starts.len() {
-            starts[i] += starts[i - 1];
+        for i in 1..ends.len() {
+            ends[i] += ends[i - 1];
         }
-        let mut sorted = vec![(0u32, 0i64, 0u32); keys.len()];
-        let mut next = starts.clone();
-        for &k in keys.iter() {
-            sorted[next[k.0 as usize] as usize] = k;
-            next[k.0 as usize] += 1;
+        order.resize(keys.len(), 0);
+        for (i, k) in keys.iter().enumerate() {
+            let at = &mut ends[k.0 as usize];
+            order[*at as usize] = i as u32;
+            *at += 1;
         }
-        for w in starts.windows(2) {
-            sorted[w[0] as usize..w[1] as usize].sort_unstable_by_key(|k| k.1);
+        let mut start = 0usize;
+        for &end in &ends[..tasks_asked] {
+            order[start..end as usize].sort_unstable_by_key(|&i| keys[i as usize].1);
+            start = end as usize;
         }
-        *keys = sorted;
-        // Gathers (independent loads, unlike an in-place permutation's chain of swaps).
-        let old = std::mem::take(self.facts);
-        self.facts.extend(keys.iter().map(|k| old[k.2 as usize].clone()));
-        let old_names = std::mem::take(self.names);
-        for k in keys.iter() {
-            self.names.push(old_names.get(k.2 as usize));
-        }
-        let sc = &mut *self.sc;
-        sc.named = keys.iter().map(|k| sc.named[k.2 as usize]).collect();
-        sc.parent_ranges = keys.iter().map(|k| sc.parent_ranges[k.2 as usize]).collect();
     }
 }
 
@@ -817,23 +812,23 @@ fn read_sequentially(state: StateRel, requested: usize) -> bool {
     }
 }
 
-/// Reads every step_state row of the given tasks (ascending, distinct), in (task_id, step)
-/// order: facts into `facts`, names into `names`, the rest into `sc`. False if a row does
-/// not have the expected shape (then the Tasker tables are read instead).
+/// Reads every step_state row of the given tasks (ascending, distinct) into `out.steps` and
+/// `out.names`, in (task_id, step) order or with that order in `out.order` (see
+/// StepsAndParents); task rows into `tasks`, the rest into `sc`. False if a row does not have
+/// the expected shape (then the Tasker tables are read instead).
 fn rows_of(
     state: StateRel,
     with_tasks: bool,
     task_ids: &[i64],
     sc: &mut Scratch,
-    facts: &mut Vec<StepFacts>,
-    names: &mut Names,
+    out: &mut StepsAndParents,
     tasks: &mut Vec<TaskRow>,
 ) -> bool {
-    let mut sink = Sink { with_tasks, sc, facts, names, tasks, broken: false };
+    let StepsAndParents { steps: facts, names, order, .. } = out;
+    let mut sink = Sink { with_tasks, sc, facts, names, tasks, keys: Vec::new(), broken: false };
     if read_sequentially(state, task_ids.len()) {
         // One pass over the table, keeping the rows of the tasks asked for.
         let rank = Rank::new(task_ids);
-        let mut keys: Vec<(u32, i64, u32)> = Vec::new();
         // SAFETY: step_state is this extension's own table with the layout above.
         let mut scan = unsafe { Sequential::open_known(state.heap, &COLUMNS, &LAYOUT) };
         scan.each(|row| {
@@ -847,12 +842,12 @@ fn rows_of(
             let at = sink.facts.len();
             sink.take(row);
             if let Some(f) = sink.facts.get(at) {
-                keys.push((place, f.workflow_step_id, at as u32));
+                sink.keys.push((place, f.workflow_step_id));
             }
         });
         drop(scan);
         if !sink.broken {
-            sink.order_by_task(&mut keys, task_ids.len());
+            sink.order_by_task(task_ids.len(), order);
         }
         return !sink.broken;
     }
@@ -879,39 +874,47 @@ pub fn steps_and_parents(task_ids: TaskIds, with_tasks: bool, out: &mut StepsAnd
         sc.clear();
         out.clear();
         let mut task_rows = Vec::with_capacity(tasks.len());
-        if !rows_of(state, with_tasks, &tasks, sc, &mut out.steps, &mut out.names, &mut task_rows) {
+        if !rows_of(state, with_tasks, &tasks, sc, out, &mut task_rows) {
             return false;
         }
         out.tasks = with_tasks.then_some(task_rows);
-        // Parents are nearly always steps of the same task, which are adjacent in `out.steps`
-        // and ordered by id: look there (a short binary search). The few others are read by
-        // step id below.
+        // Parents are nearly always steps of the same task, which are adjacent in (task, step)
+        // order and ordered by id: look there (a short binary search). The few others are read
+        // by step id below.
         let n = out.steps.len();
         let mut tallies = std::mem::take(&mut out.tallies);
         tallies.clear();
         tallies.resize(n, ParentTally::default());
+        if out.order.is_empty() {
+            out.order.extend(0..n as u32);
+        }
+        let steps = &out.steps;
+        let order = &out.order;
         let mut task_start = 0usize;
         let mut task_end = 0usize;
-        for (i, tally) in tallies.iter_mut().enumerate() {
-            if i == task_end {
-                task_start = i;
-                let task = out.steps[i].task_id;
+        for (p, &i) in order.iter().enumerate() {
+            if p == task_end {
+                task_start = p;
+                let task = steps[i as usize].task_id;
                 // A linear walk: a task's steps are few and adjacent (a binary search over the
                 // rest of a 40,000-step batch missed the cache at every probe).
-                task_end = i + out.steps[i..].iter().take_while(|f| f.task_id == task).count();
+                task_end = p + order[p..].iter().take_while(|&&j| steps[j as usize].task_id == task).count();
             }
-            let own = &out.steps[task_start..task_end];
-            let (a, b) = sc.parent_ranges[i];
-            for &p in &sc.parent_ids[a as usize..b as usize] {
+            let own = &order[task_start..task_end];
+            let first = steps[own[0] as usize].workflow_step_id;
+            let (a, b) = sc.parent_ranges[i as usize];
+            for &parent in &sc.parent_ids[a as usize..b as usize] {
                 // A task's steps usually have consecutive ids: try the parent's place by its id.
-                let guess = usize::try_from(p.wrapping_sub(own[0].workflow_step_id)).ok();
-                let found = match guess.filter(|&g| own.get(g).is_some_and(|f| f.workflow_step_id == p)) {
+                let guess = usize::try_from(parent.wrapping_sub(first)).ok();
+                let found = match guess
+                    .filter(|&g| own.get(g).is_some_and(|&j| steps[j as usize].workflow_step_id == parent))
+                {
                     Some(g) => Ok(g),
-                    None => own.binary_search_by_key(&p, |f| f.workflow_step_id),
+                    None => own.binary_search_by_key(&parent, |&j| steps[j as usize].workflow_step_id),
                 };
                 match found {
-                    Ok(j) => tally.add_done(state::is_done(own[j].current_state())),
-                    Err(_) => sc.elsewhere.push((i as u32, p)),
+                    Ok(g) => tallies[i as usize].add_done(state::is_done(steps[own[g] as usize].current_state())),
+                    Err(_) => sc.elsewhere.push((i, parent)),
                 }
             }
         }

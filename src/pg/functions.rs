@@ -55,9 +55,10 @@ fn for_each_readiness(
         };
         read::steps_and_parents(read::TaskIds::of(task_ids), with_tasks, function, data);
         let clock = TransactionClock::now();
-        for (i, (s, parents)) in data.steps.iter().zip(&data.tallies).enumerate() {
+        for i in data.ordered() {
+            let s = &data.steps[i];
             if keep(s) {
-                let r = evaluate(s, *parents, &clock).or_raise(function);
+                let r = evaluate(s, data.tallies[i], &clock).or_raise(function);
                 each(s, data.names.get(i), &r);
             }
         }

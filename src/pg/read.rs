@@ -120,6 +120,11 @@ pub struct StepsAndParents {
     /// The tasks' own rows, when the source had them (the step state); else the caller reads
     /// them (`tasks`).
     pub tasks: Option<Vec<TaskRow>>,
+    /// When not empty, the steps in (task_id, workflow_step_id) order are `steps[order[0]]`,
+    /// `steps[order[1]]`, ... (a sequential pass over the step state takes them as they lie
+    /// in the table, and putting `steps` itself in order cost more than reading through this);
+    /// when empty, `steps` is in that order.
+    pub order: Vec<u32>,
 }
 
 impl StepsAndParents {
@@ -132,10 +137,22 @@ impl StepsAndParents {
         self.tallies.clear();
         self.names.clear();
         self.tasks = None;
+        self.order.clear();
+    }
+
+    /// The indexes of `steps` in (task_id, workflow_step_id) order.
+    pub fn ordered(&self) -> impl Iterator<Item = usize> + '_ {
+        let identity = self.order.is_empty();
+        let n = if identity { self.steps.len() } else { self.order.len() };
+        (0..n).map(move |p| if identity { p } else { self.order[p] as usize })
     }
 
     /// Keeps the steps whose flag in `keep` (in the order of `steps`) is set.
     pub fn keep_only(&mut self, keep: &[bool]) {
+        if !self.order.is_empty() {
+            self.order.retain(|&i| keep[i as usize]);
+            return;
+        }
         let old = std::mem::take(self);
         self.tasks = old.tasks;
         for (i, (s, t)) in old.steps.into_iter().zip(old.tallies).enumerate() {
@@ -149,7 +166,7 @@ impl StepsAndParents {
 
     fn new(steps: Vec<StepFacts>, names: Names, parents: &HashMap<i64, ParentTally>) -> Self {
         let tallies = steps.iter().map(|s| parents.get(&s.workflow_step_id).copied().unwrap_or_default()).collect();
-        StepsAndParents { steps, tallies, names, tasks: None }
+        StepsAndParents { steps, tallies, names, tasks: None, order: Vec::new() }
     }
 }
 
