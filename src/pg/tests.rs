@@ -766,6 +766,38 @@ fn batch_scans_agree_with_the_reference() {
     Spi::run("RESET tasker_core.batch_scan").unwrap();
 }
 
+/// A step_state whose columns are not the layout this library was built for (here a column
+/// added and dropped again by hand: the dropped column stays in the catalog and in the rows
+/// written since) is read through PostgreSQL's own deform: through a slot sequentially, by
+/// index, and for only the first columns (dependency levels); same rows as the reference.
+fn on_another_layout(body: fn()) {
+    Spi::run(
+        "ALTER TABLE tasker_core.step_state ADD COLUMN spare integer DEFAULT 7;
+         ALTER TABLE tasker_core.step_state DROP COLUMN spare;",
+    )
+    .unwrap();
+    on_step_state(body);
+    assert_eq!(
+        one::<i64>("SELECT count(*) FROM pg_attribute WHERE attrelid = 'tasker_core.step_state'::regclass AND attnum > 0"),
+        Some(16)
+    );
+}
+
+#[pg_test]
+fn batch_scans_on_another_layout() {
+    on_another_layout(batch_scans_agree_with_the_reference);
+}
+
+#[pg_test]
+fn health_counts_on_another_layout() {
+    on_another_layout(health_counts_match_the_reference);
+}
+
+#[pg_test]
+fn dependency_levels_on_another_layout() {
+    on_another_layout(dependency_levels_and_cycles);
+}
+
 #[pg_test]
 fn recorders_only_accept_the_drop_in_functions() {
     tasker_db();
