@@ -58,8 +58,9 @@ sizes=""
 for n in 100 1000 10000; do
   t=$(psql -qAt -c "SELECT tasker_gen.generate(0.3, 1, $n, $n, anchor => (now() AT TIME ZONE 'UTC'))" >/dev/null; psql -qAt -c "SELECT max(task_id) FROM tasker_tasks")
   e=$(psql -qAt -c "SELECT count(*) FROM tasker_workflow_step_edges e JOIN tasker_workflow_steps s ON s.workflow_step_id = e.to_step_id WHERE s.task_id = $t")
-  row=$(psql -qAt -F ' ' -c "SELECT round((tasker_bench.per_call_us('tasker_core', ARRAY[$t]::bigint[], 5) / 1000)::numeric, 3),
-                                    round((tasker_bench.per_call_us('tasker_ref', ARRAY[$t]::bigint[], 5) / 1000)::numeric, 3)")
+  psql -q -c "CHECKPOINT"
+  row=$(psql -qAt -F ' ' -c "SELECT round((native_us / 1000)::numeric, 3), round((reference_us / 1000)::numeric, 3)
+                                FROM tasker_bench.per_call_pair_us(ARRAY[$t]::bigint[], 5)")
   set -- $row
   sizes="$sizes| $n | $e | $1 | $2 | $(awk -v a="$1" -v n="$n" -v e="$e" 'BEGIN { printf "%.2f", 1000 * a / (n + e) }') |
 "
@@ -85,9 +86,11 @@ growth=""
 for total in $TASKS 50000 500000; do
   have=$(psql -qAt -c "SELECT count(*) FROM tasker_tasks")
   [ "$have" -lt "$total" ] && psql -qAt -c "SELECT tasker_bench.add_filler($total - $have)" >/dev/null && psql -q -c "VACUUM ANALYZE"
+  # The filler's writes are flushed first, so no checkpoint runs alongside the measurement.
+  psql -q -c "CHECKPOINT"
   row=$(psql -qAt -F ' ' -c "SELECT (SELECT count(*) FROM tasker_tasks), (SELECT count(*) FROM tasker_workflow_steps),
-                                    round(tasker_bench.per_call_us('tasker_core', '$ids', 3)::numeric, 1),
-                                    round(tasker_bench.per_call_us('tasker_ref', '$ids', 3)::numeric, 1)")
+                                    round(p.native_us::numeric, 1), round(p.reference_us::numeric, 1)
+                               FROM tasker_bench.per_call_pair_us('$ids', 7) p")
   set -- $row
   growth="$growth| $1 | $2 | $3 | $4 |
 "
@@ -171,7 +174,7 @@ original algorithm (\`tasker_bench.levels_path_enumeration\`), on the lattice:
 |---|---|---|---|---|
 $lattice_md
 
-Tasks of growing size (one call each, median of 5; cost per step + edge for native):
+Tasks of growing size (one call each, median of 5 rounds, native and SQL alternating; cost per step + edge for native):
 
 | steps | edges | native ms | SQL ms | native µs per (step + edge) |
 |---|---|---|---|---|
@@ -182,7 +185,7 @@ End to end (pgbench, 1 client, prepared statements, 10 s, a random one of the 5,
 |---|---|---|
 $e2e
 Growth: readiness per call over the same 5,000 tasks while filler tasks (3-step chains) grow
-the tables (median of 3):
+the tables (after a CHECKPOINT; median of 7 rounds, native and SQL alternating):
 
 | tasks in table | steps in table | native µs per call | SQL µs per call |
 |---|---|---|---|

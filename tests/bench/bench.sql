@@ -140,6 +140,26 @@ BEGIN
     RETURN (SELECT count(*) FROM tasker_tasks);
 END $$;
 
+-- Per-call µs of readiness over the given tasks for native and the reference SQL: median of
+-- `rounds` rounds, alternating which goes first, so that background work (a checkpoint, another
+-- tenant of the machine) weighs on both alike.
+CREATE OR REPLACE FUNCTION tasker_bench.per_call_pair_us(ids bigint[], rounds int, OUT native_us float8, OUT reference_us float8)
+LANGUAGE plpgsql AS $$
+DECLARE n float8[] := '{}'; s float8[] := '{}'; r int; impl text;
+BEGIN
+    FOR r IN 1..rounds LOOP
+        FOREACH impl IN ARRAY CASE WHEN r % 2 = 1 THEN ARRAY['tasker_core', 'tasker_ref'] ELSE ARRAY['tasker_ref', 'tasker_core'] END LOOP
+            IF impl = 'tasker_core' THEN
+                n := n || tasker_bench.time_ms(format('SELECT count(*) FROM unnest(%L::bigint[]) x, LATERAL tasker_core.get_step_readiness_status(x)', ids));
+            ELSE
+                s := s || tasker_bench.time_ms(format('SELECT count(*) FROM unnest(%L::bigint[]) x, LATERAL tasker_ref.get_step_readiness_status(x)', ids));
+            END IF;
+        END LOOP;
+    END LOOP;
+    native_us := 1000 * (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY v) FROM unnest(n) v) / cardinality(ids);
+    reference_us := 1000 * (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY v) FROM unnest(s) v) / cardinality(ids);
+END $$;
+
 -- Per-call µs of readiness over the given tasks (median of `rounds`), for one implementation.
 CREATE OR REPLACE FUNCTION tasker_bench.per_call_us(impl text, ids bigint[], rounds int) RETURNS float8 LANGUAGE plpgsql AS $$
 DECLARE samples float8[] := '{}'; r int;
