@@ -11,6 +11,8 @@ thread_local! {
     /// Set by the `*_on_step_state` twins: `tasker_db` then enables the derived step state
     /// before any row exists, so its triggers follow every write of the test.
     static STEP_STATE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Set by `on_another_layout`: `tasker_db` then alters step_state before enabling it.
+    static ANOTHER_LAYOUT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Runs a test body with the derived step state enabled from the start, then checks it was
@@ -61,6 +63,16 @@ on_step_state_too!(
 fn tasker_db() {
     Spi::run(SCHEMA).unwrap();
     if STEP_STATE.with(|s| s.get()) {
+        if ANOTHER_LAYOUT.with(|s| s.get()) {
+            // Only now: the tests run concurrently, and creating the Tasker tables (above) is
+            // where they wait for one another. Altering the shared step_state before that
+            // deadlocked with a test that had enabled it and was waiting there for this one.
+            Spi::run(
+                "ALTER TABLE tasker_core.step_state ADD COLUMN spare integer DEFAULT 7;
+                 ALTER TABLE tasker_core.step_state DROP COLUMN spare;",
+            )
+            .unwrap();
+        }
         Spi::run("SELECT count(*) FROM tasker_core.step_state_enable()").unwrap();
     }
     Spi::run(
@@ -771,11 +783,14 @@ fn batch_scans_agree_with_the_reference() {
 /// written since) is read through PostgreSQL's own deform: through a slot sequentially, by
 /// index, and for only the first columns (dependency levels); same rows as the reference.
 fn on_another_layout(body: fn()) {
-    Spi::run(
-        "ALTER TABLE tasker_core.step_state ADD COLUMN spare integer DEFAULT 7;
-         ALTER TABLE tasker_core.step_state DROP COLUMN spare;",
-    )
-    .unwrap();
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            ANOTHER_LAYOUT.with(|s| s.set(false));
+        }
+    }
+    let _reset = Reset;
+    ANOTHER_LAYOUT.with(|s| s.set(true));
     on_step_state(body);
     assert_eq!(
         one::<i64>("SELECT count(*) FROM pg_attribute WHERE attrelid = 'tasker_core.step_state'::regclass AND attnum > 0"),
