@@ -614,6 +614,14 @@ fn copy_goes_through_the_guards_and_replica_role_skips_them() {
     guarded_db();
     Spi::run("SELECT pg_temp.step(1, 1, 1)").unwrap();
     let file = format!("/tmp/tasker_core_copy_{}.csv", std::process::id());
+    // The server writes the file; remove it however the test ends (it was left behind).
+    struct Remove(String);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _remove = Remove(file.clone());
     Spi::run(&format!("COPY (SELECT 1::bigint AS workflow_step_id, 'complete' AS to_state, 10 AS sort_key, true AS most_recent, now()::timestamp AS created_at, now()::timestamp AS updated_at) TO '{file}' CSV")).unwrap();
     let copy = format!("COPY tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at) FROM '{file}' CSV");
     let e = violation_of(&copy).unwrap();
