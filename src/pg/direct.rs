@@ -718,17 +718,10 @@ impl Layout {
         attrs.len() == self.columns.len()
             && self.columns.len() <= 64
             && attrs.iter().zip(self.columns).all(|(a, c)| {
-                let align = match a.attalign as u8 {
-                    b'c' => 1,
-                    b's' => 2,
-                    b'i' => 4,
-                    b'd' => 8,
-                    _ => 0,
-                };
                 !a.attisdropped
                     && a.atttypid == c.type_oid
                     && a.attlen == c.len
-                    && align == c.align
+                    && crate::pg::align_bytes(a.attalign) == Some(c.align)
                     && a.attbyval == (c.len > 0)
                     && matches!(c.len, -1 | 1 | 4 | 8)
             })
@@ -816,10 +809,10 @@ impl Layout {
     }
 }
 
-/// Deforming one heap tuple column by column, as `slot_deform_heap_tuple` does (heaptuple.c),
-/// into its slot's values and nulls: `of`, then `next` for columns 0, 1, ... in order, then
-/// `finish`. Inlined, so a caller that passes constant lengths and alignments gets code
-/// specialized for its columns.
+/// Deforming one heap tuple column by column, as `slot_deform_heap_tuple` does (heaptuple.c):
+/// `of` (into its slot's values and nulls; then `finish`) or `of_header` (into any values and
+/// nulls arrays), then `next` for columns 0, 1, ... in order. Inlined, so a caller that passes
+/// constant lengths and alignments gets code specialized for its columns.
 pub struct Fields {
     values: *mut pg_sys::Datum,
     nulls: *mut bool,

@@ -100,7 +100,7 @@ fn readiness_row(out: &mut srf::Output, s: &StepFacts, name: &str, r: &Readiness
         w.int4(s.retry_limit_or_default());
         w.opt_int4(s.backoff_request_seconds);
         w.opt_int8(s.last_attempted_at);
-        w.finish(|| (readiness_values(s, r).to_vec(), vec![(3, name.to_string()), (4, state.to_string())]));
+        w.finish(|| readiness_values(s, r).to_vec(), &[(3, name), (4, state)]);
         return;
     }
     let mut values = readiness_values(s, r);

@@ -26,3 +26,14 @@ pub(crate) unsafe fn tuple_desc_attrs<'a>(desc: pg_sys::TupleDesc) -> &'a [pg_sy
     let first = (*desc).compact_attrs.as_ptr().add(natts) as *const pg_sys::FormData_pg_attribute;
     std::slice::from_raw_parts(first, natts)
 }
+
+/// A column's alignment in bytes from its `attalign` ('c', 's', 'i', 'd'); None for any other.
+pub(crate) fn align_bytes(attalign: std::ffi::c_char) -> Option<u8> {
+    match attalign as u8 {
+        b'c' => Some(1),
+        b's' => Some(2),
+        b'i' => Some(4),
+        b'd' => Some(8),
+        _ => None,
+    }
+}

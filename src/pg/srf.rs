@@ -34,6 +34,11 @@ thread_local! {
     static SPARE: std::cell::Cell<(Vec<u64>, Vec<u64>)> = const { std::cell::Cell::new((Vec::new(), Vec::new())) };
 }
 
+/// MINIMAL_TUPLE_OFFSET: a minimal tuple is a heap tuple header from byte 8 on.
+const OFFSET: usize = 8;
+/// SizeofMinimalTupleHeader: offsetof(MinimalTupleData, t_bits).
+const HEADER: usize = 15;
+
 impl Drop for Output {
     fn drop(&mut self) {
         // Plain Rust values only: safe while unwinding too.
@@ -78,6 +83,24 @@ fn varsize_1b(header: u8) -> usize {
     ((header >> 1) & 0x7f) as usize
 }
 
+/// Readies `tuple`, the reused buffer of a row of `natts` columns: room for the header, every
+/// column at 8 bytes plus up to 7 of padding, `var_bytes` of varlena values, and the writers'
+/// 8-byte zero writes; the header, null bitmap and padding zeroed. Returns where the tuple
+/// starts (`OFFSET` into the buffer) and where its data starts within it.
+///
+/// # Safety
+/// The writer stays within the room described.
+unsafe fn start_tuple(tuple: &mut Vec<u64>, natts: usize, has_null: bool, var_bytes: usize) -> (*mut u8, usize) {
+    let hoff = (HEADER + if has_null { natts.div_ceil(8) } else { 0 }).next_multiple_of(8);
+    let words = (OFFSET + hoff + 16 * natts + var_bytes + 16).div_ceil(8);
+    if tuple.len() < words {
+        tuple.resize(words, 0);
+    }
+    let base = (tuple.as_mut_ptr() as *mut u8).add(OFFSET);
+    std::ptr::write_bytes(base, 0, hoff);
+    (base, hoff)
+}
+
 /// The datum and null arrays `heap_form_minimal_tuple` and `tuplestore_putvalues` take.
 fn datums_and_nulls(values: &[Option<pg_sys::Datum>]) -> (Vec<pg_sys::Datum>, Vec<bool>) {
     (values.iter().map(|v| v.unwrap_or(pg_sys::Datum::from(0))).collect(), values.iter().map(Option::is_none).collect())
@@ -109,13 +132,7 @@ unsafe fn layout_of(desc: pg_sys::TupleDesc) -> Option<[Column; MAX_FORMED]> {
     let attrs = crate::pg::tuple_desc_attrs(desc);
     let mut layout = [Column::default(); MAX_FORMED];
     for (c, a) in layout.iter_mut().zip(attrs) {
-        let align = match a.attalign as u8 {
-            b'c' => 1,
-            b's' => 2,
-            b'i' => 4,
-            b'd' => 8,
-            _ => return None,
-        };
+        let align = crate::pg::align_bytes(a.attalign)?;
         let byval_ok = a.attbyval && matches!(a.attlen, 1 | 2 | 4 | 8);
         let varlena_ok = !a.attbyval && a.attlen == -1;
         if a.attisdropped || !(byval_ok || varlena_ok) {
@@ -207,8 +224,6 @@ impl Output {
     /// # Safety
     /// As `row`: varlena datums point to valid varlenas.
     unsafe fn put_formed(&mut self, values: &[Option<pg_sys::Datum>]) -> bool {
-        const OFFSET: usize = 8; // MINIMAL_TUPLE_OFFSET: a minimal tuple is a heap tuple header from byte 8
-        const HEADER: usize = 15; // SizeofMinimalTupleHeader: offsetof(MinimalTupleData, t_bits)
         let Some(layout) = self.layout.as_ref() else {
             return false;
         };
@@ -231,15 +246,7 @@ impl Output {
                 Some(_) => {}
             }
         }
-        let hoff = (HEADER + if has_null { natts.div_ceil(8) } else { 0 }).next_multiple_of(8);
-        // Room for the header, every column at 8 bytes plus up to 7 of padding, the varlenas,
-        // and the 8-byte zero writes below.
-        let words = (OFFSET + hoff + 16 * natts + var_bytes + 16).div_ceil(8);
-        if self.tuple.len() < words {
-            self.tuple.resize(words, 0);
-        }
-        let base = (self.tuple.as_mut_ptr() as *mut u8).add(OFFSET);
-        std::ptr::write_bytes(base, 0, hoff); // header, null bitmap and its padding
+        let (base, hoff) = start_tuple(&mut self.tuple, natts, has_null, var_bytes);
         let data = base.add(hoff);
         let mut at = 0usize;
         let mut var_width = false;
@@ -287,9 +294,25 @@ impl Output {
                 at += size;
             }
         }
-        let total = hoff + at;
+        let total = self.finish_tuple(hoff, at, has_null.then_some(bits), var_width);
+        #[cfg(debug_assertions)]
+        self.check_formed(values, total);
+        self.put_tuple(total);
+        true
+    }
+
+    /// Writes the header of the row `start_tuple` began in the buffer, whose data is `data_len` bytes:
+    /// `not_null` is the null bitmap (bit i set when column i is not NULL), None when no column
+    /// is NULL. Returns the tuple's length.
+    ///
+    /// # Safety
+    /// `start_tuple` began the row with `has_null` = `not_null.is_some()` and this `hoff`.
+    unsafe fn finish_tuple(&mut self, hoff: usize, data_len: usize, not_null: Option<u64>, var_width: bool) -> usize {
+        let natts = self.natts;
+        let base = (self.tuple.as_mut_ptr() as *mut u8).add(OFFSET);
+        let total = hoff + data_len;
         let mut infomask: u16 = 0;
-        if has_null {
+        if let Some(bits) = not_null {
             infomask |= pg_sys::HEAP_HASNULL as u16;
             let bytes = bits.to_le_bytes();
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), base.add(HEADER), natts.div_ceil(8));
@@ -301,24 +324,36 @@ impl Output {
         (base.add(10) as *mut u16).write_unaligned(natts as u16); // t_infomask2: the column count
         (base.add(12) as *mut u16).write_unaligned(infomask); // t_infomask
         *base.add(14) = (hoff + OFFSET) as u8; // t_hoff, counted from the heap tuple header
-        #[cfg(debug_assertions)]
-        {
-            // The test builds check every row against PostgreSQL's own former.
-            let (mut d, mut n) = datums_and_nulls(values);
-            #[cfg(not(feature = "pg18"))]
-            let theirs = pg_sys::heap_form_minimal_tuple(self.desc, d.as_mut_ptr(), n.as_mut_ptr());
-            #[cfg(feature = "pg18")]
-            let theirs = pg_sys::heap_form_minimal_tuple(self.desc, d.as_mut_ptr(), n.as_mut_ptr(), 0);
-            let theirs = std::slice::from_raw_parts(theirs as *const u8, (*theirs).t_len as usize);
-            let ours = std::slice::from_raw_parts(base as *const u8, total);
-            assert_eq!(ours, theirs, "tasker_core: a result row formed differently from heap_form_minimal_tuple");
-        }
+        total
+    }
+
+    /// Debug builds: the row in the buffer, `total` bytes, is byte for byte what
+    /// `heap_form_minimal_tuple` forms of `values`.
+    ///
+    /// # Safety
+    /// `finish_tuple` wrote the row; varlena datums in `values` point to valid varlenas.
+    #[cfg(debug_assertions)]
+    unsafe fn check_formed(&self, values: &[Option<pg_sys::Datum>], total: usize) {
+        let (mut d, mut n) = datums_and_nulls(values);
+        #[cfg(not(feature = "pg18"))]
+        let theirs = pg_sys::heap_form_minimal_tuple(self.desc, d.as_mut_ptr(), n.as_mut_ptr());
+        #[cfg(feature = "pg18")]
+        let theirs = pg_sys::heap_form_minimal_tuple(self.desc, d.as_mut_ptr(), n.as_mut_ptr(), 0);
+        let theirs = std::slice::from_raw_parts(theirs as *const u8, (*theirs).t_len as usize);
+        let ours = std::slice::from_raw_parts((self.tuple.as_ptr() as *const u8).add(OFFSET), total);
+        assert_eq!(ours, theirs, "tasker_core: a result row formed differently from heap_form_minimal_tuple");
+    }
+
+    /// Hands the row in the buffer, `total` bytes, to the tuplestore, which copies it.
+    ///
+    /// # Safety
+    /// `finish_tuple` wrote the row.
+    unsafe fn put_tuple(&mut self, total: usize) {
         // tuplestore_puttuple copies bytes OFFSET.. of the heap tuple into a minimal tuple.
         let mut heap: pg_sys::HeapTupleData = std::mem::zeroed();
         heap.t_len = (OFFSET + total) as u32;
         heap.t_data = self.tuple.as_mut_ptr() as pg_sys::HeapTupleHeader;
         pg_sys::tuplestore_puttuple(self.store, &mut heap);
-        true
     }
 }
 
@@ -327,6 +362,13 @@ impl Output {
     /// of `texts`. The texts are built in a buffer this Output reuses (the tuplestore copies
     /// them), not palloc'd per value.
     pub fn row_with_texts(&mut self, values: &mut [Option<pg_sys::Datum>], texts: &[(usize, &str)]) {
+        self.set_texts(values, texts);
+        self.row(values);
+    }
+
+    /// Sets `values[i]` to a `text` datum of `s`, built in this Output's text buffer, for each
+    /// `(i, s)` of `texts`; valid until the buffer's next use.
+    fn set_texts(&mut self, values: &mut [Option<pg_sys::Datum>], texts: &[(usize, &str)]) {
         let words: usize = texts.iter().map(|(_, s)| (4 + s.len()).div_ceil(8)).sum();
         self.texts.clear();
         self.texts.resize(words, 0);
@@ -343,7 +385,6 @@ impl Output {
             }
             at += (4 + s.len()).div_ceil(8) * 8;
         }
-        self.row(values);
     }
 }
 
@@ -374,7 +415,6 @@ impl Stored {
 /// a value, or `null` where the row's null mask says so.
 pub struct RowWriter<'o> {
     out: &'o mut Output,
-    base: *mut u8,
     data: *mut u8,
     hoff: usize,
     nulls: u64,
@@ -390,8 +430,6 @@ impl Output {
     /// length of the row's texts.
     #[inline(always)]
     pub fn shaped(&mut self, shape: &'static [Stored], nulls: u64, text_bytes: usize) -> Option<RowWriter<'_>> {
-        const OFFSET: usize = 8; // as in put_formed
-        const HEADER: usize = 15;
         if self.shape_checked != shape.as_ptr() as usize {
             let fits = self.layout.as_ref().is_some_and(|l| {
                 shape.len() == self.natts
@@ -405,21 +443,11 @@ impl Output {
             }
             self.shape_checked = shape.as_ptr() as usize;
         }
-        let natts = self.natts;
-        let hoff = (HEADER + if nulls != 0 { natts.div_ceil(8) } else { 0 }).next_multiple_of(8);
-        // Header, every column at 8 bytes plus up to 7 of padding, texts with 4-byte headers,
-        // and the 8-byte zero writes.
-        let words = (OFFSET + hoff + 16 * natts + text_bytes + 4 * natts + 16).div_ceil(8);
-        if self.tuple.len() < words {
-            self.tuple.resize(words, 0);
-        }
-        // SAFETY: the buffer holds `words` 8-byte words, more than the row can use.
+        // SAFETY: the writer stays within the room asked for: texts with 4-byte headers.
         unsafe {
-            let base = (self.tuple.as_mut_ptr() as *mut u8).add(OFFSET);
-            std::ptr::write_bytes(base, 0, hoff);
+            let (base, hoff) = start_tuple(&mut self.tuple, self.natts, nulls != 0, text_bytes + 4 * self.natts);
             Some(RowWriter {
                 out: self,
-                base,
                 data: base.add(hoff),
                 hoff,
                 nulls,
@@ -526,59 +554,26 @@ impl RowWriter<'_> {
     }
 
     /// Hands the row to the tuplestore. Debug builds first compare it byte for byte with
-    /// `heap_form_minimal_tuple` of `values` (texts given as `texts`, as `row_with_texts`).
+    /// `heap_form_minimal_tuple` of `values()` with `texts` set (as `row_with_texts` takes them).
     #[inline(always)]
     pub fn finish(
         self,
-        #[allow(unused_variables)] values: impl FnOnce() -> (Vec<Option<pg_sys::Datum>>, Vec<(usize, String)>),
+        #[allow(unused_variables)] values: impl FnOnce() -> Vec<Option<pg_sys::Datum>>,
+        #[allow(unused_variables)] texts: &[(usize, &str)],
     ) {
-        const OFFSET: usize = 8;
-        const HEADER: usize = 15;
         let natts = self.out.natts;
-        let total = self.hoff + self.at;
-        // SAFETY: the header and bitmap lie within the buffer `shaped` sized.
+        let not_null = (self.nulls != 0).then(|| !self.nulls & (u64::MAX >> (64 - natts)));
+        // SAFETY: `shaped` began the row with this header size.
         unsafe {
-            let base = self.base;
-            let mut infomask: u16 = 0;
-            if self.nulls != 0 {
-                infomask |= pg_sys::HEAP_HASNULL as u16;
-                let bits = !self.nulls & (u64::MAX >> (64 - natts));
-                let bytes = bits.to_le_bytes();
-                std::ptr::copy_nonoverlapping(bytes.as_ptr(), base.add(HEADER), natts.div_ceil(8));
-            }
-            if self.var_width {
-                infomask |= pg_sys::HEAP_HASVARWIDTH as u16;
-            }
-            (base as *mut u32).write_unaligned(total as u32);
-            (base.add(10) as *mut u16).write_unaligned(natts as u16);
-            (base.add(12) as *mut u16).write_unaligned(infomask);
-            *base.add(14) = (self.hoff + OFFSET) as u8;
+            let total = self.out.finish_tuple(self.hoff, self.at, not_null, self.var_width);
             #[cfg(debug_assertions)]
             {
                 assert_eq!(self.column, natts, "tasker_core: a shaped row missed columns");
-                let (mut vals, texts) = values();
-                let mut buffers: Vec<Vec<u8>> = Vec::new();
-                for (i, t) in &texts {
-                    let mut b = vec![0u8; 4 + t.len() + 8];
-                    pgrx::set_varsize_4b(b.as_mut_ptr() as *mut pg_sys::varlena, (4 + t.len()) as i32);
-                    b[4..4 + t.len()].copy_from_slice(t.as_bytes());
-                    vals[*i] = Some(pg_sys::Datum::from(b.as_mut_ptr()));
-                    buffers.push(b);
-                }
-                let (mut d, mut n) = datums_and_nulls(&vals);
-                #[cfg(not(feature = "pg18"))]
-                let theirs = pg_sys::heap_form_minimal_tuple(self.out.desc, d.as_mut_ptr(), n.as_mut_ptr());
-                #[cfg(feature = "pg18")]
-                let theirs = pg_sys::heap_form_minimal_tuple(self.out.desc, d.as_mut_ptr(), n.as_mut_ptr(), 0);
-                let theirs = std::slice::from_raw_parts(theirs as *const u8, (*theirs).t_len as usize);
-                let ours = std::slice::from_raw_parts(base as *const u8, total);
-                assert_eq!(ours, theirs, "tasker_core: a shaped row formed differently from heap_form_minimal_tuple");
-                drop(buffers);
+                let mut values = values();
+                self.out.set_texts(&mut values, texts);
+                self.out.check_formed(&values, total);
             }
-            let mut heap: pg_sys::HeapTupleData = std::mem::zeroed();
-            heap.t_len = (OFFSET + total) as u32;
-            heap.t_data = self.out.tuple.as_mut_ptr() as pg_sys::HeapTupleHeader;
-            pg_sys::tuplestore_puttuple(self.out.store, &mut heap);
+            self.out.put_tuple(total);
         }
     }
 }
