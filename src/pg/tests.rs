@@ -18,17 +18,22 @@ thread_local! {
 /// Runs a test body with the derived step state enabled from the start, then checks it was
 /// used and stayed exact: still valid, and step_state_verify() finds nothing.
 fn on_step_state(body: fn()) {
-    struct Reset;
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            STEP_STATE.with(|s| s.set(false));
-        }
-    }
-    let _reset = Reset;
-    STEP_STATE.with(|s| s.set(true));
-    body();
+    with_flag(&STEP_STATE, body);
     assert_eq!(one::<bool>("SELECT valid FROM tasker_core.step_state_source"), Some(true), "step_state still valid");
     assert_eq!(verify(), "exact");
+}
+
+/// Runs `body` with `flag` set, and clears it however `body` ends.
+fn with_flag(flag: &'static std::thread::LocalKey<std::cell::Cell<bool>>, body: impl FnOnce()) {
+    struct Reset(&'static std::thread::LocalKey<std::cell::Cell<bool>>);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            self.0.with(|s| s.set(false));
+        }
+    }
+    let _reset = Reset(flag);
+    flag.with(|s| s.set(true));
+    body();
 }
 
 /// Generates a `#[pg_test]` twin of each named test that runs it on the derived step state.
@@ -791,15 +796,7 @@ fn batch_scans_agree_with_the_reference() {
 /// written since) is read through PostgreSQL's own deform: through a slot sequentially, by
 /// index, and for only the first columns (dependency levels); same rows as the reference.
 fn on_another_layout(body: fn()) {
-    struct Reset;
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            ANOTHER_LAYOUT.with(|s| s.set(false));
-        }
-    }
-    let _reset = Reset;
-    ANOTHER_LAYOUT.with(|s| s.set(true));
-    on_step_state(body);
+    with_flag(&ANOTHER_LAYOUT, || on_step_state(body));
     assert_eq!(
         one::<i64>("SELECT count(*) FROM pg_attribute WHERE attrelid = 'tasker_core.step_state'::regclass AND attnum > 0"),
         Some(16)
