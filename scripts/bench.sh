@@ -101,8 +101,8 @@ echo "== write cost: Statesman transitions with no triggers, the guards, and gua
 # A small database of its own, so switching the step state on and off (a rebuild) is cheap.
 command psql "host=$work/pg port=$port user=postgres dbname=postgres" -X -q -c "CREATE DATABASE tasker_bench_writes"
 DB=tasker_bench_writes psql -q -f tests/fixtures/tasker_schema.sql -f tests/bench/guards_bench.sql -c "CREATE EXTENSION tasker_core" \
-  -c "INSERT INTO tasker_task_namespaces VALUES (1, 'default', NULL, now(), now());
-      INSERT INTO tasker_dependent_systems VALUES (1, 'sys', NULL, now(), now());
+  -c "INSERT INTO tasker_task_namespaces (task_namespace_id, name, created_at, updated_at) VALUES (1, 'default', now(), now());
+      INSERT INTO tasker_dependent_systems (dependent_system_id, name, created_at, updated_at) VALUES (1, 'sys', now(), now());
       INSERT INTO tasker_named_tasks (named_task_id, name, task_namespace_id, created_at, updated_at) VALUES (1, 'bench', 1, now(), now());
       INSERT INTO tasker_named_steps (named_step_id, dependent_system_id, name, created_at, updated_at) VALUES (1, 1, 'step', now(), now());"
 moves=""
@@ -132,8 +132,8 @@ echo "== guard triggers: edge insert, trigger vs Rails' whole-table recursive cy
 command psql "host=$work/pg port=$port user=postgres dbname=postgres" -X -q -c "CREATE DATABASE tasker_bench_edges"
 export DB=tasker_bench_edges
 psql -q -f tests/fixtures/tasker_schema.sql -f tests/bench/guards_bench.sql -c "CREATE EXTENSION tasker_core"
-psql -q -c "INSERT INTO tasker_task_namespaces VALUES (1, 'default', NULL, now(), now());
-            INSERT INTO tasker_dependent_systems VALUES (1, 'sys', NULL, now(), now());
+psql -q -c "INSERT INTO tasker_task_namespaces (task_namespace_id, name, created_at, updated_at) VALUES (1, 'default', now(), now());
+            INSERT INTO tasker_dependent_systems (dependent_system_id, name, created_at, updated_at) VALUES (1, 'sys', now(), now());
             INSERT INTO tasker_named_tasks (named_task_id, name, task_namespace_id, created_at, updated_at) VALUES (1, 'bench', 1, now(), now());
             INSERT INTO tasker_named_steps (named_step_id, dependent_system_id, name, created_at, updated_at) VALUES (1, 1, 'step', now(), now());"
 edges=""

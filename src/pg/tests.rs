@@ -1001,9 +1001,17 @@ fn step_state_stops_being_used_when_it_could_be_bypassed() {
          END $$",
     )
     .unwrap();
+    // The unique most_recent index by what it is, not by name: Rails calls it
+    // idx_on_workflow_step_id_most_recent_97d5374ad6 (WHERE (most_recent = true)), the
+    // minimal fixture index_step_transitions_parent_most_recent (WHERE most_recent).
+    let drop_most_recent = format!(
+        "DROP INDEX {}",
+        text("SELECT string_agg(indexrelid::regclass::text, ', ') FROM pg_index
+               WHERE indrelid = 'tasker_workflow_step_transitions'::regclass AND indisunique AND indpred IS NOT NULL")
+    );
     for (ddl, why) in [
         ("DROP TRIGGER tasker_core_state_delete ON tasker_named_steps", "after DROP TRIGGER: trigger tasker_core_state_delete on public.tasker_named_steps is missing"),
-        ("DROP INDEX index_step_transitions_parent_most_recent",
+        (drop_most_recent.as_str(),
          "after DROP INDEX: public.tasker_workflow_step_transitions has no unique index on (workflow_step_id) WHERE most_recent"),
         ("ALTER TABLE tasker_workflow_steps ALTER COLUMN attempts TYPE bigint",
          "after ALTER TABLE: tasker_workflow_steps.attempts is bigint, not integer"),

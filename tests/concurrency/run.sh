@@ -19,8 +19,8 @@ q() { command psql "$db" -X -q -At -v ON_ERROR_STOP=1 "$@"; }
 q -f "$here/../fixtures/tasker_schema.sql"
 q <<'SQL'
 CREATE EXTENSION tasker_core;
-INSERT INTO tasker_task_namespaces VALUES (1, 'default', NULL, now(), now());
-INSERT INTO tasker_dependent_systems VALUES (1, 'sys', NULL, now(), now());
+INSERT INTO tasker_task_namespaces (task_namespace_id, name, created_at, updated_at) VALUES (1, 'default', now(), now());
+INSERT INTO tasker_dependent_systems (dependent_system_id, name, created_at, updated_at) VALUES (1, 'sys', now(), now());
 INSERT INTO tasker_named_tasks (named_task_id, name, task_namespace_id, created_at, updated_at) VALUES (1, 'race', 1, now(), now());
 INSERT INTO tasker_named_steps (named_step_id, dependent_system_id, name, created_at, updated_at) VALUES (1, 1, 's1', now(), now()), (2, 1, 's2', now(), now());
 SELECT count(*) FROM tasker_core.enable(functions => false) \g /dev/null

@@ -28,8 +28,8 @@ CREATE SCHEMA app AUTHORIZATION tasker_app;
 SET LOCAL ROLE tasker_app;
 SET LOCAL search_path = app, public;
 \i tests/fixtures/tasker_schema.sql
-INSERT INTO tasker_task_namespaces VALUES (1, 'default', NULL, now(), now());
-INSERT INTO tasker_dependent_systems VALUES (1, 'sys', NULL, now(), now());
+INSERT INTO tasker_task_namespaces (task_namespace_id, name, created_at, updated_at) VALUES (1, 'default', now(), now());
+INSERT INTO tasker_dependent_systems (dependent_system_id, name, created_at, updated_at) VALUES (1, 'sys', now(), now());
 INSERT INTO tasker_named_tasks (named_task_id, name, task_namespace_id, created_at, updated_at) VALUES (1, 'job', 1, now(), now());
 INSERT INTO tasker_named_steps (named_step_id, dependent_system_id, name, created_at, updated_at) VALUES (1, 1, 'a', now(), now()), (2, 1, 'b', now(), now());
 INSERT INTO tasker_tasks (task_id, named_task_id, requested_at, identity_hash, created_at, updated_at) VALUES (1, 1, now(), 'h', now(), now());

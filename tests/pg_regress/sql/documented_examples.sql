@@ -4,10 +4,14 @@
 SET client_min_messages = warning;
 SET TimeZone = 'UTC';
 SET DateStyle = ISO;
+-- The Tasker tables (tests/fixtures/tasker_schema.sql), loaded without echo: this output
+-- does not depend on the fixture's text.
+\set ECHO none
 \i tests/fixtures/tasker_schema.sql
+\set ECHO all
 CREATE EXTENSION IF NOT EXISTS tasker_core;
-INSERT INTO tasker_task_namespaces VALUES (1, 'default', NULL, now(), now());
-INSERT INTO tasker_dependent_systems VALUES (1, 'billing', NULL, now(), now());
+INSERT INTO tasker_task_namespaces (task_namespace_id, name, created_at, updated_at) VALUES (1, 'default', now(), now());
+INSERT INTO tasker_dependent_systems (dependent_system_id, name, created_at, updated_at) VALUES (1, 'billing', now(), now());
 INSERT INTO tasker_named_tasks (named_task_id, name, task_namespace_id, created_at, updated_at) VALUES (1, 'invoice', 1, now(), now());
 INSERT INTO tasker_named_steps (named_step_id, dependent_system_id, name, created_at, updated_at)
 VALUES (1, 1, 'fetch', now(), now()), (2, 1, 'price', now(), now()), (3, 1, 'tax', now(), now()), (4, 1, 'send', now(), now());
