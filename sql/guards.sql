@@ -1,11 +1,15 @@
 -- tasker_core: the trigger functions enable() attaches to the Tasker tables.
 -- The rules, locks and reads are in Rust (tasker_core.check_transition / check_transition_update /
--- check_edge); these thin PL/pgSQL functions raise the verdict, because only RAISE can set the
--- constraint, table and schema fields of an error (SQLSTATE 23514 check_violation).
+-- check_flag / check_edge); these thin PL/pgSQL functions raise the verdict, because only RAISE
+-- can set the constraint, table and schema fields of an error (SQLSTATE 23514 check_violation).
+-- They run with search_path = pg_catalog, pg_temp whatever the writer's search_path is, and the
+-- checks name every table with the trigger's schema: a writer cannot make them use its own
+-- operators or functions (docs/security.md).
 
 CREATE FUNCTION tasker_core.raise_verdict(v record, tbl name, sch name)
 RETURNS void
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF v.constraint_name IS NULL THEN
@@ -23,6 +27,7 @@ $$;
 CREATE FUNCTION tasker_core.guard_step_transition_insert()
 RETURNS trigger
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE v record;
 BEGIN
@@ -40,6 +45,7 @@ $$;
 CREATE FUNCTION tasker_core.guard_task_transition_insert()
 RETURNS trigger
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE v record;
 BEGIN
@@ -57,6 +63,7 @@ $$;
 CREATE FUNCTION tasker_core.guard_step_transition_update()
 RETURNS trigger
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE v record;
 BEGIN
@@ -70,6 +77,7 @@ $$;
 CREATE FUNCTION tasker_core.guard_task_transition_update()
 RETURNS trigger
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE v record;
 BEGIN
@@ -80,9 +88,38 @@ BEGIN
 END
 $$;
 
+-- The most_recent flag set on an existing transition (its trigger's WHEN clause passes only a
+-- false-to-true move): allowed on the owner's latest transition only.
+CREATE FUNCTION tasker_core.guard_step_transition_flag()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE v record;
+BEGIN
+    SELECT * INTO v FROM tasker_core.check_flag('step', TG_TABLE_SCHEMA, NEW.id, NEW.workflow_step_id, NEW.sort_key);
+    PERFORM tasker_core.raise_verdict(v, TG_TABLE_NAME, TG_TABLE_SCHEMA);
+    RETURN NEW;
+END
+$$;
+
+CREATE FUNCTION tasker_core.guard_task_transition_flag()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE v record;
+BEGIN
+    SELECT * INTO v FROM tasker_core.check_flag('task', TG_TABLE_SCHEMA, NEW.id, NEW.task_id, NEW.sort_key);
+    PERFORM tasker_core.raise_verdict(v, TG_TABLE_NAME, TG_TABLE_SCHEMA);
+    RETURN NEW;
+END
+$$;
+
 CREATE FUNCTION tasker_core.guard_step_edge()
 RETURNS trigger
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE v record;
 BEGIN
@@ -96,19 +133,25 @@ BEGIN
 END
 $$;
 
--- The triggers enable() manages: name, table, timing/events, function.
+-- The triggers enable() manages: name, table, timing/events, WHEN condition, function.
 CREATE FUNCTION tasker_core.guard_triggers()
-RETURNS TABLE (trigger_name name, table_name name, events text, function_name text)
+RETURNS TABLE (trigger_name name, table_name name, events text, condition text, function_name text)
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
 AS $$
-    VALUES ('tasker_core_step_transition_insert'::name, 'tasker_workflow_step_transitions'::name, 'BEFORE INSERT',
+    VALUES ('tasker_core_step_transition_insert'::name, 'tasker_workflow_step_transitions'::name, 'BEFORE INSERT', '',
             'tasker_core.guard_step_transition_insert()'),
            ('tasker_core_step_transition_update', 'tasker_workflow_step_transitions',
-            'BEFORE UPDATE OF workflow_step_id, to_state, from_state, sort_key', 'tasker_core.guard_step_transition_update()'),
-           ('tasker_core_task_transition_insert', 'tasker_task_transitions', 'BEFORE INSERT',
+            'BEFORE UPDATE OF workflow_step_id, to_state, from_state, sort_key', '',
+            'tasker_core.guard_step_transition_update()'),
+           ('tasker_core_step_transition_flag', 'tasker_workflow_step_transitions', 'BEFORE UPDATE OF most_recent',
+            'WHEN (new.most_recent AND NOT old.most_recent)', 'tasker_core.guard_step_transition_flag()'),
+           ('tasker_core_task_transition_insert', 'tasker_task_transitions', 'BEFORE INSERT', '',
             'tasker_core.guard_task_transition_insert()'),
            ('tasker_core_task_transition_update', 'tasker_task_transitions',
-            'BEFORE UPDATE OF task_id, to_state, from_state, sort_key', 'tasker_core.guard_task_transition_update()'),
+            'BEFORE UPDATE OF task_id, to_state, from_state, sort_key', '', 'tasker_core.guard_task_transition_update()'),
+           ('tasker_core_task_transition_flag', 'tasker_task_transitions', 'BEFORE UPDATE OF most_recent',
+            'WHEN (new.most_recent AND NOT old.most_recent)', 'tasker_core.guard_task_transition_flag()'),
            ('tasker_core_step_edge_guard', 'tasker_workflow_step_edges',
-            'BEFORE INSERT OR UPDATE OF from_step_id, to_step_id', 'tasker_core.guard_step_edge()')
+            'BEFORE INSERT OR UPDATE OF from_step_id, to_step_id', '', 'tasker_core.guard_step_edge()')
 $$;

@@ -1,6 +1,6 @@
 -- tasker_core: the derived step state (docs/step_state.md).
--- Hand-written; loaded into the install script by extension_sql_file! (src/lib.rs) and, for
--- databases upgraded from 0.2.0, by sql/tasker_core--0.2.0--0.3.0.sql.
+-- Hand-written; loaded into the install script by extension_sql_file! (src/lib.rs). Every
+-- function runs with search_path = pg_catalog, pg_temp (docs/security.md).
 --
 -- One row per Tasker workflow step holding everything the read functions need about it: its
 -- own columns, its named step's name, its current state, and the ids of its parents; plus one
@@ -9,8 +9,8 @@
 -- one index range scan (by task_id) instead of joins over six tables. The read functions use it only while
 -- tasker_core.step_state_source says it is valid; otherwise they read the Tasker tables.
 
--- Column order matters to the reader (src/pg/derived.rs): what dependency levels need comes
--- first, so that scan deforms three columns only.
+-- The reader finds the columns by name (src/pg/step_state/mod.rs); what dependency levels need
+-- comes first, so that scan deforms three columns only.
 CREATE TABLE tasker_core.step_state (
     workflow_step_id        bigint,    -- NULL: the row of the task itself
     task_id                 bigint  NOT NULL,
@@ -36,6 +36,10 @@ CREATE INDEX step_state_by_named_step ON tasker_core.step_state (named_step_id) 
 -- A copy of Tasker data: nobody reads or writes it through SQL but the extension's owner. The
 -- read functions check the caller's SELECT privilege on the Tasker tables themselves.
 REVOKE ALL ON tasker_core.step_state FROM PUBLIC;
+-- A publication FOR ALL TABLES (change data capture) publishes this table too; without a replica
+-- identity every UPDATE of it, and so every write to a Tasker step, would fail (55000). The
+-- task rows have no step id, so no index can be the identity: the whole row is.
+ALTER TABLE tasker_core.step_state REPLICA IDENTITY FULL;
 
 -- Which tables step_state mirrors, and whether it is exact (valid) right now. At most one row.
 CREATE TABLE tasker_core.step_state_source (
@@ -47,8 +51,15 @@ CREATE TABLE tasker_core.step_state_source (
     tasks       regclass    NOT NULL,
     task_transitions regclass NOT NULL,
     valid       boolean     NOT NULL,
-    changed_at  timestamptz NOT NULL DEFAULT now(),
-    reason      text        -- why it is not valid
+    changed_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    reason      text,       -- why it is not valid
+    -- The server that built the copy (its system identifier): a copy that arrived by logical
+    -- replication or a restore elsewhere is never trusted (src/pg/paths.rs).
+    built_on    text,
+    -- The mirrored tables' storage and columns when the copy was built: DDL that rewrites a
+    -- table or replaces a column (rows changed without any trigger firing) changes it, and the
+    -- DDL watch below then stops using the copy.
+    fingerprint text
 );
 REVOKE ALL ON tasker_core.step_state_source FROM PUBLIC;
 GRANT SELECT ON tasker_core.step_state_source TO PUBLIC;
@@ -57,6 +68,7 @@ GRANT SELECT ON tasker_core.step_state_source TO PUBLIC;
 CREATE FUNCTION tasker_core.step_state_columns()
 RETURNS TABLE (table_name name, column_name name, column_type text)
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
 AS $$
     VALUES ('tasker_workflow_steps'::name, 'workflow_step_id'::name, 'bigint'),
            ('tasker_workflow_steps', 'task_id', 'bigint'),
@@ -91,6 +103,7 @@ $$;
 CREATE FUNCTION tasker_core.step_state_tables()
 RETURNS SETOF name
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
 AS $$
     VALUES ('tasker_workflow_steps'::name), ('tasker_named_steps'), ('tasker_workflow_step_transitions'),
            ('tasker_workflow_step_edges'), ('tasker_tasks'), ('tasker_task_transitions')
@@ -100,6 +113,7 @@ $$;
 CREATE FUNCTION tasker_core.step_state_triggers()
 RETURNS TABLE (trigger_name name, event text, referencing text)
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
 AS $$
     VALUES ('tasker_core_state_insert'::name, 'INSERT', 'REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT'),
            ('tasker_core_state_update', 'UPDATE', 'REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT'),
@@ -119,50 +133,91 @@ DECLARE
 BEGIN
     FOR r IN SELECT c.table_name, c.column_name, c.column_type, a.atttypid, a.attnotnull
                FROM tasker_core.step_state_columns() c
-               LEFT JOIN pg_class t ON t.oid = CASE c.table_name
+               LEFT JOIN pg_catalog.pg_class t ON t.oid = CASE c.table_name
                         WHEN 'tasker_workflow_steps' THEN src.steps WHEN 'tasker_named_steps' THEN src.named_steps
                         WHEN 'tasker_workflow_step_transitions' THEN src.transitions WHEN 'tasker_workflow_step_edges' THEN src.edges
                         WHEN 'tasker_tasks' THEN src.tasks ELSE src.task_transitions END
-               LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attname = c.column_name AND NOT a.attisdropped
+               LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = t.oid AND a.attname = c.column_name AND NOT a.attisdropped
     LOOP
         IF r.atttypid IS NULL THEN
-            RETURN format('%s has no column %s', r.table_name, r.column_name);
-        ELSIF format_type(r.atttypid, NULL) <> r.column_type THEN
-            RETURN format('%s.%s is %s, not %s', r.table_name, r.column_name, format_type(r.atttypid, NULL), r.column_type);
+            RETURN pg_catalog.format('%s has no column %s', r.table_name, r.column_name);
+        ELSIF pg_catalog.format_type(r.atttypid, NULL) <> r.column_type THEN
+            RETURN pg_catalog.format('%s.%s is %s, not %s', r.table_name, r.column_name, pg_catalog.format_type(r.atttypid, NULL), r.column_type);
         END IF;
     END LOOP;
     FOREACH rel IN ARRAY ARRAY[src.steps, src.named_steps, src.transitions, src.edges, src.tasks, src.task_transitions] LOOP
-        IF (SELECT relkind FROM pg_class WHERE oid = rel) IS DISTINCT FROM 'r' THEN
-            RETURN format('%s is not a plain table', rel);
+        IF (SELECT relkind FROM pg_catalog.pg_class WHERE oid = rel) IS DISTINCT FROM 'r' THEN
+            RETURN pg_catalog.format('%s is not a plain table', rel);
         END IF;
         FOR r IN SELECT g.trigger_name, t.tgenabled, t.tgfoid
                    FROM tasker_core.step_state_triggers() WITH ORDINALITY g(trigger_name, event, referencing, n)
-                   LEFT JOIN pg_trigger t ON t.tgrelid = rel AND t.tgname = g.trigger_name ORDER BY g.n LOOP
-            IF r.tgenabled IS NULL OR r.tgfoid <> 'tasker_core.step_state_sync()'::regprocedure THEN
-                RETURN format('trigger %s on %s is missing', r.trigger_name, rel);
+                   LEFT JOIN pg_catalog.pg_trigger t ON t.tgrelid = rel AND t.tgname = g.trigger_name ORDER BY g.n LOOP
+            IF r.tgenabled IS NULL OR r.tgfoid <> 'tasker_core.step_state_sync()'::pg_catalog.regprocedure THEN
+                RETURN pg_catalog.format('trigger %s on %s is missing', r.trigger_name, rel);
             ELSIF r.tgenabled <> 'A' THEN
-                RETURN format('trigger %s on %s is not ENABLE ALWAYS', r.trigger_name, rel);
+                RETURN pg_catalog.format('trigger %s on %s is not ENABLE ALWAYS', r.trigger_name, rel);
             END IF;
         END LOOP;
     END LOOP;
     -- Logical replication applies rows with row triggers only: statement triggers never fire
     -- for the apply worker, so a subscriber's copy would drift.
-    IF EXISTS (SELECT 1 FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid WHERE d.datname = current_database()) THEN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_subscription s JOIN pg_catalog.pg_database d ON d.oid = s.subdbid WHERE d.datname = current_database()) THEN
         RETURN 'this database has logical replication subscriptions (their apply workers fire no statement triggers)';
     END IF;
-    -- One most_recent transition per step and per task, as the read functions assume (schema.md).
+    -- One most_recent transition per step and per task, as the read functions assume (schema.md):
+    -- a unique index that proves it, decided by meaning (tasker_core.most_recent_index).
     FOR r IN SELECT * FROM (VALUES (src.transitions, 'workflow_step_id'::name), (src.task_transitions, 'task_id')) v(rel, owner) LOOP
-        IF NOT EXISTS (SELECT 1 FROM pg_index i
-                        WHERE i.indrelid = r.rel AND i.indisunique AND i.indisvalid AND i.indnkeyatts >= 1
-                          AND i.indkey[0] = (SELECT attnum FROM pg_attribute WHERE attrelid = r.rel AND attname = r.owner)
-                          AND (i.indnkeyatts = 1 OR i.indkey[1] = (SELECT attnum FROM pg_attribute WHERE attrelid = r.rel AND attname = 'most_recent'))
-                          AND pg_get_expr(i.indpred, i.indrelid) = 'most_recent') THEN
-            RETURN format('%s has no unique index on (%s) WHERE most_recent', r.rel, r.owner);
+        IF tasker_core.most_recent_index(r.rel, r.owner) IS NULL THEN
+            RETURN pg_catalog.format('%s has no valid unique index allowing one most_recent row per %s '
+                                     '(such as Rails'' (%s, most_recent) WHERE (most_recent = true))', r.rel, r.owner, r.owner);
         END IF;
     END LOOP;
     RETURN NULL;
 END
 $$;
+
+-- The mirrored tables' storage (relfilenode: a rewrite gives a new one) and mirrored columns
+-- (name, number, type): what DDL can change without firing a trigger on the rows.
+CREATE FUNCTION tasker_core.step_state_fingerprint(src tasker_core.step_state_source)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.string_agg(pg_catalog.format('%s:%s:%s', c.oid, c.relfilenode,
+               (SELECT pg_catalog.string_agg(pg_catalog.format('%s=%s/%s', a.attname, a.attnum,
+                                                               pg_catalog.format_type(a.atttypid, a.atttypmod)), ',' ORDER BY a.attnum)
+                  FROM pg_catalog.pg_attribute a
+                 WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                   AND a.attname IN (SELECT x.column_name FROM tasker_core.step_state_columns() x WHERE x.table_name = c.relname))),
+               ';' ORDER BY t.n)
+      FROM pg_catalog.unnest(ARRAY[src.steps, src.named_steps, src.transitions, src.edges, src.tasks, src.task_transitions])
+           WITH ORDINALITY t(rel, n)
+      JOIN pg_catalog.pg_class c ON c.oid = t.rel
+$$;
+
+-- Sets the maintenance triggers on the mirrored tables back to ENABLE ALWAYS where something
+-- (a data-only pg_restore --disable-triggers, whose ENABLE TRIGGER ALL makes them ordinary
+-- triggers) changed that. Run by step_state_rebuild() before it checks the tables.
+CREATE FUNCTION tasker_core.step_state_enable_always(src tasker_core.step_state_source)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT t.tgrelid::pg_catalog.regclass AS rel, t.tgname
+               FROM pg_catalog.pg_trigger t
+              WHERE t.tgrelid = ANY (ARRAY[src.steps, src.named_steps, src.transitions, src.edges, src.tasks, src.task_transitions])
+                AND t.tgname IN (SELECT g.trigger_name FROM tasker_core.step_state_triggers() g)
+                AND t.tgfoid = 'tasker_core.step_state_sync()'::pg_catalog.regprocedure
+                AND t.tgenabled <> 'A'
+    LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ALWAYS TRIGGER %I', r.rel, r.tgname);
+    END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION tasker_core.step_state_enable_always(tasker_core.step_state_source) FROM PUBLIC;
 
 -- Marks step_state as not valid (the readers go back to the Tasker tables) and says so.
 CREATE FUNCTION tasker_core.step_state_invalidate(why text)
@@ -170,7 +225,7 @@ RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    UPDATE tasker_core.step_state_source SET valid = false, reason = why, changed_at = now() WHERE valid;
+    UPDATE tasker_core.step_state_source SET valid = false, reason = why, changed_at = pg_catalog.now() WHERE valid;
     IF FOUND THEN
         RAISE WARNING 'tasker_core: the derived step state is no longer used: %', why
             USING HINT = 'The read functions read the Tasker tables until SELECT tasker_core.step_state_rebuild() runs.';
@@ -195,7 +250,7 @@ BEGIN
     IF NOT FOUND THEN
         -- Under REPEATABLE READ the snapshot may predate a rebuild that committed since: the
         -- copy is valid for everyone else but would miss this write. Refuse (40001) then.
-        IF current_setting('transaction_isolation') <> 'read committed' THEN
+        IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
             PERFORM tasker_core.step_state_check_not_missed();
         END IF;
         RETURN NULL;
@@ -204,7 +259,7 @@ BEGIN
         RETURN NULL;
     END IF;
     IF TG_OP = 'TRUNCATE' THEN
-        PERFORM tasker_core.step_state_invalidate(format('%s was truncated', TG_RELID::regclass));
+        PERFORM tasker_core.step_state_invalidate(pg_catalog.format('%s was truncated', TG_RELID::pg_catalog.regclass));
         RETURN NULL;
     END IF;
     -- Each transition table is named only in the branch of the event that has it.
@@ -241,7 +296,7 @@ BEGIN
                  EXCEPT ALL SELECT id, workflow_step_id, to_state, most_recent, created_at FROM new_rows)) c);
         END IF;
         -- Transitions decide only the state columns: the cheaper refresh of just those.
-        IF cardinality(ids) > 0 THEN
+        IF pg_catalog.cardinality(ids) > 0 THEN
             PERFORM tasker_core.step_state_refresh_states(ids, src.transitions);
         END IF;
         RETURN NULL;
@@ -274,7 +329,7 @@ BEGIN
                 (SELECT id, task_id, to_state, most_recent, created_at FROM old_rows
                  EXCEPT ALL SELECT id, task_id, to_state, most_recent, created_at FROM new_rows)) c);
         END IF;
-        IF cardinality(ids) > 0 THEN
+        IF pg_catalog.cardinality(ids) > 0 THEN
             PERFORM tasker_core.step_state_refresh_tasks(ids, src.tasks, src.task_transitions);
         END IF;
         RETURN NULL;
@@ -289,7 +344,7 @@ BEGIN
                 UNION ALL
                 (SELECT named_step_id, name FROM old_rows EXCEPT ALL SELECT named_step_id, name FROM new_rows)) c);
         END IF;
-        IF cardinality(named) = 0 THEN
+        IF pg_catalog.cardinality(named) = 0 THEN
             RETURN NULL;
         END IF;
         -- A step inserted (or re-pointed) concurrently with this rename must not keep the old
@@ -297,18 +352,18 @@ BEGIN
         -- waits for (then, under READ COMMITTED, the query below sees that step); a later one
         -- waits for this transaction. Under REPEATABLE READ this snapshot could not see such a
         -- step, so a rename there marks the copy stale instead (renames are rare).
-        IF current_setting('transaction_isolation') <> 'read committed' THEN
-            PERFORM tasker_core.step_state_invalidate(format('a named step of %s was renamed under %s', TG_RELID::regclass,
-                                                             current_setting('transaction_isolation')));
+        IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
+            PERFORM tasker_core.step_state_invalidate(pg_catalog.format('a named step of %s was renamed under %s', TG_RELID::pg_catalog.regclass,
+                                                             pg_catalog.current_setting('transaction_isolation')));
             RETURN NULL;
         END IF;
-        EXECUTE format('SELECT 1 FROM %s WHERE named_step_id = ANY($1) ORDER BY named_step_id FOR UPDATE', src.named_steps)
+        EXECUTE pg_catalog.format('SELECT 1 FROM %s WHERE named_step_id = ANY($1) ORDER BY named_step_id FOR UPDATE', src.named_steps)
           USING named;
         ids := ARRAY(SELECT s.workflow_step_id FROM tasker_core.step_state s WHERE s.named_step_id = ANY(named));
     ELSE
         RETURN NULL;
     END IF;
-    IF cardinality(ids) > 0 THEN
+    IF pg_catalog.cardinality(ids) > 0 THEN
         PERFORM tasker_core.step_state_refresh(ids, src.steps, src.named_steps, src.transitions, src.edges);
     END IF;
     RETURN NULL;
@@ -330,8 +385,13 @@ BEGIN
         RETURN;
     END IF;
     why := tasker_core.step_state_problem(src);
+    IF why IS NULL AND src.fingerprint IS DISTINCT FROM tasker_core.step_state_fingerprint(src) THEN
+        -- A rewrite (ALTER COLUMN ... TYPE ... USING, a new typmod) or a column dropped and added
+        -- again: the rows may have changed without any trigger firing.
+        why := 'a mirrored table was rewritten or a mirrored column replaced, which changes rows without firing triggers';
+    END IF;
     IF why IS NOT NULL THEN
-        PERFORM tasker_core.step_state_invalidate(format('after %s: %s', tg_tag, why));
+        PERFORM tasker_core.step_state_invalidate(pg_catalog.format('after %s: %s', tg_tag, why));
     END IF;
 END
 $$;
@@ -343,12 +403,14 @@ CREATE EVENT TRIGGER tasker_core_step_state_watch ON ddl_command_end
     EXECUTE FUNCTION tasker_core.step_state_watch();
 -- Fire under session_replication_role = replica too (pg_restore, logical replication apply).
 ALTER EVENT TRIGGER tasker_core_step_state_watch ENABLE ALWAYS;
+REVOKE ALL ON FUNCTION tasker_core.step_state_problem(tasker_core.step_state_source) FROM PUBLIC;
 
 -- Starts mirroring the Tasker tables of `schema` into step_state: installs the maintenance
 -- triggers (ENABLE ALWAYS: they fire for replicas and bulk loads too) and builds every row.
 CREATE FUNCTION tasker_core.step_state_enable(schema name DEFAULT 'public')
 RETURNS TABLE (object text, action text)
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     src tasker_core.step_state_source;
@@ -356,41 +418,41 @@ DECLARE
     g record;
     why text;
 BEGIN
-    IF to_regnamespace(quote_ident(schema)) IS NULL THEN
+    IF pg_catalog.to_regnamespace(pg_catalog.quote_ident(schema)) IS NULL THEN
         RAISE EXCEPTION 'schema "%" does not exist', schema USING ERRCODE = '3F000';
     END IF;
     FOR tbl IN SELECT * FROM tasker_core.step_state_tables() LOOP
-        IF to_regclass(format('%I.%I', schema, tbl)) IS NULL THEN
+        IF pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, tbl)) IS NULL THEN
             RAISE EXCEPTION 'cannot enable the step state: table %.% does not exist', schema, tbl
                 USING ERRCODE = '42P01', HINT = 'Pass the schema that holds the Tasker tables.';
         END IF;
     END LOOP;
     IF EXISTS (SELECT 1 FROM tasker_core.step_state_source s
-                WHERE s.steps <> format('%I.tasker_workflow_steps', schema)::regclass) THEN
+                WHERE s.steps <> pg_catalog.format('%I.tasker_workflow_steps', schema)::pg_catalog.regclass) THEN
         RAISE EXCEPTION 'the step state already mirrors %', (SELECT s.steps FROM tasker_core.step_state_source s)
             USING ERRCODE = '55000', HINT = 'Run tasker_core.step_state_disable() for that schema first.';
     END IF;
     -- Not valid while the triggers are (re)installed and the rows rebuilt.
     INSERT INTO tasker_core.step_state_source AS s (steps, named_steps, transitions, edges, tasks, task_transitions, valid, reason)
-    VALUES (format('%I.tasker_workflow_steps', schema)::regclass, format('%I.tasker_named_steps', schema)::regclass,
-            format('%I.tasker_workflow_step_transitions', schema)::regclass,
-            format('%I.tasker_workflow_step_edges', schema)::regclass, format('%I.tasker_tasks', schema)::regclass,
-            format('%I.tasker_task_transitions', schema)::regclass, false, 'being built')
-    ON CONFLICT (only_row) DO UPDATE SET valid = false, reason = 'being rebuilt', changed_at = now()
+    VALUES (pg_catalog.format('%I.tasker_workflow_steps', schema)::pg_catalog.regclass, pg_catalog.format('%I.tasker_named_steps', schema)::pg_catalog.regclass,
+            pg_catalog.format('%I.tasker_workflow_step_transitions', schema)::pg_catalog.regclass,
+            pg_catalog.format('%I.tasker_workflow_step_edges', schema)::pg_catalog.regclass, pg_catalog.format('%I.tasker_tasks', schema)::pg_catalog.regclass,
+            pg_catalog.format('%I.tasker_task_transitions', schema)::pg_catalog.regclass, false, 'being built')
+    ON CONFLICT (only_row) DO UPDATE SET valid = false, reason = 'being rebuilt', changed_at = pg_catalog.now()
     RETURNING * INTO src;
     FOR tbl IN SELECT * FROM tasker_core.step_state_tables() LOOP
         FOR g IN SELECT * FROM tasker_core.step_state_triggers() LOOP
-            object := format('trigger %I on %I.%I', g.trigger_name, schema, tbl);
-            IF EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = format('%I.%I', schema, tbl)::regclass
+            object := pg_catalog.format('trigger %I on %I.%I', g.trigger_name, schema, tbl);
+            IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgrelid = pg_catalog.format('%I.%I', schema, tbl)::pg_catalog.regclass
                                                      AND t.tgname = g.trigger_name) THEN
-                EXECUTE format('DROP TRIGGER %I ON %I.%I', g.trigger_name, schema, tbl);
+                EXECUTE pg_catalog.format('DROP TRIGGER %I ON %I.%I', g.trigger_name, schema, tbl);
                 action := 'reinstalled';
             ELSE
                 action := 'installed';
             END IF;
-            EXECUTE format('CREATE TRIGGER %I AFTER %s ON %I.%I %s EXECUTE FUNCTION tasker_core.step_state_sync()',
+            EXECUTE pg_catalog.format('CREATE TRIGGER %I AFTER %s ON %I.%I %s EXECUTE FUNCTION tasker_core.step_state_sync()',
                            g.trigger_name, g.event, schema, tbl, g.referencing);
-            EXECUTE format('ALTER TABLE %I.%I ENABLE ALWAYS TRIGGER %I', schema, tbl, g.trigger_name);
+            EXECUTE pg_catalog.format('ALTER TABLE %I.%I ENABLE ALWAYS TRIGGER %I', schema, tbl, g.trigger_name);
             RETURN NEXT;
         END LOOP;
     END LOOP;
@@ -399,7 +461,7 @@ BEGIN
         RAISE EXCEPTION 'cannot enable the step state: %', why USING ERRCODE = '55000';
     END IF;
     object := 'tasker_core.step_state';
-    action := format('built (%s steps)', tasker_core.step_state_rebuild());
+    action := pg_catalog.format('built (%s steps)', tasker_core.step_state_rebuild());
     RETURN NEXT;
 END
 $$;
@@ -408,19 +470,27 @@ $$;
 CREATE FUNCTION tasker_core.step_state_disable(schema name DEFAULT 'public')
 RETURNS TABLE (object text, action text)
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     tbl name;
     g record;
+    mirrored regclass := (SELECT s.steps FROM tasker_core.step_state_source s);
 BEGIN
+    IF mirrored IS NOT NULL
+       AND mirrored IS DISTINCT FROM pg_catalog.to_regclass(pg_catalog.format('%I.tasker_workflow_steps', schema)) THEN
+        RAISE EXCEPTION 'the step state mirrors %, not the Tasker tables of schema %', mirrored, pg_catalog.quote_ident(schema)
+            USING ERRCODE = '55000', HINT = 'Pass the schema of the mirrored tables; nothing was changed.';
+    END IF;
     DELETE FROM tasker_core.step_state_source;
     FOR tbl IN SELECT * FROM tasker_core.step_state_tables() LOOP
-        CONTINUE WHEN to_regclass(format('%I.%I', schema, tbl)) IS NULL;
+        CONTINUE WHEN pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, tbl)) IS NULL;
         FOR g IN SELECT * FROM tasker_core.step_state_triggers() LOOP
-            IF EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = format('%I.%I', schema, tbl)::regclass
-                                                     AND t.tgname = g.trigger_name) THEN
-                EXECUTE format('DROP TRIGGER %I ON %I.%I', g.trigger_name, schema, tbl);
-                object := format('trigger %I on %I.%I', g.trigger_name, schema, tbl);
+            IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                        WHERE t.tgrelid = pg_catalog.format('%I.%I', schema, tbl)::pg_catalog.regclass
+                          AND t.tgname = g.trigger_name) THEN
+                EXECUTE pg_catalog.format('DROP TRIGGER %I ON %I.%I', g.trigger_name, schema, tbl);
+                object := pg_catalog.format('trigger %I on %I.%I', g.trigger_name, schema, tbl);
                 action := 'removed';
                 RETURN NEXT;
             END IF;

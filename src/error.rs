@@ -1,28 +1,76 @@
-//! Every refusal tasker_core can give, with its SQLSTATE. No pgrx types here: the pgrx
-//! layer (`pg::report`) turns these into PostgreSQL errors.
+//! Every refusal tasker_core can give, with its SQLSTATE, and the one place that turns it into a
+//! PostgreSQL error report (`From<TaskerError> for ErrorReport`, an exhaustive match: a new
+//! variant does not compile until it has a code). The rules (`crate::rules`) only construct
+//! these; the pgrx layer raises them with `pg::report`.
 
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::PgSqlErrorCode;
 use thiserror::Error;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum TaskerError {
-    /// `float8` overflow in `power(2, attempts)` (SQLSTATE 22003), as PostgreSQL raises it.
+    /// `float8` overflow in `power(2, attempts)`, as PostgreSQL raises it.
     #[error("value out of range: overflow")]
     FloatOverflow,
-    /// `float8` underflow in `power(2, attempts)` (SQLSTATE 22003).
+    /// `float8` underflow in `power(2, attempts)`.
     #[error("value out of range: underflow")]
     FloatUnderflow,
-    /// `interval` arithmetic overflow (SQLSTATE 22008).
+    /// `interval` arithmetic overflow.
     #[error("interval out of range")]
     IntervalOutOfRange,
-    /// `timestamp` arithmetic overflow (SQLSTATE 22008).
+    /// `timestamp` arithmetic overflow.
     #[error("timestamp out of range")]
     TimestampOutOfRange,
-    /// A count does not fit the `integer` result column (SQLSTATE 22003).
+    /// A count does not fit the `integer` result column.
     #[error("integer out of range")]
     IntegerOutOfRange,
-    /// A cycle reachable from a root (SQLSTATE 22000): the original function never ends here.
+    /// A cycle reachable from a root: the original function never ends here.
     #[error("workflow step graph of task {task_id} has a cycle reachable from a root step: {}", path_text(.path))]
     CycleReachable { task_id: i64, path: Vec<i64> },
+    /// A set-returning function called where no set can be returned.
+    #[error("set-valued function called in context that cannot accept a set")]
+    NotInSetContext,
+    /// The SQL declaration of a function does not match this library.
+    #[error("tasker_core.{function} is declared with other result columns than this library writes")]
+    DeclarationMismatch { function: &'static str },
+    /// A Tasker table the read functions need is some other kind of relation.
+    #[error("tasker_core reads only tables: {relation} is a {kind}")]
+    NotATable { relation: String, kind: &'static str },
+    /// A column of a Tasker table has a type the read functions cannot read.
+    #[error("column {column} of {relation} is of type {found}, not {expected}")]
+    ColumnType { relation: String, column: &'static str, found: String, expected: &'static str },
+    /// The guard machinery was called with a machine name it does not know.
+    #[error("unknown state machine {0:?} (expected 'step' or 'task')")]
+    UnknownMachine(String),
+    /// The step state has not been enabled.
+    #[error("the step state is not enabled")]
+    StepStateNotEnabled,
+    /// A table the step state mirrors no longer exists.
+    #[error("the table with OID {0} that the step state mirrors no longer exists")]
+    MirroredTableGone(u32),
+    /// The step state cannot be built or kept for the recorded tables.
+    #[error("cannot {action} the step state: {reason}")]
+    StepStateUnusable { action: &'static str, reason: String },
+    /// A rebuild or an online switch needs READ COMMITTED.
+    #[error("tasker_core.{function}() must run under READ COMMITTED")]
+    NeedsReadCommitted { function: &'static str },
+    /// A snapshot older than a step-state rebuild would write outside the copy everyone trusts.
+    #[error(
+        "could not serialize access: the step state was enabled or rebuilt after this transaction's snapshot was taken"
+    )]
+    StaleSnapshot,
+    /// An event trigger function called some other way.
+    #[error("tasker_core.before_drop() can only be called as an event trigger")]
+    NotAnEventTrigger,
+    /// A Tasker table the caller's search_path does not find.
+    #[error("relation \"{0}\" does not exist")]
+    UndefinedTable(&'static str),
+    /// A schema named to an admin function does not exist.
+    #[error("schema \"{0}\" does not exist")]
+    UndefinedSchema(String),
+    /// SPI failed in a way that is a bug of tasker_core, not of the caller.
+    #[error("internal error: {what} failed (SPI code {code})")]
+    Spi { what: &'static str, code: i32 },
 }
 
 pub fn path_text(path: &[i64]) -> String {
@@ -30,13 +78,38 @@ pub fn path_text(path: &[i64]) -> String {
 }
 
 impl TaskerError {
-    /// The five-character SQLSTATE.
-    pub fn sqlstate(&self) -> &'static str {
+    /// The SQLSTATE of this error (the one match every report goes through).
+    pub fn code(&self) -> PgSqlErrorCode {
+        use PgSqlErrorCode::*;
         match self {
-            TaskerError::FloatOverflow | TaskerError::FloatUnderflow | TaskerError::IntegerOutOfRange => "22003",
-            TaskerError::IntervalOutOfRange | TaskerError::TimestampOutOfRange => "22008",
-            TaskerError::CycleReachable { .. } => "22000",
+            TaskerError::FloatOverflow | TaskerError::FloatUnderflow | TaskerError::IntegerOutOfRange => {
+                ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE
+            }
+            TaskerError::IntervalOutOfRange | TaskerError::TimestampOutOfRange => ERRCODE_DATETIME_FIELD_OVERFLOW,
+            TaskerError::CycleReachable { .. } => ERRCODE_DATA_EXCEPTION,
+            TaskerError::NotInSetContext => ERRCODE_FEATURE_NOT_SUPPORTED,
+            TaskerError::DeclarationMismatch { .. } => ERRCODE_DATATYPE_MISMATCH,
+            TaskerError::NotATable { .. } => ERRCODE_WRONG_OBJECT_TYPE,
+            TaskerError::ColumnType { .. } => ERRCODE_DATATYPE_MISMATCH,
+            TaskerError::UnknownMachine(_) => ERRCODE_INVALID_PARAMETER_VALUE,
+            TaskerError::StepStateNotEnabled | TaskerError::StepStateUnusable { .. } => {
+                ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
+            }
+            TaskerError::MirroredTableGone(_) => ERRCODE_UNDEFINED_TABLE,
+            TaskerError::NeedsReadCommitted { .. } => ERRCODE_INVALID_TRANSACTION_STATE,
+            TaskerError::StaleSnapshot => ERRCODE_T_R_SERIALIZATION_FAILURE,
+            TaskerError::NotAnEventTrigger => ERRCODE_E_R_I_E_EVENT_TRIGGER_PROTOCOL_VIOLATED,
+            TaskerError::UndefinedTable(_) => ERRCODE_UNDEFINED_TABLE,
+            TaskerError::UndefinedSchema(_) => ERRCODE_INVALID_SCHEMA_NAME,
+            TaskerError::Spi { .. } => ERRCODE_INTERNAL_ERROR,
         }
+    }
+
+    /// The five-character SQLSTATE (for messages and tests).
+    pub fn sqlstate(&self) -> String {
+        let code = self.code() as i32;
+        // MAKE_SQLSTATE packs five 6-bit characters, the first in the lowest bits.
+        (0..5).map(|i| (((code >> (6 * i)) & 0x3f) as u8 + b'0') as char).collect()
     }
 
     pub fn detail(&self) -> Option<String> {
@@ -45,6 +118,14 @@ impl TaskerError {
                 "Step {} is reached again by following edges from it; dependency levels are undefined on a cycle.",
                 path.first().copied().unwrap_or_default()
             )),
+            TaskerError::DeclarationMismatch { .. } => {
+                Some("The installed SQL objects and the loaded library are of different versions.".into())
+            }
+            TaskerError::StaleSnapshot => Some(
+                "This REPEATABLE READ or SERIALIZABLE transaction started before the step state was last rebuilt; \
+                 its write would be missing from the copy."
+                    .into(),
+            ),
             _ => None,
         }
     }
@@ -55,7 +136,66 @@ impl TaskerError {
                 "Delete one of the edges on the path {} from tasker_workflow_step_edges; tasker_core.enable() installs triggers that refuse new cycles.",
                 path_text(path)
             )),
+            TaskerError::DeclarationMismatch { .. } => {
+                Some("Run ALTER EXTENSION tasker_core UPDATE, or reinstall the extension's files.".into())
+            }
+            TaskerError::UndefinedTable(_) => Some(
+                "The read functions find the Tasker tables through the search_path, as Rails' functions do.".into(),
+            ),
+            TaskerError::NotATable { .. } => Some(
+                "The read functions find the Tasker tables through the search_path, as Rails' functions do; \
+                 put the schema of the Tasker tables first."
+                    .into(),
+            ),
+            TaskerError::ColumnType { .. } => Some("See docs/compatibility.md for the column types tasker_core reads.".into()),
+            TaskerError::StepStateNotEnabled => Some(
+                "Run SELECT * FROM tasker_core.step_state_enable('public') with the schema of the Tasker tables.".into(),
+            ),
+            TaskerError::MirroredTableGone(_) => Some(
+                "Run SELECT * FROM tasker_core.step_state_disable(), then step_state_enable() for the Tasker schema."
+                    .into(),
+            ),
+            TaskerError::StepStateUnusable { .. } => {
+                Some("SELECT * FROM tasker_core.preflight() lists what to change; docs/step_state.md explains each requirement.".into())
+            }
+            TaskerError::NeedsReadCommitted { .. } => Some(
+                "Under REPEATABLE READ or SERIALIZABLE its snapshot could predate writes it must include.".into(),
+            ),
+            TaskerError::StaleSnapshot => Some("Retry the transaction.".into()),
+            TaskerError::Spi { .. } => Some("This is a bug of tasker_core; please report it with the statement that ran.".into()),
             _ => None,
         }
+    }
+}
+
+impl From<TaskerError> for ErrorReport {
+    fn from(err: TaskerError) -> ErrorReport {
+        let mut report = ErrorReport::new(err.code(), err.to_string(), "tasker_core");
+        if let Some(detail) = err.detail() {
+            report = report.set_detail(detail);
+        }
+        if let Some(hint) = err.hint() {
+            report = report.set_hint(hint);
+        }
+        report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TaskerError;
+
+    #[test]
+    fn sqlstates_are_the_documented_ones() {
+        assert_eq!(TaskerError::FloatOverflow.sqlstate(), "22003");
+        assert_eq!(TaskerError::IntervalOutOfRange.sqlstate(), "22008");
+        assert_eq!(TaskerError::CycleReachable { task_id: 1, path: vec![1, 1] }.sqlstate(), "22000");
+        assert_eq!(TaskerError::NotInSetContext.sqlstate(), "0A000");
+        assert_eq!(TaskerError::NotATable { relation: "x".into(), kind: "view" }.sqlstate(), "42809");
+        assert_eq!(TaskerError::StepStateNotEnabled.sqlstate(), "55000");
+        assert_eq!(TaskerError::MirroredTableGone(1).sqlstate(), "42P01");
+        assert_eq!(TaskerError::NeedsReadCommitted { function: "x" }.sqlstate(), "25000");
+        assert_eq!(TaskerError::StaleSnapshot.sqlstate(), "40001");
+        assert_eq!(TaskerError::UnknownMachine("x".into()).sqlstate(), "22023");
     }
 }

@@ -28,17 +28,24 @@ pub mod pg_test {
 pgrx::extension_sql_file!(
     "../sql/guards.sql",
     name = "guards",
-    requires = [pg::guards::check_transition, pg::guards::check_transition_update, pg::guards::check_edge]
+    requires = [
+        pg::guards::check_transition,
+        pg::guards::check_transition_update,
+        pg::guards::check_flag,
+        pg::guards::check_edge
+    ]
 );
 pgrx::extension_sql_file!(
     "../sql/step_state.sql",
     name = "step_state",
     requires = [
-        pg::step_state::step_state_refresh,
-        pg::step_state::step_state_refresh_tasks,
-        pg::step_state::step_state_refresh_states,
-        pg::step_state::step_state_rebuild,
-        pg::step_state::step_state_check_not_missed
+        pg::step_state::maintain::step_state_refresh,
+        pg::step_state::maintain::step_state_refresh_tasks,
+        pg::step_state::maintain::step_state_refresh_states,
+        pg::step_state::maintain::step_state_rebuild,
+        pg::step_state::maintain::step_state_check_not_missed,
+        pg::admin::most_recent_index,
+        pg::admin::server_identity
     ]
 );
 pgrx::extension_sql_file!("../sql/admin.sql", name = "admin", finalize);
@@ -47,5 +54,4 @@ pgrx::extension_sql_file!("../sql/admin.sql", name = "admin", finalize);
 #[pgrx::pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     pg::settings::register();
-    pg::derived::register_callbacks();
 }

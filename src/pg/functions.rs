@@ -1,132 +1,107 @@
-//! The drop-in read functions (functions.md): same names, argument names, types, defaults
-//! and result columns as the Rails PL/pgSQL functions, in schema `tasker_core`.
-//! None is STRICT (a NULL argument gives the spec's answer); all are STABLE.
+//! The drop-in read functions (functions.md): same names, argument names, types, defaults and
+//! result columns as the Rails PL/pgSQL functions, in schema `tasker_core`. None is STRICT (a
+//! NULL argument gives the spec's answer); all are STABLE.
 //!
-//! The health counts use pgrx's `TableIterator`; the five per-task functions are written as
-//! plain V1 functions in materialize mode (see below and pg::srf).
-
-use std::cell::RefCell;
+//! The five per-task functions are V1 C functions in materialize mode (pg::output), declared
+//! below by hand so their SQL and symbol names stay the ones every released version shipped.
+//! Each keeps its state per call site in `fn_extra` (`ReadSite`): what pg::paths resolved and
+//! the buffers of the last call. They are deliberately not pinned to a search_path: they find
+//! the Tasker tables through the caller's, as Rails' functions do (docs/security.md).
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+use crate::pg::call::{self, arg_i64, arg_ids, distinct_ids};
 use crate::pg::clock::TransactionClock;
-use crate::pg::read;
+use crate::pg::facts::{Steps, TaskGraph, TaskRow};
+use crate::pg::output::{Output, Texts};
+use crate::pg::paths::{self, ReadFn};
 use crate::pg::report::OrRaise;
-use crate::pg::srf;
+use crate::pg::{sql_read, step_state};
 use crate::rules::context::TaskTally;
 use crate::rules::idhash::{IdMap, IdSet};
 use crate::rules::levels::dependency_levels;
 use crate::rules::readiness::{evaluate, Readiness, StepFacts};
+use crate::rules::state;
 
-/// The non-NULL ids of an array argument, sorted and without duplicates.
-pub(crate) fn distinct_ids(ids: Option<Vec<Option<i64>>>) -> Vec<i64> {
-    let mut v: Vec<i64> = ids.unwrap_or_default().into_iter().flatten().collect();
-    v.sort_unstable();
-    v.dedup();
-    v
+/// What one call site of a read function keeps for the query that holds it.
+#[derive(Default)]
+struct ReadSite {
+    paths: paths::Site,
+    steps: Steps,
+    texts: Texts,
 }
 
-thread_local! {
-    /// The rows of the last readiness read, kept so the next call reuses the buffers.
-    static READ: RefCell<read::StepsAndParents> = RefCell::new(read::StepsAndParents::default());
+/// The call site's state.
+///
+/// # Safety
+/// `fcinfo` is the call's own; every call through it is one of this module's functions.
+unsafe fn read_site<'a>(fcinfo: pg_sys::FunctionCallInfo) -> (&'a mut ReadSite, pg_sys::MemoryContext) {
+    (call::site::<ReadSite>(fcinfo), (*(*fcinfo).flinfo).fn_mcxt)
 }
 
-/// Evaluates every step of `task_ids` that `keep` accepts, in (task_id, workflow_step_id)
-/// order, and hands each with its name and readiness to `each`. Returns the tasks' own rows
-/// when they were read along (the step state).
-fn for_each_readiness(
-    task_ids: &[i64],
-    with_tasks: bool,
-    keep: impl Fn(&StepFacts) -> bool,
-    function: &'static str,
-    mut each: impl FnMut(&StepFacts, &str, &Readiness),
-) -> Option<Vec<read::TaskRow>> {
-    if task_ids.is_empty() {
-        return None;
-    }
-    READ.with(|cell| {
-        // A nested call (a policy or view calling a read function) gets its own buffers.
-        let mut fresh = read::StepsAndParents::default();
-        let mut guard = cell.try_borrow_mut();
-        let data = match guard.as_deref_mut() {
-            Ok(data) => data,
-            Err(_) => &mut fresh,
-        };
-        read::steps_and_parents(read::TaskIds::of(task_ids), with_tasks, function, data);
-        let clock = TransactionClock::now();
-        for i in data.ordered() {
-            let s = &data.steps[i];
-            if keep(s) {
-                let r = evaluate(s, data.tallies[i], &clock).or_raise(function);
-                each(s, data.names.get(i), &r);
-            }
+/// Reads the steps of `ids` (ascending, distinct) by the path pg::paths chooses, into `site.steps`.
+fn read_steps(site: &mut ReadSite, context: pg_sys::MemoryContext, function: ReadFn, ids: &[i64], with_tasks: bool) {
+    let choice = paths::choose(&mut site.paths, context).or_raise();
+    if let Some(layout) = choice.step_state {
+        if step_state::read::steps(&layout, ids, with_tasks, &mut site.steps).is_ok() {
+            paths::count(function, "step_state");
+            return;
         }
-        data.tasks.take()
-    })
-}
-
-// The five per-task functions are plain V1 C functions in materialize mode (pg::srf) rather
-// than pgrx `#[pg_extern]`s: their SQL declarations (below) are the ones 0.1.0 and 0.2.0
-// shipped, symbol names included, so older install scripts still load this library.
-
-/// How the readiness functions' result columns are stored.
-static READINESS: [srf::Stored; 16] = {
-    use srf::Stored::{Bool, Int4, Int8, Text};
-    [Int8, Int8, Int4, Text, Text, Bool, Bool, Bool, Int8, Int8, Int4, Int4, Int4, Int4, Int4, Int8]
-};
-
-/// One readiness row, written column by column when the result has the declared shape.
-fn readiness_row(out: &mut srf::Output, s: &StepFacts, name: &str, r: &Readiness) {
-    let state = s.current_state();
-    let nulls = (r.last_failure_at.is_none() as u64) << 8
-        | (r.next_retry_at.is_none() as u64) << 9
-        | (s.backoff_request_seconds.is_none() as u64) << 14
-        | (s.last_attempted_at.is_none() as u64) << 15;
-    if let Some(mut w) = out.shaped(&READINESS, nulls, name.len() + state.len()) {
-        w.int8(s.workflow_step_id);
-        w.int8(s.task_id);
-        w.int4(s.named_step_id);
-        w.text(name);
-        w.text(state);
-        w.bool(r.dependencies_satisfied);
-        w.bool(r.retry_eligible);
-        w.bool(r.ready_for_execution);
-        w.opt_int8(r.last_failure_at);
-        w.opt_int8(r.next_retry_at);
-        w.int4(r.total_parents);
-        w.int4(r.completed_parents);
-        w.int4(s.attempts_or_zero());
-        w.int4(s.retry_limit_or_default());
-        w.opt_int4(s.backoff_request_seconds);
-        w.opt_int8(s.last_attempted_at);
-        w.finish(|| readiness_values(s, r).to_vec(), &[(3, name), (4, state)]);
-        return;
+        paths::count(function, "sql_after_broken_row");
+    } else {
+        paths::count(function, "sql");
     }
-    let mut values = readiness_values(s, r);
-    out.row_with_texts(&mut values, &[(3, name), (4, state)]);
+    sql_read::steps(&choice.tables, ids, with_tasks, &mut site.steps);
 }
 
-/// A readiness row's values, but for the name and current_state columns (3 and 4).
-fn readiness_values(s: &StepFacts, r: &Readiness) -> [Option<pg_sys::Datum>; 16] {
-    [
-        Some(s.workflow_step_id.into()),
-        Some(s.task_id.into()),
-        Some(s.named_step_id.into()),
-        None,
-        None,
-        Some(r.dependencies_satisfied.into()),
-        Some(r.retry_eligible.into()),
-        Some(r.ready_for_execution.into()),
-        r.last_failure_at.map(pg_sys::Datum::from),
-        r.next_retry_at.map(pg_sys::Datum::from),
-        Some(r.total_parents.into()),
-        Some(r.completed_parents.into()),
-        Some(s.attempts_or_zero().into()),
-        Some(s.retry_limit_or_default().into()),
-        s.backoff_request_seconds.map(pg_sys::Datum::from),
-        s.last_attempted_at.map(pg_sys::Datum::from),
-    ]
+/// Evaluates every step of `site.steps` that `keep` accepts and hands it to `each`.
+fn for_each_readiness(
+    steps: &Steps,
+    keep: impl Fn(&StepFacts) -> bool,
+    mut each: impl FnMut(&StepFacts, &[u8], &Readiness),
+) {
+    let clock = TransactionClock::now();
+    for (i, s) in steps.facts.iter().enumerate() {
+        if keep(s) {
+            let r = evaluate(s, steps.tallies[i], &clock).or_raise();
+            each(s, steps.names.get(i), &r);
+        }
+    }
+}
+
+/// One readiness row.
+fn readiness_row(out: &mut Output, texts: &mut Texts, s: &StepFacts, name: &[u8], r: &Readiness) {
+    let state = s.current_state().as_bytes();
+    texts.clear(2, name.len() + state.len());
+    let ts = |v: Option<i64>| (pg_sys::Datum::from(v.unwrap_or(0)), v.is_none());
+    let (last_failure, last_failure_null) = ts(r.last_failure_at);
+    let (next_retry, next_retry_null) = ts(r.next_retry_at);
+    let (last_attempt, last_attempt_null) = ts(s.last_attempted_at);
+    let mut values = [
+        pg_sys::Datum::from(s.workflow_step_id),
+        pg_sys::Datum::from(s.task_id),
+        pg_sys::Datum::from(s.named_step_id),
+        texts.put(name),
+        texts.put(state),
+        pg_sys::Datum::from(r.dependencies_satisfied),
+        pg_sys::Datum::from(r.retry_eligible),
+        pg_sys::Datum::from(r.ready_for_execution),
+        last_failure,
+        next_retry,
+        pg_sys::Datum::from(r.total_parents),
+        pg_sys::Datum::from(r.completed_parents),
+        pg_sys::Datum::from(s.attempts_or_zero()),
+        pg_sys::Datum::from(s.retry_limit_or_default()),
+        pg_sys::Datum::from(s.backoff_request_seconds.unwrap_or(0)),
+        last_attempt,
+    ];
+    let mut nulls = [false; 16];
+    nulls[8] = last_failure_null;
+    nulls[9] = next_retry_null;
+    nulls[14] = s.backoff_request_seconds.is_none();
+    nulls[15] = last_attempt_null;
+    out.put(&mut values, &mut nulls);
 }
 
 /// Readiness of the steps of one task (all of them, or those in `step_ids` when it is not NULL).
@@ -136,12 +111,11 @@ fn readiness_values(s: &StepFacts, r: &Readiness) -> [Option<pg_sys::Datum>; 16]
 #[no_mangle]
 #[pg_guard]
 pub unsafe extern "C-unwind" fn get_step_readiness_status_wrapper(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
-    const F: &str = "get_step_readiness_status";
-    let mut out = srf::Output::begin(fcinfo, 16);
-    let Some(task_id) = srf::arg_i64(fcinfo, 0) else {
+    let mut out = Output::begin(fcinfo, 16, ReadFn::Readiness.name()).or_raise();
+    let Some(task_id) = arg_i64(fcinfo, 0) else {
         return pg_sys::Datum::from(0);
     };
-    let wanted: Option<Vec<i64>> = srf::arg_i64_array(fcinfo, 1).map(|ids| {
+    let wanted: Option<Vec<i64>> = arg_ids(fcinfo, 1).map(|ids| {
         let mut v: Vec<i64> = ids.into_iter().flatten().collect();
         v.sort_unstable();
         v
@@ -149,8 +123,11 @@ pub unsafe extern "C-unwind" fn get_step_readiness_status_wrapper(fcinfo: pg_sys
     if wanted.as_ref().is_some_and(Vec::is_empty) {
         return pg_sys::Datum::from(0);
     }
+    let (site, context) = read_site(fcinfo);
+    read_steps(site, context, ReadFn::Readiness, &[task_id], false);
     let keep = |s: &StepFacts| wanted.as_ref().is_none_or(|w| w.binary_search(&s.workflow_step_id).is_ok());
-    for_each_readiness(&[task_id], false, keep, F, |s, name, r| readiness_row(&mut out, s, name, r));
+    let ReadSite { steps, texts, .. } = site;
+    for_each_readiness(steps, keep, |s, name, r| readiness_row(&mut out, texts, s, name, r));
     pg_sys::Datum::from(0)
 }
 
@@ -163,33 +140,38 @@ pub unsafe extern "C-unwind" fn get_step_readiness_status_wrapper(fcinfo: pg_sys
 pub unsafe extern "C-unwind" fn get_step_readiness_status_batch_wrapper(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> pg_sys::Datum {
-    let mut out = srf::Output::begin(fcinfo, 16);
-    let ids = distinct_ids(srf::arg_i64_array(fcinfo, 0));
-    for_each_readiness(
-        &ids,
-        false,
-        |_| true,
-        "get_step_readiness_status_batch",
-        |s, name, r| readiness_row(&mut out, s, name, r),
-    );
+    let mut out = Output::begin(fcinfo, 16, ReadFn::ReadinessBatch.name()).or_raise();
+    let ids = distinct_ids(arg_ids(fcinfo, 0));
+    if ids.is_empty() {
+        return pg_sys::Datum::from(0);
+    }
+    let (site, context) = read_site(fcinfo);
+    read_steps(site, context, ReadFn::ReadinessBatch, &ids, false);
+    let ReadSite { steps, texts, .. } = site;
+    for_each_readiness(steps, |_| true, |s, name, r| readiness_row(&mut out, texts, s, name, r));
     pg_sys::Datum::from(0)
 }
 
 /// One execution-context row per existing task id in `requested` (duplicates repeat), by task_id.
-fn contexts(requested: Vec<i64>, function: &'static str, out: &mut srf::Output) {
+fn contexts(
+    site: &mut ReadSite,
+    context: pg_sys::MemoryContext,
+    function: ReadFn,
+    requested: Vec<i64>,
+    out: &mut Output,
+) {
     let mut ids = requested.clone();
     ids.sort_unstable();
     ids.dedup();
     if ids.is_empty() {
         return;
     }
-    // Steps arrive ordered by task: tally each task's run of steps, no hashing per step.
+    read_steps(site, context, function, &ids, true);
+    // Steps arrive ordered by task: tally each task's run of steps.
     let mut tallies: Vec<(i64, TaskTally)> = Vec::with_capacity(ids.len());
-    let read_along = for_each_readiness(
-        &ids,
-        true,
+    for_each_readiness(
+        &site.steps,
         |_| true,
-        function,
         |s, _, r| {
             if tallies.last().is_none_or(|&(task, _)| task != s.task_id) {
                 tallies.push((s.task_id, TaskTally::default()));
@@ -199,61 +181,42 @@ fn contexts(requested: Vec<i64>, function: &'static str, out: &mut srf::Output) 
             }
         },
     );
-    // Both by task_id. The readers return steps and tasks in id order; should a task's steps
-    // ever come in more than one run, its tallies are merged.
-    if !tallies.is_sorted_by(|a, b| a.0 < b.0) {
-        tallies.sort_by_key(|&(task, _)| task);
-        tallies.dedup_by(|later, kept| {
-            let same = later.0 == kept.0;
-            if same {
-                kept.1.merge(&later.1);
-            }
-            same
-        });
-    }
-    let mut tasks: Vec<read::TaskRow> = read_along.unwrap_or_else(|| read::tasks(read::TaskIds::of(&ids), function));
-    if !tasks.is_sorted_by_key(|t| t.task_id) {
-        tasks.sort_by_key(|t| t.task_id);
-    }
+    let tasks: Vec<TaskRow> = site.steps.tasks.take().unwrap_or_default();
     let task_of = |id: &i64| tasks.binary_search_by_key(id, |t| t.task_id).ok().map(|i| &tasks[i]);
     let tally_of =
         |id: i64| tallies.binary_search_by_key(&id, |&(task, _)| task).ok().map(|i| tallies[i].1).unwrap_or_default();
-    let mut rows: Vec<&read::TaskRow> = requested.iter().filter_map(task_of).collect();
+    let mut rows: Vec<&TaskRow> = requested.iter().filter_map(task_of).collect();
     rows.sort_by_key(|t| t.task_id);
-    // Percentages repeat (few distinct completed/total pairs): convert each text once. The
-    // numeric datums live in this call's memory; the tuplestore copies them.
-    let mut percentages: IdMap<(i64, i64), Option<pg_sys::Datum>> = IdMap::default();
+    // Percentages repeat (few distinct completed/total pairs): convert each once.
+    let mut percentages: IdMap<(i64, i64), pg_sys::Datum> = IdMap::default();
+    let texts = &mut site.texts;
     for task in rows {
         let t = tally_of(task.task_id);
         let pct = *percentages.entry((t.completed, t.total)).or_insert_with(|| {
             AnyNumeric::try_from(t.completion_percentage().as_str())
-                .unwrap_or_else(|e| pgrx::error!("tasker_core: bad completion percentage: {e}"))
+                .expect("a percentage is a number")
                 .into_datum()
+                .expect("a numeric datum")
         });
+        let status = task.state.as_deref().unwrap_or(state::PENDING);
+        let (exec, action, health) = (t.execution_status(), t.recommended_action(), t.health_status());
+        texts.clear(4, status.len() + exec.len() + action.len() + health.len());
         let mut values = [
-            Some(task.task_id.into()),
-            Some(task.named_task_id.into()),
-            None,
-            Some(t.total.into()),
-            Some(t.pending.into()),
-            Some(t.in_progress.into()),
-            Some(t.completed.into()),
-            Some(t.failed.into()),
-            Some(t.ready.into()),
-            None,
-            None,
+            pg_sys::Datum::from(task.task_id),
+            pg_sys::Datum::from(task.named_task_id),
+            texts.put(status.as_bytes()),
+            pg_sys::Datum::from(t.total),
+            pg_sys::Datum::from(t.pending),
+            pg_sys::Datum::from(t.in_progress),
+            pg_sys::Datum::from(t.completed),
+            pg_sys::Datum::from(t.failed),
+            pg_sys::Datum::from(t.ready),
+            texts.put(exec.as_bytes()),
+            texts.put(action.as_bytes()),
             pct,
-            None,
+            texts.put(health.as_bytes()),
         ];
-        out.row_with_texts(
-            &mut values,
-            &[
-                (2, task.state.as_deref().unwrap_or(crate::rules::state::PENDING)),
-                (9, t.execution_status()),
-                (10, t.recommended_action()),
-                (12, t.health_status()),
-            ],
-        );
+        out.put(&mut values, &mut [false; 13]);
     }
 }
 
@@ -264,8 +227,10 @@ fn contexts(requested: Vec<i64>, function: &'static str, out: &mut srf::Output) 
 #[no_mangle]
 #[pg_guard]
 pub unsafe extern "C-unwind" fn get_task_execution_context_wrapper(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
-    let mut out = srf::Output::begin(fcinfo, 13);
-    contexts(srf::arg_i64(fcinfo, 0).into_iter().collect(), "get_task_execution_context", &mut out);
+    let mut out = Output::begin(fcinfo, 13, ReadFn::Context.name()).or_raise();
+    let requested: Vec<i64> = arg_i64(fcinfo, 0).into_iter().collect();
+    let (site, context) = read_site(fcinfo);
+    contexts(site, context, ReadFn::Context, requested, &mut out);
     pg_sys::Datum::from(0)
 }
 
@@ -278,10 +243,26 @@ pub unsafe extern "C-unwind" fn get_task_execution_context_wrapper(fcinfo: pg_sy
 pub unsafe extern "C-unwind" fn get_task_execution_contexts_batch_wrapper(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> pg_sys::Datum {
-    let mut out = srf::Output::begin(fcinfo, 13);
-    let requested: Vec<i64> = srf::arg_i64_array(fcinfo, 0).unwrap_or_default().into_iter().flatten().collect();
-    contexts(requested, "get_task_execution_contexts_batch", &mut out);
+    let mut out = Output::begin(fcinfo, 13, ReadFn::ContextsBatch.name()).or_raise();
+    let requested: Vec<i64> = arg_ids(fcinfo, 0).unwrap_or_default().into_iter().flatten().collect();
+    let (site, context) = read_site(fcinfo);
+    contexts(site, context, ReadFn::ContextsBatch, requested, &mut out);
     pg_sys::Datum::from(0)
+}
+
+/// A task's graph by the path pg::paths chooses.
+fn task_graph(site: &mut ReadSite, context: pg_sys::MemoryContext, task_id: i64) -> TaskGraph {
+    let choice = paths::choose(&mut site.paths, context).or_raise();
+    if let Some(layout) = choice.step_state {
+        if let Ok(graph) = step_state::read::graph(&layout, task_id) {
+            paths::count(ReadFn::Levels, "step_state");
+            return graph;
+        }
+        paths::count(ReadFn::Levels, "sql_after_broken_row");
+    } else {
+        paths::count(ReadFn::Levels, "sql");
+    }
+    sql_read::graph(&choice.tables, task_id)
 }
 
 /// Longest-path level of every step reachable from a root, by (dependency_level, workflow_step_id).
@@ -291,15 +272,15 @@ pub unsafe extern "C-unwind" fn get_task_execution_contexts_batch_wrapper(
 #[no_mangle]
 #[pg_guard]
 pub unsafe extern "C-unwind" fn calculate_dependency_levels_wrapper(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
-    const F: &str = "calculate_dependency_levels";
-    let mut out = srf::Output::begin(fcinfo, 2);
-    let Some(task_id) = srf::arg_i64(fcinfo, 0) else {
+    let mut out = Output::begin(fcinfo, 2, ReadFn::Levels.name()).or_raise();
+    let Some(task_id) = arg_i64(fcinfo, 0) else {
         return pg_sys::Datum::from(0);
     };
-    let (steps, edges) = read::task_graph(task_id, F);
+    let (site, context) = read_site(fcinfo);
+    let (steps, edges) = task_graph(site, context, task_id);
     let targets: IdSet<i64> = edges.iter().map(|&(_, to)| to).collect();
-    for (step, level) in dependency_levels(task_id, &steps, |s| targets.contains(&s), &edges).or_raise(F) {
-        out.row(&[Some(step.into()), Some(level.into())]);
+    for (step, level) in dependency_levels(task_id, &steps, |s| targets.contains(&s), &edges).or_raise() {
+        out.put(&mut [pg_sys::Datum::from(step), pg_sys::Datum::from(level)], &mut [false; 2]);
     }
     pg_sys::Datum::from(0)
 }
@@ -453,7 +434,20 @@ fn get_system_health_counts_v01() -> TableIterator<
         name!(max_connections, i64),
     ),
 > {
-    let (h, active, max) = read::health("get_system_health_counts_v01");
+    // No call site state here (pgrx's TableIterator): resolved per call.
+    let mut site = paths::Site::default();
+    // SAFETY: CurrentMemoryContext is the call's; the matcher lives as long as `site`.
+    let context = unsafe { pg_sys::CurrentMemoryContext };
+    let choice = paths::choose(&mut site, context).or_raise();
+    let counts = choice
+        .step_state
+        .and_then(|layout| step_state::read::health(&layout).ok())
+        .inspect(|_| paths::count(ReadFn::Health, "step_state"));
+    let h = counts.unwrap_or_else(|| {
+        paths::count(ReadFn::Health, "sql");
+        sql_read::health(&choice.tables)
+    });
+    let (active, max) = sql_read::connections();
     TableIterator::once((
         h.total_tasks,
         h.pending_tasks,

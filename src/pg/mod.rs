@@ -1,39 +1,34 @@
-//! The thin pgrx layer: SPI reads, `#[pg_extern]` functions, error reports.
+//! The thin pgrx layer. Data flows one way: the SQL functions (`functions`, `guards`) ask
+//! `paths` how to read, the readers (`step_state::read`, `sql_read`) turn stored rows into the
+//! rules' inputs (`facts`), the rules (`crate::rules`) decide, `output` writes the rows.
+//!
+//! | module | holds |
+//! |---|---|
+//! | `functions` | the drop-in read functions |
+//! | `guards` | the checks the guard triggers call |
+//! | `paths` | the one decision of how a call reads, `read_paths()`, `read_path_stats()` |
+//! | `step_state` | the derived step state: its layout, reading it, keeping it exact |
+//! | `sql_read` | reading the Tasker tables with SQL |
+//! | `tasker` | the Tasker tables as the caller's search_path names them; index proofs |
+//! | `access` | relations, index and sequential scans, rows: the one module with their pointers |
+//! | `spi` | SPI with kept generic plans |
+//! | `output` | result rows (`tuplestore_putvalues`) |
+//! | `call` | arguments, per-call-site state in `fn_extra` |
+//! | `facts` | what readers hand to the rules (plain Rust) |
+//! | `admin` | the Rust helpers of the admin SQL (index proof, DROP EXTENSION guard) |
+//! | `settings`, `clock`, `report` | GUCs, the readiness clock, raising errors |
+pub mod access;
+pub mod admin;
+pub mod call;
 pub mod clock;
-pub mod derived;
-pub mod direct;
+pub mod facts;
 pub mod functions;
 pub mod guards;
-pub mod plans;
-pub mod read;
+pub mod output;
+pub mod paths;
 pub mod report;
 pub mod settings;
-pub mod srf;
+pub mod spi;
+pub mod sql_read;
 pub mod step_state;
-
-use pgrx::pg_sys;
-
-/// The attributes of a tuple descriptor. PostgreSQL 18 stores them after an array of compact
-/// attributes (its `TupleDescAttr` macro); earlier versions in `attrs`.
-///
-/// # Safety
-/// `desc` is a valid tuple descriptor that outlives the returned slice.
-pub(crate) unsafe fn tuple_desc_attrs<'a>(desc: pg_sys::TupleDesc) -> &'a [pg_sys::FormData_pg_attribute] {
-    let natts = (*desc).natts.max(0) as usize;
-    #[cfg(not(feature = "pg18"))]
-    let first = (*desc).attrs.as_ptr();
-    #[cfg(feature = "pg18")]
-    let first = (*desc).compact_attrs.as_ptr().add(natts) as *const pg_sys::FormData_pg_attribute;
-    std::slice::from_raw_parts(first, natts)
-}
-
-/// A column's alignment in bytes from its `attalign` ('c', 's', 'i', 'd'); None for any other.
-pub(crate) fn align_bytes(attalign: std::ffi::c_char) -> Option<u8> {
-    match attalign as u8 {
-        b'c' => Some(1),
-        b's' => Some(2),
-        b'i' => Some(4),
-        b'd' => Some(8),
-        _ => None,
-    }
-}
+pub mod tasker;

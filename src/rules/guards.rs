@@ -254,43 +254,112 @@ pub fn check_edge_ends(from: i64, to: i64, from_task: Option<i64>, to_task: Opti
     Ok(())
 }
 
-/// Looks for a path `to -> ... -> from` in the existing edges, breadth first, one frontier at
-/// a time: `children(frontier)` returns the `(parent, child)` edges leaving the frontier (an
-/// index lookup on from_step_id). The new edge `from -> to` would close it into a cycle.
-pub fn check_acyclic(from: i64, to: i64, mut children: impl FnMut(&[i64]) -> Vec<(i64, i64)>) -> Result<(), Refusal> {
+/// Looks for a path `to -> ... -> from` in the existing edges: the new edge `from -> to` would
+/// close it into a cycle. Searches from both ends at once, always widening the smaller frontier:
+/// the descendants of `to` (`children(frontier)`: the `(parent, child)` edges leaving it) and the
+/// ancestors of `from` (`parents(frontier)`: the `(parent, child)` edges entering it). Building a
+/// chain from its sink or from its source then costs a step per edge, not the whole chain
+/// (finding: a 2,000-step chain inserted sink-first took 7.2 s with a one-sided search).
+pub fn check_acyclic(
+    from: i64,
+    to: i64,
+    mut children: impl FnMut(&[i64]) -> Vec<(i64, i64)>,
+    mut parents: impl FnMut(&[i64]) -> Vec<(i64, i64)>,
+) -> Result<(), Refusal> {
     use std::collections::HashMap;
-    let mut came_from: HashMap<i64, i64> = HashMap::from([(to, to)]);
-    let mut frontier = vec![to];
-    while !frontier.is_empty() {
-        let mut next = Vec::new();
-        for (parent, child) in children(&frontier) {
-            if came_from.contains_key(&child) {
-                continue;
-            }
-            came_from.insert(child, parent);
-            if child == from {
-                // Rebuild to -> ... -> from, then close with -> to.
-                let mut path = vec![from];
-                let mut cur = from;
-                while cur != to {
-                    cur = came_from[&cur];
-                    path.push(cur);
-                }
-                path.reverse();
-                let mut cycle = vec![from];
-                cycle.extend(path);
-                return Err(Refusal::new(
-                    "tasker_edge_acyclic",
-                    format!("edge {from} -> {to} would close a cycle: {}", path_text(&cycle)),
-                )
-                .detail(format!("Step {to} already leads to step {from} through {} edge(s).", cycle.len() - 2))
-                .hint("Workflow steps must form a DAG; remove or reverse an edge on that path."));
-            }
-            next.push(child);
+    // Forward from `to`: each reached step and the step before it; backward from `from`: each
+    // reached step and the step after it.
+    let mut forward: HashMap<i64, i64> = HashMap::from([(to, to)]);
+    let mut backward: HashMap<i64, i64> = HashMap::from([(from, from)]);
+    let mut ahead = vec![to];
+    let mut behind = vec![from];
+    let mut turn_ahead = true;
+    let meeting = loop {
+        if forward.contains_key(&from) {
+            break Some(from);
         }
-        frontier = next;
+        if ahead.is_empty() || behind.is_empty() {
+            break None;
+        }
+        let mut met = None;
+        // The smaller frontier; the two in turn when they are the same size.
+        let widen_ahead = ahead.len() < behind.len() || (ahead.len() == behind.len() && turn_ahead);
+        turn_ahead = !turn_ahead;
+        if widen_ahead {
+            let mut next = Vec::new();
+            for (parent, child) in children(&ahead) {
+                if forward.contains_key(&child) {
+                    continue;
+                }
+                forward.insert(child, parent);
+                if backward.contains_key(&child) {
+                    met = Some(child);
+                    break;
+                }
+                next.push(child);
+            }
+            ahead = next;
+        } else {
+            let mut next = Vec::new();
+            for (parent, child) in parents(&behind) {
+                if backward.contains_key(&parent) {
+                    continue;
+                }
+                backward.insert(parent, child);
+                if forward.contains_key(&parent) {
+                    met = Some(parent);
+                    break;
+                }
+                next.push(parent);
+            }
+            behind = next;
+        }
+        if met.is_some() {
+            break met;
+        }
+    };
+    let Some(meet) = meeting else {
+        return Ok(());
+    };
+    // to -> ... -> meet (forward links back to `to`), then meet -> ... -> from (backward links).
+    let mut path = vec![meet];
+    let mut cur = meet;
+    while cur != to {
+        cur = forward[&cur];
+        path.push(cur);
     }
-    Ok(())
+    path.reverse();
+    let mut cur = meet;
+    while cur != from {
+        cur = backward[&cur];
+        path.push(cur);
+    }
+    let mut cycle = vec![from];
+    cycle.extend(path);
+    Err(Refusal::new("tasker_edge_acyclic", format!("edge {from} -> {to} would close a cycle: {}", path_text(&cycle)))
+        .detail(format!("Step {to} already leads to step {from} through {} edge(s).", cycle.len() - 2))
+        .hint("Workflow steps must form a DAG; remove or reverse an edge on that path."))
+}
+
+/// `most_recent` may be set on a transition only when it is its owner's latest (highest
+/// sort_key): the flag and the history must name the same current state. `highest_other` is the
+/// highest sort_key among the owner's other transitions.
+pub fn check_flag(machine: Machine, owner: i64, sort_key: i32, highest_other: Option<i32>) -> Result<(), Refusal> {
+    match highest_other {
+        Some(max) if max > sort_key => Err(Refusal::new(
+            match machine {
+                Machine::Step => "tasker_step_transition_most_recent",
+                Machine::Task => "tasker_task_transition_most_recent",
+            },
+            format!(
+                "{} {owner}: most_recent may only be set on its latest transition (sort_key {max}), not on sort_key {sort_key}",
+                noun(machine)
+            ),
+        )
+        .detail("The current state is the to_state of the transition with the highest sort_key; the flag must agree.".into())
+        .hint("Insert a new transition to change the state.")),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -375,9 +444,100 @@ mod tests {
         // existing 2 -> 3 -> 4; adding 4 -> 2 closes 4 -> 2 -> 3 -> 4
         let graph = [(2, 3), (3, 4), (2, 5)];
         let children = |f: &[i64]| graph.iter().copied().filter(|(a, _)| f.contains(a)).collect::<Vec<_>>();
-        let e = check_acyclic(4, 2, children).unwrap_err();
+        let parents = |f: &[i64]| graph.iter().copied().filter(|(_, b)| f.contains(b)).collect::<Vec<_>>();
+        let e = check_acyclic(4, 2, children, parents).unwrap_err();
         assert_eq!(e.message, "edge 4 -> 2 would close a cycle: 4 -> 2 -> 3 -> 4");
-        assert!(check_acyclic(5, 4, children).is_ok());
-        assert!(check_acyclic(1, 2, children).is_ok());
+        assert!(check_acyclic(5, 4, children, parents).is_ok());
+        assert!(check_acyclic(1, 2, children, parents).is_ok());
+        assert_eq!(
+            check_acyclic(7, 7, children, parents).unwrap_err().message,
+            "edge 7 -> 7 would close a cycle: 7 -> 7"
+        );
+    }
+
+    /// A chain of `n` steps as edges (i, i + 1).
+    fn chain(n: i64) -> Vec<(i64, i64)> {
+        (1..n).map(|i| (i, i + 1)).collect()
+    }
+
+    #[test]
+    fn cycle_search_finds_every_cycle_and_only_cycles() {
+        use proptest::prelude::*;
+        // Random DAGs (edges from lower to higher ids) plus one candidate edge: a cycle exactly
+        // when the candidate goes from a descendant to an ancestor, as a plain search says.
+        proptest!(ProptestConfig::with_cases(300), |(edges in prop::collection::vec((0i64..12, 0i64..12), 0..30), a in 0i64..12, b in 0i64..12)| {
+            let dag: Vec<(i64, i64)> = edges.into_iter().filter(|(x, y)| x < y).collect();
+            let children = |f: &[i64]| dag.iter().copied().filter(|(x, _)| f.contains(x)).collect::<Vec<_>>();
+            let parents = |f: &[i64]| dag.iter().copied().filter(|(_, y)| f.contains(y)).collect::<Vec<_>>();
+            // plain reachability b ->* a
+            let mut seen = std::collections::HashSet::from([b]);
+            let mut stack = vec![b];
+            while let Some(x) = stack.pop() {
+                for (_, y) in children(&[x]) {
+                    if seen.insert(y) { stack.push(y); }
+                }
+            }
+            let cyclic = seen.contains(&a);
+            let result = check_acyclic(a, b, children, parents);
+            prop_assert_eq!(result.is_err(), cyclic);
+            if let Err(r) = result {
+                // the reported path is a real cycle: a -> b -> ... -> a over existing edges
+                let nums: Vec<i64> = r.message.rsplit(": ").next().unwrap().split(" -> ").map(|x| x.parse().unwrap()).collect();
+                prop_assert_eq!(nums.first(), Some(&a));
+                prop_assert_eq!(nums.last(), Some(&a));
+                prop_assert_eq!(nums[1], b);
+                for w in nums[1..].windows(2) {
+                    prop_assert!(dag.contains(&(w[0], w[1])), "{:?} is not an edge", w);
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn chains_cost_a_few_steps_per_edge_from_either_end() {
+        // Building a chain of n steps edge by edge, from its sink or from its source: the steps
+        // the search visits stay a small constant per edge (a one-sided search visits the whole
+        // chain built so far: n^2 / 2 in all).
+        let n = 2000;
+        let all = chain(n);
+        for sink_first in [true, false] {
+            let mut visited = 0usize;
+            let order: Vec<usize> = if sink_first { (0..all.len()).rev().collect() } else { (0..all.len()).collect() };
+            let mut existing: Vec<(i64, i64)> = Vec::new();
+            for k in order {
+                let (from, to) = all[k];
+                let children = |f: &[i64]| existing.iter().copied().filter(|(x, _)| f.contains(x)).collect::<Vec<_>>();
+                let parents = |f: &[i64]| existing.iter().copied().filter(|(_, y)| f.contains(y)).collect::<Vec<_>>();
+                let count = std::cell::Cell::new(0usize);
+                let r = check_acyclic(
+                    from,
+                    to,
+                    |f| {
+                        count.set(count.get() + f.len());
+                        children(f)
+                    },
+                    |f| {
+                        count.set(count.get() + f.len());
+                        parents(f)
+                    },
+                );
+                assert!(r.is_ok());
+                visited += count.get();
+                existing.push((from, to));
+            }
+            assert!(visited <= 3 * n as usize, "sink first {sink_first}: {visited} steps visited for {n} edges");
+        }
+    }
+
+    #[test]
+    fn the_flag_may_only_move_to_the_latest_transition() {
+        assert!(check_flag(Machine::Step, 1, 30, Some(20)).is_ok());
+        assert!(check_flag(Machine::Step, 1, 30, None).is_ok());
+        let e = check_flag(Machine::Step, 1, 10, Some(30)).unwrap_err();
+        assert_eq!(e.constraint, "tasker_step_transition_most_recent");
+        assert_eq!(
+            check_flag(Machine::Task, 1, 10, Some(30)).unwrap_err().constraint,
+            "tasker_task_transition_most_recent"
+        );
     }
 }

@@ -1,0 +1,246 @@
+//! The one place that decides how a read function reads: from the derived step state (one
+//! index range per task, `pg::step_state::read`) or with SQL over the Tasker tables
+//! (`pg::sql_read`). Both give the same rows; the step state is used only when all of these
+//! hold, and the decision says which one failed otherwise:
+//! - `tasker_core.direct_reads` is on;
+//! - the six Tasker tables the caller's search_path names are tables the caller may SELECT
+//!   from without row level security (so a plain SELECT would see every row);
+//! - `tasker_core.step_state_source`, read under the caller's snapshot, names exactly those six
+//!   tables, says `valid`, and was written on this server (not replicated from another);
+//! - `tasker_core.step_state` has the columns and types the reader reads.
+//!
+//! What a call site resolved (the tables, the step state's layout) is kept in `fn_extra` for
+//! the query that holds the call, keyed by the user and the search_path; the source row and
+//! the privileges are checked on every call. `tasker_core.read_paths()` shows the decision for
+//! each function, `tasker_core.read_path_stats()` counts the paths calls took in this backend.
+
+use std::cell::RefCell;
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use crate::error::TaskerError;
+use crate::pg::settings::DIRECT_READS;
+use crate::pg::step_state::{self, Layout};
+use crate::pg::tasker::{self, Tables, Unreadable};
+
+/// The read functions, as `read_paths()` and the statistics name them.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ReadFn {
+    Readiness,
+    ReadinessBatch,
+    Context,
+    ContextsBatch,
+    Levels,
+    Health,
+}
+
+impl ReadFn {
+    pub const ALL: [ReadFn; 6] = [
+        ReadFn::Readiness,
+        ReadFn::ReadinessBatch,
+        ReadFn::Context,
+        ReadFn::ContextsBatch,
+        ReadFn::Levels,
+        ReadFn::Health,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ReadFn::Readiness => "get_step_readiness_status",
+            ReadFn::ReadinessBatch => "get_step_readiness_status_batch",
+            ReadFn::Context => "get_task_execution_context",
+            ReadFn::ContextsBatch => "get_task_execution_contexts_batch",
+            ReadFn::Levels => "calculate_dependency_levels",
+            ReadFn::Health => "get_system_health_counts_v01",
+        }
+    }
+}
+
+/// A decision: the tables, and the step state's layout when the call may read it.
+pub struct Choice {
+    pub tables: Tables,
+    pub step_state: Option<Layout>,
+}
+
+/// What a call site keeps between calls of one query.
+#[derive(Default)]
+pub struct Site {
+    key: Option<Key>,
+    tables: Option<Tables>,
+    layout: Option<Result<Layout, String>>,
+}
+
+/// The user and search_path a call site resolved its tables under.
+struct Key {
+    user: pg_sys::Oid,
+    path: SearchPath,
+}
+
+#[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16"))]
+type SearchPath = *mut pg_sys::OverrideSearchPath;
+#[cfg(any(feature = "pg17", feature = "pg18"))]
+type SearchPath = *mut pg_sys::SearchPathMatcher;
+
+/// The current search_path, kept in `context` (PostgreSQL's own matcher, as the plan cache uses).
+fn current_path(context: pg_sys::MemoryContext) -> SearchPath {
+    // SAFETY: allocates the matcher in `context`, which outlives the Site that holds it.
+    unsafe {
+        #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16"))]
+        {
+            pg_sys::GetOverrideSearchPath(context)
+        }
+        #[cfg(any(feature = "pg17", feature = "pg18"))]
+        {
+            pg_sys::GetSearchPathMatcher(context)
+        }
+    }
+}
+
+fn path_matches(path: SearchPath) -> bool {
+    // SAFETY: a matcher made by current_path in a context that is still alive.
+    unsafe {
+        #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16"))]
+        {
+            pg_sys::OverrideSearchPathMatchesCurrent(path)
+        }
+        #[cfg(any(feature = "pg17", feature = "pg18"))]
+        {
+            pg_sys::SearchPathMatchesCurrentEnvironment(path)
+        }
+    }
+}
+
+impl Site {
+    /// The tables and layout for the current user and search_path, resolving them when the
+    /// key changed. `context` is the call site's memory context.
+    fn resolve(&mut self, context: pg_sys::MemoryContext) -> Result<(Tables, &Result<Layout, String>), TaskerError> {
+        // SAFETY: reads the current user id.
+        let user = unsafe { pg_sys::GetUserId() };
+        let same = self.key.as_ref().is_some_and(|k| k.user == user && path_matches(k.path));
+        if !same || self.tables.is_none() {
+            self.tables = None;
+            self.key = Some(Key { user, path: current_path(context) });
+            self.tables = Some(Tables::resolve()?);
+        }
+        let layout = self.layout.get_or_insert_with(Layout::find);
+        Ok((self.tables.expect("resolved above"), layout))
+    }
+}
+
+/// Decides how this call reads (see the module comment). The caller counts the path it took.
+pub fn choose(site: &mut Site, context: pg_sys::MemoryContext) -> Result<Choice, TaskerError> {
+    let (tables, layout) = site.resolve(context)?;
+    let step_state = match why_not_step_state(tables, layout) {
+        None => layout.as_ref().ok().copied(),
+        Some(_) => None,
+    };
+    Ok(Choice { tables, step_state })
+}
+
+/// Why the step state cannot answer for `tables` right now (None: it can).
+fn why_not_step_state(tables: Tables, layout: &Result<Layout, String>) -> Option<String> {
+    if !DIRECT_READS.get() {
+        return Some("tasker_core.direct_reads is off".into());
+    }
+    if let Some((i, why)) = tables.unreadable() {
+        let table = tasker::qualified(tables.0[i]);
+        return Some(match why {
+            Unreadable::NoSelect => {
+                format!("the current user may not SELECT from {table}: SQL applies the privilege checks")
+            }
+            Unreadable::RowSecurity => format!("row level security applies to {table}: SQL applies its policies"),
+        });
+    }
+    let Some(source) = step_state::source() else {
+        return Some("the step state is not enabled (tasker_core.step_state_enable())".into());
+    };
+    if source.built_on.as_deref() != Some(step_state::system_identifier().as_str()) {
+        return Some(format!(
+            "the step state was built on another server (system identifier {}, this server {}): it arrived by \
+             replication or restore; run tasker_core.step_state_rebuild()",
+            source.built_on.as_deref().unwrap_or("unknown"),
+            step_state::system_identifier()
+        ));
+    }
+    if !source.valid {
+        return Some(format!(
+            "the step state is not valid: {}",
+            source.reason.as_deref().unwrap_or("no reason recorded")
+        ));
+    }
+    if source.tables != tables {
+        let theirs = source.tables.qualified().join(", ");
+        let ours = tables.qualified().join(", ");
+        return Some(format!("the step state mirrors {theirs}; the search_path names {ours}"));
+    }
+    if let Err(why) = layout {
+        return Some(format!("the step state's table has been altered: {why}"));
+    }
+    None
+}
+
+thread_local! {
+    /// Calls per (function, path) in this backend.
+    static STATS: RefCell<Vec<(ReadFn, &'static str, i64)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Counts a call of `function` that read by `path` ("step_state", "sql", or
+/// "sql_after_broken_row" when a step_state row did not have its maintained shape).
+pub fn count(function: ReadFn, path: &'static str) {
+    STATS.with(|s| {
+        let mut s = s.borrow_mut();
+        match s.iter_mut().find(|(f, p, _)| *f == function && *p == path) {
+            Some(e) => e.2 += 1,
+            None => s.push((function, path, 1)),
+        }
+    });
+}
+
+/// For each read function, the path a call would take now in this session, and why not the
+/// step state when it is not: for the Tasker tables the caller's search_path names, or with
+/// `schema`, for that schema's.
+///
+/// Not pinned to `search_path = pg_catalog, pg_temp`, like the read functions themselves (and
+/// for the same written reason, docs/security.md): it finds the Tasker tables through the
+/// caller's search_path, as a read function called here would. It runs no SQL, so nothing else
+/// is looked up through that path.
+#[pg_extern(stable, parallel_restricted)]
+fn read_paths(
+    schema: default!(Option<&str>, "NULL"),
+) -> TableIterator<'static, (name!(function_name, String), name!(path, String), name!(reason, Option<String>))> {
+    let rows = ReadFn::ALL
+        .iter()
+        .map(|f| {
+            let (path, why) = match Tables::resolve_in(schema) {
+                Err(e) => ("error".to_string(), Some(e.to_string())),
+                Ok(tables) => {
+                    let layout = Layout::find();
+                    match why_not_step_state(tables, &layout) {
+                        None => ("step_state".to_string(), None),
+                        Some(why) => ("sql".to_string(), Some(why)),
+                    }
+                }
+            };
+            (f.name().to_string(), path, why)
+        })
+        .collect::<Vec<_>>();
+    TableIterator::new(rows)
+}
+
+/// The calls of each read function in this backend by the path they took (since the backend
+/// started or `read_path_stats_reset()`).
+#[pg_extern(volatile, parallel_restricted)]
+#[search_path(pg_catalog, pg_temp)]
+fn read_path_stats() -> TableIterator<'static, (name!(function_name, String), name!(path, String), name!(calls, i64))> {
+    let rows = STATS
+        .with(|s| s.borrow().iter().map(|(f, p, n)| (f.name().to_string(), p.to_string(), *n)).collect::<Vec<_>>());
+    TableIterator::new(rows)
+}
+
+/// Forgets the counts of `read_path_stats()` in this backend.
+#[pg_extern(volatile, parallel_restricted)]
+#[search_path(pg_catalog, pg_temp)]
+fn read_path_stats_reset() {
+    STATS.with(|s| s.borrow_mut().clear());
+}

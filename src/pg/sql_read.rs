@@ -1,0 +1,203 @@
+//! Reading the Tasker tables with SQL (SPI, kept generic plans): the path every call can take,
+//! used when the step state cannot answer (pg::paths). The queries read exactly what Rails'
+//! functions read, joined the same way; the rules then run on the rows in Rust.
+//!
+//! The tables are the ones the caller's search_path names (resolved by pg::tasker), written
+//! into the text schema-qualified and quoted; every function, operator and type is written
+//! with its `pg_catalog` schema, so nothing a user creates is picked up. Privileges and row
+//! level security apply as to any query of the caller's. Integer columns are read as the
+//! types Rails' functions return (a wider column raises 22003 for a value that does not fit).
+
+use crate::error::TaskerError;
+use crate::pg::facts::{self, Steps, TaskGraph, TaskRow};
+use crate::pg::report::OrRaise;
+use crate::pg::spi::{self, Arg, Rows};
+use crate::pg::tasker::{Tables, EDGES, STEPS, TASKS, TASK_TRANSITIONS, TRANSITIONS};
+use crate::rules::health::HealthCounts;
+use crate::rules::readiness::{ParentTally, StepFacts};
+
+/// `column = $1` for one id, `column = ANY ($1)` for many (the argument `run_by_ids` passes).
+fn by_ids(column: &str, ids: &[i64]) -> String {
+    match ids {
+        [_] => format!("{column} OPERATOR(pg_catalog.=) $1"),
+        _ => format!("{column} OPERATOR(pg_catalog.=) ANY ($1)"),
+    }
+}
+
+fn run_by_ids<R>(sql: &str, ids: &[i64], each: impl FnOnce(&Rows) -> R) -> Result<R, TaskerError> {
+    let arg = match ids {
+        [one] => Arg::Int8(*one),
+        many => Arg::Int8Array(many),
+    };
+    pgrx::spi::Spi::connect(|_| spi::run(sql, &[arg], true, each))
+}
+
+/// The steps of the tasks `ids` (ascending, distinct), as `step_state::read::steps` reads them.
+pub fn steps(tables: &Tables, ids: &[i64], with_tasks: bool, out: &mut Steps) {
+    out.clear();
+    if ids.is_empty() {
+        out.tasks = with_tasks.then(Vec::new);
+        return;
+    }
+    let [steps, named, transitions, edges, _, _] = tables.qualified();
+    let filter = by_ids("ws.task_id", ids);
+    let sql = format!(
+        "SELECT ws.workflow_step_id::pg_catalog.int8, ws.task_id::pg_catalog.int8, \
+                ws.named_step_id::pg_catalog.int4, ns.name::pg_catalog.text, ws.retryable::pg_catalog.bool, \
+                ws.retry_limit::pg_catalog.int4, ws.in_process::pg_catalog.bool, ws.processed::pg_catalog.bool, \
+                ws.attempts::pg_catalog.int4, ws.last_attempted_at::pg_catalog.\"timestamp\", \
+                ws.backoff_request_seconds::pg_catalog.int4, tr.to_state::pg_catalog.text, \
+                tr.created_at::pg_catalog.\"timestamp\", \
+                (SELECT pg_catalog.count(*) FROM {edges} e \
+                  WHERE e.to_step_id OPERATOR(pg_catalog.=) ws.workflow_step_id), \
+                (SELECT pg_catalog.count(*) FROM {edges} e \
+                   JOIN {transitions} pt ON pt.workflow_step_id OPERATOR(pg_catalog.=) e.from_step_id \
+                                        AND pt.most_recent \
+                  WHERE e.to_step_id OPERATOR(pg_catalog.=) ws.workflow_step_id \
+                    AND pt.to_state::pg_catalog.text OPERATOR(pg_catalog.=) \
+                        ANY ('{{complete,resolved_manually}}'::pg_catalog.text[])) \
+           FROM {steps} ws \
+           JOIN {named} ns ON ns.named_step_id OPERATOR(pg_catalog.=) ws.named_step_id \
+           LEFT JOIN {transitions} tr ON tr.workflow_step_id OPERATOR(pg_catalog.=) ws.workflow_step_id \
+                                     AND tr.most_recent \
+          WHERE {filter} \
+          ORDER BY ws.task_id, ws.workflow_step_id"
+    );
+    run_by_ids(&sql, ids, |rows| {
+        for r in 0..rows.len() {
+            out.names.push(rows.bytes(r, 4).unwrap_or_default());
+            out.facts.push(StepFacts {
+                workflow_step_id: rows.i64(r, 1).unwrap_or_default(),
+                task_id: rows.i64(r, 2).unwrap_or_default(),
+                named_step_id: rows.i32(r, 3).unwrap_or_default(),
+                retryable: rows.bool(r, 5),
+                retry_limit: rows.i32(r, 6),
+                in_process: rows.bool(r, 7),
+                processed: rows.bool(r, 8),
+                attempts: rows.i32(r, 9),
+                last_attempted_at: rows.timestamp(r, 10),
+                backoff_request_seconds: rows.i32(r, 11),
+                state: rows.bytes(r, 12).map(facts::state_of),
+                state_since: rows.timestamp(r, 13),
+            });
+            out.tallies.push(ParentTally { total: rows.i64(r, 14).unwrap_or(0), done: rows.i64(r, 15).unwrap_or(0) });
+        }
+    })
+    .or_raise();
+    out.tasks = with_tasks.then(|| tasks(tables, ids));
+}
+
+/// The tasks' own rows with their most_recent state, by task_id.
+pub fn tasks(tables: &Tables, ids: &[i64]) -> Vec<TaskRow> {
+    if ids.is_empty() {
+        return Vec::new();
+    }
+    let q = tables.qualified();
+    let filter = by_ids("t.task_id", ids);
+    let sql = format!(
+        "SELECT t.task_id::pg_catalog.int8, t.named_task_id::pg_catalog.int4, tt.to_state::pg_catalog.text \
+           FROM {tasks} t \
+           LEFT JOIN {task_transitions} tt ON tt.task_id OPERATOR(pg_catalog.=) t.task_id AND tt.most_recent \
+          WHERE {filter} ORDER BY t.task_id",
+        tasks = q[TASKS],
+        task_transitions = q[TASK_TRANSITIONS],
+    );
+    run_by_ids(&sql, ids, |rows| {
+        (0..rows.len())
+            .map(|r| TaskRow {
+                task_id: rows.i64(r, 1).unwrap_or_default(),
+                named_task_id: rows.i32(r, 2).unwrap_or_default(),
+                state: rows.bytes(r, 3).map(facts::state_of),
+            })
+            .collect()
+    })
+    .or_raise()
+}
+
+/// A task's step ids (not joined to named steps) and every edge into them.
+pub fn graph(tables: &Tables, task_id: i64) -> TaskGraph {
+    let q = tables.qualified();
+    let steps_sql = format!(
+        "SELECT ws.workflow_step_id::pg_catalog.int8 FROM {steps} ws WHERE ws.task_id OPERATOR(pg_catalog.=) $1",
+        steps = q[STEPS]
+    );
+    let edges_sql = format!(
+        "SELECT e.from_step_id::pg_catalog.int8, e.to_step_id::pg_catalog.int8 \
+           FROM {steps} ws JOIN {edges} e ON e.to_step_id OPERATOR(pg_catalog.=) ws.workflow_step_id \
+          WHERE ws.task_id OPERATOR(pg_catalog.=) $1",
+        steps = q[STEPS],
+        edges = q[EDGES]
+    );
+    pgrx::spi::Spi::connect(|_| {
+        let steps = spi::run(&steps_sql, &[Arg::Int8(task_id)], true, |rows| {
+            (0..rows.len()).map(|r| rows.i64(r, 1).unwrap_or_default()).collect::<Vec<_>>()
+        })?;
+        let edges = spi::run(&edges_sql, &[Arg::Int8(task_id)], true, |rows| {
+            (0..rows.len()).map(|r| (rows.i64(r, 1).unwrap_or_default(), rows.i64(r, 2).unwrap_or_default())).collect()
+        })?;
+        Ok((steps, edges))
+    })
+    .or_raise()
+}
+
+/// Whole-database task and step counts by state (grouped by the server).
+pub fn health(tables: &Tables) -> HealthCounts {
+    let q = tables.qualified();
+    let tasks_sql = format!(
+        "SELECT tt.to_state::pg_catalog.text, pg_catalog.count(*) \
+           FROM {tasks} t \
+           LEFT JOIN {tt} tt ON tt.task_id OPERATOR(pg_catalog.=) t.task_id AND tt.most_recent \
+          GROUP BY 1",
+        tasks = q[TASKS],
+        tt = q[TASK_TRANSITIONS]
+    );
+    let steps_sql = format!(
+        "SELECT st.to_state::pg_catalog.text, ws.attempts::pg_catalog.int4, ws.retry_limit::pg_catalog.int4, \
+                ws.retryable::pg_catalog.bool, ws.last_attempted_at IS NOT NULL, pg_catalog.count(*) \
+           FROM {steps} ws \
+           LEFT JOIN {transitions} st ON st.workflow_step_id OPERATOR(pg_catalog.=) ws.workflow_step_id \
+                                     AND st.most_recent \
+          GROUP BY 1, 2, 3, 4, 5",
+        steps = q[STEPS],
+        transitions = q[TRANSITIONS]
+    );
+    pgrx::spi::Spi::connect(|_| {
+        let mut h = HealthCounts::default();
+        spi::run(&tasks_sql, &[], true, |rows| {
+            for r in 0..rows.len() {
+                h.add_tasks(rows.string(r, 1).as_deref(), rows.i64(r, 2).unwrap_or_default());
+            }
+        })?;
+        spi::run(&steps_sql, &[], true, |rows| {
+            for r in 0..rows.len() {
+                h.add_steps(
+                    rows.string(r, 1).as_deref(),
+                    rows.i32(r, 2),
+                    rows.i32(r, 3),
+                    rows.bool(r, 4),
+                    rows.bool(r, 5).unwrap_or(false),
+                    rows.i64(r, 6).unwrap_or_default(),
+                );
+            }
+        })?;
+        Ok(h)
+    })
+    .or_raise()
+}
+
+/// `(active connections of this database, max_connections)`, as Rails' function counts them.
+pub fn connections() -> (i64, i64) {
+    const SQL: &str = "\
+SELECT (SELECT pg_catalog.count(*) FROM pg_catalog.pg_stat_activity \
+         WHERE datname OPERATOR(pg_catalog.=) pg_catalog.current_database() \
+           AND state OPERATOR(pg_catalog.=) 'active'), \
+       COALESCE((SELECT setting::pg_catalog.int8 FROM pg_catalog.pg_settings \
+                  WHERE name OPERATOR(pg_catalog.=) 'max_connections'), 0)";
+    spi::query(SQL, &[], true, |rows| {
+        if rows.is_empty() {
+            (0, 0)
+        } else {
+            (rows.i64(0, 1).unwrap_or(0), rows.i64(0, 2).unwrap_or(0))
+        }
+    })
+}

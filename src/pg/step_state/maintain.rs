@@ -1,0 +1,361 @@
+//! Keeping `tasker_core.step_state` exact (sql/step_state.sql, docs/step_state.md).
+//!
+//! One query (`Mirrored::expected_sql`) says what a step's row must be, computed from the
+//! Tasker tables; the maintenance triggers (`step_state_refresh*`), `step_state_rebuild` and
+//! `step_state_verify` all use it, so there is one definition to trust. Table names come from
+//! the OIDs recorded in `step_state_source` and are quoted; values are parameters. These
+//! functions run with `search_path = pg_catalog, pg_temp` and qualify what they name.
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use crate::error::TaskerError;
+use crate::pg::access::{Rel, SeqScan, Snap};
+use crate::pg::call::distinct_ids;
+use crate::pg::report::OrRaise;
+use crate::pg::spi::{self, Arg};
+use crate::pg::step_state::system_identifier;
+use crate::pg::tasker::{self, Tables, EDGES, NAMED_STEPS, STEPS, TASKS, TASK_TRANSITIONS, TRANSITIONS};
+
+/// The quoted, schema-qualified name of a mirrored table, or the error that it is gone.
+fn mirrored(oid: pg_sys::Oid) -> Result<String, TaskerError> {
+    match tasker::relkind(oid) {
+        Some(_) => Ok(tasker::qualified(oid)),
+        None => Err(TaskerError::MirroredTableGone(oid.to_u32())),
+    }
+}
+
+/// What the task's own row of step_state must hold, for the tasks `filter` (a WHERE clause on
+/// `t`, or empty) selects.
+fn expected_tasks_sql(tasks: &str, task_transitions: &str, filter: &str) -> String {
+    format!(
+        "SELECT NULL::pg_catalog.int8 AS workflow_step_id, t.task_id, '{{}}'::pg_catalog.int8[] AS parents, \
+                tr.to_state::pg_catalog.text AS current_state, tr.created_at::pg_catalog.\"timestamp\" AS state_since, \
+                NULL::pg_catalog.int4 AS named_step_id, NULL::pg_catalog.text AS name, NULL::pg_catalog.bool AS retryable, \
+                NULL::pg_catalog.int4 AS retry_limit, NULL::pg_catalog.bool AS in_process, NULL::pg_catalog.bool AS processed, \
+                NULL::pg_catalog.int4 AS attempts, NULL::pg_catalog.\"timestamp\" AS last_attempted_at, \
+                NULL::pg_catalog.int4 AS backoff_request_seconds, t.named_task_id \
+           FROM {tasks} t \
+           LEFT JOIN LATERAL (SELECT x.to_state, x.created_at FROM {task_transitions} x \
+                               WHERE x.task_id OPERATOR(pg_catalog.=) t.task_id AND x.most_recent \
+                               LIMIT 1) tr ON true {filter}"
+    )
+}
+
+/// What step_state must hold, in its column order, for the steps `filter` selects (a WHERE
+/// clause on `ws`, or empty for all steps).
+///
+/// A step has at most one most_recent transition (the unique index step_state_problem requires).
+/// `LIMIT 1` only keeps a second one from reaching ON CONFLICT; it has no ORDER BY on purpose:
+/// ordering by id made the planner walk the transitions' primary key backwards for every step
+/// instead of using the index.
+fn expected_steps_sql(steps: &str, named: &str, transitions: &str, edges: &str, filter: &str) -> String {
+    format!(
+        "SELECT ws.workflow_step_id, ws.task_id, \
+                ARRAY(SELECT e.from_step_id FROM {edges} e \
+                       WHERE e.to_step_id OPERATOR(pg_catalog.=) ws.workflow_step_id ORDER BY e.from_step_id) AS parents, \
+                tr.to_state::pg_catalog.text AS current_state, tr.created_at::pg_catalog.\"timestamp\" AS state_since, \
+                ws.named_step_id, ns.name::pg_catalog.text AS name, ws.retryable, ws.retry_limit, ws.in_process, \
+                ws.processed, ws.attempts, ws.last_attempted_at, ws.backoff_request_seconds, \
+                NULL::pg_catalog.int4 AS named_task_id \
+           FROM {steps} ws \
+           LEFT JOIN {named} ns ON ns.named_step_id OPERATOR(pg_catalog.=) ws.named_step_id \
+           LEFT JOIN LATERAL (SELECT t.to_state, t.created_at FROM {transitions} t \
+                               WHERE t.workflow_step_id OPERATOR(pg_catalog.=) ws.workflow_step_id AND t.most_recent \
+                               LIMIT 1) tr ON true {filter}"
+    )
+}
+
+/// Everything step_state must hold: the step rows, then the task rows.
+fn expected_all_sql(t: &[String; 6]) -> String {
+    format!(
+        "{} UNION ALL {}",
+        expected_steps_sql(&t[STEPS], &t[NAMED_STEPS], &t[TRANSITIONS], &t[EDGES], ""),
+        expected_tasks_sql(&t[TASKS], &t[TASK_TRANSITIONS], "")
+    )
+}
+
+const COLUMNS: &str = "task_id, parents, current_state, state_since, named_step_id, name, retryable, retry_limit, \
+                       in_process, processed, attempts, last_attempted_at, backoff_request_seconds, named_task_id";
+
+/// `SET c = EXCLUDED.c, ...` and `(d.c, ...) IS DISTINCT FROM (EXCLUDED.c, ...)` over `columns`.
+fn upsert_clauses(columns: &str) -> (String, String) {
+    let cols: Vec<&str> = columns.split(", ").collect();
+    let set: Vec<String> = cols.iter().map(|c| format!("{c} = EXCLUDED.{c}")).collect();
+    let old: Vec<String> = cols.iter().map(|c| format!("d.{c}")).collect();
+    let new: Vec<String> = cols.iter().map(|c| format!("EXCLUDED.{c}")).collect();
+    (set.join(", "), format!("({}) IS DISTINCT FROM ({})", old.join(", "), new.join(", ")))
+}
+
+/// Locks the step rows of step_state for `$1`, in id order.
+const LOCK_STEPS: &str = "SELECT 1 FROM tasker_core.step_state WHERE workflow_step_id OPERATOR(pg_catalog.=) ANY ($1) \
+                          ORDER BY workflow_step_id FOR UPDATE";
+/// Locks the task rows of step_state for `$1`, in id order.
+const LOCK_TASKS: &str = "SELECT 1 FROM tasker_core.step_state WHERE workflow_step_id IS NULL \
+                          AND task_id OPERATOR(pg_catalog.=) ANY ($1) ORDER BY task_id FOR UPDATE";
+
+/// Locks the rows a refresh will recompute (`lock`), then recomputes them (`sql`) in a second
+/// statement, which under READ COMMITTED takes a snapshot that includes whatever a concurrent
+/// writer of those rows committed while we waited (see `step_state_refresh`).
+fn lock_then_run(lock: &str, sql: &str, ids: &[i64]) {
+    Spi::connect(|_| {
+        spi::run(lock, &[Arg::Int8Array(ids)], false, |_| ())?;
+        spi::run(sql, &[Arg::Int8Array(ids)], false, |_| ())
+    })
+    .or_raise()
+}
+
+/// Recomputes the step_state rows of `ids` (steps that a statement inserted, changed or deleted,
+/// or whose edges or named step changed). Called by the maintenance trigger only.
+///
+/// The rows are locked first, in id order, and recomputed by a second statement: under READ
+/// COMMITTED that statement's snapshot sees whatever a concurrent writer of the same steps
+/// committed while we waited for its lock, so no change is lost; under REPEATABLE READ the lock
+/// raises 40001 instead (the writer retries).
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn step_state_refresh(
+    ids: Option<Vec<Option<i64>>>,
+    steps: pg_sys::Oid,
+    named_steps: pg_sys::Oid,
+    transitions: pg_sys::Oid,
+    edges: pg_sys::Oid,
+) {
+    let ids = distinct_ids(ids);
+    if ids.is_empty() {
+        return;
+    }
+    let name = |oid| mirrored(oid).or_raise();
+    let (set, changed) = upsert_clauses(COLUMNS);
+    let upsert = format!(
+        "WITH src AS ({expected}), \
+              gone AS (DELETE FROM tasker_core.step_state d \
+                        WHERE d.workflow_step_id OPERATOR(pg_catalog.=) ANY ($1) \
+                          AND NOT EXISTS (SELECT 1 FROM src WHERE src.workflow_step_id OPERATOR(pg_catalog.=) d.workflow_step_id)) \
+         INSERT INTO tasker_core.step_state AS d SELECT * FROM src \
+         ON CONFLICT (workflow_step_id) WHERE workflow_step_id IS NOT NULL DO UPDATE SET {set} WHERE {changed}",
+        expected = expected_steps_sql(
+            &name(steps),
+            &name(named_steps),
+            &name(transitions),
+            &name(edges),
+            "WHERE ws.workflow_step_id OPERATOR(pg_catalog.=) ANY ($1)"
+        ),
+    );
+    lock_then_run(LOCK_STEPS, &upsert, &ids);
+}
+
+/// Recomputes only `current_state` and `state_since` of the step rows of `ids`: what a write
+/// to the transitions can change. Called by the maintenance trigger only; locks as
+/// `step_state_refresh` does, and reads the state exactly as `expected_steps_sql` does.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn step_state_refresh_states(ids: Option<Vec<Option<i64>>>, transitions: pg_sys::Oid) {
+    let ids = distinct_ids(ids);
+    if ids.is_empty() {
+        return;
+    }
+    let update = format!(
+        "UPDATE tasker_core.step_state d \
+            SET current_state = x.current_state, state_since = x.state_since \
+           FROM (SELECT i.id, tr.to_state::pg_catalog.text AS current_state, \
+                        tr.created_at::pg_catalog.\"timestamp\" AS state_since \
+                   FROM pg_catalog.unnest($1::pg_catalog.int8[]) AS i(id) \
+                   LEFT JOIN LATERAL (SELECT t.to_state, t.created_at FROM {transitions} t \
+                                       WHERE t.workflow_step_id OPERATOR(pg_catalog.=) i.id AND t.most_recent \
+                                       LIMIT 1) tr ON true) x \
+          WHERE d.workflow_step_id OPERATOR(pg_catalog.=) x.id \
+            AND (d.current_state, d.state_since) IS DISTINCT FROM (x.current_state, x.state_since)",
+        transitions = mirrored(transitions).or_raise(),
+    );
+    lock_then_run(LOCK_STEPS, &update, &ids);
+}
+
+/// Recomputes the task rows of step_state for `ids` (tasks inserted, changed or deleted, or
+/// whose transitions changed). Called by the maintenance trigger only; locks as
+/// `step_state_refresh` does.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn step_state_refresh_tasks(ids: Option<Vec<Option<i64>>>, tasks: pg_sys::Oid, task_transitions: pg_sys::Oid) {
+    let ids = distinct_ids(ids);
+    if ids.is_empty() {
+        return;
+    }
+    let (set, changed) = upsert_clauses("current_state, state_since, named_task_id");
+    let upsert = format!(
+        "WITH src AS ({expected}), \
+              gone AS (DELETE FROM tasker_core.step_state d \
+                        WHERE d.workflow_step_id IS NULL AND d.task_id OPERATOR(pg_catalog.=) ANY ($1) \
+                          AND NOT EXISTS (SELECT 1 FROM src WHERE src.task_id OPERATOR(pg_catalog.=) d.task_id)) \
+         INSERT INTO tasker_core.step_state AS d SELECT * FROM src \
+         ON CONFLICT (task_id) WHERE workflow_step_id IS NULL DO UPDATE SET {set} WHERE {changed}",
+        expected = expected_tasks_sql(
+            &mirrored(tasks).or_raise(),
+            &mirrored(task_transitions).or_raise(),
+            "WHERE t.task_id OPERATOR(pg_catalog.=) ANY ($1)"
+        ),
+    );
+    lock_then_run(LOCK_TASKS, &upsert, &ids);
+}
+
+/// Raises 40001 when the step state is valid in the latest committed state but not in this
+/// transaction's snapshot: a REPEATABLE READ or SERIALIZABLE writer whose snapshot predates an
+/// enable or rebuild that has committed since, so the maintenance trigger (which reads the
+/// flag with that snapshot) would leave this write out of a copy everyone else trusts.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn step_state_check_not_missed() {
+    if latest_source_valid() {
+        crate::pg::report::raise(TaskerError::StaleSnapshot);
+    }
+}
+
+/// Whether `step_state_source` says valid under the latest snapshot (not the transaction's).
+fn latest_source_valid() -> bool {
+    let Some(oid) = crate::pg::step_state::own_table(c"step_state_source") else {
+        return false;
+    };
+    let Some(rel) = Rel::try_open(oid) else {
+        return false;
+    };
+    let Ok(valid) = rel.col::<crate::pg::access::Bool>("valid") else {
+        return false;
+    };
+    let mut any = false;
+    if let Some(mut scan) = SeqScan::open_with(oid, rel.natts(), Snap::Latest) {
+        scan.each(|row| any |= row.bool(valid) == Some(true));
+    }
+    any
+}
+
+/// The recorded source tables and what `step_state_problem` says about them.
+fn recorded_source() -> Result<(Tables, Option<String>), TaskerError> {
+    let found = spi::run(
+        "SELECT s.steps::pg_catalog.oid, s.named_steps::pg_catalog.oid, s.transitions::pg_catalog.oid, \
+                s.edges::pg_catalog.oid, s.tasks::pg_catalog.oid, s.task_transitions::pg_catalog.oid, \
+                tasker_core.step_state_problem(s)::pg_catalog.text \
+           FROM tasker_core.step_state_source s",
+        &[],
+        true,
+        |rows| {
+            (!rows.is_empty()).then(|| {
+                let oid = |c| rows.oid(0, c).unwrap_or(pg_sys::InvalidOid);
+                (Tables([oid(1), oid(2), oid(3), oid(4), oid(5), oid(6)]), rows.string(0, 7))
+            })
+        },
+    )?;
+    found.ok_or(TaskerError::StepStateNotEnabled)
+}
+
+/// Rebuilds every step_state row from the Tasker tables and marks it valid (built on this
+/// server); returns the number of steps. Blocks writers of the six tables while it runs
+/// (SHARE ROW EXCLUSIVE), so nothing can change between reading them and marking the result
+/// valid. Maintenance triggers that a data-only restore turned into ordinary ones (ENABLE
+/// instead of ENABLE ALWAYS) are set back to ENABLE ALWAYS first.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn step_state_rebuild() -> i64 {
+    // SAFETY: a plain read of the transaction's isolation level.
+    if unsafe { pg_sys::XactIsoLevel } > pg_sys::XACT_READ_COMMITTED as i32 {
+        crate::pg::report::raise(TaskerError::NeedsReadCommitted { function: "step_state_rebuild" });
+    }
+    Spi::connect(|_| {
+        spi::run(
+            "SELECT tasker_core.step_state_enable_always(s) FROM tasker_core.step_state_source s",
+            &[],
+            false,
+            |_| (),
+        )?;
+        let (tables, problem) = recorded_source()?;
+        if let Some(reason) = problem {
+            return Err(TaskerError::StepStateUnusable { action: "rebuild", reason });
+        }
+        let t: [String; 6] = {
+            let mut names: [String; 6] = Default::default();
+            for (n, &oid) in names.iter_mut().zip(tables.0.iter()) {
+                *n = mirrored(oid)?;
+            }
+            names
+        };
+        let once = |sql: String| spi::run(&sql, &[], false, |_| ());
+        once(format!("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE", t.join(", ")))?;
+        once("DELETE FROM tasker_core.step_state".into())?;
+        // In index order, so a task's rows (its steps, then its own row) share heap pages.
+        once(format!(
+            "INSERT INTO tasker_core.step_state SELECT * FROM ({}) e ORDER BY e.task_id, e.workflow_step_id NULLS LAST",
+            expected_all_sql(&t)
+        ))?;
+        // Statistics now rather than when autovacuum gets to it: the batch functions choose how
+        // to read step_state from them (tasker_core.batch_scan = auto), and so does the planner.
+        // Only an owner may analyze a table (others would get a WARNING and nothing else).
+        let may_analyze = spi::run(
+            "SELECT pg_catalog.pg_has_role(c.relowner, 'USAGE') FROM pg_catalog.pg_class c \
+              WHERE c.oid OPERATOR(pg_catalog.=) 'tasker_core.step_state'::pg_catalog.regclass",
+            &[],
+            false,
+            |rows| rows.bool(0, 1).unwrap_or_default(),
+        )?;
+        if may_analyze {
+            once("ANALYZE tasker_core.step_state".into())?;
+        }
+        let n = spi::run(
+            "SELECT pg_catalog.count(*) FROM tasker_core.step_state WHERE workflow_step_id IS NOT NULL",
+            &[],
+            false,
+            |rows| rows.i64(0, 1).unwrap_or_default(),
+        )?;
+        spi::run(
+            &format!(
+                "UPDATE tasker_core.step_state_source s SET valid = true, reason = NULL, changed_at = pg_catalog.now(), \
+                        built_on = {}, fingerprint = tasker_core.step_state_fingerprint(s)",
+                pgrx::spi::quote_literal(system_identifier())
+            ),
+            &[],
+            false,
+            |_| (),
+        )?;
+        Ok(n)
+    })
+    .or_raise()
+}
+
+/// Every row of step_state that is not what the Tasker tables say it must be: missing, extra,
+/// or with the differing columns named (workflow_step_id NULL: the task's own row). No rows:
+/// step_state is exact for this snapshot.
+#[pg_extern(stable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
+fn step_state_verify(
+) -> TableIterator<'static, (name!(workflow_step_id, Option<i64>), name!(task_id, i64), name!(problem, String))> {
+    let rows = Spi::connect(|_| {
+        let (tables, _) = recorded_source()?;
+        let mut t: [String; 6] = Default::default();
+        for (n, &oid) in t.iter_mut().zip(tables.0.iter()) {
+            *n = mirrored(oid)?;
+        }
+        // Rows are matched by step id, or for the tasks' own rows by task id; the columns
+        // compared are step_state's own (a column added to it by hand is not compared).
+        let columns_d = format!("d.workflow_step_id, d.{}", COLUMNS.replace(", ", ", d."));
+        let sql = format!(
+            "WITH e AS ({expected}), \
+                  d AS (SELECT {columns_d} FROM tasker_core.step_state d) \
+             SELECT COALESCE(e.workflow_step_id, d.workflow_step_id), COALESCE(e.task_id, d.task_id), \
+                    CASE WHEN d.task_id IS NULL THEN 'missing from step_state' \
+                         WHEN e.task_id IS NULL THEN 'in step_state but not in the Tasker tables' \
+                         ELSE 'differs in ' OPERATOR(pg_catalog.||) \
+                              (SELECT pg_catalog.string_agg(x.k, ', ' ORDER BY x.k) \
+                                 FROM pg_catalog.jsonb_each(pg_catalog.to_jsonb(e)) x(k, v) \
+                                WHERE x.v IS DISTINCT FROM (pg_catalog.to_jsonb(d) OPERATOR(pg_catalog.->) x.k)) END \
+               FROM e FULL JOIN d ON (e.workflow_step_id IS NULL) OPERATOR(pg_catalog.=) (d.workflow_step_id IS NULL) \
+                                 AND COALESCE(e.workflow_step_id, e.task_id) OPERATOR(pg_catalog.=) COALESCE(d.workflow_step_id, d.task_id) \
+              WHERE pg_catalog.to_jsonb(e) IS DISTINCT FROM pg_catalog.to_jsonb(d) ORDER BY 2, 1 NULLS LAST",
+            expected = expected_all_sql(&t),
+        );
+        spi::run(&sql, &[], true, |rows| {
+            (0..rows.len())
+                .map(|r| (rows.i64(r, 1), rows.i64(r, 2).unwrap_or_default(), rows.string(r, 3).unwrap_or_default()))
+                .collect::<Vec<_>>()
+        })
+    })
+    .or_raise();
+    TableIterator::new(rows)
+}
