@@ -317,3 +317,4 @@ REVOKE ALL ON FUNCTION tasker_core.before_drop() FROM PUBLIC;
 -- pgrx marks a function without arguments STRICT; Rails' get_system_health_counts_v01 is not,
 -- and the drop-in must match it in the catalog (the pgTAP suite checks).
 ALTER FUNCTION tasker_core.get_system_health_counts_v01() CALLED ON NULL INPUT;
+

@@ -26,7 +26,11 @@ CREATE TABLE tasker_core.step_state (
     attempts                integer,
     last_attempted_at       timestamp,
     backoff_request_seconds integer,
-    named_task_id           integer    -- the task's row only
+    named_task_id           integer,   -- the task's row only
+    -- Parent edges into the step, and those whose parent is complete or resolved_manually
+    -- (kept exact when a parent's state changes): a task's readiness reads no other row.
+    total_parents           integer NOT NULL DEFAULT 0,
+    done_parents            integer NOT NULL DEFAULT 0
 ) WITH (fillfactor = 80);
 -- A task's steps by id, then (NULLs last) the task's own row: one range scan per task.
 CREATE UNIQUE INDEX step_state_by_task ON tasker_core.step_state (task_id, workflow_step_id);
@@ -295,9 +299,10 @@ BEGIN
                 (SELECT id, workflow_step_id, to_state, most_recent, created_at FROM old_rows
                  EXCEPT ALL SELECT id, workflow_step_id, to_state, most_recent, created_at FROM new_rows)) c);
         END IF;
-        -- Transitions decide only the state columns: the cheaper refresh of just those.
+        -- Transitions decide only the state columns (and the children's done_parents where a
+        -- step became done or stopped being done): the cheaper refresh of just those.
         IF pg_catalog.cardinality(ids) > 0 THEN
-            PERFORM tasker_core.step_state_refresh_states(ids, src.transitions);
+            PERFORM tasker_core.step_state_refresh_transitions(ids, src.transitions, src.edges);
         END IF;
         RETURN NULL;
     ELSIF TG_RELID = src.edges THEN
@@ -507,7 +512,7 @@ $$;
 -- verifying is for the extension owner or a superuser.
 REVOKE ALL ON FUNCTION tasker_core.step_state_refresh(bigint[], oid, oid, oid, oid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tasker_core.step_state_refresh_tasks(bigint[], oid, oid) FROM PUBLIC;
-REVOKE ALL ON FUNCTION tasker_core.step_state_refresh_states(bigint[], oid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tasker_core.step_state_refresh_transitions(bigint[], oid, oid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tasker_core.step_state_rebuild() FROM PUBLIC;
 REVOKE ALL ON FUNCTION tasker_core.step_state_check_not_missed() FROM PUBLIC;
 -- Firing a trigger needs no EXECUTE right, attaching one does: nobody may attach these to

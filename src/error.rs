@@ -51,6 +51,9 @@ pub enum TaskerError {
     /// The step state cannot be built or kept for the recorded tables.
     #[error("cannot {action} the step state: {reason}")]
     StepStateUnusable { action: &'static str, reason: String },
+    /// A row of the extension's own step_state table that its maintenance cannot have written.
+    #[error("tasker_core.step_state is damaged: {0}")]
+    StepStateCorrupted(String),
     /// A rebuild or an online switch needs READ COMMITTED.
     #[error("tasker_core.{function}() must run under READ COMMITTED")]
     NeedsReadCommitted { function: &'static str },
@@ -96,6 +99,7 @@ impl TaskerError {
                 ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
             }
             TaskerError::MirroredTableGone(_) => ERRCODE_UNDEFINED_TABLE,
+            TaskerError::StepStateCorrupted(_) => ERRCODE_DATA_CORRUPTED,
             TaskerError::NeedsReadCommitted { .. } => ERRCODE_INVALID_TRANSACTION_STATE,
             TaskerError::StaleSnapshot => ERRCODE_T_R_SERIALIZATION_FAILURE,
             TaskerError::NotAnEventTrigger => ERRCODE_E_R_I_E_EVENT_TRIGGER_PROTOCOL_VIOLATED,
@@ -153,6 +157,11 @@ impl TaskerError {
             ),
             TaskerError::MirroredTableGone(_) => Some(
                 "Run SELECT * FROM tasker_core.step_state_disable(), then step_state_enable() for the Tasker schema."
+                    .into(),
+            ),
+            TaskerError::StepStateCorrupted(_) => Some(
+                "Only a hand-made change to tasker_core.step_state can do this: run SELECT tasker_core.step_state_rebuild(), \
+                 or SET tasker_core.direct_reads = off to read the Tasker tables meanwhile."
                     .into(),
             ),
             TaskerError::StepStateUnusable { .. } => {

@@ -41,7 +41,7 @@ pgrx::extension_sql_file!(
     requires = [
         pg::step_state::maintain::step_state_refresh,
         pg::step_state::maintain::step_state_refresh_tasks,
-        pg::step_state::maintain::step_state_refresh_states,
+        pg::step_state::maintain::step_state_refresh_transitions,
         pg::step_state::maintain::step_state_rebuild,
         pg::step_state::maintain::step_state_check_not_missed,
         pg::admin::most_recent_index,

@@ -355,10 +355,14 @@ impl<'a> Row<'a> {
     pub fn bytes(&self, col: Col<Text>) -> Option<&'a [u8]> {
         let d = self.datum(col)?;
         // SAFETY: a non-NULL datum of a text/varchar column (checked by Col) is a varlena
-        // pointer valid while the row is; pg_detoast_datum_packed returns it unchanged when it
-        // is inline and uncompressed, else a palloc'd copy in the current context.
+        // pointer valid while the row is. Inline and uncompressed (the VARATT tests of
+        // postgres.h, as pgrx provides them) it is read in place; otherwise
+        // pg_detoast_datum_packed makes a palloc'd copy in the current context.
         unsafe {
-            let v = pg_sys::pg_detoast_datum_packed(d.cast_mut_ptr());
+            let mut v = d.cast_mut_ptr::<pg_sys::varlena>();
+            if pgrx::varatt_is_1b_e(v) || pgrx::varatt_is_4b_c(v) {
+                v = pg_sys::pg_detoast_datum_packed(v);
+            }
             let len = pgrx::varsize_any_exhdr(v);
             Some(std::slice::from_raw_parts(pgrx::vardata_any(v) as *const u8, len))
         }
@@ -561,6 +565,28 @@ impl SeqScan {
     /// Calls `each` for every visible row, in physical order.
     pub fn each(&mut self, mut each: impl FnMut(&Row<'_>)) {
         let rel = self.heap.oid();
+        if self.heap.is_heap() {
+            // The heap's own scan hands out the tuple on its pinned page: deformed by
+            // heap_deform_tuple into our arrays, without storing it in a slot first.
+            let natts = self.heap.natts();
+            let mut values = vec![pg_sys::Datum::from(0); natts];
+            let mut nulls = vec![true; natts];
+            // SAFETY: a heap scan (checked above); each tuple heap_getnext returns stays valid
+            // (its page pinned by the scan) until the next call, and heap_deform_tuple fills
+            // exactly natts entries of the arrays for the relation's own descriptor.
+            unsafe {
+                let desc = (*self.heap.raw()).rd_att;
+                loop {
+                    let tuple = pg_sys::heap_getnext(self.scan.as_ptr(), pg_sys::ScanDirection::ForwardScanDirection);
+                    if tuple.is_null() {
+                        break;
+                    }
+                    pg_sys::heap_deform_tuple(tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+                    each(&Row { rel, values: &values[..self.ncols], nulls: &nulls[..self.ncols] });
+                }
+            }
+            return;
+        }
         // SAFETY: table_scan_getnextslot stores each visible row in our slot.
         unsafe {
             while pg_sys::table_scan_getnextslot(

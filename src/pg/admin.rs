@@ -77,6 +77,12 @@ pub unsafe extern "C-unwind" fn tasker_core_before_drop(fcinfo: pg_sys::Function
     let data = &*(context as *mut pg_sys::EventTriggerData);
     if drops_tasker_core(data.parsetree) {
         crate::pg::spi::query("SELECT pg_catalog.count(*) FROM tasker_core.release_all()", &[], false, |_| ());
+        // PostgreSQL creates a control file's schema before the extension exists, so the schema
+        // is not a member and outlives the extension (empty).
+        pgrx::notice!(
+            "tasker_core: Rails' functions are back and tasker_core's triggers removed; the empty schema \
+             tasker_core stays after DROP EXTENSION (DROP SCHEMA tasker_core removes it)"
+        );
     }
     pg_sys::Datum::from(0)
 }

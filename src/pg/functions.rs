@@ -14,22 +14,50 @@ use pgrx::prelude::*;
 use crate::pg::call::{self, arg_i64, arg_ids, distinct_ids};
 use crate::pg::clock::TransactionClock;
 use crate::pg::facts::{Steps, TaskGraph, TaskRow};
+use crate::pg::former::{Former, Val};
 use crate::pg::output::{Output, Texts};
 use crate::pg::paths::{self, ReadFn};
 use crate::pg::report::OrRaise;
-use crate::pg::{sql_read, step_state};
+use crate::pg::sql_read;
+use crate::pg::step_state::read::{self, Sink, StepRow};
 use crate::rules::context::TaskTally;
 use crate::rules::idhash::{IdMap, IdSet};
 use crate::rules::levels::dependency_levels;
-use crate::rules::readiness::{evaluate, Readiness, StepFacts};
+use crate::rules::readiness::evaluate;
 use crate::rules::state;
 
-/// What one call site of a read function keeps for the query that holds it.
+/// What one call site of a read function keeps for the query that holds it: what pg::paths
+/// resolved, and the buffers its calls read into.
 #[derive(Default)]
 struct ReadSite {
     paths: paths::Site,
+    bufs: Buffers,
+    /// The readiness row former for this call site's result descriptor.
+    former: Option<(pg_sys::TupleDesc, Option<Former>)>,
+}
+
+/// The buffers of a read. They hold nothing from one call to the next (every call clears
+/// them); they are only memory, handed from one query's call site to the next query's
+/// (`SPARE`) so a batch of 40,000 rows does not fault in fresh pages on every statement.
+#[derive(Default)]
+struct Buffers {
     steps: Steps,
+    gathered: read::Gathered,
     texts: Texts,
+}
+
+thread_local! {
+    static SPARE: std::cell::Cell<Option<Buffers>> = const { std::cell::Cell::new(None) };
+}
+
+impl Drop for ReadSite {
+    fn drop(&mut self) {
+        // Plain Rust memory: safe while PostgreSQL deletes the call site's context, errors included.
+        let bufs = std::mem::take(&mut self.bufs);
+        if bufs.steps.facts.capacity() <= 1 << 20 {
+            let _ = SPARE.try_with(|s| s.set(Some(bufs)));
+        }
+    }
 }
 
 /// The call site's state.
@@ -37,71 +65,77 @@ struct ReadSite {
 /// # Safety
 /// `fcinfo` is the call's own; every call through it is one of this module's functions.
 unsafe fn read_site<'a>(fcinfo: pg_sys::FunctionCallInfo) -> (&'a mut ReadSite, pg_sys::MemoryContext) {
-    (call::site::<ReadSite>(fcinfo), (*(*fcinfo).flinfo).fn_mcxt)
+    let fresh = (*(*fcinfo).flinfo).fn_extra.is_null();
+    let site = call::site::<ReadSite>(fcinfo);
+    if fresh {
+        if let Some(bufs) = SPARE.with(|s| s.take()) {
+            site.bufs = bufs;
+        }
+    }
+    (site, (*(*fcinfo).flinfo).fn_mcxt)
 }
 
-/// Reads the steps of `ids` (ascending, distinct) by the path pg::paths chooses, into `site.steps`.
-fn read_steps(site: &mut ReadSite, context: pg_sys::MemoryContext, function: ReadFn, ids: &[i64], with_tasks: bool) {
+/// Hands the steps of `ids` (ascending, distinct) to `sink` by the path pg::paths chooses.
+fn read_steps(
+    site: &mut ReadSite,
+    context: pg_sys::MemoryContext,
+    function: ReadFn,
+    ids: &[i64],
+    with_tasks: bool,
+    sink: &mut impl Sink,
+) {
     let choice = paths::choose(&mut site.paths, context).or_raise();
     if let Some(layout) = choice.step_state {
-        if step_state::read::steps(&layout, ids, with_tasks, &mut site.steps).is_ok() {
-            paths::count(function, "step_state");
+        paths::count(function, "step_state");
+        read::steps(&layout, ids, with_tasks, sink, &mut site.bufs.gathered).or_raise();
+        return;
+    }
+    paths::count(function, "sql");
+    let steps = &mut site.bufs.steps;
+    sql_read::steps(&choice.tables, ids, with_tasks, steps);
+    let tasks = steps.tasks.take().unwrap_or_default();
+    read::replay(steps, &[], tasks, sink);
+}
+
+/// Writes a readiness row for every step it is handed (of `wanted`, when given).
+struct Readiness<'a> {
+    out: &'a mut Output,
+    texts: &'a mut Texts,
+    former: Option<&'a mut Former>,
+    clock: TransactionClock,
+    wanted: Option<&'a [i64]>,
+}
+
+impl Sink for Readiness<'_> {
+    fn step(&mut self, row: StepRow<'_>) {
+        let s = &row.facts;
+        if self.wanted.is_some_and(|w| w.binary_search(&s.workflow_step_id).is_err()) {
             return;
         }
-        paths::count(function, "sql_after_broken_row");
-    } else {
-        paths::count(function, "sql");
+        let r = evaluate(s, row.tally, &self.clock).or_raise();
+        let ts = |v: Option<i64>| v.map_or(Val::Null, Val::Int8);
+        let vals = [
+            Val::Int8(s.workflow_step_id),
+            Val::Int8(s.task_id),
+            Val::Int4(s.named_step_id),
+            Val::Text(row.name),
+            Val::Text(s.current_state().as_bytes()),
+            Val::Bool(r.dependencies_satisfied),
+            Val::Bool(r.retry_eligible),
+            Val::Bool(r.ready_for_execution),
+            ts(r.last_failure_at),
+            ts(r.next_retry_at),
+            Val::Int4(r.total_parents),
+            Val::Int4(r.completed_parents),
+            Val::Int4(s.attempts_or_zero()),
+            Val::Int4(s.retry_limit_or_default()),
+            s.backoff_request_seconds.map_or(Val::Null, Val::Int4),
+            ts(s.last_attempted_at),
+        ];
+        self.out.put_vals(&vals, self.texts, self.former.as_deref_mut());
     }
-    sql_read::steps(&choice.tables, ids, with_tasks, &mut site.steps);
-}
 
-/// Evaluates every step of `site.steps` that `keep` accepts and hands it to `each`.
-fn for_each_readiness(
-    steps: &Steps,
-    keep: impl Fn(&StepFacts) -> bool,
-    mut each: impl FnMut(&StepFacts, &[u8], &Readiness),
-) {
-    let clock = TransactionClock::now();
-    for (i, s) in steps.facts.iter().enumerate() {
-        if keep(s) {
-            let r = evaluate(s, steps.tallies[i], &clock).or_raise();
-            each(s, steps.names.get(i), &r);
-        }
-    }
-}
-
-/// One readiness row.
-fn readiness_row(out: &mut Output, texts: &mut Texts, s: &StepFacts, name: &[u8], r: &Readiness) {
-    let state = s.current_state().as_bytes();
-    texts.clear(2, name.len() + state.len());
-    let ts = |v: Option<i64>| (pg_sys::Datum::from(v.unwrap_or(0)), v.is_none());
-    let (last_failure, last_failure_null) = ts(r.last_failure_at);
-    let (next_retry, next_retry_null) = ts(r.next_retry_at);
-    let (last_attempt, last_attempt_null) = ts(s.last_attempted_at);
-    let mut values = [
-        pg_sys::Datum::from(s.workflow_step_id),
-        pg_sys::Datum::from(s.task_id),
-        pg_sys::Datum::from(s.named_step_id),
-        texts.put(name),
-        texts.put(state),
-        pg_sys::Datum::from(r.dependencies_satisfied),
-        pg_sys::Datum::from(r.retry_eligible),
-        pg_sys::Datum::from(r.ready_for_execution),
-        last_failure,
-        next_retry,
-        pg_sys::Datum::from(r.total_parents),
-        pg_sys::Datum::from(r.completed_parents),
-        pg_sys::Datum::from(s.attempts_or_zero()),
-        pg_sys::Datum::from(s.retry_limit_or_default()),
-        pg_sys::Datum::from(s.backoff_request_seconds.unwrap_or(0)),
-        last_attempt,
-    ];
-    let mut nulls = [false; 16];
-    nulls[8] = last_failure_null;
-    nulls[9] = next_retry_null;
-    nulls[14] = s.backoff_request_seconds.is_none();
-    nulls[15] = last_attempt_null;
-    out.put(&mut values, &mut nulls);
+    fn task(&mut self, _task: TaskRow) {}
 }
 
 /// Readiness of the steps of one task (all of them, or those in `step_ids` when it is not NULL).
@@ -124,10 +158,19 @@ pub unsafe extern "C-unwind" fn get_step_readiness_status_wrapper(fcinfo: pg_sys
         return pg_sys::Datum::from(0);
     }
     let (site, context) = read_site(fcinfo);
-    read_steps(site, context, ReadFn::Readiness, &[task_id], false);
-    let keep = |s: &StepFacts| wanted.as_ref().is_none_or(|w| w.binary_search(&s.workflow_step_id).is_ok());
-    let ReadSite { steps, texts, .. } = site;
-    for_each_readiness(steps, keep, |s, name, r| readiness_row(&mut out, texts, s, name, r));
+    let mut texts = std::mem::take(&mut site.bufs.texts);
+    let mut kept = site.former.take();
+    let former = out.former(&mut kept);
+    let mut sink = Readiness {
+        out: &mut out,
+        texts: &mut texts,
+        former,
+        clock: TransactionClock::now(),
+        wanted: wanted.as_deref(),
+    };
+    read_steps(site, context, ReadFn::Readiness, &[task_id], false, &mut sink);
+    site.bufs.texts = texts;
+    site.former = kept;
     pg_sys::Datum::from(0)
 }
 
@@ -146,10 +189,38 @@ pub unsafe extern "C-unwind" fn get_step_readiness_status_batch_wrapper(
         return pg_sys::Datum::from(0);
     }
     let (site, context) = read_site(fcinfo);
-    read_steps(site, context, ReadFn::ReadinessBatch, &ids, false);
-    let ReadSite { steps, texts, .. } = site;
-    for_each_readiness(steps, |_| true, |s, name, r| readiness_row(&mut out, texts, s, name, r));
+    let mut texts = std::mem::take(&mut site.bufs.texts);
+    let mut kept = site.former.take();
+    let former = out.former(&mut kept);
+    let mut sink = Readiness { out: &mut out, texts: &mut texts, former, clock: TransactionClock::now(), wanted: None };
+    read_steps(site, context, ReadFn::ReadinessBatch, &ids, false, &mut sink);
+    site.bufs.texts = texts;
+    site.former = kept;
     pg_sys::Datum::from(0)
+}
+
+/// Tallies each task's steps (they come in task order) and keeps the tasks' own rows.
+struct Contexts {
+    clock: TransactionClock,
+    tallies: Vec<(i64, TaskTally)>,
+    tasks: Vec<TaskRow>,
+}
+
+impl Sink for Contexts {
+    fn step(&mut self, row: StepRow<'_>) {
+        let s = &row.facts;
+        let r = evaluate(s, row.tally, &self.clock).or_raise();
+        if self.tallies.last().is_none_or(|&(task, _)| task != s.task_id) {
+            self.tallies.push((s.task_id, TaskTally::default()));
+        }
+        if let Some((_, t)) = self.tallies.last_mut() {
+            t.add(s.current_state(), r.ready_for_execution, s.retries_exhausted());
+        }
+    }
+
+    fn task(&mut self, task: TaskRow) {
+        self.tasks.push(task);
+    }
 }
 
 /// One execution-context row per existing task id in `requested` (duplicates repeat), by task_id.
@@ -166,22 +237,10 @@ fn contexts(
     if ids.is_empty() {
         return;
     }
-    read_steps(site, context, function, &ids, true);
-    // Steps arrive ordered by task: tally each task's run of steps.
-    let mut tallies: Vec<(i64, TaskTally)> = Vec::with_capacity(ids.len());
-    for_each_readiness(
-        &site.steps,
-        |_| true,
-        |s, _, r| {
-            if tallies.last().is_none_or(|&(task, _)| task != s.task_id) {
-                tallies.push((s.task_id, TaskTally::default()));
-            }
-            if let Some((_, t)) = tallies.last_mut() {
-                t.add(s.current_state(), r.ready_for_execution, s.retries_exhausted());
-            }
-        },
-    );
-    let tasks: Vec<TaskRow> = site.steps.tasks.take().unwrap_or_default();
+    let mut sink =
+        Contexts { clock: TransactionClock::now(), tallies: Vec::with_capacity(ids.len()), tasks: Vec::new() };
+    read_steps(site, context, function, &ids, true, &mut sink);
+    let Contexts { tallies, tasks, .. } = sink;
     let task_of = |id: &i64| tasks.binary_search_by_key(id, |t| t.task_id).ok().map(|i| &tasks[i]);
     let tally_of =
         |id: i64| tallies.binary_search_by_key(&id, |&(task, _)| task).ok().map(|i| tallies[i].1).unwrap_or_default();
@@ -189,7 +248,7 @@ fn contexts(
     rows.sort_by_key(|t| t.task_id);
     // Percentages repeat (few distinct completed/total pairs): convert each once.
     let mut percentages: IdMap<(i64, i64), pg_sys::Datum> = IdMap::default();
-    let texts = &mut site.texts;
+    let texts = &mut site.bufs.texts;
     for task in rows {
         let t = tally_of(task.task_id);
         let pct = *percentages.entry((t.completed, t.total)).or_insert_with(|| {
@@ -254,14 +313,10 @@ pub unsafe extern "C-unwind" fn get_task_execution_contexts_batch_wrapper(
 fn task_graph(site: &mut ReadSite, context: pg_sys::MemoryContext, task_id: i64) -> TaskGraph {
     let choice = paths::choose(&mut site.paths, context).or_raise();
     if let Some(layout) = choice.step_state {
-        if let Ok(graph) = step_state::read::graph(&layout, task_id) {
-            paths::count(ReadFn::Levels, "step_state");
-            return graph;
-        }
-        paths::count(ReadFn::Levels, "sql_after_broken_row");
-    } else {
-        paths::count(ReadFn::Levels, "sql");
+        paths::count(ReadFn::Levels, "step_state");
+        return read::graph(&layout, task_id).or_raise();
     }
+    paths::count(ReadFn::Levels, "sql");
     sql_read::graph(&choice.tables, task_id)
 }
 
@@ -439,14 +494,16 @@ fn get_system_health_counts_v01() -> TableIterator<
     // SAFETY: CurrentMemoryContext is the call's; the matcher lives as long as `site`.
     let context = unsafe { pg_sys::CurrentMemoryContext };
     let choice = paths::choose(&mut site, context).or_raise();
-    let counts = choice
-        .step_state
-        .and_then(|layout| step_state::read::health(&layout).ok())
-        .inspect(|_| paths::count(ReadFn::Health, "step_state"));
-    let h = counts.unwrap_or_else(|| {
-        paths::count(ReadFn::Health, "sql");
-        sql_read::health(&choice.tables)
-    });
+    let h = match choice.step_state {
+        Some(layout) => {
+            paths::count(ReadFn::Health, "step_state");
+            read::health(&layout).or_raise()
+        }
+        None => {
+            paths::count(ReadFn::Health, "sql");
+            sql_read::health(&choice.tables)
+        }
+    };
     let (active, max) = sql_read::connections();
     TableIterator::once((
         h.total_tasks,

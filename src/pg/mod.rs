@@ -12,7 +12,8 @@
 //! | `tasker` | the Tasker tables as the caller's search_path names them; index proofs |
 //! | `access` | relations, index and sequential scans, rows: the one module with their pointers |
 //! | `spi` | SPI with kept generic plans |
-//! | `output` | result rows (`tuplestore_putvalues`) |
+//! | `output` | result rows (`tuplestore_putvalues`, or `former` for the readiness shape) |
+//! | `former` | the one hand-written piece of internals: forming readiness rows (measured, fenced) |
 //! | `call` | arguments, per-call-site state in `fn_extra` |
 //! | `facts` | what readers hand to the rules (plain Rust) |
 //! | `admin` | the Rust helpers of the admin SQL (index proof, DROP EXTENSION guard) |
@@ -22,6 +23,7 @@ pub mod admin;
 pub mod call;
 pub mod clock;
 pub mod facts;
+pub mod former;
 pub mod functions;
 pub mod guards;
 pub mod output;

@@ -5,6 +5,8 @@
 use pgrx::pg_sys;
 
 use crate::error::TaskerError;
+use crate::pg::former::{Former, Val};
+use crate::pg::settings::{RowFormer, ROW_FORMER};
 
 /// The tuplestore a materialize-mode call fills.
 pub struct Output {
@@ -56,6 +58,49 @@ impl Output {
         (*rsinfo).setResult = store;
         pg_sys::MemoryContextSwitchTo(old);
         Ok(Output { store, desc, natts })
+    }
+
+    /// The former for this result (kept in `kept` by the call site across its calls: the
+    /// executor's result descriptor is the same for all of them), when `tasker_core.row_former`
+    /// and the result columns allow one.
+    pub fn former<'k>(&self, kept: &'k mut Option<(pg_sys::TupleDesc, Option<Former>)>) -> Option<&'k mut Former> {
+        if ROW_FORMER.get() == RowFormer::Postgres {
+            return None;
+        }
+        if kept.as_ref().is_none_or(|(desc, _)| *desc != self.desc) {
+            // SAFETY: the executor's descriptor of this call, valid for the query.
+            *kept = Some((self.desc, unsafe { Former::for_desc(self.desc) }));
+        }
+        kept.as_mut().and_then(|(_, f)| f.as_mut())
+    }
+
+    /// Appends one row of typed values: formed by `former` when there is one and it can, else
+    /// by PostgreSQL (`tuplestore_putvalues`, with texts built in `texts`).
+    pub fn put_vals(&mut self, vals: &[Val<'_>], texts: &mut Texts, former: Option<&mut Former>) {
+        if let Some(former) = former {
+            if former.form(vals) {
+                // SAFETY: the store is this call's, of the descriptor the former was made for,
+                // and a row was just formed.
+                unsafe { former.put(self.store, vals) };
+                return;
+            }
+        }
+        let text_bytes = vals.iter().map(|v| if let Val::Text(t) = v { t.len() } else { 0 }).sum();
+        texts.clear(vals.len(), text_bytes);
+        let mut values = Vec::with_capacity(vals.len());
+        let mut nulls = Vec::with_capacity(vals.len());
+        for v in vals {
+            let (d, n) = match *v {
+                Val::Null => (pg_sys::Datum::from(0), true),
+                Val::Int8(x) => (pg_sys::Datum::from(x), false),
+                Val::Int4(x) => (pg_sys::Datum::from(x), false),
+                Val::Bool(b) => (pg_sys::Datum::from(b), false),
+                Val::Text(t) => (texts.put(t), false),
+            };
+            values.push(d);
+            nulls.push(n);
+        }
+        self.put(&mut values, &mut nulls);
     }
 
     /// Appends one row. `values` and `nulls` have one entry per result column; varlena values

@@ -21,7 +21,7 @@ use pgrx::prelude::*;
 
 use crate::error::TaskerError;
 use crate::pg::settings::DIRECT_READS;
-use crate::pg::step_state::{self, Layout};
+use crate::pg::step_state::{self, Layout, SourceReader};
 use crate::pg::tasker::{self, Tables, Unreadable};
 
 /// The read functions, as `read_paths()` and the statistics name them.
@@ -69,6 +69,46 @@ pub struct Site {
     key: Option<Key>,
     tables: Option<Tables>,
     layout: Option<Result<Layout, String>>,
+    source: Option<Option<SourceReader>>,
+    /// The last decision (None: the step state may be read; Some: why not), and the snapshot
+    /// it was made under.
+    verdict: Option<(Snap, Option<String>)>,
+}
+
+/// What identifies the active snapshot for the life of a call site. A call site lives for one
+/// execution of the query that holds it, and that execution reads under one snapshot (the
+/// portal's, pushed as the active snapshot for the run); only its command id can change in
+/// place. So the same snapshot (by address) with the same bounds and command id means the same
+/// visible rows: the source row, read under it, and with it the decision, are unchanged.
+/// Privileges are checked once per key, as the executor checks them once per query.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Snap {
+    at: usize,
+    xmin: pg_sys::TransactionId,
+    xmax: pg_sys::TransactionId,
+    xcnt: u32,
+    curcid: pg_sys::CommandId,
+}
+
+impl Snap {
+    /// The key of the active snapshot (None: no MVCC snapshot is active: decide every call).
+    fn active() -> Option<Snap> {
+        // SAFETY: reads the active snapshot, which is set while a query runs.
+        unsafe {
+            if !pg_sys::ActiveSnapshotSet() {
+                return None;
+            }
+            let p = pg_sys::GetActiveSnapshot();
+            let s = &*p;
+            (s.snapshot_type == pg_sys::SnapshotType::SNAPSHOT_MVCC).then_some(Snap {
+                at: p as usize,
+                xmin: s.xmin,
+                xmax: s.xmax,
+                xcnt: s.xcnt,
+                curcid: s.curcid,
+            })
+        }
+    }
 }
 
 /// The user and search_path a call site resolved its tables under.
@@ -120,6 +160,7 @@ impl Site {
         let same = self.key.as_ref().is_some_and(|k| k.user == user && path_matches(k.path));
         if !same || self.tables.is_none() {
             self.tables = None;
+            self.verdict = None;
             self.key = Some(Key { user, path: current_path(context) });
             self.tables = Some(Tables::resolve()?);
         }
@@ -131,15 +172,27 @@ impl Site {
 /// Decides how this call reads (see the module comment). The caller counts the path it took.
 pub fn choose(site: &mut Site, context: pg_sys::MemoryContext) -> Result<Choice, TaskerError> {
     let (tables, layout) = site.resolve(context)?;
-    let step_state = match why_not_step_state(tables, layout) {
-        None => layout.as_ref().ok().copied(),
-        Some(_) => None,
+    let layout = layout.clone();
+    let snap = Snap::active();
+    let why = match (&site.verdict, snap) {
+        (Some((key, why)), Some(now)) if *key == now => why.clone(),
+        _ => {
+            let source = *site.source.get_or_insert_with(SourceReader::find);
+            let why = why_not_step_state(tables, &layout, source.as_ref());
+            site.verdict = snap.map(|s| (s, why.clone()));
+            why
+        }
     };
+    let step_state = if why.is_none() { layout.ok() } else { None };
     Ok(Choice { tables, step_state })
 }
 
 /// Why the step state cannot answer for `tables` right now (None: it can).
-fn why_not_step_state(tables: Tables, layout: &Result<Layout, String>) -> Option<String> {
+fn why_not_step_state(
+    tables: Tables,
+    layout: &Result<Layout, String>,
+    source: Option<&SourceReader>,
+) -> Option<String> {
     if !DIRECT_READS.get() {
         return Some("tasker_core.direct_reads is off".into());
     }
@@ -152,7 +205,7 @@ fn why_not_step_state(tables: Tables, layout: &Result<Layout, String>) -> Option
             Unreadable::RowSecurity => format!("row level security applies to {table}: SQL applies its policies"),
         });
     }
-    let Some(source) = step_state::source() else {
+    let Some(source) = source.and_then(SourceReader::read) else {
         return Some("the step state is not enabled (tasker_core.step_state_enable())".into());
     };
     if source.built_on.as_deref() != Some(step_state::system_identifier().as_str()) {
@@ -216,7 +269,7 @@ fn read_paths(
                 Err(e) => ("error".to_string(), Some(e.to_string())),
                 Ok(tables) => {
                     let layout = Layout::find();
-                    match why_not_step_state(tables, &layout) {
+                    match why_not_step_state(tables, &layout, SourceReader::find().as_ref()) {
                         None => ("step_state".to_string(), None),
                         Some(why) => ("sql".to_string(), Some(why)),
                     }

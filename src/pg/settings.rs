@@ -37,11 +37,25 @@ pub enum BatchScan {
 
 pub static BATCH_SCAN: GucSetting<BatchScan> = GucSetting::<BatchScan>::new(BatchScan::Auto);
 
+/// `tasker_core.row_former`: how readiness result rows are formed (pg::former).
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum RowFormer {
+    /// tasker_core's former for the readiness row shape (the bytes PostgreSQL forms, faster).
+    #[name = c"specialized"]
+    Specialized,
+    /// PostgreSQL's `heap_form_minimal_tuple` (through `tuplestore_putvalues`).
+    #[name = c"postgres"]
+    Postgres,
+}
+
+pub static ROW_FORMER: GucSetting<RowFormer> = GucSetting::<RowFormer>::new(RowFormer::Specialized);
+
 /// `tasker_core.guard_mode`: what the triggers do with a row that breaks a rule.
 pub static GUARD_MODE: GucSetting<GuardMode> = GucSetting::<GuardMode>::new(GuardMode::Enforce);
 
-/// `tasker_core.direct_reads`: read the Tasker tables by index without the executor when that
-/// is safe (pg::direct); off forces the SPI queries (for comparison, or as an escape hatch).
+/// `tasker_core.direct_reads`: read the derived step state without the executor when it is
+/// exact and the caller may read the Tasker tables (pg::paths); off makes every read function
+/// run its SQL over the Tasker tables (for comparison, or as an escape hatch).
 pub static DIRECT_READS: GucSetting<bool> = GucSetting::<bool>::new(true);
 
 pub fn register() {
@@ -57,9 +71,17 @@ pub fn register() {
     );
     GucRegistry::define_bool_guc(
         c"tasker_core.direct_reads",
-        c"Read the Tasker tables by index without the executor when it is safe.",
+        c"Read the derived step state without the executor when it is exact and permitted.",
         c"off makes the read functions use their SQL queries (same results; slower).",
         &DIRECT_READS,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_enum_guc(
+        c"tasker_core.row_former",
+        c"How the readiness functions form their result rows.",
+        c"specialized: tasker_core's former for their row shape; postgres: PostgreSQL's (same bytes; for comparison).",
+        &ROW_FORMER,
         GucContext::Userset,
         GucFlags::default(),
     );

@@ -39,8 +39,8 @@ for script in "$root"/sql/released/tasker_core--*.sql; do
                -c "SELECT count(*) FROM tasker_core.step_state_verify()" -c "SELECT count(*) FROM tasker_core.step_state_disable()" | sed -n 2p)
   psql tasker_upgraded -c "SELECT count(*) FROM tasker_core.disable()" >/dev/null
   after=$(psql tasker_upgraded -c "$rails_defs")
-  if [ "$works" = native ] && [ "$trig" = 5 ] && [ "$state" = 0 ] && [ "$after" = "$original" ]; then
-    passed=$((passed + 1)); echo "  ok: after upgrade from $old: functions still native, 5 triggers install, the step state builds exact, disable() restores Rails' definitions"
+  if [ "$works" = native ] && [ "$trig" = 7 ] && [ "$state" = 0 ] && [ "$after" = "$original" ]; then
+    passed=$((passed + 1)); echo "  ok: after upgrade from $old: functions still native, 7 triggers install, the step state builds exact, disable() restores Rails' definitions"
   else
     failed=$((failed + 1)); echo "  FAILED: upgraded $old database: status=$works triggers=$trig step_state_verify=$state"
   fi

@@ -34,7 +34,8 @@ fn expected_tasks_sql(tasks: &str, task_transitions: &str, filter: &str) -> Stri
                 NULL::pg_catalog.int4 AS named_step_id, NULL::pg_catalog.text AS name, NULL::pg_catalog.bool AS retryable, \
                 NULL::pg_catalog.int4 AS retry_limit, NULL::pg_catalog.bool AS in_process, NULL::pg_catalog.bool AS processed, \
                 NULL::pg_catalog.int4 AS attempts, NULL::pg_catalog.\"timestamp\" AS last_attempted_at, \
-                NULL::pg_catalog.int4 AS backoff_request_seconds, t.named_task_id \
+                NULL::pg_catalog.int4 AS backoff_request_seconds, t.named_task_id, \
+                0 AS total_parents, 0 AS done_parents \
            FROM {tasks} t \
            LEFT JOIN LATERAL (SELECT x.to_state, x.created_at FROM {task_transitions} x \
                                WHERE x.task_id OPERATOR(pg_catalog.=) t.task_id AND x.most_recent \
@@ -50,6 +51,7 @@ fn expected_tasks_sql(tasks: &str, task_transitions: &str, filter: &str) -> Stri
 /// ordering by id made the planner walk the transitions' primary key backwards for every step
 /// instead of using the index.
 fn expected_steps_sql(steps: &str, named: &str, transitions: &str, edges: &str, filter: &str) -> String {
+    let counters = parent_counters_sql("ws.workflow_step_id", transitions, edges);
     format!(
         "SELECT ws.workflow_step_id, ws.task_id, \
                 ARRAY(SELECT e.from_step_id FROM {edges} e \
@@ -57,12 +59,28 @@ fn expected_steps_sql(steps: &str, named: &str, transitions: &str, edges: &str, 
                 tr.to_state::pg_catalog.text AS current_state, tr.created_at::pg_catalog.\"timestamp\" AS state_since, \
                 ws.named_step_id, ns.name::pg_catalog.text AS name, ws.retryable, ws.retry_limit, ws.in_process, \
                 ws.processed, ws.attempts, ws.last_attempted_at, ws.backoff_request_seconds, \
-                NULL::pg_catalog.int4 AS named_task_id \
+                NULL::pg_catalog.int4 AS named_task_id, \
+                {counters} \
            FROM {steps} ws \
            LEFT JOIN {named} ns ON ns.named_step_id OPERATOR(pg_catalog.=) ws.named_step_id \
            LEFT JOIN LATERAL (SELECT t.to_state, t.created_at FROM {transitions} t \
                                WHERE t.workflow_step_id OPERATOR(pg_catalog.=) ws.workflow_step_id AND t.most_recent \
                                LIMIT 1) tr ON true {filter}"
+    )
+}
+
+/// `total_parents` and `done_parents` of the step `step`: its parent edges (duplicates and
+/// other tasks' steps count), and those whose parent's most_recent state is complete or
+/// resolved_manually, as Rails' readiness function counts them.
+fn parent_counters_sql(step: &str, transitions: &str, edges: &str) -> String {
+    format!(
+        "(SELECT pg_catalog.count(*) FROM {edges} e \
+           WHERE e.to_step_id OPERATOR(pg_catalog.=) {step})::pg_catalog.int4 AS total_parents, \
+         (SELECT pg_catalog.count(*) FROM {edges} e \
+            JOIN {transitions} pt ON pt.workflow_step_id OPERATOR(pg_catalog.=) e.from_step_id AND pt.most_recent \
+           WHERE e.to_step_id OPERATOR(pg_catalog.=) {step} \
+             AND pt.to_state::pg_catalog.text OPERATOR(pg_catalog.=) \
+                 ANY ('{{complete,resolved_manually}}'::pg_catalog.text[]))::pg_catalog.int4 AS done_parents"
     )
 }
 
@@ -76,7 +94,27 @@ fn expected_all_sql(t: &[String; 6]) -> String {
 }
 
 const COLUMNS: &str = "task_id, parents, current_state, state_since, named_step_id, name, retryable, retry_limit, \
-                       in_process, processed, attempts, last_attempted_at, backoff_request_seconds, named_task_id";
+                       in_process, processed, attempts, last_attempted_at, backoff_request_seconds, named_task_id, \
+                       total_parents, done_parents";
+
+/// Whether step_state has the parent counters (0.4.0). Between installing a new library and
+/// `ALTER EXTENSION tasker_core UPDATE` the table still has the 0.3.0 columns, and the 0.3.0
+/// maintenance triggers call these functions: they then write the columns that exist.
+fn has_counters() -> bool {
+    let Some(oid) = crate::pg::step_state::own_table(c"step_state") else {
+        return false;
+    };
+    Rel::try_open(oid).is_some_and(|rel| rel.column("total_parents").is_some() && rel.column("done_parents").is_some())
+}
+
+/// The columns written: all of `COLUMNS`, or those of 0.3.0.
+fn columns() -> String {
+    if has_counters() {
+        COLUMNS.to_string()
+    } else {
+        COLUMNS.replace(", total_parents, done_parents", "")
+    }
+}
 
 /// `SET c = EXCLUDED.c, ...` and `(d.c, ...) IS DISTINCT FROM (EXCLUDED.c, ...)` over `columns`.
 fn upsert_clauses(columns: &str) -> (String, String) {
@@ -126,13 +164,14 @@ fn step_state_refresh(
         return;
     }
     let name = |oid| mirrored(oid).or_raise();
-    let (set, changed) = upsert_clauses(COLUMNS);
+    let columns = columns();
+    let (set, changed) = upsert_clauses(&columns);
     let upsert = format!(
         "WITH src AS ({expected}), \
               gone AS (DELETE FROM tasker_core.step_state d \
                         WHERE d.workflow_step_id OPERATOR(pg_catalog.=) ANY ($1) \
                           AND NOT EXISTS (SELECT 1 FROM src WHERE src.workflow_step_id OPERATOR(pg_catalog.=) d.workflow_step_id)) \
-         INSERT INTO tasker_core.step_state AS d SELECT * FROM src \
+         INSERT INTO tasker_core.step_state AS d (workflow_step_id, {columns}) SELECT workflow_step_id, {columns} FROM src \
          ON CONFLICT (workflow_step_id) WHERE workflow_step_id IS NOT NULL DO UPDATE SET {set} WHERE {changed}",
         expected = expected_steps_sql(
             &name(steps),
@@ -145,17 +184,21 @@ fn step_state_refresh(
     lock_then_run(LOCK_STEPS, &upsert, &ids);
 }
 
-/// Recomputes only `current_state` and `state_since` of the step rows of `ids`: what a write
-/// to the transitions can change. Called by the maintenance trigger only; locks as
-/// `step_state_refresh` does, and reads the state exactly as `expected_steps_sql` does.
-#[pg_extern(volatile, parallel_unsafe)]
-#[search_path(pg_catalog, pg_temp)]
+/// The 0.3.0 refresh of the state columns, kept (without an SQL declaration of its own) for the
+/// 0.3.0 maintenance trigger that calls it until `ALTER EXTENSION tasker_core UPDATE` runs.
+#[pg_extern(volatile, parallel_unsafe, sql = false)]
 fn step_state_refresh_states(ids: Option<Vec<Option<i64>>>, transitions: pg_sys::Oid) {
     let ids = distinct_ids(ids);
     if ids.is_empty() {
         return;
     }
-    let update = format!(
+    lock_then_run(LOCK_STEPS, &states_update_sql(&mirrored(transitions).or_raise(), ""), &ids);
+}
+
+/// Sets `current_state` and `state_since` of the step rows of `$1` from their most_recent
+/// transitions, exactly as `expected_steps_sql` reads them; `returning` is appended.
+fn states_update_sql(transitions: &str, returning: &str) -> String {
+    format!(
         "UPDATE tasker_core.step_state d \
             SET current_state = x.current_state, state_since = x.state_since \
            FROM (SELECT i.id, tr.to_state::pg_catalog.text AS current_state, \
@@ -165,10 +208,77 @@ fn step_state_refresh_states(ids: Option<Vec<Option<i64>>>, transitions: pg_sys:
                                        WHERE t.workflow_step_id OPERATOR(pg_catalog.=) i.id AND t.most_recent \
                                        LIMIT 1) tr ON true) x \
           WHERE d.workflow_step_id OPERATOR(pg_catalog.=) x.id \
-            AND (d.current_state, d.state_since) IS DISTINCT FROM (x.current_state, x.state_since)",
-        transitions = mirrored(transitions).or_raise(),
-    );
-    lock_then_run(LOCK_STEPS, &update, &ids);
+            AND (d.current_state, d.state_since) IS DISTINCT FROM (x.current_state, x.state_since) {returning}"
+    )
+}
+
+/// What a write to the step transitions can change: `current_state` and `state_since` of the
+/// steps `ids`, and, where a step became done or stopped being done, `done_parents` of its
+/// children. Called by the maintenance trigger only.
+///
+/// Locks as `step_state_refresh` does: the steps' rows first (the lock also reads their state
+/// before the change), then the update in a statement of its own; then the children's rows, and
+/// their recount in another statement. Under READ COMMITTED each recount sees what a concurrent
+/// writer of the same rows committed while we waited, so two parents finishing at once both
+/// count; under REPEATABLE READ the lock raises 40001 instead (the writer retries).
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn step_state_refresh_transitions(ids: Option<Vec<Option<i64>>>, transitions: pg_sys::Oid, edges: pg_sys::Oid) {
+    let ids = distinct_ids(ids);
+    if ids.is_empty() {
+        return;
+    }
+    let transitions = mirrored(transitions).or_raise();
+    let edges = mirrored(edges).or_raise();
+    let update = states_update_sql(&transitions, "RETURNING d.workflow_step_id, d.current_state");
+    let counters = has_counters();
+    Spi::connect(|_| {
+        let lock = "SELECT workflow_step_id, current_state FROM tasker_core.step_state \
+                     WHERE workflow_step_id OPERATOR(pg_catalog.=) ANY ($1) ORDER BY workflow_step_id FOR UPDATE";
+        let before: Vec<(i64, bool)> = spi::run(lock, &[Arg::Int8Array(&ids)], false, |rows| {
+            (0..rows.len())
+                .map(|r| (rows.i64(r, 1).unwrap_or_default(), rows.bytes(r, 2).is_some_and(is_done)))
+                .collect()
+        })?;
+        let after: Vec<(i64, bool)> = spi::run(&update, &[Arg::Int8Array(&ids)], false, |rows| {
+            (0..rows.len())
+                .map(|r| (rows.i64(r, 1).unwrap_or_default(), rows.bytes(r, 2).is_some_and(is_done)))
+                .collect()
+        })?;
+        if !counters {
+            return Ok(());
+        }
+        let mut flipped: Vec<i64> = after
+            .iter()
+            .filter(|(id, done)| before.iter().find(|(b, _)| b == id).is_none_or(|(_, was)| was != done))
+            .map(|&(id, _)| id)
+            .collect();
+        if flipped.is_empty() {
+            return Ok(());
+        }
+        flipped.sort_unstable();
+        let children =
+            format!("SELECT e.to_step_id FROM {edges} e WHERE e.from_step_id OPERATOR(pg_catalog.=) ANY ($1)");
+        let lock_children = format!(
+            "SELECT 1 FROM tasker_core.step_state WHERE workflow_step_id IN ({children}) \
+              ORDER BY workflow_step_id FOR UPDATE"
+        );
+        let recount = format!(
+            "UPDATE tasker_core.step_state d SET total_parents = x.total_parents, done_parents = x.done_parents \
+               FROM (SELECT c.id, {counters} FROM (SELECT DISTINCT x.to_step_id AS id FROM ({children}) x) c) x \
+              WHERE d.workflow_step_id OPERATOR(pg_catalog.=) x.id \
+                AND (d.total_parents, d.done_parents) IS DISTINCT FROM (x.total_parents, x.done_parents)",
+            counters = parent_counters_sql("c.id", &transitions, &edges),
+        );
+        spi::run(&lock_children, &[Arg::Int8Array(&flipped)], false, |_| ())?;
+        spi::run(&recount, &[Arg::Int8Array(&flipped)], false, |_| ())
+    })
+    .or_raise()
+}
+
+/// Whether a state (as bytes) makes a parent done.
+fn is_done(state: &[u8]) -> bool {
+    crate::pg::facts::is_done(state)
 }
 
 /// Recomputes the task rows of step_state for `ids` (tasks inserted, changed or deleted, or
@@ -182,12 +292,13 @@ fn step_state_refresh_tasks(ids: Option<Vec<Option<i64>>>, tasks: pg_sys::Oid, t
         return;
     }
     let (set, changed) = upsert_clauses("current_state, state_since, named_task_id");
+    let columns = columns();
     let upsert = format!(
         "WITH src AS ({expected}), \
               gone AS (DELETE FROM tasker_core.step_state d \
                         WHERE d.workflow_step_id IS NULL AND d.task_id OPERATOR(pg_catalog.=) ANY ($1) \
                           AND NOT EXISTS (SELECT 1 FROM src WHERE src.task_id OPERATOR(pg_catalog.=) d.task_id)) \
-         INSERT INTO tasker_core.step_state AS d SELECT * FROM src \
+         INSERT INTO tasker_core.step_state AS d (workflow_step_id, {columns}) SELECT workflow_step_id, {columns} FROM src \
          ON CONFLICT (task_id) WHERE workflow_step_id IS NULL DO UPDATE SET {set} WHERE {changed}",
         expected = expected_tasks_sql(
             &mirrored(tasks).or_raise(),
@@ -281,8 +392,10 @@ fn step_state_rebuild() -> i64 {
         once(format!("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE", t.join(", ")))?;
         once("DELETE FROM tasker_core.step_state".into())?;
         // In index order, so a task's rows (its steps, then its own row) share heap pages.
+        let columns = columns();
         once(format!(
-            "INSERT INTO tasker_core.step_state SELECT * FROM ({}) e ORDER BY e.task_id, e.workflow_step_id NULLS LAST",
+            "INSERT INTO tasker_core.step_state (workflow_step_id, {columns}) \
+             SELECT workflow_step_id, {columns} FROM ({}) e ORDER BY e.task_id, e.workflow_step_id NULLS LAST",
             expected_all_sql(&t)
         ))?;
         // Statistics now rather than when autovacuum gets to it: the batch functions choose how
@@ -334,9 +447,11 @@ fn step_state_verify(
         }
         // Rows are matched by step id, or for the tasks' own rows by task id; the columns
         // compared are step_state's own (a column added to it by hand is not compared).
-        let columns_d = format!("d.workflow_step_id, d.{}", COLUMNS.replace(", ", ", d."));
+        let columns = columns();
+        let columns_d = format!("d.workflow_step_id, d.{}", columns.replace(", ", ", d."));
+        let columns_e = format!("e.workflow_step_id, e.{}", columns.replace(", ", ", e."));
         let sql = format!(
-            "WITH e AS ({expected}), \
+            "WITH e AS (SELECT {columns_e} FROM ({expected}) e), \
                   d AS (SELECT {columns_d} FROM tasker_core.step_state d) \
              SELECT COALESCE(e.workflow_step_id, d.workflow_step_id), COALESCE(e.task_id, d.task_id), \
                     CASE WHEN d.task_id IS NULL THEN 'missing from step_state' \

@@ -56,6 +56,8 @@ pub struct Layout {
     pub last_attempted_at: Col<Timestamp>,
     pub backoff: Col<Int4>,
     pub named_task: Col<Int4>,
+    pub total_parents: Col<Int4>,
+    pub done_parents: Col<Int4>,
     /// Columns to deform for a whole row, and for the graph (step, task, parents).
     pub ncols: usize,
     pub graph_ncols: usize,
@@ -98,6 +100,8 @@ impl Layout {
             last_attempted_at: col(&rel, "last_attempted_at")?,
             backoff: col(&rel, "backoff_request_seconds")?,
             named_task: col(&rel, "named_task_id")?,
+            total_parents: col(&rel, "total_parents")?,
+            done_parents: col(&rel, "done_parents")?,
             ncols: 0,
             graph_ncols: 0,
         };
@@ -117,6 +121,8 @@ impl Layout {
             layout.last_attempted_at.attno(),
             layout.backoff.attno(),
             layout.named_task.attno(),
+            layout.total_parents.attno(),
+            layout.done_parents.attno(),
         ]
         .into_iter()
         .max()
@@ -142,38 +148,60 @@ pub fn system_identifier() -> String {
     unsafe { pg_sys::GetSystemIdentifier() }.to_string()
 }
 
-/// The source row under `snapshot` (the active one when None). None when the step state was
-/// never enabled (or the extension's tables are not there).
-pub fn source() -> Option<Source> {
-    let oid = own_table(c"step_state_source")?;
-    let rel = Rel::try_open(oid)?;
-    let cols = (|| {
-        let tables: Result<Vec<Col<OidCol>>, ColProblem> =
-            ["steps", "named_steps", "transitions", "edges", "tasks", "task_transitions"]
-                .iter()
-                .map(|c| rel.col::<OidCol>(c))
-                .collect();
-        Some((
-            tables.ok()?,
-            rel.col::<Bool>("valid").ok()?,
-            rel.col::<Text>("reason").ok()?,
-            rel.col::<Text>("built_on").ok(),
-        ))
-    })()?;
-    let (tables, valid, reason, built_on) = cols;
-    let mut scan = SeqScan::open(oid, rel.natts())?;
-    let mut found = None;
-    scan.each(|row| {
-        let mut oids = [pg_sys::InvalidOid; 6];
-        for (o, c) in oids.iter_mut().zip(&tables) {
-            *o = row.oid(*c).unwrap_or(pg_sys::InvalidOid);
+/// Reads `tasker_core.step_state_source`: its OID and columns, found once.
+#[derive(Clone, Copy)]
+pub struct SourceReader {
+    oid: pg_sys::Oid,
+    ncols: usize,
+    tables: [Col<OidCol>; 6],
+    valid: Col<Bool>,
+    reason: Col<Text>,
+    built_on: Col<Text>,
+}
+
+impl SourceReader {
+    /// None when the extension's source table is not there (or not of the expected shape).
+    pub fn find() -> Option<SourceReader> {
+        let oid = own_table(c"step_state_source")?;
+        let rel = Rel::try_open(oid)?;
+        let mut tables = [rel.col::<OidCol>("steps").ok()?; 6];
+        for (c, name) in
+            tables.iter_mut().zip(["steps", "named_steps", "transitions", "edges", "tasks", "task_transitions"])
+        {
+            *c = rel.col::<OidCol>(name).ok()?;
         }
-        found = Some(Source {
-            tables: Tables(oids),
-            valid: row.bool(valid).unwrap_or(false),
-            reason: row.bytes(reason).map(|b| String::from_utf8_lossy(b).into_owned()),
-            built_on: built_on.and_then(|c| row.bytes(c)).map(|b| String::from_utf8_lossy(b).into_owned()),
+        Some(SourceReader {
+            oid,
+            ncols: rel.natts(),
+            tables,
+            valid: rel.col::<Bool>("valid").ok()?,
+            reason: rel.col::<Text>("reason").ok()?,
+            built_on: rel.col::<Text>("built_on").ok()?,
+        })
+    }
+
+    /// The source row under the active snapshot; None when the step state was never enabled.
+    pub fn read(&self) -> Option<Source> {
+        let mut scan = SeqScan::open(self.oid, self.ncols)?;
+        let mut found = None;
+        scan.each(|row| {
+            let mut oids = [pg_sys::InvalidOid; 6];
+            for (o, c) in oids.iter_mut().zip(&self.tables) {
+                *o = row.oid(*c).unwrap_or(pg_sys::InvalidOid);
+            }
+            found = Some(Source {
+                tables: Tables(oids),
+                valid: row.bool(self.valid).unwrap_or(false),
+                reason: row.bytes(self.reason).map(|b| String::from_utf8_lossy(b).into_owned()),
+                built_on: row.bytes(self.built_on).map(|b| String::from_utf8_lossy(b).into_owned()),
+            });
         });
-    });
-    found
+        found
+    }
+}
+
+/// The source row under the active snapshot. None when the step state was never enabled (or
+/// the extension's tables are not there).
+pub fn source() -> Option<Source> {
+    SourceReader::find()?.read()
 }

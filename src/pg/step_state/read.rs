@@ -1,7 +1,11 @@
-//! Reading the step state: a task's rows are one index range of `step_state_by_task`; a batch
-//! of many tasks reads the whole table in one pass when that costs less (as the planner would
-//! judge it, `tasker_core.batch_scan`).
+//! Reading the step state. A task's rows are one range of the index `step_state_by_task`, in
+//! (task_id, workflow_step_id) order with the task's own row last; every step row carries its
+//! parent counts, so a row is evaluated and written the moment it is read. A batch of many
+//! tasks either walks the same index over runs of consecutive task ids or, when it asks for
+//! most of the table (`tasker_core.batch_scan`, judged as the planner would), reads the table
+//! in one pass and puts the rows in order afterwards.
 
+use crate::error::TaskerError;
 use crate::pg::access::{IndexScan, Rel, Row, SeqScan};
 use crate::pg::facts::{self, Steps, TaskGraph, TaskRow};
 use crate::pg::settings::{BatchScan, BATCH_SCAN};
@@ -10,57 +14,48 @@ use crate::rules::health::HealthCounts;
 use crate::rules::readiness::{ParentTally, StepFacts};
 use crate::rules::state;
 
-/// A row of step_state that does not have the shape its maintenance writes (a NULL task_id,
-/// a step without named_step_id, a NULL parents array). The caller then reads the Tasker
-/// tables instead; `step_state_verify()` names such rows.
-#[derive(Debug)]
-pub struct Broken;
-
-/// Where the rows of one read go before they are put in order.
-#[derive(Default)]
-struct Taken {
-    /// (place of the task among those asked for, step id) of each step, in the order read.
-    keys: Vec<(u32, i64)>,
-    parent_ranges: Vec<(u32, u32)>,
-    parent_ids: Vec<i64>,
-    named: Vec<bool>,
+/// One step as the readers hand it on.
+pub struct StepRow<'a> {
+    pub facts: StepFacts,
+    pub tally: ParentTally,
+    /// The named step's name.
+    pub name: &'a [u8],
 }
 
-/// Takes one row of a task asked for into `out` (steps) or `tasks` (the task's own row).
-fn take(
-    layout: &Layout,
-    row: &Row<'_>,
-    place: u32,
-    with_tasks: bool,
-    out: &mut Steps,
-    tasks: &mut Vec<TaskRow>,
-    t: &mut Taken,
-) -> Result<(), Broken> {
-    let task = row.i64(layout.task).ok_or(Broken)?;
+/// Where the rows of a read go, in (task_id, workflow_step_id) order, each task's steps before
+/// the task's own row.
+pub trait Sink {
+    fn step(&mut self, row: StepRow<'_>);
+    fn task(&mut self, task: TaskRow);
+}
+
+/// A step_state row that does not have the shape its maintenance writes: only a hand-made
+/// change to the extension's own table can do that.
+fn broken(what: &str) -> TaskerError {
+    TaskerError::StepStateCorrupted(what.to_string())
+}
+
+/// Hands one row of a task asked for to `sink`: a step (when it has a named step: the inner
+/// join of Rails' functions) or, with `with_tasks`, the task's own row.
+fn take(layout: &Layout, row: &Row<'_>, with_tasks: bool, sink: &mut impl Sink) -> Result<(), TaskerError> {
+    let task = row.i64(layout.task).ok_or_else(|| broken("a row without task_id"))?;
     let Some(step) = row.i64(layout.step) else {
         if with_tasks {
-            tasks.push(TaskRow {
+            sink.task(TaskRow {
                 task_id: task,
-                named_task_id: row.i32(layout.named_task).ok_or(Broken)?,
+                named_task_id: row.i32(layout.named_task).ok_or_else(|| broken("a task row without named_task_id"))?,
                 state: row.bytes(layout.state).map(facts::state_of),
             });
         }
         return Ok(());
     };
-    let named_step_id = row.i32(layout.named_step).ok_or(Broken)?;
-    let start = t.parent_ids.len() as u32;
-    if !row.extend_ids(layout.parents, &mut t.parent_ids) {
-        return Err(Broken);
-    }
-    t.parent_ranges.push((start, t.parent_ids.len() as u32));
-    let name = row.bytes(layout.name);
-    t.named.push(name.is_some());
-    out.names.push(name.unwrap_or_default());
-    t.keys.push((place, step));
-    out.facts.push(StepFacts {
+    let Some(name) = row.bytes(layout.name) else {
+        return Ok(()); // no such named step: left out, as Rails' inner join leaves it out
+    };
+    let facts = StepFacts {
         workflow_step_id: step,
         task_id: task,
-        named_step_id,
+        named_step_id: row.i32(layout.named_step).ok_or_else(|| broken("a step row without named_step_id"))?,
         retryable: row.bool(layout.retryable),
         retry_limit: row.i32(layout.retry_limit),
         in_process: row.bool(layout.in_process),
@@ -70,7 +65,12 @@ fn take(
         backoff_request_seconds: row.i32(layout.backoff),
         state: row.bytes(layout.state).map(facts::state_of),
         state_since: row.timestamp(layout.state_since),
-    });
+    };
+    let tally = ParentTally {
+        total: i64::from(row.i32(layout.total_parents).ok_or_else(|| broken("a step row without total_parents"))?),
+        done: i64::from(row.i32(layout.done_parents).ok_or_else(|| broken("a step row without done_parents"))?),
+    };
+    sink.step(StepRow { facts, tally, name });
     Ok(())
 }
 
@@ -160,15 +160,57 @@ fn read_sequentially(layout: &Layout, requested: usize) -> bool {
     }
 }
 
-/// The order of the steps `t.keys` describes (in the order read) by (task place, step id), as
-/// an index scan returns them: a counting sort by task, then each task's few steps by id. Empty
-/// when they were read in order.
-fn order_by_task(keys: &[(u32, i64)], tasks_asked: usize, order: &mut Vec<u32>) {
+/// The rows of a sequential pass, kept until they are put in order.
+#[derive(Default)]
+pub struct Gathered {
+    steps: Steps,
+    /// (place of the task among those asked for, step id) of each step, in the order read.
+    keys: Vec<(u32, i64)>,
+    order: Vec<u32>,
+    ends: Vec<u32>,
+}
+
+impl Gathered {
+    fn clear(&mut self) {
+        if self.keys.capacity() > 1 << 20 {
+            *self = Gathered::default();
+        }
+        self.steps.clear();
+        self.keys.clear();
+        self.order.clear();
+        self.ends.clear();
+    }
+}
+
+/// Collects a sequential pass's rows for `Gathered`.
+struct Collect<'g> {
+    g: &'g mut Gathered,
+    place: u32,
+    tasks: Vec<TaskRow>,
+}
+
+impl Sink for Collect<'_> {
+    fn step(&mut self, row: StepRow<'_>) {
+        self.g.keys.push((self.place, row.facts.workflow_step_id));
+        self.g.steps.facts.push(row.facts);
+        self.g.steps.tallies.push(row.tally);
+        self.g.steps.names.push(row.name);
+    }
+
+    fn task(&mut self, task: TaskRow) {
+        self.tasks.push(task);
+    }
+}
+
+/// The (task place, step id) order of the keys (in the order read): a counting sort by task,
+/// then each task's few steps by id. Empty when they were read in order.
+fn order_by_task(keys: &[(u32, i64)], tasks_asked: usize, order: &mut Vec<u32>, ends: &mut Vec<u32>) {
     order.clear();
     if keys.windows(2).all(|w| w[0] < w[1]) {
         return;
     }
-    let mut ends = vec![0u32; tasks_asked + 1];
+    ends.clear();
+    ends.resize(tasks_asked + 1, 0);
     for k in keys {
         ends[k.0 as usize + 1] += 1;
     }
@@ -188,170 +230,113 @@ fn order_by_task(keys: &[(u32, i64)], tasks_asked: usize, order: &mut Vec<u32>) 
     }
 }
 
-/// Reads every step of the tasks `task_ids` (ascending, distinct) into `out`, in (task_id,
-/// workflow_step_id) order, with their parent tallies; with `with_tasks`, the tasks' own rows
-/// too. Err when a row is broken (the caller then reads the Tasker tables).
-pub fn steps(layout: &Layout, task_ids: &[i64], with_tasks: bool, out: &mut Steps) -> Result<(), Broken> {
-    out.clear();
-    let mut tasks = Vec::with_capacity(if with_tasks { task_ids.len() } else { 0 });
-    let mut t = Taken::default();
+/// Hands every step of the tasks `task_ids` (ascending, distinct) to `sink` in (task_id,
+/// workflow_step_id) order, each task's own row after its steps when `with_tasks`. `gathered`
+/// is the buffer a sequential pass uses.
+pub fn steps(
+    layout: &Layout,
+    task_ids: &[i64],
+    with_tasks: bool,
+    sink: &mut impl Sink,
+    gathered: &mut Gathered,
+) -> Result<(), TaskerError> {
     if task_ids.is_empty() {
-        out.tasks = with_tasks.then_some(tasks);
         return Ok(());
     }
-    let mut result = Ok(());
     let rank = Rank::new(task_ids);
-    let mut each = |row: &Row<'_>| {
+    let mut result = Ok(());
+    if !read_sequentially(layout, task_ids.len()) {
+        // In index order: every row goes on as it is read.
+        let mut scan = IndexScan::open(layout.heap, layout.by_task, layout.ncols)
+            .ok_or_else(|| broken("tasker_core.step_state could not be opened"))?;
+        for (lo, hi) in runs(task_ids) {
+            scan.range(lo, hi, |row| {
+                if result.is_ok() {
+                    result = take(layout, row, with_tasks, sink);
+                }
+            });
+            result.as_ref().map_err(Clone::clone)?;
+        }
+        return Ok(());
+    }
+    gathered.clear();
+    let mut collect = Collect { g: gathered, place: 0, tasks: Vec::new() };
+    let mut scan =
+        SeqScan::open(layout.heap, layout.ncols).ok_or_else(|| broken("tasker_core.step_state could not be opened"))?;
+    scan.each(|row| {
         if result.is_err() {
             return;
         }
-        let Some(task) = row.i64(layout.task) else {
-            result = Err(Broken);
-            return;
-        };
-        if let Some(place) = rank.of(task) {
-            result = take(layout, row, place, with_tasks, out, &mut tasks, &mut t);
-        }
-    };
-    if read_sequentially(layout, task_ids.len()) {
-        SeqScan::open(layout.heap, layout.ncols).ok_or(Broken)?.each(&mut each);
-    } else {
-        let mut scan = IndexScan::open(layout.heap, layout.by_task, layout.ncols).ok_or(Broken)?;
-        for (lo, hi) in runs(task_ids) {
-            scan.range(lo, hi, &mut each);
-        }
-    }
-    result?;
-    let mut order = Vec::new();
-    order_by_task(&t.keys, task_ids.len(), &mut order);
-    tasks.sort_unstable_by_key(|r| r.task_id);
-    out.tasks = with_tasks.then_some(tasks);
-    tally_parents(layout, out, &t, &order)?;
-    put_in_order(out, &t.named, &order);
-    Ok(())
-}
-
-/// The parent tally of every step: parents are nearly always steps of the same task, adjacent
-/// in (task, step) order; the others are read by step id.
-fn tally_parents(layout: &Layout, out: &mut Steps, t: &Taken, order: &[u32]) -> Result<(), Broken> {
-    let n = out.facts.len();
-    let identity: Vec<u32>;
-    let order: &[u32] = if order.is_empty() {
-        identity = (0..n as u32).collect();
-        &identity
-    } else {
-        order
-    };
-    let facts = &out.facts;
-    let mut tallies = vec![ParentTally::default(); n];
-    let mut elsewhere: Vec<(u32, i64)> = Vec::new();
-    let mut task_start = 0usize;
-    let mut task_end = 0usize;
-    for (p, &i) in order.iter().enumerate() {
-        if p == task_end {
-            task_start = p;
-            let task = facts[i as usize].task_id;
-            task_end = p + order[p..].iter().take_while(|&&j| facts[j as usize].task_id == task).count();
-        }
-        let own = &order[task_start..task_end];
-        let first = facts[own[0] as usize].workflow_step_id;
-        let (a, b) = t.parent_ranges[i as usize];
-        for &parent in &t.parent_ids[a as usize..b as usize] {
-            // A task's steps usually have consecutive ids: try the parent's place by its id.
-            let guess = usize::try_from(parent.wrapping_sub(first))
-                .ok()
-                .filter(|&g| own.get(g).is_some_and(|&j| facts[j as usize].workflow_step_id == parent));
-            let found = match guess {
-                Some(g) => Ok(g),
-                None => own.binary_search_by_key(&parent, |&j| facts[j as usize].workflow_step_id),
-            };
-            match found {
-                Ok(g) => tallies[i as usize].add_done(state::is_done(facts[own[g] as usize].current_state())),
-                Err(_) => elsewhere.push((i, parent)),
+        match row.i64(layout.task) {
+            None => result = Err(broken("a row without task_id")),
+            Some(task) => {
+                if let Some(place) = rank.of(task) {
+                    collect.place = place;
+                    result = take(layout, row, with_tasks, &mut collect);
+                }
             }
         }
-    }
-    if !elsewhere.is_empty() {
-        // Parents in other tasks (rare): their state by step id, under the same snapshot.
-        let mut missing: Vec<i64> = elsewhere.iter().map(|&(_, p)| p).collect();
-        missing.sort_unstable();
-        missing.dedup();
-        let mut done: Vec<(i64, bool)> = Vec::with_capacity(missing.len());
-        let mut scan = IndexScan::open(layout.heap, layout.by_step, layout.ncols).ok_or(Broken)?;
-        for &id in &missing {
-            scan.range(id, id, |row| {
-                done.push((id, row.bytes(layout.state).is_some_and(facts::is_done)));
-            });
-        }
-        // A parent without a step row is only possible without the foreign keys: let the
-        // Tasker tables answer.
-        if done.len() != missing.len() {
-            return Err(Broken);
-        }
-        for &(i, p) in &elsewhere {
-            let j = done.binary_search_by_key(&p, |&(s, _)| s).map_err(|_| Broken)?;
-            tallies[i as usize].add_done(done[j].1);
-        }
-    }
-    out.tallies = tallies;
+    });
+    drop(scan);
+    result?;
+    let Collect { g, mut tasks, .. } = collect;
+    order_by_task(&g.keys, task_ids.len(), &mut g.order, &mut g.ends);
+    tasks.sort_unstable_by_key(|t| t.task_id);
+    replay(&g.steps, &g.order, tasks, sink);
     Ok(())
 }
 
-/// Puts `out.facts`, `tallies` and `names` in (task, step) order, leaving out steps without a
-/// named step (the inner join of Rails' functions).
-fn put_in_order(out: &mut Steps, named: &[bool], order: &[u32]) {
-    if order.is_empty() && named.iter().all(|&n| n) {
-        return;
+/// Hands buffered steps to `sink` in the order `order` gives (identity when empty), each
+/// task's own row (from `tasks`, by task_id) after its steps and tasks without steps in place.
+pub fn replay(steps: &Steps, order: &[u32], tasks: Vec<TaskRow>, sink: &mut impl Sink) {
+    let n = steps.facts.len();
+    let mut tasks = tasks.into_iter().peekable();
+    for p in 0..n {
+        let i = if order.is_empty() { p } else { order[p] as usize };
+        let facts = &steps.facts[i];
+        // Tasks before this step's task (and this task's row once its steps are done).
+        while let Some(t) = tasks.next_if(|t| t.task_id < facts.task_id) {
+            sink.task(t);
+        }
+        sink.step(StepRow { facts: facts.clone(), tally: steps.tallies[i], name: steps.names.get(i) });
     }
-    let n = out.facts.len();
-    let positions: Vec<usize> =
-        if order.is_empty() { (0..n).collect() } else { order.iter().map(|&i| i as usize).collect() };
-    let facts = std::mem::take(&mut out.facts);
-    let tallies = std::mem::take(&mut out.tallies);
-    let names = std::mem::take(&mut out.names);
-    let mut slots: Vec<Option<StepFacts>> = facts.into_iter().map(Some).collect();
-    for i in positions {
-        if !named[i] {
-            continue;
-        }
-        if let Some(f) = slots[i].take() {
-            out.facts.push(f);
-            out.tallies.push(tallies[i]);
-            out.names.push(names.get(i));
-        }
+    for t in tasks {
+        sink.task(t);
     }
 }
 
 /// The graph of one task (step ids and the edges into them) from its rows.
-pub fn graph(layout: &Layout, task_id: i64) -> Result<TaskGraph, Broken> {
-    let mut scan = IndexScan::open(layout.heap, layout.by_task, layout.graph_ncols).ok_or(Broken)?;
+pub fn graph(layout: &Layout, task_id: i64) -> Result<TaskGraph, TaskerError> {
+    let mut scan = IndexScan::open(layout.heap, layout.by_task, layout.graph_ncols)
+        .ok_or_else(|| broken("tasker_core.step_state could not be opened"))?;
     let mut steps = Vec::new();
     let mut edges = Vec::new();
     let mut parents = Vec::new();
-    let mut broken = false;
+    let mut ok = true;
     scan.range(task_id, task_id, |row| {
         let Some(step) = row.i64(layout.step) else {
             return; // the task's own row
         };
         parents.clear();
-        broken |= !row.extend_ids(layout.parents, &mut parents);
+        ok &= row.extend_ids(layout.parents, &mut parents);
         steps.push(step);
         edges.extend(parents.iter().map(|&p| (p, step)));
     });
-    if broken {
-        Err(Broken)
-    } else {
+    if ok {
         Ok((steps, edges))
+    } else {
+        Err(broken("a step row whose parents are not a bigint[] without NULLs"))
     }
 }
 
 /// The task and step counts of `get_system_health_counts_v01` from one pass over step_state.
 /// The same counts as SQL over the Tasker tables: while step_state is valid every task and step
 /// has exactly one row with its current state and the step's retry columns as stored.
-pub fn health(layout: &Layout) -> Result<HealthCounts, Broken> {
+pub fn health(layout: &Layout) -> Result<HealthCounts, TaskerError> {
     let mut h = HealthCounts::default();
-    let mut broken = false;
-    let mut scan = SeqScan::open(layout.heap, layout.ncols).ok_or(Broken)?;
+    let mut ok = true;
+    let mut scan =
+        SeqScan::open(layout.heap, layout.ncols).ok_or_else(|| broken("tasker_core.step_state could not be opened"))?;
     scan.each(|row| {
         // An unknown state counts only in the totals, as no state at all does.
         let current = row.bytes(layout.state).and_then(|b| std::str::from_utf8(b).ok()).and_then(state::known);
@@ -368,13 +353,13 @@ pub fn health(layout: &Layout) -> Result<HealthCounts, Broken> {
         } else if row.i64(layout.task).is_some() {
             h.add_tasks(current, 1);
         } else {
-            broken = true;
+            ok = false;
         }
     });
-    if broken {
-        Err(Broken)
-    } else {
+    if ok {
         Ok(h)
+    } else {
+        Err(broken("a row without task_id"))
     }
 }
 
@@ -431,10 +416,11 @@ mod tests {
     fn order_by_task_sorts_by_place_then_step() {
         let keys = vec![(1, 20), (0, 11), (1, 10), (0, 10), (2, 5)];
         let mut order = Vec::new();
-        order_by_task(&keys, 3, &mut order);
+        let mut ends = Vec::new();
+        order_by_task(&keys, 3, &mut order, &mut ends);
         let sorted: Vec<(u32, i64)> = order.iter().map(|&i| keys[i as usize]).collect();
         assert_eq!(sorted, vec![(0, 10), (0, 11), (1, 10), (1, 20), (2, 5)]);
-        order_by_task(&[(0, 1), (0, 2), (1, 1)], 2, &mut order);
+        order_by_task(&[(0, 1), (0, 2), (1, 1)], 2, &mut order, &mut ends);
         assert!(order.is_empty(), "already in order");
     }
 }

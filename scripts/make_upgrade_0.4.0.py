@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""Writes sql/tasker_core--0.3.0--0.4.0.sql while 0.4.0 is unreleased (then the file is frozen).
+
+The upgrade is the 0.4.0 install script turned into replacements: every function is created or
+replaced (functions whose result type changed are dropped first), tables and indexes that exist
+since 0.3.0 are altered by hand-written steps, and what 0.4.0 no longer has is dropped. The
+hand-written steps come first (PREAMBLE) and last (POSTAMBLE). tests/upgrade/run.sh proves the
+result equals a fresh install, object for object. Usage (from the repository root):
+    scripts/make_upgrade_0.4.0.py
+"""
+import re
+import subprocess
+import tempfile
+
+with tempfile.NamedTemporaryFile(suffix='.sql') as out:
+    subprocess.run(['cargo', 'pgrx', 'schema', 'pg15', '-o', out.name], check=True, capture_output=True)
+    schema = open(out.name).read()
+
+
+def statements(sql):
+    """Splits SQL text into statements (dollar quotes and comments respected)."""
+    out, cur, i, quote = [], [], 0, None
+    while i < len(sql):
+        if quote:
+            end = sql.find(quote, i)
+            cur.append(sql[i:end + len(quote)])
+            i = end + len(quote)
+            quote = None
+            continue
+        if sql.startswith('--', i):
+            end = sql.find('\n', i)
+            end = len(sql) if end < 0 else end
+            cur.append(sql[i:end])
+            i = end
+            continue
+        if sql.startswith('/*', i):
+            end = sql.find('*/', i) + 2
+            i = end
+            continue
+        m = re.match(r'\$[A-Za-z_]*\$', sql[i:])
+        if m:
+            quote = m.group(0)
+            cur.append(quote)
+            i += len(quote)
+            continue
+        if sql[i] == "'":
+            end = i + 1
+            while True:
+                end = sql.find("'", end)
+                if sql.startswith("''", end):
+                    end += 2
+                    continue
+                break
+            cur.append(sql[i:end + 1])
+            i = end + 1
+            continue
+        if sql[i] == ';':
+            text = ''.join(cur).strip()
+            if text:
+                out.append(text + ';')
+            cur = []
+            i += 1
+            continue
+        cur.append(sql[i])
+        i += 1
+    return out
+
+
+def code(stmt):
+    """The statement without the comment lines before it."""
+    lines = stmt.split('\n')
+    while lines and (not lines[0].strip() or lines[0].lstrip().startswith('--')):
+        lines.pop(0)
+    return '\n'.join(lines).strip()
+
+
+KEEP_AS_IS = ('REVOKE ', 'GRANT ', 'ALTER FUNCTION ', 'ALTER EVENT TRIGGER ', 'ALTER TABLE tasker_core.step_state REPLICA')
+SKIP = ('CREATE TABLE ', 'CREATE INDEX ', 'CREATE UNIQUE INDEX ', 'CREATE EVENT TRIGGER tasker_core_step_state_watch')
+NEW_EVENT_TRIGGERS = ('CREATE EVENT TRIGGER tasker_core_before_drop',)
+
+body = []
+for stmt in statements(schema):
+    c = code(stmt)
+    if not c:
+        continue
+    if c.startswith(SKIP):
+        continue
+    if c.startswith(('CREATE FUNCTION ', 'CREATE  FUNCTION ')):
+        c = re.sub(r'^CREATE\s+FUNCTION\s+"([a-z_0-9]+)"', r'CREATE OR REPLACE FUNCTION tasker_core."\1"', c)
+        c = re.sub(r'^CREATE\s+FUNCTION\s+', 'CREATE OR REPLACE FUNCTION ', c)
+        body.append(c)
+    elif c.startswith(KEEP_AS_IS) or c.startswith(NEW_EVENT_TRIGGERS):
+        body.append(c)
+    else:
+        raise SystemExit(f'make_upgrade_0.4.0.py: no rule for:\n{c[:200]}')
+
+PREAMBLE = r'''-- tasker_core 0.3.0 -> 0.4.0 (docs/adoption.md, "Upgrading").
+-- Written by scripts/make_upgrade_0.4.0.py until 0.4.0 is released, then frozen;
+-- tests/upgrade/run.sh proves 0.3.0 (and 0.1.0, 0.2.0) + this == a fresh 0.4.0.
+--
+-- What changes: every function pins search_path = pg_catalog, pg_temp; Rails' definitions are
+-- kept as functions next to Rails' (<name>_before_tasker_core) instead of in
+-- tasker_core.replaced_functions, so they survive schema-only dumps; the step state gains
+-- parent counters, a replica identity, and the identity of the server that built it; a guard on
+-- the most_recent flag; a DROP EXTENSION guard; read_paths(), read_path_stats().
+
+-- Rails' definitions recorded by 0.1.0-0.3.0 move next to the functions they belong to. Each
+-- was rendered by pg_get_functiondef (search_path pg_catalog, pg_temp: its header names the
+-- function schema-qualified) and written only by SECURITY DEFINER recorders; it runs under the
+-- role that owns the function. The copies are not members of the extension: they travel with
+-- dumps of the Rails schema.
+DO $migrate$
+DECLARE
+    r record;
+    target regprocedure;
+    copy regprocedure;
+    header text;
+    owner_name name;
+    previous_role text := pg_catalog.current_setting('role');
+BEGIN
+    IF pg_catalog.to_regclass('tasker_core.replaced_functions') IS NULL THEN
+        RETURN;
+    END IF;
+    FOR r IN SELECT * FROM tasker_core.replaced_functions WHERE definition IS NOT NULL LOOP
+        target := pg_catalog.to_regprocedure(pg_catalog.format('%I.%I(%s)', r.schema_name, r.function_name, r.identity_args));
+        CONTINUE WHEN target IS NULL;
+        header := pg_catalog.format('CREATE OR REPLACE FUNCTION %I.%I(', r.schema_name, r.function_name);
+        CONTINUE WHEN pg_catalog.left(r.definition, pg_catalog.length(header)) <> header;
+        SELECT o.rolname INTO owner_name FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_roles o ON o.oid = p.proowner
+         WHERE p.oid = target;
+        PERFORM pg_catalog.set_config('role', owner_name, true);
+        EXECUTE pg_catalog.format('CREATE OR REPLACE FUNCTION %I.%I(', r.schema_name, r.function_name || '_before_tasker_core')
+                || pg_catalog.substr(r.definition, pg_catalog.length(header) + 1);
+        PERFORM pg_catalog.set_config('role', previous_role, true);
+        copy := pg_catalog.to_regprocedure(pg_catalog.format('%I.%I(%s)', r.schema_name, r.function_name || '_before_tasker_core', r.identity_args));
+        EXECUTE pg_catalog.format('ALTER EXTENSION tasker_core DROP FUNCTION %s', copy);
+        EXECUTE pg_catalog.format('COMMENT ON FUNCTION %s IS %L', copy,
+            'Rails'' own definition of ' || pg_catalog.format('%I.%I(%s)', r.schema_name, r.function_name, r.identity_args)
+            || ', kept by tasker_core.enable(); tasker_core.disable() puts it back.');
+    END LOOP;
+END
+$migrate$;
+DROP FUNCTION tasker_core.remember_original(name, name, text);
+DROP FUNCTION tasker_core.forget_original(name, name, text);
+-- Leaving the extension first takes the table off its list of configuration tables.
+ALTER EXTENSION tasker_core DROP TABLE tasker_core.replaced_functions;
+DROP TABLE tasker_core.replaced_functions;
+
+-- Result types that changed, and functions 0.4.0 no longer has.
+DROP FUNCTION tasker_core.guard_triggers();
+DROP FUNCTION tasker_core.step_state_refresh_states(bigint[], oid);
+
+-- The step state: parent counters, a replica identity, the identity of the server that built it.
+ALTER TABLE tasker_core.step_state
+    ADD COLUMN total_parents integer NOT NULL DEFAULT 0,
+    ADD COLUMN done_parents integer NOT NULL DEFAULT 0;
+-- Counted from the copy itself (exact while it is valid; a rebuild recounts from the Tasker tables).
+UPDATE tasker_core.step_state s
+   SET total_parents = pg_catalog.cardinality(s.parents),
+       done_parents = (SELECT pg_catalog.count(*) FROM pg_catalog.unnest(s.parents) p(id)
+                         JOIN tasker_core.step_state ps ON ps.workflow_step_id = p.id
+                        WHERE ps.current_state IN ('complete', 'resolved_manually'))
+ WHERE s.workflow_step_id IS NOT NULL AND pg_catalog.cardinality(s.parents) > 0;
+ALTER TABLE tasker_core.step_state_source ADD COLUMN built_on text, ADD COLUMN fingerprint text;
+'''
+
+POSTAMBLE = r'''
+-- The most_recent guard on tables whose other guards 0.3.0's enable() attached.
+DO $flags$
+DECLARE
+    g record;
+    r record;
+BEGIN
+    FOR g IN SELECT * FROM tasker_core.guard_triggers() WHERE trigger_name LIKE '%\_flag' LOOP
+        FOR r IN SELECT DISTINCT c.oid::pg_catalog.regclass AS rel
+                   FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
+                  WHERE c.relname = g.table_name
+                    AND t.tgname = pg_catalog.replace(g.trigger_name, '_flag', '_insert')
+                    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger f WHERE f.tgrelid = c.oid AND f.tgname = g.trigger_name) LOOP
+            EXECUTE pg_catalog.format('CREATE TRIGGER %I %s ON %s FOR EACH ROW %s EXECUTE FUNCTION %s',
+                                      g.trigger_name, g.events, r.rel, g.condition, g.function_name);
+        END LOOP;
+    END LOOP;
+END
+$flags$;
+
+-- The transition trigger of a step state enabled under 0.3.0 now calls the 0.4.0 refresh (its
+-- function was replaced above); a valid copy was kept exact by this server's triggers.
+UPDATE tasker_core.step_state_source s
+   SET built_on = tasker_core.server_identity(), fingerprint = tasker_core.step_state_fingerprint(s)
+ WHERE s.valid;
+'''
+
+text = PREAMBLE + '\n' + '\n\n'.join(body) + '\n' + POSTAMBLE
+text = re.sub(r' /\*[^*]*\*/', '', text)
+open('sql/tasker_core--0.3.0--0.4.0.sql', 'w').write(text)
+print(f'sql/tasker_core--0.3.0--0.4.0.sql: {len(body)} statements from the 0.4.0 schema')

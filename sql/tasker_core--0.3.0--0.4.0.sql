@@ -1,0 +1,1286 @@
+-- tasker_core 0.3.0 -> 0.4.0 (docs/adoption.md, "Upgrading").
+-- Written by scripts/make_upgrade_0.4.0.py until 0.4.0 is released, then frozen;
+-- tests/upgrade/run.sh proves 0.3.0 (and 0.1.0, 0.2.0) + this == a fresh 0.4.0.
+--
+-- What changes: every function pins search_path = pg_catalog, pg_temp; Rails' definitions are
+-- kept as functions next to Rails' (<name>_before_tasker_core) instead of in
+-- tasker_core.replaced_functions, so they survive schema-only dumps; the step state gains
+-- parent counters, a replica identity, and the identity of the server that built it; a guard on
+-- the most_recent flag; a DROP EXTENSION guard; read_paths(), read_path_stats().
+
+-- Rails' definitions recorded by 0.1.0-0.3.0 move next to the functions they belong to. Each
+-- was rendered by pg_get_functiondef (search_path pg_catalog, pg_temp: its header names the
+-- function schema-qualified) and written only by SECURITY DEFINER recorders; it runs under the
+-- role that owns the function. The copies are not members of the extension: they travel with
+-- dumps of the Rails schema.
+DO $migrate$
+DECLARE
+    r record;
+    target regprocedure;
+    copy regprocedure;
+    header text;
+    owner_name name;
+    previous_role text := pg_catalog.current_setting('role');
+BEGIN
+    IF pg_catalog.to_regclass('tasker_core.replaced_functions') IS NULL THEN
+        RETURN;
+    END IF;
+    FOR r IN SELECT * FROM tasker_core.replaced_functions WHERE definition IS NOT NULL LOOP
+        target := pg_catalog.to_regprocedure(pg_catalog.format('%I.%I(%s)', r.schema_name, r.function_name, r.identity_args));
+        CONTINUE WHEN target IS NULL;
+        header := pg_catalog.format('CREATE OR REPLACE FUNCTION %I.%I(', r.schema_name, r.function_name);
+        CONTINUE WHEN pg_catalog.left(r.definition, pg_catalog.length(header)) <> header;
+        SELECT o.rolname INTO owner_name FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_roles o ON o.oid = p.proowner
+         WHERE p.oid = target;
+        PERFORM pg_catalog.set_config('role', owner_name, true);
+        EXECUTE pg_catalog.format('CREATE OR REPLACE FUNCTION %I.%I(', r.schema_name, r.function_name || '_before_tasker_core')
+                || pg_catalog.substr(r.definition, pg_catalog.length(header) + 1);
+        PERFORM pg_catalog.set_config('role', previous_role, true);
+        copy := pg_catalog.to_regprocedure(pg_catalog.format('%I.%I(%s)', r.schema_name, r.function_name || '_before_tasker_core', r.identity_args));
+        EXECUTE pg_catalog.format('ALTER EXTENSION tasker_core DROP FUNCTION %s', copy);
+        EXECUTE pg_catalog.format('COMMENT ON FUNCTION %s IS %L', copy,
+            'Rails'' own definition of ' || pg_catalog.format('%I.%I(%s)', r.schema_name, r.function_name, r.identity_args)
+            || ', kept by tasker_core.enable(); tasker_core.disable() puts it back.');
+    END LOOP;
+END
+$migrate$;
+DROP FUNCTION tasker_core.remember_original(name, name, text);
+DROP FUNCTION tasker_core.forget_original(name, name, text);
+-- Leaving the extension first takes the table off its list of configuration tables.
+ALTER EXTENSION tasker_core DROP TABLE tasker_core.replaced_functions;
+DROP TABLE tasker_core.replaced_functions;
+
+-- Result types that changed, and functions 0.4.0 no longer has.
+DROP FUNCTION tasker_core.guard_triggers();
+DROP FUNCTION tasker_core.step_state_refresh_states(bigint[], oid);
+
+-- The step state: parent counters, a replica identity, the identity of the server that built it.
+ALTER TABLE tasker_core.step_state
+    ADD COLUMN total_parents integer NOT NULL DEFAULT 0,
+    ADD COLUMN done_parents integer NOT NULL DEFAULT 0;
+-- Counted from the copy itself (exact while it is valid; a rebuild recounts from the Tasker tables).
+UPDATE tasker_core.step_state s
+   SET total_parents = pg_catalog.cardinality(s.parents),
+       done_parents = (SELECT pg_catalog.count(*) FROM pg_catalog.unnest(s.parents) p(id)
+                         JOIN tasker_core.step_state ps ON ps.workflow_step_id = p.id
+                        WHERE ps.current_state IN ('complete', 'resolved_manually'))
+ WHERE s.workflow_step_id IS NOT NULL AND pg_catalog.cardinality(s.parents) > 0;
+ALTER TABLE tasker_core.step_state_source ADD COLUMN built_on text, ADD COLUMN fingerprint text;
+
+CREATE OR REPLACE FUNCTION tasker_core."get_step_readiness_status"(
+	"input_task_id" bigint,
+	"step_ids" bigint[] DEFAULT NULL
+) RETURNS TABLE (
+	"workflow_step_id" bigint,
+	"task_id" bigint,
+	"named_step_id" INT,
+	"name" TEXT,
+	"current_state" TEXT,
+	"dependencies_satisfied" bool,
+	"retry_eligible" bool,
+	"ready_for_execution" bool,
+	"last_failure_at" timestamp,
+	"next_retry_at" timestamp,
+	"total_parents" INT,
+	"completed_parents" INT,
+	"attempts" INT,
+	"retry_limit" INT,
+	"backoff_request_seconds" INT,
+	"last_attempted_at" timestamp
+)
+STABLE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'get_step_readiness_status_wrapper';
+
+CREATE OR REPLACE FUNCTION tasker_core."get_step_readiness_status_batch"(
+	"input_task_ids" bigint[]
+) RETURNS TABLE (
+	"workflow_step_id" bigint,
+	"task_id" bigint,
+	"named_step_id" INT,
+	"name" TEXT,
+	"current_state" TEXT,
+	"dependencies_satisfied" bool,
+	"retry_eligible" bool,
+	"ready_for_execution" bool,
+	"last_failure_at" timestamp,
+	"next_retry_at" timestamp,
+	"total_parents" INT,
+	"completed_parents" INT,
+	"attempts" INT,
+	"retry_limit" INT,
+	"backoff_request_seconds" INT,
+	"last_attempted_at" timestamp
+)
+STABLE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'get_step_readiness_status_batch_wrapper';
+
+CREATE OR REPLACE FUNCTION tasker_core."get_task_execution_context"(
+	"input_task_id" bigint
+) RETURNS TABLE (
+	"task_id" bigint,
+	"named_task_id" INT,
+	"status" TEXT,
+	"total_steps" bigint,
+	"pending_steps" bigint,
+	"in_progress_steps" bigint,
+	"completed_steps" bigint,
+	"failed_steps" bigint,
+	"ready_steps" bigint,
+	"execution_status" TEXT,
+	"recommended_action" TEXT,
+	"completion_percentage" NUMERIC,
+	"health_status" TEXT
+)
+STABLE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'get_task_execution_context_wrapper';
+
+CREATE OR REPLACE FUNCTION tasker_core."get_task_execution_contexts_batch"(
+	"input_task_ids" bigint[]
+) RETURNS TABLE (
+	"task_id" bigint,
+	"named_task_id" INT,
+	"status" TEXT,
+	"total_steps" bigint,
+	"pending_steps" bigint,
+	"in_progress_steps" bigint,
+	"completed_steps" bigint,
+	"failed_steps" bigint,
+	"ready_steps" bigint,
+	"execution_status" TEXT,
+	"recommended_action" TEXT,
+	"completion_percentage" NUMERIC,
+	"health_status" TEXT
+)
+STABLE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'get_task_execution_contexts_batch_wrapper';
+
+CREATE OR REPLACE FUNCTION tasker_core."calculate_dependency_levels"(
+	"input_task_id" bigint
+) RETURNS TABLE (
+	"workflow_step_id" bigint,
+	"dependency_level" INT
+)
+STABLE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'calculate_dependency_levels_wrapper';
+
+CREATE OR REPLACE FUNCTION tasker_core."check_edge"(
+	"schema" TEXT, 
+	"edge_id" bigint, 
+	"from_step" bigint, 
+	"to_step" bigint 
+) RETURNS TABLE (
+	"mode" TEXT,  
+	"constraint_name" TEXT,  
+	"message" TEXT,  
+	"detail" TEXT,  
+	"hint" TEXT,  
+	"from_state" TEXT,  
+	"sort_key" INT  
+)
+VOLATILE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'check_edge_wrapper';
+
+CREATE OR REPLACE FUNCTION tasker_core."check_flag"(
+	"machine" TEXT, 
+	"schema" TEXT, 
+	"id" bigint, 
+	"owner" bigint, 
+	"sort_key" INT 
+) RETURNS TABLE (
+	"mode" TEXT,  
+	"constraint_name" TEXT,  
+	"message" TEXT,  
+	"detail" TEXT,  
+	"hint" TEXT,  
+	"from_state" TEXT,  
+	"sort_key" INT  
+)
+STRICT VOLATILE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'check_flag_wrapper';
+
+CREATE OR REPLACE FUNCTION tasker_core."check_transition"(
+	"machine" TEXT, 
+	"schema" TEXT, 
+	"owner" bigint, 
+	"to_state" TEXT, 
+	"from_state" TEXT, 
+	"sort_key" INT, 
+	"most_recent" bool 
+) RETURNS TABLE (
+	"mode" TEXT,  
+	"constraint_name" TEXT,  
+	"message" TEXT,  
+	"detail" TEXT,  
+	"hint" TEXT,  
+	"from_state" TEXT,  
+	"sort_key" INT  
+)
+VOLATILE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'check_transition_wrapper';
+
+CREATE OR REPLACE FUNCTION tasker_core."check_transition_update"(
+	"machine" TEXT, 
+	"old_owner" bigint, 
+	"new_owner" bigint, 
+	"old_to_state" TEXT, 
+	"new_to_state" TEXT, 
+	"old_from_state" TEXT, 
+	"new_from_state" TEXT, 
+	"old_sort_key" INT, 
+	"new_sort_key" INT 
+) RETURNS TABLE (
+	"mode" TEXT,  
+	"constraint_name" TEXT,  
+	"message" TEXT,  
+	"detail" TEXT,  
+	"hint" TEXT,  
+	"from_state" TEXT,  
+	"sort_key" INT  
+)
+STABLE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'check_transition_update_wrapper';
+
+CREATE OR REPLACE FUNCTION tasker_core.raise_verdict(v record, tbl name, sch name)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF v.constraint_name IS NULL THEN
+        RETURN;
+    ELSIF v.mode = 'warn' THEN
+        RAISE WARNING USING MESSAGE = v.message, DETAIL = v.detail, HINT = v.hint,
+              CONSTRAINT = v.constraint_name, TABLE = tbl, SCHEMA = sch;
+    ELSE
+        RAISE EXCEPTION USING ERRCODE = 'check_violation', MESSAGE = v.message, DETAIL = v.detail,
+              HINT = v.hint, CONSTRAINT = v.constraint_name, TABLE = tbl, SCHEMA = sch;
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tasker_core.guard_step_transition_insert()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE v record;
+BEGIN
+    SELECT * INTO v FROM tasker_core.check_transition('step', TG_TABLE_SCHEMA, NEW.workflow_step_id, NEW.to_state,
+                                                      NEW.from_state, NEW.sort_key, NEW.most_recent);
+    PERFORM tasker_core.raise_verdict(v, TG_TABLE_NAME, TG_TABLE_SCHEMA);
+    IF v.mode <> 'off' AND v.sort_key IS NOT NULL THEN
+        NEW.from_state := v.from_state;
+        NEW.sort_key := v.sort_key;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tasker_core.guard_task_transition_insert()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE v record;
+BEGIN
+    SELECT * INTO v FROM tasker_core.check_transition('task', TG_TABLE_SCHEMA, NEW.task_id, NEW.to_state,
+                                                      NEW.from_state, NEW.sort_key, NEW.most_recent);
+    PERFORM tasker_core.raise_verdict(v, TG_TABLE_NAME, TG_TABLE_SCHEMA);
+    IF v.mode <> 'off' AND v.sort_key IS NOT NULL THEN
+        NEW.from_state := v.from_state;
+        NEW.sort_key := v.sort_key;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tasker_core.guard_step_transition_update()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE v record;
+BEGIN
+    SELECT * INTO v FROM tasker_core.check_transition_update('step', OLD.workflow_step_id, NEW.workflow_step_id,
+        OLD.to_state, NEW.to_state, OLD.from_state, NEW.from_state, OLD.sort_key, NEW.sort_key);
+    PERFORM tasker_core.raise_verdict(v, TG_TABLE_NAME, TG_TABLE_SCHEMA);
+    RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tasker_core.guard_task_transition_update()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE v record;
+BEGIN
+    SELECT * INTO v FROM tasker_core.check_transition_update('task', OLD.task_id, NEW.task_id,
+        OLD.to_state, NEW.to_state, OLD.from_state, NEW.from_state, OLD.sort_key, NEW.sort_key);
+    PERFORM tasker_core.raise_verdict(v, TG_TABLE_NAME, TG_TABLE_SCHEMA);
+    RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tasker_core.guard_step_transition_flag()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE v record;
+BEGIN
+    SELECT * INTO v FROM tasker_core.check_flag('step', TG_TABLE_SCHEMA, NEW.id, NEW.workflow_step_id, NEW.sort_key);
+    PERFORM tasker_core.raise_verdict(v, TG_TABLE_NAME, TG_TABLE_SCHEMA);
+    RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tasker_core.guard_task_transition_flag()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE v record;
+BEGIN
+    SELECT * INTO v FROM tasker_core.check_flag('task', TG_TABLE_SCHEMA, NEW.id, NEW.task_id, NEW.sort_key);
+    PERFORM tasker_core.raise_verdict(v, TG_TABLE_NAME, TG_TABLE_SCHEMA);
+    RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tasker_core.guard_step_edge()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE v record;
+BEGIN
+    IF TG_OP = 'UPDATE' AND NEW.from_step_id IS NOT DISTINCT FROM OLD.from_step_id
+                        AND NEW.to_step_id IS NOT DISTINCT FROM OLD.to_step_id THEN
+        RETURN NEW;
+    END IF;
+    SELECT * INTO v FROM tasker_core.check_edge(TG_TABLE_SCHEMA, NEW.id, NEW.from_step_id, NEW.to_step_id);
+    PERFORM tasker_core.raise_verdict(v, TG_TABLE_NAME, TG_TABLE_SCHEMA);
+    RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tasker_core.guard_triggers()
+RETURNS TABLE (trigger_name name, table_name name, events text, condition text, function_name text)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    VALUES ('tasker_core_step_transition_insert'::name, 'tasker_workflow_step_transitions'::name, 'BEFORE INSERT', '',
+            'tasker_core.guard_step_transition_insert()'),
+           ('tasker_core_step_transition_update', 'tasker_workflow_step_transitions',
+            'BEFORE UPDATE OF workflow_step_id, to_state, from_state, sort_key', '',
+            'tasker_core.guard_step_transition_update()'),
+           ('tasker_core_step_transition_flag', 'tasker_workflow_step_transitions', 'BEFORE UPDATE OF most_recent',
+            'WHEN (new.most_recent AND NOT old.most_recent)', 'tasker_core.guard_step_transition_flag()'),
+           ('tasker_core_task_transition_insert', 'tasker_task_transitions', 'BEFORE INSERT', '',
+            'tasker_core.guard_task_transition_insert()'),
+           ('tasker_core_task_transition_update', 'tasker_task_transitions',
+            'BEFORE UPDATE OF task_id, to_state, from_state, sort_key', '', 'tasker_core.guard_task_transition_update()'),
+           ('tasker_core_task_transition_flag', 'tasker_task_transitions', 'BEFORE UPDATE OF most_recent',
+            'WHEN (new.most_recent AND NOT old.most_recent)', 'tasker_core.guard_task_transition_flag()'),
+           ('tasker_core_step_edge_guard', 'tasker_workflow_step_edges',
+            'BEFORE INSERT OR UPDATE OF from_step_id, to_step_id', '', 'tasker_core.guard_step_edge()')
+$$;
+
+CREATE OR REPLACE FUNCTION tasker_core."get_system_health_counts_v01"() RETURNS TABLE (
+	"total_tasks" bigint,  
+	"pending_tasks" bigint,  
+	"in_progress_tasks" bigint,  
+	"complete_tasks" bigint,  
+	"error_tasks" bigint,  
+	"cancelled_tasks" bigint,  
+	"total_steps" bigint,  
+	"pending_steps" bigint,  
+	"in_progress_steps" bigint,  
+	"complete_steps" bigint,  
+	"error_steps" bigint,  
+	"retryable_error_steps" bigint,  
+	"exhausted_retry_steps" bigint,  
+	"in_backoff_steps" bigint,  
+	"active_connections" bigint,  
+	"max_connections" bigint  
+)
+STRICT STABLE
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'get_system_health_counts_v01_wrapper';
+
+CREATE OR REPLACE FUNCTION tasker_core."most_recent_index"(
+	"rel" oid, 
+	"owner" TEXT 
+) RETURNS oid 
+STRICT STABLE PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'most_recent_index_wrapper';
+
+CREATE OR REPLACE FUNCTION tasker_core."read_path_stats"() RETURNS TABLE (
+	"function_name" TEXT,  
+	"path" TEXT,  
+	"calls" bigint  
+)
+STRICT VOLATILE PARALLEL RESTRICTED
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'read_path_stats_wrapper';
+
+CREATE OR REPLACE FUNCTION tasker_core."read_path_stats_reset"() RETURNS void
+STRICT VOLATILE PARALLEL RESTRICTED
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'read_path_stats_reset_wrapper';
+
+CREATE OR REPLACE FUNCTION tasker_core."read_paths"(
+	"schema" TEXT DEFAULT NULL 
+) RETURNS TABLE (
+	"function_name" TEXT,  
+	"path" TEXT,  
+	"reason" TEXT  
+)
+STABLE PARALLEL RESTRICTED
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'read_paths_wrapper';
+
+CREATE OR REPLACE FUNCTION tasker_core."server_identity"() RETURNS TEXT 
+STRICT STABLE PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'server_identity_wrapper';
+
+CREATE OR REPLACE FUNCTION tasker_core."step_state_check_not_missed"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'step_state_check_not_missed_wrapper';
+
+CREATE OR REPLACE FUNCTION tasker_core."step_state_rebuild"() RETURNS bigint 
+STRICT VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'step_state_rebuild_wrapper';
+
+CREATE OR REPLACE FUNCTION tasker_core."step_state_refresh"(
+	"ids" bigint[], 
+	"steps" oid, 
+	"named_steps" oid, 
+	"transitions" oid, 
+	"edges" oid 
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'step_state_refresh_wrapper';
+
+CREATE OR REPLACE FUNCTION tasker_core."step_state_refresh_tasks"(
+	"ids" bigint[], 
+	"tasks" oid, 
+	"task_transitions" oid 
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'step_state_refresh_tasks_wrapper';
+
+CREATE OR REPLACE FUNCTION tasker_core."step_state_refresh_transitions"(
+	"ids" bigint[], 
+	"transitions" oid, 
+	"edges" oid 
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'step_state_refresh_transitions_wrapper';
+
+REVOKE ALL ON tasker_core.step_state FROM PUBLIC;
+
+ALTER TABLE tasker_core.step_state REPLICA IDENTITY FULL;
+
+REVOKE ALL ON tasker_core.step_state_source FROM PUBLIC;
+
+GRANT SELECT ON tasker_core.step_state_source TO PUBLIC;
+
+CREATE OR REPLACE FUNCTION tasker_core.step_state_columns()
+RETURNS TABLE (table_name name, column_name name, column_type text)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    VALUES ('tasker_workflow_steps'::name, 'workflow_step_id'::name, 'bigint'),
+           ('tasker_workflow_steps', 'task_id', 'bigint'),
+           ('tasker_workflow_steps', 'named_step_id', 'integer'),
+           ('tasker_workflow_steps', 'retryable', 'boolean'),
+           ('tasker_workflow_steps', 'retry_limit', 'integer'),
+           ('tasker_workflow_steps', 'in_process', 'boolean'),
+           ('tasker_workflow_steps', 'processed', 'boolean'),
+           ('tasker_workflow_steps', 'attempts', 'integer'),
+           ('tasker_workflow_steps', 'last_attempted_at', 'timestamp without time zone'),
+           ('tasker_workflow_steps', 'backoff_request_seconds', 'integer'),
+           ('tasker_named_steps', 'named_step_id', 'integer'),
+           ('tasker_named_steps', 'name', 'character varying'),
+           ('tasker_workflow_step_transitions', 'id', 'bigint'),
+           ('tasker_workflow_step_transitions', 'workflow_step_id', 'bigint'),
+           ('tasker_workflow_step_transitions', 'to_state', 'character varying'),
+           ('tasker_workflow_step_transitions', 'most_recent', 'boolean'),
+           ('tasker_workflow_step_transitions', 'created_at', 'timestamp without time zone'),
+           ('tasker_workflow_step_edges', 'id', 'bigint'),
+           ('tasker_workflow_step_edges', 'from_step_id', 'bigint'),
+           ('tasker_workflow_step_edges', 'to_step_id', 'bigint'),
+           ('tasker_tasks', 'task_id', 'bigint'),
+           ('tasker_tasks', 'named_task_id', 'integer'),
+           ('tasker_task_transitions', 'id', 'bigint'),
+           ('tasker_task_transitions', 'task_id', 'bigint'),
+           ('tasker_task_transitions', 'to_state', 'character varying'),
+           ('tasker_task_transitions', 'most_recent', 'boolean'),
+           ('tasker_task_transitions', 'created_at', 'timestamp without time zone')
+$$;
+
+CREATE OR REPLACE FUNCTION tasker_core.step_state_tables()
+RETURNS SETOF name
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    VALUES ('tasker_workflow_steps'::name), ('tasker_named_steps'), ('tasker_workflow_step_transitions'),
+           ('tasker_workflow_step_edges'), ('tasker_tasks'), ('tasker_task_transitions')
+$$;
+
+CREATE OR REPLACE FUNCTION tasker_core.step_state_triggers()
+RETURNS TABLE (trigger_name name, event text, referencing text)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    VALUES ('tasker_core_state_insert'::name, 'INSERT', 'REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT'),
+           ('tasker_core_state_update', 'UPDATE', 'REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT'),
+           ('tasker_core_state_delete', 'DELETE', 'REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT'),
+           ('tasker_core_state_truncate', 'TRUNCATE', 'FOR EACH STATEMENT')
+$$;
+
+CREATE OR REPLACE FUNCTION tasker_core.step_state_problem(src tasker_core.step_state_source)
+RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    rel regclass;
+BEGIN
+    FOR r IN SELECT c.table_name, c.column_name, c.column_type, a.atttypid, a.attnotnull
+               FROM tasker_core.step_state_columns() c
+               LEFT JOIN pg_catalog.pg_class t ON t.oid = CASE c.table_name
+                        WHEN 'tasker_workflow_steps' THEN src.steps WHEN 'tasker_named_steps' THEN src.named_steps
+                        WHEN 'tasker_workflow_step_transitions' THEN src.transitions WHEN 'tasker_workflow_step_edges' THEN src.edges
+                        WHEN 'tasker_tasks' THEN src.tasks ELSE src.task_transitions END
+               LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = t.oid AND a.attname = c.column_name AND NOT a.attisdropped
+    LOOP
+        IF r.atttypid IS NULL THEN
+            RETURN pg_catalog.format('%s has no column %s', r.table_name, r.column_name);
+        ELSIF pg_catalog.format_type(r.atttypid, NULL) <> r.column_type THEN
+            RETURN pg_catalog.format('%s.%s is %s, not %s', r.table_name, r.column_name, pg_catalog.format_type(r.atttypid, NULL), r.column_type);
+        END IF;
+    END LOOP;
+    FOREACH rel IN ARRAY ARRAY[src.steps, src.named_steps, src.transitions, src.edges, src.tasks, src.task_transitions] LOOP
+        IF (SELECT relkind FROM pg_catalog.pg_class WHERE oid = rel) IS DISTINCT FROM 'r' THEN
+            RETURN pg_catalog.format('%s is not a plain table', rel);
+        END IF;
+        FOR r IN SELECT g.trigger_name, t.tgenabled, t.tgfoid
+                   FROM tasker_core.step_state_triggers() WITH ORDINALITY g(trigger_name, event, referencing, n)
+                   LEFT JOIN pg_catalog.pg_trigger t ON t.tgrelid = rel AND t.tgname = g.trigger_name ORDER BY g.n LOOP
+            IF r.tgenabled IS NULL OR r.tgfoid <> 'tasker_core.step_state_sync()'::pg_catalog.regprocedure THEN
+                RETURN pg_catalog.format('trigger %s on %s is missing', r.trigger_name, rel);
+            ELSIF r.tgenabled <> 'A' THEN
+                RETURN pg_catalog.format('trigger %s on %s is not ENABLE ALWAYS', r.trigger_name, rel);
+            END IF;
+        END LOOP;
+    END LOOP;
+    -- Logical replication applies rows with row triggers only: statement triggers never fire
+    -- for the apply worker, so a subscriber's copy would drift.
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_subscription s JOIN pg_catalog.pg_database d ON d.oid = s.subdbid WHERE d.datname = current_database()) THEN
+        RETURN 'this database has logical replication subscriptions (their apply workers fire no statement triggers)';
+    END IF;
+    -- One most_recent transition per step and per task, as the read functions assume (schema.md):
+    -- a unique index that proves it, decided by meaning (tasker_core.most_recent_index).
+    FOR r IN SELECT * FROM (VALUES (src.transitions, 'workflow_step_id'::name), (src.task_transitions, 'task_id')) v(rel, owner) LOOP
+        IF tasker_core.most_recent_index(r.rel, r.owner) IS NULL THEN
+            RETURN pg_catalog.format('%s has no valid unique index allowing one most_recent row per %s '
+                                     '(such as Rails'' (%s, most_recent) WHERE (most_recent = true))', r.rel, r.owner, r.owner);
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tasker_core.step_state_fingerprint(src tasker_core.step_state_source)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.string_agg(pg_catalog.format('%s:%s:%s', c.oid, c.relfilenode,
+               (SELECT pg_catalog.string_agg(pg_catalog.format('%s=%s/%s', a.attname, a.attnum,
+                                                               pg_catalog.format_type(a.atttypid, a.atttypmod)), ',' ORDER BY a.attnum)
+                  FROM pg_catalog.pg_attribute a
+                 WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                   AND a.attname IN (SELECT x.column_name FROM tasker_core.step_state_columns() x WHERE x.table_name = c.relname))),
+               ';' ORDER BY t.n)
+      FROM pg_catalog.unnest(ARRAY[src.steps, src.named_steps, src.transitions, src.edges, src.tasks, src.task_transitions])
+           WITH ORDINALITY t(rel, n)
+      JOIN pg_catalog.pg_class c ON c.oid = t.rel
+$$;
+
+CREATE OR REPLACE FUNCTION tasker_core.step_state_enable_always(src tasker_core.step_state_source)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT t.tgrelid::pg_catalog.regclass AS rel, t.tgname
+               FROM pg_catalog.pg_trigger t
+              WHERE t.tgrelid = ANY (ARRAY[src.steps, src.named_steps, src.transitions, src.edges, src.tasks, src.task_transitions])
+                AND t.tgname IN (SELECT g.trigger_name FROM tasker_core.step_state_triggers() g)
+                AND t.tgfoid = 'tasker_core.step_state_sync()'::pg_catalog.regprocedure
+                AND t.tgenabled <> 'A'
+    LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ALWAYS TRIGGER %I', r.rel, r.tgname);
+    END LOOP;
+END
+$$;
+
+REVOKE ALL ON FUNCTION tasker_core.step_state_enable_always(tasker_core.step_state_source) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION tasker_core.step_state_invalidate(why text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE tasker_core.step_state_source SET valid = false, reason = why, changed_at = pg_catalog.now() WHERE valid;
+    IF FOUND THEN
+        RAISE WARNING 'tasker_core: the derived step state is no longer used: %', why
+            USING HINT = 'The read functions read the Tasker tables until SELECT tasker_core.step_state_rebuild() runs.';
+    END IF;
+END
+$$;
+
+REVOKE ALL ON FUNCTION tasker_core.step_state_invalidate(text) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION tasker_core.step_state_sync()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    src tasker_core.step_state_source;
+    ids bigint[];
+    named integer[];
+BEGIN
+    SELECT * INTO src FROM tasker_core.step_state_source s WHERE s.valid;
+    IF NOT FOUND THEN
+        -- Under REPEATABLE READ the snapshot may predate a rebuild that committed since: the
+        -- copy is valid for everyone else but would miss this write. Refuse (40001) then.
+        IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
+            PERFORM tasker_core.step_state_check_not_missed();
+        END IF;
+        RETURN NULL;
+    END IF;
+    IF TG_RELID NOT IN (src.steps, src.named_steps, src.transitions, src.edges, src.tasks, src.task_transitions) THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'TRUNCATE' THEN
+        PERFORM tasker_core.step_state_invalidate(pg_catalog.format('%s was truncated', TG_RELID::pg_catalog.regclass));
+        RETURN NULL;
+    END IF;
+    -- Each transition table is named only in the branch of the event that has it.
+    IF TG_RELID = src.steps THEN
+        IF TG_OP = 'INSERT' THEN
+            ids := ARRAY(SELECT n.workflow_step_id FROM new_rows n);
+        ELSIF TG_OP = 'DELETE' THEN
+            ids := ARRAY(SELECT o.workflow_step_id FROM old_rows o);
+        ELSE
+            ids := ARRAY(SELECT c.workflow_step_id FROM (
+                (SELECT workflow_step_id, task_id, named_step_id, retryable, retry_limit, in_process, processed,
+                        attempts, last_attempted_at, backoff_request_seconds FROM new_rows
+                 EXCEPT ALL
+                 SELECT workflow_step_id, task_id, named_step_id, retryable, retry_limit, in_process, processed,
+                        attempts, last_attempted_at, backoff_request_seconds FROM old_rows)
+                UNION ALL
+                (SELECT workflow_step_id, task_id, named_step_id, retryable, retry_limit, in_process, processed,
+                        attempts, last_attempted_at, backoff_request_seconds FROM old_rows
+                 EXCEPT ALL
+                 SELECT workflow_step_id, task_id, named_step_id, retryable, retry_limit, in_process, processed,
+                        attempts, last_attempted_at, backoff_request_seconds FROM new_rows)) c);
+        END IF;
+    ELSIF TG_RELID = src.transitions THEN
+        IF TG_OP = 'INSERT' THEN
+            ids := ARRAY(SELECT n.workflow_step_id FROM new_rows n);
+        ELSIF TG_OP = 'DELETE' THEN
+            ids := ARRAY(SELECT o.workflow_step_id FROM old_rows o);
+        ELSE
+            ids := ARRAY(SELECT c.workflow_step_id FROM (
+                (SELECT id, workflow_step_id, to_state, most_recent, created_at FROM new_rows
+                 EXCEPT ALL SELECT id, workflow_step_id, to_state, most_recent, created_at FROM old_rows)
+                UNION ALL
+                (SELECT id, workflow_step_id, to_state, most_recent, created_at FROM old_rows
+                 EXCEPT ALL SELECT id, workflow_step_id, to_state, most_recent, created_at FROM new_rows)) c);
+        END IF;
+        -- Transitions decide only the state columns (and the children's done_parents where a
+        -- step became done or stopped being done): the cheaper refresh of just those.
+        IF pg_catalog.cardinality(ids) > 0 THEN
+            PERFORM tasker_core.step_state_refresh_transitions(ids, src.transitions, src.edges);
+        END IF;
+        RETURN NULL;
+    ELSIF TG_RELID = src.edges THEN
+        IF TG_OP = 'INSERT' THEN
+            ids := ARRAY(SELECT n.to_step_id FROM new_rows n);
+        ELSIF TG_OP = 'DELETE' THEN
+            ids := ARRAY(SELECT o.to_step_id FROM old_rows o);
+        ELSE
+            ids := ARRAY(SELECT c.to_step_id FROM (
+                (SELECT id, from_step_id, to_step_id FROM new_rows EXCEPT ALL SELECT id, from_step_id, to_step_id FROM old_rows)
+                UNION ALL
+                (SELECT id, from_step_id, to_step_id FROM old_rows EXCEPT ALL SELECT id, from_step_id, to_step_id FROM new_rows)) c);
+        END IF;
+    ELSIF TG_RELID = src.tasks OR TG_RELID = src.task_transitions THEN
+        IF TG_OP = 'INSERT' THEN
+            ids := ARRAY(SELECT n.task_id FROM new_rows n);
+        ELSIF TG_OP = 'DELETE' THEN
+            ids := ARRAY(SELECT o.task_id FROM old_rows o);
+        ELSIF TG_RELID = src.tasks THEN
+            ids := ARRAY(SELECT c.task_id FROM (
+                (SELECT task_id, named_task_id FROM new_rows EXCEPT ALL SELECT task_id, named_task_id FROM old_rows)
+                UNION ALL
+                (SELECT task_id, named_task_id FROM old_rows EXCEPT ALL SELECT task_id, named_task_id FROM new_rows)) c);
+        ELSE
+            ids := ARRAY(SELECT c.task_id FROM (
+                (SELECT id, task_id, to_state, most_recent, created_at FROM new_rows
+                 EXCEPT ALL SELECT id, task_id, to_state, most_recent, created_at FROM old_rows)
+                UNION ALL
+                (SELECT id, task_id, to_state, most_recent, created_at FROM old_rows
+                 EXCEPT ALL SELECT id, task_id, to_state, most_recent, created_at FROM new_rows)) c);
+        END IF;
+        IF pg_catalog.cardinality(ids) > 0 THEN
+            PERFORM tasker_core.step_state_refresh_tasks(ids, src.tasks, src.task_transitions);
+        END IF;
+        RETURN NULL;
+    ELSIF TG_RELID = src.named_steps THEN
+        IF TG_OP = 'INSERT' THEN
+            named := ARRAY(SELECT n.named_step_id FROM new_rows n);
+        ELSIF TG_OP = 'DELETE' THEN
+            named := ARRAY(SELECT o.named_step_id FROM old_rows o);
+        ELSE
+            named := ARRAY(SELECT c.named_step_id FROM (
+                (SELECT named_step_id, name FROM new_rows EXCEPT ALL SELECT named_step_id, name FROM old_rows)
+                UNION ALL
+                (SELECT named_step_id, name FROM old_rows EXCEPT ALL SELECT named_step_id, name FROM new_rows)) c);
+        END IF;
+        IF pg_catalog.cardinality(named) = 0 THEN
+            RETURN NULL;
+        END IF;
+        -- A step inserted (or re-pointed) concurrently with this rename must not keep the old
+        -- name. Its foreign key check holds FOR KEY SHARE on the named step, which FOR UPDATE
+        -- waits for (then, under READ COMMITTED, the query below sees that step); a later one
+        -- waits for this transaction. Under REPEATABLE READ this snapshot could not see such a
+        -- step, so a rename there marks the copy stale instead (renames are rare).
+        IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
+            PERFORM tasker_core.step_state_invalidate(pg_catalog.format('a named step of %s was renamed under %s', TG_RELID::pg_catalog.regclass,
+                                                             pg_catalog.current_setting('transaction_isolation')));
+            RETURN NULL;
+        END IF;
+        EXECUTE pg_catalog.format('SELECT 1 FROM %s WHERE named_step_id = ANY($1) ORDER BY named_step_id FOR UPDATE', src.named_steps)
+          USING named;
+        ids := ARRAY(SELECT s.workflow_step_id FROM tasker_core.step_state s WHERE s.named_step_id = ANY(named));
+    ELSE
+        RETURN NULL;
+    END IF;
+    IF pg_catalog.cardinality(ids) > 0 THEN
+        PERFORM tasker_core.step_state_refresh(ids, src.steps, src.named_steps, src.transitions, src.edges);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tasker_core.step_state_watch()
+RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    src tasker_core.step_state_source;
+    why text;
+BEGIN
+    SELECT * INTO src FROM tasker_core.step_state_source s WHERE s.valid;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    why := tasker_core.step_state_problem(src);
+    IF why IS NULL AND src.fingerprint IS DISTINCT FROM tasker_core.step_state_fingerprint(src) THEN
+        -- A rewrite (ALTER COLUMN ... TYPE ... USING, a new typmod) or a column dropped and added
+        -- again: the rows may have changed without any trigger firing.
+        why := 'a mirrored table was rewritten or a mirrored column replaced, which changes rows without firing triggers';
+    END IF;
+    IF why IS NOT NULL THEN
+        PERFORM tasker_core.step_state_invalidate(pg_catalog.format('after %s: %s', tg_tag, why));
+    END IF;
+END
+$$;
+
+ALTER EVENT TRIGGER tasker_core_step_state_watch ENABLE ALWAYS;
+
+REVOKE ALL ON FUNCTION tasker_core.step_state_problem(tasker_core.step_state_source) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION tasker_core.step_state_enable(schema name DEFAULT 'public')
+RETURNS TABLE (object text, action text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    src tasker_core.step_state_source;
+    tbl name;
+    g record;
+    why text;
+BEGIN
+    IF pg_catalog.to_regnamespace(pg_catalog.quote_ident(schema)) IS NULL THEN
+        RAISE EXCEPTION 'schema "%" does not exist', schema USING ERRCODE = '3F000';
+    END IF;
+    FOR tbl IN SELECT * FROM tasker_core.step_state_tables() LOOP
+        IF pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, tbl)) IS NULL THEN
+            RAISE EXCEPTION 'cannot enable the step state: table %.% does not exist', schema, tbl
+                USING ERRCODE = '42P01', HINT = 'Pass the schema that holds the Tasker tables.';
+        END IF;
+    END LOOP;
+    IF EXISTS (SELECT 1 FROM tasker_core.step_state_source s
+                WHERE s.steps <> pg_catalog.format('%I.tasker_workflow_steps', schema)::pg_catalog.regclass) THEN
+        RAISE EXCEPTION 'the step state already mirrors %', (SELECT s.steps FROM tasker_core.step_state_source s)
+            USING ERRCODE = '55000', HINT = 'Run tasker_core.step_state_disable() for that schema first.';
+    END IF;
+    -- Not valid while the triggers are (re)installed and the rows rebuilt.
+    INSERT INTO tasker_core.step_state_source AS s (steps, named_steps, transitions, edges, tasks, task_transitions, valid, reason)
+    VALUES (pg_catalog.format('%I.tasker_workflow_steps', schema)::pg_catalog.regclass, pg_catalog.format('%I.tasker_named_steps', schema)::pg_catalog.regclass,
+            pg_catalog.format('%I.tasker_workflow_step_transitions', schema)::pg_catalog.regclass,
+            pg_catalog.format('%I.tasker_workflow_step_edges', schema)::pg_catalog.regclass, pg_catalog.format('%I.tasker_tasks', schema)::pg_catalog.regclass,
+            pg_catalog.format('%I.tasker_task_transitions', schema)::pg_catalog.regclass, false, 'being built')
+    ON CONFLICT (only_row) DO UPDATE SET valid = false, reason = 'being rebuilt', changed_at = pg_catalog.now()
+    RETURNING * INTO src;
+    FOR tbl IN SELECT * FROM tasker_core.step_state_tables() LOOP
+        FOR g IN SELECT * FROM tasker_core.step_state_triggers() LOOP
+            object := pg_catalog.format('trigger %I on %I.%I', g.trigger_name, schema, tbl);
+            IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgrelid = pg_catalog.format('%I.%I', schema, tbl)::pg_catalog.regclass
+                                                     AND t.tgname = g.trigger_name) THEN
+                EXECUTE pg_catalog.format('DROP TRIGGER %I ON %I.%I', g.trigger_name, schema, tbl);
+                action := 'reinstalled';
+            ELSE
+                action := 'installed';
+            END IF;
+            EXECUTE pg_catalog.format('CREATE TRIGGER %I AFTER %s ON %I.%I %s EXECUTE FUNCTION tasker_core.step_state_sync()',
+                           g.trigger_name, g.event, schema, tbl, g.referencing);
+            EXECUTE pg_catalog.format('ALTER TABLE %I.%I ENABLE ALWAYS TRIGGER %I', schema, tbl, g.trigger_name);
+            RETURN NEXT;
+        END LOOP;
+    END LOOP;
+    why := tasker_core.step_state_problem(src);
+    IF why IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot enable the step state: %', why USING ERRCODE = '55000';
+    END IF;
+    object := 'tasker_core.step_state';
+    action := pg_catalog.format('built (%s steps)', tasker_core.step_state_rebuild());
+    RETURN NEXT;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tasker_core.step_state_disable(schema name DEFAULT 'public')
+RETURNS TABLE (object text, action text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tbl name;
+    g record;
+    mirrored regclass := (SELECT s.steps FROM tasker_core.step_state_source s);
+BEGIN
+    IF mirrored IS NOT NULL
+       AND mirrored IS DISTINCT FROM pg_catalog.to_regclass(pg_catalog.format('%I.tasker_workflow_steps', schema)) THEN
+        RAISE EXCEPTION 'the step state mirrors %, not the Tasker tables of schema %', mirrored, pg_catalog.quote_ident(schema)
+            USING ERRCODE = '55000', HINT = 'Pass the schema of the mirrored tables; nothing was changed.';
+    END IF;
+    DELETE FROM tasker_core.step_state_source;
+    FOR tbl IN SELECT * FROM tasker_core.step_state_tables() LOOP
+        CONTINUE WHEN pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, tbl)) IS NULL;
+        FOR g IN SELECT * FROM tasker_core.step_state_triggers() LOOP
+            IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                        WHERE t.tgrelid = pg_catalog.format('%I.%I', schema, tbl)::pg_catalog.regclass
+                          AND t.tgname = g.trigger_name) THEN
+                EXECUTE pg_catalog.format('DROP TRIGGER %I ON %I.%I', g.trigger_name, schema, tbl);
+                object := pg_catalog.format('trigger %I on %I.%I', g.trigger_name, schema, tbl);
+                action := 'removed';
+                RETURN NEXT;
+            END IF;
+        END LOOP;
+    END LOOP;
+    DELETE FROM tasker_core.step_state;
+    object := 'tasker_core.step_state';
+    action := 'emptied';
+    RETURN NEXT;
+END
+$$;
+
+REVOKE ALL ON FUNCTION tasker_core.step_state_refresh(bigint[], oid, oid, oid, oid) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION tasker_core.step_state_refresh_tasks(bigint[], oid, oid) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION tasker_core.step_state_refresh_transitions(bigint[], oid, oid) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION tasker_core.step_state_rebuild() FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION tasker_core.step_state_check_not_missed() FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION tasker_core.step_state_sync() FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION tasker_core.step_state_watch() FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION tasker_core.step_state_enable(name) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION tasker_core.step_state_disable(name) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION tasker_core."step_state_verify"() RETURNS TABLE (
+	"workflow_step_id" bigint,  
+	"task_id" bigint,  
+	"problem" TEXT  
+)
+STRICT STABLE PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'step_state_verify_wrapper';
+
+GRANT USAGE ON SCHEMA tasker_core TO PUBLIC;
+
+CREATE OR REPLACE FUNCTION tasker_core.drop_in_functions()
+RETURNS TABLE (function_name name, identity_args text, call_args text)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    VALUES ('get_step_readiness_status'::name,        'bigint, bigint[]', 'input_task_id, step_ids'),
+           ('get_step_readiness_status_batch'::name,  'bigint[]',         'input_task_ids'),
+           ('get_task_execution_context'::name,       'bigint',           'input_task_id'),
+           ('get_task_execution_contexts_batch'::name,'bigint[]',         'input_task_ids'),
+           ('calculate_dependency_levels'::name,      'bigint',           'input_task_id'),
+           ('get_system_health_counts_v01'::name,     '',                 '')
+$$;
+
+CREATE OR REPLACE FUNCTION tasker_core.saved_name(function_name name)
+RETURNS name
+LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT (function_name::text || '_before_tasker_core')::name $$;
+
+CREATE OR REPLACE FUNCTION tasker_core.is_native_wrapper(target regprocedure, native regprocedure)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                    WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.objid = target
+                      AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.refobjid = native)
+        OR EXISTS (SELECT 1 FROM pg_catalog.pg_proc p, pg_catalog.pg_proc n, tasker_core.drop_in_functions() f
+                    WHERE p.oid = target AND n.oid = native AND f.function_name = n.proname
+                      AND p.prolang = (SELECT l.oid FROM pg_catalog.pg_language l WHERE l.lanname = 'sql')
+                      AND p.prosrc = pg_catalog.format('SELECT * FROM tasker_core.%I(%s)', f.function_name, f.call_args))
+$$;
+
+CREATE OR REPLACE FUNCTION tasker_core.redefine_as(source regprocedure, target_schema name, target_name name, owner oid)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    definition text := pg_catalog.pg_get_functiondef(source);
+    -- pg_get_functiondef qualifies the name: nothing but pg_catalog is on this function's path.
+    header text := (SELECT pg_catalog.format('CREATE OR REPLACE FUNCTION %I.%I(', n.nspname, p.proname)
+                      FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+                     WHERE p.oid = source);
+    previous_role text := pg_catalog.current_setting('role');
+BEGIN
+    IF pg_catalog.left(definition, pg_catalog.length(header)) <> header THEN
+        RAISE EXCEPTION 'unexpected definition of %', source USING ERRCODE = 'XX000';
+    END IF;
+    definition := pg_catalog.format('CREATE OR REPLACE FUNCTION %I.%I(', target_schema, target_name)
+                  || pg_catalog.substr(definition, pg_catalog.length(header) + 1);
+    PERFORM pg_catalog.set_config('role', (SELECT r.rolname FROM pg_catalog.pg_roles r WHERE r.oid = owner), true);
+    EXECUTE definition;
+    PERFORM pg_catalog.set_config('role', previous_role, true);
+END
+$$;
+
+REVOKE ALL ON FUNCTION tasker_core.redefine_as(regprocedure, name, name, oid) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION tasker_core.enable(schema name DEFAULT 'public', functions boolean DEFAULT true, triggers boolean DEFAULT true)
+RETURNS TABLE (object text, action text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    f record;
+    target regprocedure;
+    native regprocedure;
+    saved regprocedure;
+    body text;
+    g record;
+    owner oid;
+BEGIN
+    IF pg_catalog.to_regnamespace(pg_catalog.quote_ident(schema)) IS NULL THEN
+        RAISE EXCEPTION 'schema "%" does not exist', schema USING ERRCODE = '3F000';
+    END IF;
+    IF triggers THEN
+        FOR g IN SELECT * FROM tasker_core.guard_triggers() LOOP
+            object := pg_catalog.format('trigger %I on %I.%I', g.trigger_name, schema, g.table_name);
+            IF pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, g.table_name)) IS NULL THEN
+                RAISE EXCEPTION 'cannot enable tasker_core triggers: table %.% does not exist', schema, g.table_name
+                    USING ERRCODE = '42P01', HINT = 'Run enable() in the schema that holds the Tasker tables, or pass triggers => false.';
+            END IF;
+            IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                        WHERE t.tgrelid = pg_catalog.format('%I.%I', schema, g.table_name)::pg_catalog.regclass
+                          AND t.tgname = g.trigger_name) THEN
+                action := 'already installed';
+            ELSE
+                EXECUTE pg_catalog.format('CREATE TRIGGER %I %s ON %I.%I FOR EACH ROW %s EXECUTE FUNCTION %s',
+                                          g.trigger_name, g.events, schema, g.table_name, g.condition, g.function_name);
+                action := 'installed';
+            END IF;
+            RETURN NEXT;
+        END LOOP;
+    END IF;
+    IF NOT functions THEN
+        RETURN;
+    END IF;
+    -- Check every function before changing any, so enable() is all or nothing.
+    FOR f IN SELECT * FROM tasker_core.drop_in_functions() LOOP
+        target := pg_catalog.to_regprocedure(pg_catalog.format('%I.%I(%s)', schema, f.function_name, f.identity_args));
+        native := pg_catalog.format('tasker_core.%I(%s)', f.function_name, f.identity_args)::pg_catalog.regprocedure;
+        IF target IS NOT NULL AND NOT tasker_core.is_native_wrapper(target, native)
+           AND (pg_catalog.pg_get_function_result(target) IS DISTINCT FROM pg_catalog.pg_get_function_result(native)
+                OR pg_catalog.pg_get_function_arguments(target) IS DISTINCT FROM pg_catalog.pg_get_function_arguments(native)) THEN
+            RAISE EXCEPTION 'cannot enable tasker_core: %.% has a different signature than the native function', schema, f.function_name
+                USING ERRCODE = '42P13',
+                      DETAIL = pg_catalog.format('%s(%s) returns %s; tasker_core.%s(%s) returns %s.',
+                                      target, pg_catalog.pg_get_function_arguments(target), pg_catalog.pg_get_function_result(target),
+                                      f.function_name, pg_catalog.pg_get_function_arguments(native), pg_catalog.pg_get_function_result(native)),
+                      HINT = 'Rails and tasker_core disagree on this function; nothing was changed. See docs/compatibility.md.';
+        END IF;
+    END LOOP;
+    FOR f IN SELECT * FROM tasker_core.drop_in_functions() LOOP
+        object := pg_catalog.format('%I.%I(%s)', schema, f.function_name, f.identity_args);
+        target := pg_catalog.to_regprocedure(object);
+        native := pg_catalog.format('tasker_core.%I(%s)', f.function_name, f.identity_args)::pg_catalog.regprocedure;
+        IF target IS NOT NULL AND tasker_core.is_native_wrapper(target, native) THEN
+            action := 'already native';
+            RETURN NEXT;
+            CONTINUE;
+        END IF;
+        IF target IS NOT NULL THEN
+            -- Rails' definition, copied next to it (as its owner) before it is replaced.
+            SELECT p.proowner INTO owner FROM pg_catalog.pg_proc p WHERE p.oid = target;
+            IF NOT pg_catalog.pg_has_role(owner, 'USAGE') THEN
+                RAISE EXCEPTION 'must be owner of function %', target USING ERRCODE = '42501',
+                    HINT = 'Run tasker_core.enable() as the role that owns the Rails functions (or a member of it).';
+            END IF;
+            PERFORM tasker_core.redefine_as(target, schema, tasker_core.saved_name(f.function_name), owner);
+            saved := pg_catalog.to_regprocedure(pg_catalog.format('%I.%I(%s)', schema, tasker_core.saved_name(f.function_name), f.identity_args));
+            EXECUTE pg_catalog.format('COMMENT ON FUNCTION %s IS %L', saved,
+                'Rails'' own definition of ' || object || ', kept by tasker_core.enable(); tasker_core.disable() puts it back.');
+        END IF;
+        IF pg_catalog.current_setting('server_version_num')::int >= 140000 THEN
+            body := pg_catalog.format('BEGIN ATOMIC SELECT * FROM tasker_core.%I(%s); END', f.function_name, f.call_args);
+        ELSE
+            body := pg_catalog.format('AS %L', pg_catalog.format('SELECT * FROM tasker_core.%I(%s)', f.function_name, f.call_args));
+        END IF;
+        EXECUTE pg_catalog.format('CREATE OR REPLACE FUNCTION %I.%I(%s) RETURNS %s LANGUAGE sql STABLE %s',
+                       schema, f.function_name, pg_catalog.pg_get_function_arguments(native),
+                       pg_catalog.pg_get_function_result(native), body);
+        action := CASE WHEN target IS NULL THEN 'created native' ELSE 'replaced with native' END;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tasker_core.disable(schema name DEFAULT 'public')
+RETURNS TABLE (object text, action text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    f record;
+    target regprocedure;
+    native regprocedure;
+    saved regprocedure;
+    g record;
+    owner oid;
+    saved_owner oid;
+BEGIN
+    FOR g IN SELECT * FROM tasker_core.guard_triggers() LOOP
+        IF pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, g.table_name)) IS NOT NULL
+           AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                        WHERE t.tgrelid = pg_catalog.format('%I.%I', schema, g.table_name)::pg_catalog.regclass
+                          AND t.tgname = g.trigger_name) THEN
+            EXECUTE pg_catalog.format('DROP TRIGGER %I ON %I.%I', g.trigger_name, schema, g.table_name);
+            object := pg_catalog.format('trigger %I on %I.%I', g.trigger_name, schema, g.table_name);
+            action := 'removed';
+            RETURN NEXT;
+        END IF;
+    END LOOP;
+    FOR f IN SELECT * FROM tasker_core.drop_in_functions() ORDER BY 1, 2 LOOP
+        object := pg_catalog.format('%I.%I(%s)', schema, f.function_name, f.identity_args);
+        target := pg_catalog.to_regprocedure(object);
+        native := pg_catalog.to_regprocedure(pg_catalog.format('tasker_core.%I(%s)', f.function_name, f.identity_args));
+        saved := pg_catalog.to_regprocedure(pg_catalog.format('%I.%I(%s)', schema, tasker_core.saved_name(f.function_name), f.identity_args));
+        IF target IS NULL OR NOT tasker_core.is_native_wrapper(target, native) THEN
+            CONTINUE;
+        END IF;
+        IF saved IS NULL THEN
+            EXECUTE pg_catalog.format('DROP FUNCTION %s', target);
+            action := 'dropped (enable had created it)';
+        ELSE
+            SELECT p.proowner INTO owner FROM pg_catalog.pg_proc p WHERE p.oid = target;
+            SELECT p.proowner INTO saved_owner FROM pg_catalog.pg_proc p WHERE p.oid = saved;
+            IF owner <> saved_owner THEN
+                RAISE EXCEPTION 'cannot restore %: the saved definition % is owned by %, the function by %',
+                                object, saved, saved_owner::regrole, owner::regrole
+                    USING ERRCODE = '42501',
+                          HINT = 'The saved copy and the function must have the same owner (ALTER FUNCTION ... OWNER TO).';
+            END IF;
+            IF NOT pg_catalog.pg_has_role(owner, 'USAGE') THEN
+                RAISE EXCEPTION 'must be owner of function %', target USING ERRCODE = '42501',
+                    HINT = 'Run tasker_core.disable() as the role that owns the Rails functions (or a member of it).';
+            END IF;
+            PERFORM tasker_core.redefine_as(saved, schema, f.function_name, owner);
+            EXECUTE pg_catalog.format('DROP FUNCTION %s', saved);
+            action := 'restored';
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tasker_core.release_all()
+RETURNS TABLE (object text, action text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s name;
+BEGIN
+    FOR s IN
+        SELECT DISTINCT n.nspname FROM pg_catalog.pg_trigger t
+          JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE t.tgname IN (SELECT g.trigger_name FROM tasker_core.guard_triggers() g)
+        UNION
+        SELECT n.nspname FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+          JOIN tasker_core.drop_in_functions() f ON f.function_name = p.proname
+         WHERE n.nspname <> 'tasker_core'
+           AND tasker_core.is_native_wrapper(p.oid::pg_catalog.regprocedure,
+                   pg_catalog.to_regprocedure(pg_catalog.format('tasker_core.%I(%s)', f.function_name, f.identity_args)))
+        ORDER BY 1
+    LOOP
+        RETURN QUERY SELECT * FROM tasker_core.disable(s);
+    END LOOP;
+    IF EXISTS (SELECT 1 FROM tasker_core.step_state_source) THEN
+        RETURN QUERY SELECT * FROM tasker_core.step_state_disable(
+            (SELECT n.nspname FROM tasker_core.step_state_source src
+               JOIN pg_catalog.pg_class c ON c.oid = src.steps JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace));
+    END IF;
+END
+$$;
+
+REVOKE ALL ON FUNCTION tasker_core.release_all() FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION tasker_core.status(schema name DEFAULT 'public')
+RETURNS TABLE (object text, kind text, state text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    f record;
+    g record;
+    p record;
+    target regprocedure;
+BEGIN
+    FOR g IN SELECT * FROM tasker_core.guard_triggers() LOOP
+        object := pg_catalog.format('trigger %I on %I.%I', g.trigger_name, schema, g.table_name);
+        kind := 'trigger';
+        state := CASE
+            WHEN pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, g.table_name)) IS NULL THEN 'missing table'
+            WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                          WHERE t.tgrelid = pg_catalog.format('%I.%I', schema, g.table_name)::pg_catalog.regclass
+                            AND t.tgname = g.trigger_name) THEN 'installed'
+            ELSE 'absent' END;
+        RETURN NEXT;
+    END LOOP;
+    FOR f IN SELECT * FROM tasker_core.drop_in_functions() LOOP
+        object := pg_catalog.format('%I.%I(%s)', schema, f.function_name, f.identity_args);
+        kind := 'function';
+        target := pg_catalog.to_regprocedure(object);
+        state := CASE
+            WHEN target IS NULL THEN 'missing'
+            WHEN tasker_core.is_native_wrapper(target, pg_catalog.format('tasker_core.%I(%s)', f.function_name, f.identity_args)::pg_catalog.regprocedure)
+                THEN 'native'
+            ELSE 'original' END;
+        RETURN NEXT;
+    END LOOP;
+    -- How each read function reads the Tasker tables of this schema right now.
+    FOR p IN SELECT * FROM tasker_core.read_paths(schema) LOOP
+        object := pg_catalog.format('tasker_core.%I', p.function_name);
+        kind := 'read path';
+        state := p.path || COALESCE(': ' || p.reason, '');
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tasker_core.before_drop()
+RETURNS event_trigger
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'tasker_core_before_drop';
+
+CREATE EVENT TRIGGER tasker_core_before_drop ON ddl_command_start
+    WHEN TAG IN ('DROP EXTENSION')
+    EXECUTE FUNCTION tasker_core.before_drop();
+
+ALTER EVENT TRIGGER tasker_core_before_drop ENABLE ALWAYS;
+
+REVOKE ALL ON FUNCTION tasker_core.before_drop() FROM PUBLIC;
+
+ALTER FUNCTION tasker_core.get_system_health_counts_v01() CALLED ON NULL INPUT;
+
+-- The most_recent guard on tables whose other guards 0.3.0's enable() attached.
+DO $flags$
+DECLARE
+    g record;
+    r record;
+BEGIN
+    FOR g IN SELECT * FROM tasker_core.guard_triggers() WHERE trigger_name LIKE '%\_flag' LOOP
+        FOR r IN SELECT DISTINCT c.oid::pg_catalog.regclass AS rel
+                   FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
+                  WHERE c.relname = g.table_name
+                    AND t.tgname = pg_catalog.replace(g.trigger_name, '_flag', '_insert')
+                    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger f WHERE f.tgrelid = c.oid AND f.tgname = g.trigger_name) LOOP
+            EXECUTE pg_catalog.format('CREATE TRIGGER %I %s ON %s FOR EACH ROW %s EXECUTE FUNCTION %s',
+                                      g.trigger_name, g.events, r.rel, g.condition, g.function_name);
+        END LOOP;
+    END LOOP;
+END
+$flags$;
+
+-- The transition trigger of a step state enabled under 0.3.0 now calls the 0.4.0 refresh (its
+-- function was replaced above); a valid copy was kept exact by this server's triggers.
+UPDATE tasker_core.step_state_source s
+   SET built_on = tasker_core.server_identity(), fingerprint = tasker_core.step_state_fingerprint(s)
+ WHERE s.valid;

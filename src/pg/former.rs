@@ -1,0 +1,308 @@
+//! The one hand-written piece of PostgreSQL internals in tasker_core: forming readiness result
+//! rows. Everything else goes through PostgreSQL's own APIs.
+//!
+//! Why: in a batch of 42,000 readiness rows, `heap_form_minimal_tuple` (walking the result
+//! descriptor twice per row, then zeroing a fresh allocation) was 27% of the call
+//! (docs/benchmarks.md; `make bench` measures both formers side by side: `tasker_core.row_former`).
+//!
+//! How it stays safe: a `Former` exists only for a result descriptor whose every column is a
+//! by-value integer or boolean of 1, 2, 4 or 8 bytes or a plain varlena (`for_desc` checks each
+//! attribute); rows are built byte by byte in a `Vec<u8>` through bounds-checked writes, from
+//! typed values (`Val`) whose kind must match the column's (`form` refuses anything else, and
+//! the caller then uses `tuplestore_putvalues`). The bytes are those `heap_form_tuple` writes
+//! (heaptuple.c: header, null bitmap, `heap_fill_tuple`'s alignment, 1-byte varlena headers for
+//! short values, zeroed padding); `tuplestore_puttuple` copies them into a minimal tuple. Debug
+//! builds compare every row with `heap_form_minimal_tuple` of the same values, byte for byte.
+
+use pgrx::pg_sys;
+
+/// How a result column is stored.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    /// By value, this many bytes (1, 2, 4 or 8), aligned to `align`.
+    Fixed { len: usize, align: usize },
+    /// A varlena (text) that may be stored with a 1-byte header, else aligned to `align`.
+    Varlena { align: usize },
+}
+
+/// A value of one result column.
+#[derive(Clone, Copy, Debug)]
+pub enum Val<'a> {
+    Null,
+    Int8(i64),
+    Int4(i32),
+    Bool(bool),
+    /// A text's bytes (without any header).
+    Text(&'a [u8]),
+}
+
+/// Forms rows of one result descriptor.
+pub struct Former {
+    kinds: Vec<Kind>,
+    /// The row being formed, as a heap tuple (8-byte aligned storage).
+    words: Vec<u64>,
+    /// Its length in bytes.
+    len: usize,
+    #[cfg(debug_assertions)]
+    desc: pg_sys::TupleDesc,
+}
+
+/// SizeofHeapTupleHeader: offsetof(HeapTupleHeaderData, t_bits).
+const HEADER: usize = 23;
+/// Where t_infomask2, t_infomask and t_hoff are in a heap tuple header.
+const INFOMASK2_AT: usize = 18;
+const INFOMASK_AT: usize = 20;
+const HOFF_AT: usize = 22;
+
+fn align_of(attalign: std::ffi::c_char) -> Option<usize> {
+    match attalign as u8 {
+        b'c' => Some(1),
+        b's' => Some(2),
+        b'i' => Some(4),
+        b'd' => Some(8),
+        _ => None,
+    }
+}
+
+fn aligned(at: usize, align: usize) -> usize {
+    at.div_ceil(align) * align
+}
+
+impl Former {
+    /// A former for `desc`, if every column is of a kind it forms (else None: use
+    /// `tuplestore_putvalues`). Only little-endian machines (the varlena header bits).
+    ///
+    /// # Safety
+    /// `desc` is a valid tuple descriptor that outlives the Former.
+    pub unsafe fn for_desc(desc: pg_sys::TupleDesc) -> Option<Former> {
+        if !cfg!(target_endian = "little") || desc.is_null() {
+            return None;
+        }
+        let natts = (*desc).natts.max(0) as usize;
+        // SAFETY: the attributes of a valid descriptor (PostgreSQL 18 stores them after its
+        // compact attributes).
+        #[cfg(not(feature = "pg18"))]
+        let first = (*desc).attrs.as_ptr();
+        #[cfg(feature = "pg18")]
+        let first = (*desc).compact_attrs.as_ptr().add(natts) as *const pg_sys::FormData_pg_attribute;
+        let attrs = std::slice::from_raw_parts(first, natts);
+        let mut kinds = Vec::with_capacity(natts);
+        for a in attrs {
+            let align = align_of(a.attalign)?;
+            let kind = match (a.attbyval, a.attlen) {
+                (true, 1 | 2 | 4 | 8) => Kind::Fixed { len: a.attlen as usize, align },
+                // A packable varlena: heap_fill_tuple shortens its header when it can.
+                (false, -1) if a.attstorage as u8 != b'p' => Kind::Varlena { align },
+                _ => return None,
+            };
+            if a.attisdropped {
+                return None;
+            }
+            kinds.push(kind);
+        }
+        Some(Former {
+            kinds,
+            words: Vec::new(),
+            len: 0,
+            #[cfg(debug_assertions)]
+            desc,
+        })
+    }
+
+    /// Forms one row of `vals` (one per column). False, with nothing formed, when a value does
+    /// not fit its column (a wrong kind, or a number too wide).
+    pub fn form(&mut self, vals: &[Val<'_>]) -> bool {
+        let natts = self.kinds.len();
+        if vals.len() != natts {
+            return false;
+        }
+        let mut has_null = false;
+        let mut text_bytes = 0usize;
+        for v in vals {
+            match v {
+                Val::Null => has_null = true,
+                Val::Text(t) => text_bytes += t.len(),
+                _ => {}
+            }
+        }
+        let hoff = aligned(HEADER + if has_null { natts.div_ceil(8) } else { 0 }, 8);
+        // Room for every column at 8 bytes plus 7 of padding, and the texts with 4-byte headers.
+        let words = (hoff + 16 * natts + text_bytes).div_ceil(8);
+        if self.words.len() < words {
+            self.words.resize(words, 0);
+        }
+        // SAFETY: the u64 storage viewed as bytes (u8 has no alignment or validity
+        // requirements), for exactly its length; the view is the only access while it lives.
+        let buf: &mut [u8] =
+            unsafe { std::slice::from_raw_parts_mut(self.words.as_mut_ptr() as *mut u8, self.words.len() * 8) };
+        // The header and null bitmap start zeroed; every padding byte below is written as zero.
+        buf[..hoff].fill(0);
+        let mut at = hoff;
+        let mut infomask: u16 = 0;
+        for (i, (kind, val)) in self.kinds.iter().zip(vals).enumerate() {
+            match (*kind, *val) {
+                (_, Val::Null) => {
+                    infomask |= pg_sys::HEAP_HASNULL as u16;
+                    continue;
+                }
+                (Kind::Fixed { len, align }, v) => {
+                    let start = aligned(at, align);
+                    buf[at..start].fill(0);
+                    match (len, v) {
+                        (8, Val::Int8(x)) => buf[start..start + 8].copy_from_slice(&x.to_le_bytes()),
+                        (4, Val::Int4(x)) => buf[start..start + 4].copy_from_slice(&x.to_le_bytes()),
+                        (1, Val::Bool(b)) => buf[start] = b as u8,
+                        _ => return false,
+                    }
+                    at = start + len;
+                }
+                (Kind::Varlena { align }, Val::Text(t)) => {
+                    infomask |= pg_sys::HEAP_HASVARWIDTH as u16;
+                    if t.len() < 127 {
+                        // VARATT_CAN_MAKE_SHORT: a 1-byte header, no alignment (SET_VARSIZE_1B).
+                        buf[at] = (((t.len() + 1) << 1) | 1) as u8;
+                        buf[at + 1..at + 1 + t.len()].copy_from_slice(t);
+                        at += 1 + t.len();
+                    } else {
+                        let Ok(size) = u32::try_from(t.len() + 4) else {
+                            return false;
+                        };
+                        let start = aligned(at, align);
+                        buf[at..start].fill(0);
+                        // SET_VARSIZE_4B, little-endian.
+                        buf[start..start + 4].copy_from_slice(&(size << 2).to_le_bytes());
+                        buf[start + 4..start + 4 + t.len()].copy_from_slice(t);
+                        at = start + 4 + t.len();
+                    }
+                }
+                _ => return false,
+            }
+            if has_null {
+                buf[HEADER + i / 8] |= 1 << (i % 8);
+            }
+        }
+        buf[INFOMASK2_AT..INFOMASK2_AT + 2].copy_from_slice(&(natts as u16).to_le_bytes());
+        buf[INFOMASK_AT..INFOMASK_AT + 2].copy_from_slice(&infomask.to_le_bytes());
+        buf[HOFF_AT] = hoff as u8;
+        self.len = at;
+        true
+    }
+
+    /// Hands the row last formed to `store`, which copies it (`tuplestore_puttuple`).
+    ///
+    /// # Safety
+    /// `store` is a live tuplestore of this former's descriptor; `form` returned true since the
+    /// last `put`.
+    pub unsafe fn put(&mut self, store: *mut pg_sys::Tuplestorestate, #[allow(unused)] vals: &[Val<'_>]) {
+        #[cfg(debug_assertions)]
+        self.check(vals);
+        let mut tuple: pg_sys::HeapTupleData = std::mem::zeroed();
+        tuple.t_len = self.len as u32;
+        tuple.t_data = self.words.as_mut_ptr() as pg_sys::HeapTupleHeader;
+        // SAFETY: t_data points to `len` formed bytes in 8-byte aligned storage; the tuplestore
+        // copies bytes MINIMAL_TUPLE_OFFSET.. of it and keeps nothing of ours.
+        pg_sys::tuplestore_puttuple(store, &mut tuple);
+    }
+
+    /// Debug builds: the formed bytes equal heap_form_minimal_tuple's for the same values.
+    #[cfg(debug_assertions)]
+    unsafe fn check(&self, vals: &[Val<'_>]) {
+        let mut texts: Vec<Vec<u8>> = Vec::new();
+        let mut datums = Vec::with_capacity(vals.len());
+        let mut nulls = Vec::with_capacity(vals.len());
+        for v in vals {
+            let d = match *v {
+                Val::Null => pg_sys::Datum::from(0),
+                Val::Int8(x) => pg_sys::Datum::from(x),
+                Val::Int4(x) => pg_sys::Datum::from(x),
+                Val::Bool(b) => pg_sys::Datum::from(b),
+                Val::Text(t) => {
+                    let mut owned = vec![0u8; 4 + t.len() + 4];
+                    let p = (owned.as_mut_ptr() as usize).next_multiple_of(4) - owned.as_ptr() as usize;
+                    owned[p..p + 4].copy_from_slice(&(((4 + t.len()) as u32) << 2).to_le_bytes());
+                    owned[p + 4..p + 4 + t.len()].copy_from_slice(t);
+                    let d = pg_sys::Datum::from(owned.as_ptr().add(p));
+                    texts.push(owned);
+                    d
+                }
+            };
+            datums.push(d);
+            nulls.push(matches!(v, Val::Null));
+        }
+        #[cfg(not(feature = "pg18"))]
+        let theirs = pg_sys::heap_form_minimal_tuple(self.desc, datums.as_mut_ptr(), nulls.as_mut_ptr());
+        #[cfg(feature = "pg18")]
+        let theirs = pg_sys::heap_form_minimal_tuple(self.desc, datums.as_mut_ptr(), nulls.as_mut_ptr(), 0);
+        let theirs = std::slice::from_raw_parts(theirs as *const u8, (*theirs).t_len as usize);
+        // A minimal tuple is the heap tuple from byte MINIMAL_TUPLE_OFFSET (8) on, t_len first.
+        let ours = std::slice::from_raw_parts((self.words.as_ptr() as *const u8).add(8), self.len - 8);
+        assert_eq!(&ours[4..], &theirs[4..], "tasker_core: a formed row differs from heap_form_minimal_tuple's");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{aligned, Former, Kind, Val};
+
+    fn former(kinds: Vec<Kind>) -> Former {
+        Former {
+            kinds,
+            words: Vec::new(),
+            len: 0,
+            #[cfg(debug_assertions)]
+            desc: std::ptr::null_mut(),
+        }
+    }
+
+    fn bytes(f: &Former) -> Vec<u8> {
+        f.words.iter().flat_map(|w| w.to_le_bytes()).take(f.len).collect()
+    }
+
+    #[test]
+    fn alignment_and_short_headers_as_heap_fill_tuple() {
+        let mut f = former(vec![
+            Kind::Fixed { len: 1, align: 1 },
+            Kind::Fixed { len: 8, align: 8 },
+            Kind::Varlena { align: 4 },
+            Kind::Fixed { len: 4, align: 4 },
+        ]);
+        assert!(f.form(&[Val::Bool(true), Val::Int8(-2), Val::Text(b"ab"), Val::Int4(7)]));
+        let b = bytes(&f);
+        let hoff = 24; // MAXALIGN(23), no nulls
+        assert_eq!(b[22], hoff as u8);
+        assert_eq!(&b[18..20], &4u16.to_le_bytes()); // natts
+        assert_eq!(&b[20..22], &2u16.to_le_bytes()); // HEAP_HASVARWIDTH
+        assert_eq!(b[hoff], 1);
+        assert_eq!(&b[hoff + 1..hoff + 8], &[0; 7]); // padding before the int8
+        assert_eq!(&b[hoff + 8..hoff + 16], &(-2i64).to_le_bytes());
+        assert_eq!(&b[hoff + 16..hoff + 19], &[(3 << 1) | 1, b'a', b'b']); // short header, unaligned
+        assert_eq!(&b[hoff + 19..hoff + 20], &[0]); // pad to 4
+        assert_eq!(&b[hoff + 20..hoff + 24], &7i32.to_le_bytes());
+        assert_eq!(f.len, hoff + 24);
+    }
+
+    #[test]
+    fn nulls_set_the_bitmap_and_long_texts_keep_a_4_byte_header() {
+        let mut f = former(vec![Kind::Varlena { align: 4 }, Kind::Fixed { len: 8, align: 8 }]);
+        let long = vec![b'x'; 127];
+        assert!(f.form(&[Val::Text(&long), Val::Null]));
+        let b = bytes(&f);
+        assert_eq!(&b[20..22], &3u16.to_le_bytes()); // HASNULL | HASVARWIDTH
+        assert_eq!(b[23], 0b01); // column 0 present, column 1 null
+        let hoff = aligned(24, 8);
+        assert_eq!(&b[hoff..hoff + 4], &(((127 + 4) as u32) << 2).to_le_bytes());
+        assert_eq!(f.len, hoff + 4 + 127);
+        // 126 bytes still fit a 1-byte header
+        assert!(f.form(&[Val::Text(&long[..126]), Val::Int8(1)]));
+        assert_eq!(bytes(&f)[24], ((127 << 1) | 1) as u8);
+    }
+
+    #[test]
+    fn values_of_another_kind_are_refused() {
+        let mut f = former(vec![Kind::Fixed { len: 4, align: 4 }]);
+        assert!(!f.form(&[Val::Int8(1)]));
+        assert!(!f.form(&[Val::Text(b"x")]));
+        assert!(!f.form(&[]));
+        assert!(f.form(&[Val::Int4(1)]));
+    }
+}
