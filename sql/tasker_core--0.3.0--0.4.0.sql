@@ -630,7 +630,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT pg_catalog.string_agg(pg_catalog.format('%s:%s:%s', c.oid, c.relfilenode,
                (SELECT pg_catalog.string_agg(pg_catalog.format('%s=%s/%s', a.attname, a.attnum,
-                                                               pg_catalog.format_type(a.atttypid, a.atttypmod)), ',' ORDER BY a.attnum)
+                                                               a.atttypid), ',' ORDER BY a.attnum)
                   FROM pg_catalog.pg_attribute a
                  WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
                    AND a.attname IN (SELECT x.column_name FROM tasker_core.step_state_columns() x WHERE x.table_name = c.relname))),
@@ -653,7 +653,7 @@ BEGIN
               WHERE t.tgrelid = ANY (ARRAY[src.steps, src.named_steps, src.transitions, src.edges, src.tasks, src.task_transitions])
                 AND t.tgname IN (SELECT g.trigger_name FROM tasker_core.step_state_triggers() g)
                 AND t.tgfoid = 'tasker_core.step_state_sync()'::pg_catalog.regprocedure
-                AND t.tgenabled <> 'A'
+                AND t.tgenabled = 'O'
     LOOP
         EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ALWAYS TRIGGER %I', r.rel, r.tgname);
     END LOOP;
@@ -908,7 +908,7 @@ DECLARE
     g record;
     mirrored regclass := (SELECT s.steps FROM tasker_core.step_state_source s);
 BEGIN
-    IF mirrored IS NOT NULL
+    IF mirrored IS NOT NULL AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = mirrored)
        AND mirrored IS DISTINCT FROM pg_catalog.to_regclass(pg_catalog.format('%I.tasker_workflow_steps', schema)) THEN
         RAISE EXCEPTION 'the step state mirrors %, not the Tasker tables of schema %', mirrored, pg_catalog.quote_ident(schema)
             USING ERRCODE = '55000', HINT = 'Pass the schema of the mirrored tables; nothing was changed.';

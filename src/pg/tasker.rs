@@ -91,8 +91,10 @@ impl Tables {
                 {
                     return Some((i, Unreadable::NoSelect));
                 }
+                // RLS_NONE_ENV: the table has policies, but none applies to this user here (an
+                // owner, or row_security off with BYPASSRLS); the verdict is taken per call.
                 if pg_sys::check_enable_rls(oid, pg_sys::InvalidOid, true)
-                    != pg_sys::CheckEnableRlsResult::RLS_NONE as i32
+                    == pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32
                 {
                     return Some((i, Unreadable::RowSecurity));
                 }

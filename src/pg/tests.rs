@@ -4,7 +4,11 @@
 
 use pgrx::prelude::*;
 
+/// The Tasker schema as Rails ships it (the facts of the engine's structure.sql).
 const SCHEMA: &str = include_str!("../../tests/fixtures/tasker_schema.sql");
+/// The schema as the spec summarizes it: other column orders and index names, and the
+/// most_recent index written `WHERE most_recent`.
+const MINIMAL_SCHEMA: &str = include_str!("../../tests/fixtures/tasker_schema_minimal.sql");
 const RAILS_FUNCTIONS: &str = include_str!("../../tests/fixtures/reference_functions.sql");
 
 thread_local! {
@@ -13,15 +17,46 @@ thread_local! {
     static STEP_STATE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     /// Set by `on_another_layout`: `tasker_db` then alters step_state before enabling it.
     static ANOTHER_LAYOUT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Set by the `*_on_minimal_schema` twins: `tasker_db` loads the minimal fixture.
+    static MINIMAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Runs a test body with the derived step state enabled from the start, then checks it was
-/// used and stayed exact: still valid, and step_state_verify() finds nothing.
+/// used and stayed exact: still valid, every read took the step state, and
+/// step_state_verify() finds nothing.
 fn on_step_state(body: fn()) {
+    Spi::run("SELECT tasker_core.read_path_stats_reset()").unwrap();
     with_flag(&STEP_STATE, body);
     assert_eq!(one::<bool>("SELECT valid FROM tasker_core.step_state_source"), Some(true), "step_state still valid");
     assert_eq!(verify(), "exact");
+    // A read that fell back to SQL without the test asking for it would be a silent fallback.
+    let paths = text("SELECT coalesce(string_agg(DISTINCT path, ','), 'none') FROM tasker_core.read_path_stats()");
+    assert!(paths == "step_state" || paths == "sql,step_state" || paths == "none", "paths taken: {paths}");
+    assert_ne!(paths, "none", "the test read nothing through the read functions");
 }
+
+/// Runs a test body on the minimal fixture (the spec's summary of the schema).
+fn on_minimal_schema(body: fn()) {
+    with_flag(&MINIMAL, body);
+}
+
+/// Generates a `#[pg_test]` twin of each named test that runs it on the minimal fixture, with
+/// the step state.
+macro_rules! on_minimal_schema_too {
+    ($($test:ident => $twin:ident),* $(,)?) => {$(
+        #[pg_test]
+        fn $twin() {
+            on_minimal_schema(|| on_step_state($test));
+        }
+    )*};
+}
+
+on_minimal_schema_too!(
+    diamond_readiness => diamond_readiness_on_minimal_schema,
+    execution_context => execution_context_on_minimal_schema,
+    batch_scans_agree_with_the_reference => batch_scans_on_minimal_schema,
+    health_counts_match_the_reference => health_counts_on_minimal_schema,
+);
 
 /// Runs `body` with `flag` set, and clears it however `body` ends.
 fn with_flag(flag: &'static std::thread::LocalKey<std::cell::Cell<bool>>, body: impl FnOnce()) {
@@ -66,7 +101,7 @@ on_step_state_too!(
 /// The Tasker tables plus a few reference rows and two helpers:
 /// `pg_temp.step(id, task, named_step)` and `pg_temp.move(step, state [, at])`.
 fn tasker_db() {
-    Spi::run(SCHEMA).unwrap();
+    Spi::run(if MINIMAL.with(|m| m.get()) { MINIMAL_SCHEMA } else { SCHEMA }).unwrap();
     if STEP_STATE.with(|s| s.get()) {
         if ANOTHER_LAYOUT.with(|s| s.get()) {
             // Only now: the tests run concurrently, and creating the Tasker tables (above) is
@@ -89,14 +124,14 @@ fn tasker_db() {
              SELECT g, 1, 'step_' || g, now(), now() FROM generate_series(1, 20) g;
         INSERT INTO tasker_tasks (task_id, named_task_id, requested_at, identity_hash, created_at, updated_at)
              SELECT g, 7, now(), 'h' || g, now(), now() FROM generate_series(1, 5) g;
-        CREATE FUNCTION pg_temp.step(id bigint, task bigint, named integer) RETURNS void LANGUAGE sql AS $$
+        CREATE OR REPLACE FUNCTION pg_temp.step(id bigint, task bigint, named integer) RETURNS void LANGUAGE sql AS $$
             INSERT INTO tasker_workflow_steps (workflow_step_id, task_id, named_step_id, attempts, created_at, updated_at)
             VALUES (id, task, named, 0, now(), now()) $$;
-        CREATE FUNCTION pg_temp.move(s bigint, state text, at timestamp DEFAULT (now() AT TIME ZONE 'UTC')) RETURNS void LANGUAGE sql AS $$
+        CREATE OR REPLACE FUNCTION pg_temp.move(s bigint, state text, at timestamp DEFAULT (now() AT TIME ZONE 'UTC')) RETURNS void LANGUAGE sql AS $$
             UPDATE tasker_workflow_step_transitions SET most_recent = false WHERE workflow_step_id = s AND most_recent;
             INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at)
             SELECT s, state, coalesce(max(sort_key), 0) + 10, true, at, at FROM tasker_workflow_step_transitions WHERE workflow_step_id = s $$;
-        CREATE FUNCTION pg_temp.edge(a bigint, b bigint) RETURNS void LANGUAGE sql AS $$
+        CREATE OR REPLACE FUNCTION pg_temp.edge(a bigint, b bigint) RETURNS void LANGUAGE sql AS $$
             INSERT INTO tasker_workflow_step_edges (from_step_id, to_step_id, name, created_at, updated_at) VALUES (a, b, 'provides', now(), now()) $$;
         "#,
     )
@@ -337,13 +372,20 @@ fn enable_and_disable_round_trip() {
         Some(1)
     );
     assert!(text("SELECT pg_get_functiondef('public.get_step_readiness_status(bigint,bigint[])'::regprocedure)").contains("tasker_core.get_step_readiness_status"));
-    // The extension cannot be dropped from under Rails while enabled.
-    assert!(error_of("DROP EXTENSION tasker_core").unwrap().starts_with("2BP01:"));
+    // Rails' definitions are kept next to Rails' functions, as functions of the same owner.
+    assert_eq!(
+        one::<i64>("SELECT count(*) FROM pg_proc WHERE pronamespace = 'public'::regnamespace AND proname LIKE '%\\_before\\_tasker\\_core'"),
+        Some(6)
+    );
     assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.disable() WHERE action = 'restored'"), Some(6));
     assert_eq!(text(defs), before, "disable must restore the Rails definitions exactly");
     assert_eq!(text("SELECT string_agg(DISTINCT state, ',') FROM tasker_core.status() WHERE kind = 'function'"), "original");
     assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.disable()"), Some(0));
-    assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.replaced_functions"), Some(0));
+    assert_eq!(
+        one::<i64>("SELECT count(*) FROM pg_proc WHERE pronamespace = 'public'::regnamespace AND proname LIKE '%\\_before\\_tasker\\_core'"),
+        Some(0),
+        "disable drops the copies it restored from"
+    );
 }
 
 #[pg_test]
@@ -592,10 +634,11 @@ fn enabling_guards_never_rewrites_existing_rows() {
     let (before_t, before_e) = (text(snapshot), text(edges));
     Spi::run("SELECT * FROM tasker_core.enable(functions => false)").unwrap();
     assert_eq!((text(snapshot), text(edges)), (before_t, before_e));
-    assert_eq!(text("SELECT string_agg(state, ',') FROM tasker_core.status() WHERE kind = 'trigger'"), "installed,installed,installed,installed,installed");
+    assert_eq!(text("SELECT string_agg(DISTINCT state, ',') FROM tasker_core.status() WHERE kind = 'trigger'"), "installed");
+    assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.status() WHERE kind = 'trigger'"), Some(7));
     // Idempotent, and disable removes them.
-    assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.enable(functions => false) WHERE action = 'already installed'"), Some(5));
-    assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.disable() WHERE action = 'removed'"), Some(5));
+    assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.enable(functions => false) WHERE action = 'already installed'"), Some(7));
+    assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.disable() WHERE action = 'removed'"), Some(7));
     assert_eq!(text("SELECT string_agg(DISTINCT state, ',') FROM tasker_core.status() WHERE kind = 'trigger'"), "absent");
 }
 
@@ -656,8 +699,8 @@ fn one_transaction_may_write_twenty_thousand_transitions() {
 
 #[pg_test]
 fn row_level_security_is_applied_as_sql_applies_it() {
-    // With RLS on a table the direct index reads stand aside and the SQL path applies the
-    // policies, exactly as the Rails function would.
+    // With RLS on a table the step state stands aside and the SQL path applies the policies,
+    // exactly as the Rails function would.
     diamond();
     Spi::run(
         "CREATE ROLE tasker_rls_reader NOLOGIN;
@@ -684,16 +727,31 @@ fn both_read_paths_agree() {
     let direct = (text(all), text(ctx), text(lvl));
     Spi::run("SET LOCAL tasker_core.direct_reads = off").unwrap();
     let sql = (text(all), text(ctx), text(lvl));
+    Spi::run("SET LOCAL tasker_core.direct_reads = on").unwrap();
     assert_eq!(direct, sql);
     assert!(direct.0.contains("(4,1,4,step_4,pending,f,t,f,,,3,2,0,3,,)"), "{}", direct.0);
 }
 
-/// Result rows are written by `srf::Output`'s own tuple former: names at and past the
-/// 1-byte varlena header limit (126 and 127 bytes of text), NULL and non-NULL timestamps,
-/// numerics, read back through PostgreSQL's own deforming and compared with the reference SQL
-/// functions (debug builds also compare every row's bytes with heap_form_minimal_tuple).
+/// Readiness rows are formed by pg::former: names at and past the 1-byte varlena header limit
+/// (126 and 127 bytes of text), NULL and non-NULL timestamps, read back through PostgreSQL's
+/// own deforming and compared with the reference SQL functions, with either former (debug
+/// builds also compare every row's bytes with heap_form_minimal_tuple).
 #[pg_test]
 fn result_rows_read_back_as_the_reference_writes_them() {
+    for former in ["specialized", "postgres"] {
+        Spi::run(&format!("SET LOCAL tasker_core.row_former = {former}")).unwrap();
+        result_rows_read_back(former);
+        Spi::run("RESET tasker_core.row_former").unwrap();
+        if STEP_STATE.with(|s| s.get()) {
+            Spi::run("SELECT count(*) FROM tasker_core.step_state_disable()").unwrap();
+        }
+        Spi::run("DROP TABLE tasker_workflow_step_edges, tasker_workflow_step_transitions, tasker_task_transitions, tasker_workflow_steps, tasker_tasks, tasker_named_tasks_named_steps, tasker_named_steps, tasker_named_tasks, tasker_task_annotations, tasker_annotation_types, tasker_dependent_system_object_maps, tasker_dependent_systems, tasker_task_namespaces CASCADE; DROP TABLE IF EXISTS ar_internal_metadata, schema_migrations").unwrap();
+    }
+    // What the twin's final checks look at: a step state that is enabled and exact.
+    diamond();
+}
+
+fn result_rows_read_back(former: &str) {
     diamond();
     Spi::run(RAILS_FUNCTIONS).unwrap();
     Spi::run(
@@ -716,7 +774,7 @@ fn result_rows_read_back_as_the_reference_writes_them() {
         ),
     ] {
         let ours = text(native);
-        assert_eq!(ours, text(reference));
+        assert_eq!(ours, text(reference), "{former}");
         assert!(ours.len() > 500 || native.contains("contexts"), "{ours}");
     }
     assert_eq!(
@@ -765,8 +823,8 @@ fn batch_scans_agree_with_the_reference() {
          SELECT pg_temp.move(g, 'in_progress'), pg_temp.move(g, 'error') FROM generate_series(10, 49) g WHERE g % 10 = 5;
          UPDATE tasker_workflow_steps SET attempts = 1, last_attempted_at = now() AT TIME ZONE 'UTC', backoff_request_seconds = 60
           WHERE workflow_step_id % 10 = 5;
-         -- A legacy state too long for a 1-byte varlena header, stored after a parents array
-         -- of odd length: its 4-byte header is aligned past padding.
+         -- A legacy state too long for a 1-byte varlena header: a 4-byte header in the
+         -- result row, aligned past padding.
          SELECT pg_temp.move(46, repeat('s', 200)), pg_temp.move(13, repeat('t', 127));",
     )
     .unwrap();
@@ -799,7 +857,7 @@ fn on_another_layout(body: fn()) {
     with_flag(&ANOTHER_LAYOUT, || on_step_state(body));
     assert_eq!(
         one::<i64>("SELECT count(*) FROM pg_attribute WHERE attrelid = 'tasker_core.step_state'::regclass AND attnum > 0"),
-        Some(16)
+        Some(18)
     );
 }
 
@@ -819,19 +877,9 @@ fn dependency_levels_on_another_layout() {
 }
 
 #[pg_test]
-fn recorders_only_accept_the_drop_in_functions() {
-    tasker_db();
-    assert_eq!(
-        error_of("SELECT tasker_core.remember_original('public', 'anything_else', '')").as_deref(),
-        Some("22023: anything_else() is not a tasker_core drop-in function")
-    );
-    assert!(error_of("SELECT tasker_core.forget_original('public', 'get_step_readiness_status', 'text')").unwrap().starts_with("22023:"));
-}
-
-#[pg_test]
 fn a_partitioned_table_is_read_through_sql_not_directly() {
-    // A (temp) partitioned table shadowing the Tasker table has no heap to scan directly: the
-    // direct path must stand aside (no crash) and the SQL path answers.
+    // A (temp) partitioned table shadowing the Tasker table: the step state mirrors the public
+    // one, so it stands aside (no crash) and the SQL path answers.
     diamond();
     Spi::run(
         "CREATE TEMP TABLE tasker_workflow_steps (LIKE public.tasker_workflow_steps INCLUDING DEFAULTS) PARTITION BY RANGE (task_id);
@@ -846,8 +894,8 @@ fn a_partitioned_table_is_read_through_sql_not_directly() {
 
 #[pg_test]
 fn index_changes_are_picked_up_in_the_same_session() {
-    // The direct path remembers its index choice per table while the table's index list is
-    // unchanged; dropping and re-creating indexes must neither break nor change the answers.
+    // Dropping and re-creating the Tasker tables' indexes in the same session must neither
+    // break nor change the answers.
     diamond();
     let rows = "SELECT string_agg(r::text, ';' ORDER BY r.workflow_step_id) FROM tasker_core.get_step_readiness_status(1) r";
     let before = text(rows);
@@ -969,7 +1017,9 @@ fn step_state_stops_being_used_when_it_could_be_bypassed() {
     assert_eq!(text(source), "f after ALTER TABLE: trigger tasker_core_state_insert on public.tasker_workflow_step_edges is not ENABLE ALWAYS");
     Spi::run("SELECT pg_temp.edge(3, 2)").unwrap();
     assert_eq!(all_answers(), sql_answers(), "readers use the Tasker tables meanwhile");
-    assert!(error_of("SELECT tasker_core.step_state_rebuild()").unwrap().starts_with("55000: tasker_core: cannot rebuild the step state: trigger"));
+    // A rebuild sets its own triggers back to ENABLE ALWAYS (a data-only restore with
+    // --disable-triggers leaves them ordinary): but these were disabled outright.
+    assert!(error_of("SELECT tasker_core.step_state_rebuild()").unwrap().starts_with("55000: cannot rebuild the step state: trigger"));
     Spi::run(
         "ALTER TABLE tasker_workflow_step_edges ENABLE TRIGGER ALL;
          ALTER TABLE tasker_workflow_step_edges ENABLE ALWAYS TRIGGER tasker_core_state_insert;
@@ -1012,7 +1062,7 @@ fn step_state_stops_being_used_when_it_could_be_bypassed() {
     for (ddl, why) in [
         ("DROP TRIGGER tasker_core_state_delete ON tasker_named_steps", "after DROP TRIGGER: trigger tasker_core_state_delete on public.tasker_named_steps is missing"),
         (drop_most_recent.as_str(),
-         "after DROP INDEX: public.tasker_workflow_step_transitions has no unique index on (workflow_step_id) WHERE most_recent"),
+         "after DROP INDEX: public.tasker_workflow_step_transitions has no valid unique index allowing one most_recent row per workflow_step_id (such as Rails' (workflow_step_id, most_recent) WHERE (most_recent = true))"),
         ("ALTER TABLE tasker_workflow_steps ALTER COLUMN attempts TYPE bigint",
          "after ALTER TABLE: tasker_workflow_steps.attempts is bigint, not integer"),
     ] {
@@ -1054,9 +1104,8 @@ fn step_state_keeps_privileges_and_one_source() {
 
 #[pg_test]
 fn kept_scans_end_with_their_statement() {
-    // A function called once per task keeps its step_state scan open for the statement; it
-    // must be closed when the statement ends, so the same transaction can alter the table,
-    // and an error inside a caught subtransaction must not leave anything behind.
+    // A function called once per task in one statement: the same transaction can alter the
+    // table afterwards, and an error inside a caught subtransaction leaves nothing behind.
     diamond();
     Spi::run("SELECT pg_temp.step(10, 2, 10); SELECT pg_temp.move(10, 'pending'); SELECT count(*) FROM tasker_core.step_state_enable()")
         .unwrap();
@@ -1092,4 +1141,259 @@ fn one_statement_may_mix_the_read_functions_on_the_direct_path() {
         ),
         "4 4 4"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue 11: the schema as Rails ships it, no silently stale step state, no privilege escalation.
+
+/// The unique index that allows one most_recent row per owner is recognized by what it means:
+/// each form a DBA or Rails may write proves it, nothing that does not prove it passes.
+#[pg_test]
+fn the_most_recent_index_is_decided_by_meaning() {
+    tasker_db();
+    let proves = |ddl: &str| -> bool {
+        Spi::run("DO $$ DECLARE i record; BEGIN FOR i IN SELECT indexrelid::regclass AS n FROM pg_index
+                  WHERE indrelid = 'tasker_workflow_step_transitions'::regclass AND NOT indisprimary LOOP
+                  EXECUTE format('DROP INDEX %s', i.n); END LOOP; END $$")
+            .unwrap();
+        Spi::run(ddl).unwrap();
+        one::<bool>("SELECT tasker_core.most_recent_index('tasker_workflow_step_transitions'::regclass, 'workflow_step_id') IS NOT NULL")
+            .unwrap()
+    };
+    let t = "tasker_workflow_step_transitions";
+    for (ddl, expected) in [
+        // Rails' structure.sql
+        (format!("CREATE UNIQUE INDEX ON {t} (workflow_step_id, most_recent) WHERE (most_recent = true)"), true),
+        (format!("CREATE UNIQUE INDEX ON {t} (workflow_step_id, most_recent) WHERE most_recent"), true),
+        (format!("CREATE UNIQUE INDEX ON {t} (workflow_step_id) WHERE most_recent"), true),
+        (format!("CREATE UNIQUE INDEX ON {t} (workflow_step_id) WHERE most_recent IS TRUE"), true),
+        (format!("CREATE UNIQUE INDEX ON {t} (most_recent, workflow_step_id) WHERE most_recent = true"), true),
+        (format!("CREATE UNIQUE INDEX ON {t} (workflow_step_id) WHERE most_recent AND workflow_step_id > 0 OR most_recent"), true),
+        // One row per step at all also proves it.
+        (format!("CREATE UNIQUE INDEX ON {t} (workflow_step_id)"), true),
+        // Not unique, a narrower predicate, another key, an expression, not enforced at once.
+        (format!("CREATE INDEX ON {t} (workflow_step_id, most_recent) WHERE most_recent = true"), false),
+        (format!("CREATE UNIQUE INDEX ON {t} (workflow_step_id) WHERE most_recent AND to_state = 'error'"), false),
+        (format!("CREATE UNIQUE INDEX ON {t} (workflow_step_id) WHERE NOT most_recent"), false),
+        (format!("CREATE UNIQUE INDEX ON {t} (workflow_step_id, sort_key) WHERE most_recent"), false),
+        (format!("CREATE UNIQUE INDEX ON {t} ((workflow_step_id + 0)) WHERE most_recent"), false),
+        (format!("ALTER TABLE {t} ADD CONSTRAINT one_recent UNIQUE (workflow_step_id, most_recent) DEFERRABLE"), false),
+    ] {
+        assert_eq!(proves(&ddl), expected, "{ddl}");
+    }
+}
+
+/// Every reason for not reading the step state is said by read_paths(), and every call is
+/// counted by the path it took.
+#[pg_test]
+fn read_paths_say_which_path_and_why() {
+    diamond();
+    let paths = || text("SELECT string_agg(DISTINCT path || coalesce(': ' || reason, ''), ' | ') FROM tasker_core.read_paths()");
+    assert_eq!(paths(), "sql: the step state is not enabled (tasker_core.step_state_enable())");
+    Spi::run("SELECT count(*) FROM tasker_core.step_state_enable()").unwrap();
+    assert_eq!(paths(), "step_state");
+    assert_eq!(text("SELECT string_agg(DISTINCT state, ',') FROM tasker_core.status() WHERE kind = 'read path'"), "step_state");
+    Spi::run("SELECT tasker_core.read_path_stats_reset()").unwrap();
+    Spi::run("SELECT count(*) FROM generate_series(1, 3) t, tasker_core.get_step_readiness_status(t)").unwrap();
+    Spi::run("SET LOCAL tasker_core.direct_reads = off").unwrap();
+    assert_eq!(paths(), "sql: tasker_core.direct_reads is off");
+    Spi::run("SELECT count(*) FROM tasker_core.get_step_readiness_status(1)").unwrap();
+    Spi::run("SET LOCAL tasker_core.direct_reads = on").unwrap();
+    assert_eq!(
+        text("SELECT string_agg(function_name || ' ' || path || ' ' || calls, ', ' ORDER BY path) FROM tasker_core.read_path_stats()"),
+        "get_step_readiness_status sql 1, get_step_readiness_status step_state 3"
+    );
+    // Privileges and row level security: SQL applies them.
+    Spi::run("CREATE ROLE tasker_paths_reader NOLOGIN; GRANT USAGE ON SCHEMA tasker_core TO tasker_paths_reader;
+              GRANT SELECT ON ALL TABLES IN SCHEMA public TO tasker_paths_reader;
+              REVOKE SELECT ON tasker_named_steps FROM tasker_paths_reader;
+              GRANT SELECT (named_step_id, name) ON tasker_named_steps TO tasker_paths_reader;")
+        .unwrap();
+    Spi::run("SET LOCAL ROLE tasker_paths_reader").unwrap();
+    assert_eq!(paths(), "sql: the current user may not SELECT from public.tasker_named_steps: SQL applies the privilege checks");
+    assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.get_step_readiness_status(1)"), Some(4), "column privileges suffice for SQL");
+    Spi::run("RESET ROLE").unwrap();
+    Spi::run("GRANT SELECT ON tasker_named_steps TO tasker_paths_reader;
+              ALTER TABLE tasker_tasks ENABLE ROW LEVEL SECURITY;
+              CREATE POLICY all_tasks ON tasker_tasks FOR SELECT USING (true);").unwrap();
+    assert_eq!(paths(), "step_state", "the owner (a superuser here) is not subject to the policies");
+    Spi::run("SET LOCAL ROLE tasker_paths_reader").unwrap();
+    assert_eq!(paths(), "sql: row level security applies to public.tasker_tasks: SQL applies its policies");
+    Spi::run("RESET ROLE").unwrap();
+    Spi::run("ALTER TABLE tasker_tasks DISABLE ROW LEVEL SECURITY").unwrap();
+    // Another schema's tables first on the search_path.
+    Spi::run("CREATE SCHEMA other_paths; SET LOCAL search_path = other_paths, public").unwrap();
+    Spi::run(SCHEMA).unwrap();
+    assert!(paths().starts_with("sql: the step state mirrors public.tasker_workflow_steps, "), "{}", paths());
+    assert_eq!(text("SELECT string_agg(DISTINCT path, ',') FROM tasker_core.read_paths('public')"), "step_state");
+    Spi::run("SET LOCAL search_path = public").unwrap();
+    // A copy that arrived from another server (logical replication, a restore elsewhere).
+    Spi::run("UPDATE tasker_core.step_state_source SET built_on = '42'").unwrap();
+    assert!(paths().starts_with("sql: the step state was built on another server (system identifier 42, this server "), "{}", paths());
+    Spi::run("UPDATE tasker_core.step_state_source SET built_on = tasker_core.server_identity()").unwrap();
+    // Its own table altered by hand.
+    Spi::run("ALTER TABLE tasker_core.step_state RENAME COLUMN done_parents TO done").unwrap();
+    assert_eq!(paths(), "sql: the step state's table has been altered: tasker_core.step_state has no column done_parents");
+    Spi::run("ALTER TABLE tasker_core.step_state RENAME COLUMN done TO done_parents").unwrap();
+    assert_eq!(paths(), "step_state");
+    // Not valid (a TRUNCATE).
+    Spi::run("TRUNCATE tasker_workflow_step_edges").unwrap();
+    assert_eq!(paths(), "sql: the step state is not valid: public.tasker_workflow_step_edges was truncated");
+}
+
+/// DDL that changes mirrored values without firing a trigger stops the step state from being
+/// used, and DDL that cannot change them leaves it alone; either way the reads equal SQL's.
+#[pg_test]
+fn ddl_that_rewrites_a_mirrored_table_invalidates_the_step_state() {
+    let state = || text("SELECT format('%s %s', valid, coalesce(reason, '-')) FROM tasker_core.step_state_source");
+    for (ddl, stays_valid) in [
+        // From the issue: same type, new values.
+        ("ALTER TABLE tasker_workflow_steps ALTER COLUMN retry_limit TYPE integer USING COALESCE(retry_limit, 3) + 2", false),
+        ("ALTER TABLE tasker_workflow_step_transitions ALTER COLUMN created_at TYPE timestamp(0)", false),
+        ("ALTER TABLE tasker_workflow_steps DROP COLUMN attempts, ADD COLUMN attempts integer DEFAULT 1", false),
+        ("ALTER TABLE tasker_named_steps ALTER COLUMN name TYPE varchar(128) USING upper(name)", false),
+        ("ALTER TABLE tasker_task_transitions ALTER COLUMN to_state TYPE varchar USING upper(to_state)", false),
+        ("ALTER TABLE tasker_tasks ALTER COLUMN named_task_id TYPE integer USING named_task_id * 1", false),
+        // Cannot change a mirrored value.
+        ("ALTER TABLE tasker_workflow_steps ADD COLUMN note text", true),
+        ("ALTER TABLE tasker_workflow_steps ALTER COLUMN retry_limit SET DEFAULT 5", true),
+        ("CREATE INDEX ON tasker_workflow_steps (attempts)", true),
+        ("ALTER TABLE tasker_named_steps ALTER COLUMN name TYPE varchar(200)", true),
+    ] {
+        // A fresh world for each form (a test cannot roll back to a savepoint through SPI).
+        Spi::run("DROP SCHEMA IF EXISTS ddl_case CASCADE; CREATE SCHEMA ddl_case; SET LOCAL search_path = ddl_case").unwrap();
+        diamond();
+        Spi::run("SELECT pg_temp.move(4, 'pending'); UPDATE tasker_workflow_steps SET retry_limit = NULL WHERE workflow_step_id = 4;").unwrap();
+        Spi::run("SELECT count(*) FROM tasker_core.step_state_enable('ddl_case')").unwrap();
+        assert_eq!(state(), "t -");
+        Spi::run(ddl).unwrap();
+        let after = state();
+        assert_eq!(after.starts_with("t "), stays_valid, "{ddl}: {after}");
+        if !stays_valid {
+            assert_eq!(verify_or_invalid(), "invalid", "{ddl}");
+        } else {
+            assert_eq!(verify(), "exact", "{ddl}");
+        }
+        assert_eq!(all_answers(), sql_answers(), "{ddl}");
+        Spi::run("SELECT count(*) FROM tasker_core.step_state_disable('ddl_case')").unwrap();
+    }
+    Spi::run("SET LOCAL search_path = public").unwrap();
+}
+
+/// step_state_verify() where the copy is valid, "invalid" where it says it is not.
+fn verify_or_invalid() -> String {
+    if one::<bool>("SELECT valid FROM tasker_core.step_state_source") == Some(true) {
+        verify()
+    } else {
+        "invalid".into()
+    }
+}
+
+/// A column Rails might widen: the step state refuses it with a clear reason and the read
+/// functions answer through SQL, as Rails' functions do.
+#[pg_test]
+fn a_widened_attempts_column_is_refused_by_the_step_state_and_read_by_sql() {
+    diamond();
+    Spi::run("ALTER TABLE tasker_workflow_steps ALTER COLUMN attempts TYPE bigint").unwrap();
+    let e = error_of("SELECT * FROM tasker_core.step_state_enable()").unwrap();
+    assert_eq!(e, "55000: cannot enable the step state: tasker_workflow_steps.attempts is bigint, not integer");
+    // Rails' function casts the column (COALESCE(ws.attempts, 0)::INTEGER) and keeps working;
+    // so do the read functions, through SQL.
+    assert_eq!(text("SELECT string_agg(DISTINCT path, ',') FROM tasker_core.read_paths()"), "sql");
+    assert_eq!(
+        text("SELECT string_agg(format('%s:%s:%s', workflow_step_id, attempts, ready_for_execution), ' ' ORDER BY 1) FROM tasker_core.get_step_readiness_status(1)"),
+        "1:0:f 2:0:f 3:0:t 4:0:f"
+    );
+    // A value that does not fit the integer result column: the same error as Rails' cast.
+    Spi::run("UPDATE tasker_workflow_steps SET attempts = 5000000000 WHERE workflow_step_id = 1").unwrap();
+    assert_eq!(error_of("SELECT * FROM tasker_core.get_step_readiness_status(1)").as_deref(), Some("22003: integer out of range"));
+}
+
+/// most_recent may move only to the owner's latest transition; both writer orders stay legal.
+#[pg_test]
+fn the_most_recent_flag_may_only_move_to_the_latest_transition() {
+    guarded_db();
+    Spi::run("SELECT pg_temp.step(1, 1, 1)").unwrap();
+    for to in ["pending", "in_progress", "complete"] {
+        assert_eq!(statesman_step(1, to), None);
+    }
+    let e = violation_of("UPDATE tasker_workflow_step_transitions SET most_recent = true WHERE workflow_step_id = 1 AND sort_key = 10").unwrap();
+    assert_eq!(e, "23514 tasker_step_transition_most_recent tasker_workflow_step_transitions: workflow step 1: most_recent may only be set on its latest transition (sort_key 30), not on sort_key 10");
+    assert_eq!(text("SELECT current_state FROM tasker_core.get_step_readiness_status(1)"), "complete");
+    // A writer that inserts unflagged, then flags its new row (Statesman's MySQL path).
+    Spi::run("SELECT pg_temp.step(2, 1, 2)").unwrap();
+    assert_eq!(
+        violation_of(
+            "INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at)
+             VALUES (2, 'pending', 10, false, now(), now());
+             UPDATE tasker_workflow_step_transitions SET most_recent = (id = (SELECT max(id) FROM tasker_workflow_step_transitions WHERE workflow_step_id = 2))
+              WHERE workflow_step_id = 2"
+        ),
+        None
+    );
+    // The latest row deleted, the flag moved back to the one now latest.
+    assert_eq!(
+        violation_of(
+            "DELETE FROM tasker_workflow_step_transitions WHERE workflow_step_id = 1 AND sort_key = 30;
+             UPDATE tasker_workflow_step_transitions SET most_recent = true WHERE workflow_step_id = 1 AND sort_key = 20"
+        ),
+        None
+    );
+    // The same for tasks.
+    assert_eq!(statesman_task(1, "pending"), None);
+    assert_eq!(statesman_task(1, "in_progress"), None);
+    let e = violation_of("UPDATE tasker_task_transitions SET most_recent = true WHERE task_id = 1 AND sort_key = 10").unwrap();
+    assert!(e.starts_with("23514 tasker_task_transition_most_recent "), "{e}");
+}
+
+/// step_state_disable() of a schema it does not mirror changes nothing.
+#[pg_test]
+fn step_state_disable_of_another_schema_changes_nothing() {
+    diamond();
+    Spi::run("SELECT count(*) FROM tasker_core.step_state_enable()").unwrap();
+    assert_eq!(
+        error_of("SELECT * FROM tasker_core.step_state_disable('pg_catalog')").as_deref(),
+        Some("55000: the step state mirrors public.tasker_workflow_steps, not the Tasker tables of schema pg_catalog")
+    );
+    assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.step_state WHERE workflow_step_id IS NOT NULL"), Some(4));
+    assert_eq!(one::<i64>("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'tasker_core_state_%'"), Some(24));
+    assert_eq!(text("SELECT string_agg(DISTINCT path, ',') FROM tasker_core.read_paths()"), "step_state");
+}
+
+/// A writer cannot switch a guard off by putting its own operators before pg_catalog.
+#[pg_test]
+fn a_writer_cannot_bypass_the_guards_with_its_own_operators() {
+    guarded_db();
+    Spi::run("SELECT pg_temp.step(g, 1, g::int) FROM generate_series(1, 3) g; SELECT pg_temp.edge(1, 2), pg_temp.edge(2, 3);").unwrap();
+    Spi::run(
+        "CREATE SCHEMA evil;
+         CREATE FUNCTION evil.never(bigint, bigint) RETURNS boolean LANGUAGE sql IMMUTABLE AS 'SELECT false';
+         CREATE FUNCTION evil.always(bigint, bigint) RETURNS boolean LANGUAGE sql IMMUTABLE AS 'SELECT true';
+         CREATE OPERATOR evil.<> (LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = evil.never);
+         CREATE OPERATOR evil.= (LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = evil.always);
+         CREATE FUNCTION evil.never_t(text, text) RETURNS boolean LANGUAGE sql IMMUTABLE AS 'SELECT false';
+         CREATE OPERATOR evil.= (LEFTARG = text, RIGHTARG = text, FUNCTION = evil.never_t);
+         CREATE OPERATOR evil.<> (LEFTARG = text, RIGHTARG = text, FUNCTION = evil.never_t);
+         SET LOCAL search_path = evil, pg_catalog, public;",
+    )
+    .unwrap();
+    assert!(violation_of("SELECT pg_temp.edge(3, 1)").unwrap().starts_with("23514 tasker_edge_acyclic "));
+    assert!(statesman_step(1, "complete").unwrap().starts_with("23514 tasker_step_transition_allowed "));
+    assert!(violation_of("UPDATE tasker_workflow_step_transitions SET to_state = 'complete'").is_none(), "no rows yet");
+    Spi::run("SET LOCAL search_path = public").unwrap();
+}
+
+/// Guard checks of a long chain built from its sink: a step of search per edge, not the chain.
+#[pg_test]
+fn a_chain_built_from_its_sink_is_checked_in_linear_time() {
+    guarded_db();
+    Spi::run("INSERT INTO tasker_workflow_steps (workflow_step_id, task_id, named_step_id, created_at, updated_at)
+              SELECT g, 1, 1, now(), now() FROM generate_series(1, 2000) g").unwrap();
+    let started = std::time::Instant::now();
+    Spi::run("SELECT pg_temp.edge(g, g + 1) FROM generate_series(1999, 1, -1) g").unwrap();
+    let sink_first = started.elapsed();
+    // Measured before the two-sided search: 7.2 s for 2,000 steps; now well under a second
+    // (a generous bound: the machine may be busy).
+    assert!(sink_first.as_secs_f64() < 3.0, "2,000 edges sink first took {sink_first:?}");
+    assert!(violation_of("SELECT pg_temp.edge(2000, 1)").unwrap().starts_with("23514 tasker_edge_acyclic "));
 }

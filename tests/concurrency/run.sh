@@ -16,7 +16,8 @@ export PGOPTIONS="-c client_min_messages=warning"
 command psql "$conn dbname=postgres" -X -q -v ON_ERROR_STOP=1 -c "DROP DATABASE IF EXISTS tasker_race" -c "CREATE DATABASE tasker_race"
 db="$conn dbname=tasker_race"
 q() { command psql "$db" -X -q -At -v ON_ERROR_STOP=1 "$@"; }
-q -f "$here/../fixtures/tasker_schema.sql"
+fixture=${FIXTURE:-tasker_schema.sql}
+q -f "$here/../fixtures/$fixture"
 q <<'SQL'
 CREATE EXTENSION tasker_core;
 INSERT INTO tasker_task_namespaces (task_namespace_id, name, created_at, updated_at) VALUES (1, 'default', now(), now());
@@ -146,7 +147,7 @@ $rename
 END;
 SQL
   local out rc=0
-  out=$(PGOPTIONS="-c client_min_messages=warning -c tasker_core.guard_mode=off -c deadlock_timeout=20ms" /usr/lib/postgresql/15/bin/pgbench -n -c "$clients" -j 2 -t 150 \
+  out=$(PGOPTIONS="-c client_min_messages=warning -c tasker_core.guard_mode=off -c deadlock_timeout=20ms" pgbench -n -c "$clients" -j 2 -t 150 \
           --max-tries=50 -f "$work/state.sql" "$db" 2>&1) || rc=$?
   local tx; tx=$(echo "$out" | sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p')
   local retried; retried=$(echo "$out" | sed -n 's/^number of transactions retried: \([0-9]*\).*/\1/p')

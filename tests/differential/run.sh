@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Differential tests: native tasker_core == reference SQL (written from the spec) on every row,
 # over random Tasker databases (many seeds and DAG shapes), several session time zones, and
-# all three read paths: the derived step state (tasker_core.step_state), direct index reads of
-# the Tasker tables, and SQL (tasker_core.direct_reads off); the step state also with each of
-# its batch scans forced (tasker_core.batch_scan sequential, index). Odd seeds enable the step state
-# before generating (its triggers follow every write), even seeds after (a rebuild); each
-# seed also checks tasker_core.step_state_verify() finds nothing.
+# both read paths: the derived step state (tasker_core.step_state) and SQL
+# (tasker_core.direct_reads off); the step state also with each of its batch scans forced
+# (tasker_core.batch_scan sequential, index). Each run also checks, with
+# tasker_core.read_path_stats(), that every call took the path the run asked for (a silent
+# fallback fails). Odd seeds enable the step state before generating (its triggers follow
+# every write), even seeds after (a rebuild); each seed also checks that
+# tasker_core.step_state_verify() finds nothing.
 # Usage: tests/differential/run.sh PSQL_CONNINFO [SEEDS] [TASKS_PER_SEED]
+#   FIXTURE=tasker_schema_minimal.sql runs it on the minimal fixture (default tasker_schema.sql).
 # Needs a server with tasker_core installed; creates and drops database tasker_diff.
 set -euo pipefail
 export PGOPTIONS="${PGOPTIONS:-} -c client_min_messages=warning"
@@ -15,7 +18,8 @@ conn=${1:?connection string}; seeds=${2:-12}; tasks=${3:-250}
 command psql "$conn dbname=postgres" -X -q -v ON_ERROR_STOP=1 \
   -c "DROP DATABASE IF EXISTS tasker_diff" -c "CREATE DATABASE tasker_diff" >/dev/null
 db() { command psql "$conn dbname=tasker_diff" -X -q -v ON_ERROR_STOP=1 "$@"; }
-db -f "$fixtures/tasker_schema.sql" -f "$fixtures/generator.sql" -f "$here/compare.sql"
+fixture=${FIXTURE:-tasker_schema.sql}
+db -f "$fixtures/$fixture" -f "$fixtures/generator.sql" -f "$here/compare.sql"
 db -c "CREATE SCHEMA tasker_ref" -c "SET search_path = tasker_ref" -f "$fixtures/reference_functions.sql"
 db -c "CREATE EXTENSION tasker_core"
 
@@ -77,15 +81,15 @@ SELECT 'steps', tasker_gen.generate($seed / 1000.0, $tasks, anchor => LOCALTIMES
 $( [ $((seed % 2)) = 0 ] && echo "SELECT 'enabled', count(*) FROM tasker_core.step_state_enable();" )
 SELECT 'verify', count(*) FROM tasker_core.step_state_verify();
 SELECT 'stale', count(*) FROM tasker_core.step_state_source WHERE NOT valid;
-$(for z in "${zones[@]}"; do for path in step_state direct sql; do
+$(for z in "${zones[@]}"; do for path in step_state sql; do
   echo "SET LOCAL TimeZone = '$z'; SET LOCAL tasker_core.direct_reads = $([ $path = sql ] && echo off || echo on);"
-  echo "UPDATE tasker_core.step_state_source SET valid = $([ $path = step_state ] && echo true || echo false);"
+  echo "SELECT tasker_core.read_path_stats_reset();"
   echo "SELECT * FROM tasker_test.diff_all('seed $seed gen $gen_zone tz $z path $path');"
+  echo "SELECT 'path', count(*) FROM tasker_core.read_path_stats() WHERE path <> '$path';"
 done; done)
 -- The step state's two ways of reading a batch, each forced (auto picks one per batch).
 $(for scan in sequential index; do
   echo "SET LOCAL TimeZone = '$gen_zone'; SET LOCAL tasker_core.direct_reads = on; SET LOCAL tasker_core.batch_scan = $scan;"
-  echo "UPDATE tasker_core.step_state_source SET valid = true;"
   echo "SELECT * FROM tasker_test.diff_all('seed $seed gen $gen_zone tz $gen_zone path step_state batch_scan $scan');"
 done)
 ROLLBACK;
@@ -94,14 +98,15 @@ SQL
   while IFS='|' read -r run fn calls rows bad example; do
     if [ "$run" = steps ]; then steps=$((steps + fn)); continue; fi
     [ "$run" = enabled ] && continue
-    if [ "$run" = verify ] || [ "$run" = stale ]; then
-      if [ "$fn" != 0 ]; then failed=$((failed + 1)); echo "MISMATCH seed $seed: step_state $run reports $fn"; else passed=$((passed + 1)); fi
+    [ "$run" = "" ] && continue
+    if [ "$run" = verify ] || [ "$run" = stale ] || [ "$run" = path ]; then
+      if [ "$fn" != 0 ]; then failed=$((failed + 1)); echo "MISMATCH seed $seed: $run reports $fn"; else passed=$((passed + 1)); fi
       continue
     fi
     total_rows=$((total_rows + rows)); total_bad=$((total_bad + bad))
     if [ "$bad" -eq 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "MISMATCH $run $fn: $bad of $rows rows; $example"; fi
   done <<<"$out"
 done
-echo "differential: $seeds random databases ($steps steps), ${#zones[@]} time zones each, three read paths (step_state, direct index reads, SQL) and both batch scans of the step state, $total_rows rows compared, $total_bad mismatches; step_state_verify clean on every seed: $([ "$failed" = 0 ] && echo yes || echo no)"
+echo "differential ($fixture): $seeds random databases ($steps steps), ${#zones[@]} time zones each, both read paths (step_state, SQL; every call on the path asked for) and both batch scans of the step state, $total_rows rows compared, $total_bad mismatches; step_state_verify clean on every seed: $([ "$failed" = 0 ] && echo yes || echo no)"
 echo "differential: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -1,6 +1,6 @@
 -- The extension's objects: exact signatures, volatility, strictness, security, and schema.
 BEGIN;
-SELECT plan(38);
+SELECT plan(41);
 
 SELECT has_extension('tasker_core');
 SELECT has_schema('tasker_core');
@@ -44,12 +44,27 @@ SELECT is(pg_get_function_result('tasker_core.get_system_health_counts_v01()'::r
 SELECT has_function('tasker_core', 'enable', ARRAY['name', 'boolean', 'boolean']);
 SELECT has_function('tasker_core', 'disable', ARRAY['name']);
 SELECT has_function('tasker_core', 'status', ARRAY['name']);
-SELECT is_definer('tasker_core', 'remember_original', ARRAY['name', 'name', 'text'], 'the recorder is SECURITY DEFINER (written reason in sql/admin.sql)');
-SELECT is_definer('tasker_core', 'forget_original', ARRAY['name', 'name', 'text']);
+SELECT has_function('tasker_core', 'read_paths', ARRAY['name']);
+SELECT has_function('tasker_core', 'read_path_stats', ARRAY[]::text[]);
 SELECT isnt_definer('tasker_core', 'enable', ARRAY['name', 'boolean', 'boolean']);
 SELECT isnt_definer('tasker_core', 'disable', ARRAY['name']);
-SELECT has_table('tasker_core', 'replaced_functions', 'saved Rails definitions');
-SELECT table_privs_are('tasker_core', 'replaced_functions', 'public', ARRAY['SELECT'], 'PUBLIC may only read the saved definitions');
+SELECT ok(NOT has_function_privilege('public', 'tasker_core.redefine_as(regprocedure, name, name, oid)', 'EXECUTE'),
+          'PUBLIC cannot run the restorer');
+SELECT ok(NOT has_function_privilege('public', 'tasker_core.release_all()', 'EXECUTE'), 'PUBLIC cannot release everything');
+SELECT is((SELECT evtenabled::text FROM pg_event_trigger WHERE evtname = 'tasker_core_before_drop'), 'A',
+          'the DROP EXTENSION guard fires always');
+
+-- Every function of the extension runs with search_path = pg_catalog, pg_temp, but those that
+-- find the Tasker tables through the caller's search_path, as Rails' functions do (the six read
+-- functions and read_paths; docs/security.md), and the event trigger written in C.
+SELECT is(
+  (SELECT string_agg(p.oid::regprocedure::text, ', ' ORDER BY p.oid::regprocedure::text)
+     FROM pg_depend d JOIN pg_proc p ON p.oid = d.objid
+    WHERE d.refclassid = 'pg_extension'::regclass AND d.classid = 'pg_proc'::regclass AND d.deptype = 'e'
+      AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'tasker_core')
+      AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false)),
+  'tasker_core.before_drop(), tasker_core.calculate_dependency_levels(bigint), tasker_core.get_step_readiness_status(bigint,bigint[]), tasker_core.get_step_readiness_status_batch(bigint[]), tasker_core.get_system_health_counts_v01(), tasker_core.get_task_execution_context(bigint), tasker_core.get_task_execution_contexts_batch(bigint[]), tasker_core.read_paths(name)',
+  'every other function pins search_path = pg_catalog, pg_temp');
 
 SELECT * FROM finish();
 ROLLBACK;

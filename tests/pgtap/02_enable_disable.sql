@@ -1,6 +1,6 @@
 -- enable() swaps Rails' functions for native ones and installs the triggers; disable() undoes both.
 BEGIN;
-SELECT plan(16);
+SELECT plan(20);
 \i tests/fixtures/tasker_schema.sql
 \i tests/fixtures/reference_functions.sql
 
@@ -9,7 +9,7 @@ SELECT p.proname, pg_get_functiondef(p.oid) AS def FROM pg_proc p
  WHERE p.pronamespace = 'public'::regnamespace AND p.proname IN (SELECT function_name FROM tasker_core.drop_in_functions());
 
 SELECT hasnt_trigger('public', 'tasker_workflow_step_transitions', 'tasker_core_step_transition_insert', 'tasker_core_step_transition_insert is not on tasker_workflow_step_transitions');
-SELECT is((SELECT count(*)::int FROM tasker_core.enable()), 11, 'enable() reports 6 functions and 5 triggers');
+SELECT is((SELECT count(*)::int FROM tasker_core.enable()), 13, 'enable() reports 6 functions and 7 triggers');
 SELECT has_trigger('public', 'tasker_workflow_step_transitions', 'tasker_core_step_transition_insert', 'tasker_core_step_transition_insert is on tasker_workflow_step_transitions');
 SELECT has_trigger('public', 'tasker_workflow_step_transitions', 'tasker_core_step_transition_update', 'tasker_core_step_transition_update is on tasker_workflow_step_transitions');
 SELECT has_trigger('public', 'tasker_task_transitions', 'tasker_core_task_transition_insert', 'tasker_core_task_transition_insert is on tasker_task_transitions');
@@ -17,16 +17,26 @@ SELECT has_trigger('public', 'tasker_task_transitions', 'tasker_core_task_transi
 SELECT has_trigger('public', 'tasker_workflow_step_edges', 'tasker_core_step_edge_guard', 'tasker_core_step_edge_guard is on tasker_workflow_step_edges');
 SELECT trigger_is('public', 'tasker_workflow_step_edges', 'tasker_core_step_edge_guard', 'tasker_core', 'guard_step_edge');
 SELECT results_eq($$SELECT DISTINCT state FROM tasker_core.status() WHERE kind = 'function'$$, $$VALUES ('native')$$, 'every function is native');
-SELECT throws_ok('DROP EXTENSION tasker_core', '2BP01', NULL, 'the extension cannot be dropped from under Rails');
+SELECT has_trigger('public', 'tasker_workflow_step_transitions', 'tasker_core_step_transition_flag', 'tasker_core_step_transition_flag is on tasker_workflow_step_transitions');
+SELECT is((SELECT count(*)::int FROM pg_proc WHERE pronamespace = 'public'::regnamespace AND proname LIKE '%\_before\_tasker\_core'), 6,
+          'Rails'' definitions are kept next to Rails'' functions');
 SELECT lives_ok('SELECT * FROM tasker_core.enable()', 'enable() again is harmless');
-SELECT is((SELECT count(*)::int FROM tasker_core.disable()), 11, 'disable() removes 5 triggers and restores 6 functions');
+SELECT is((SELECT count(*)::int FROM tasker_core.disable()), 13, 'disable() removes 7 triggers and restores 6 functions');
 SELECT hasnt_trigger('public', 'tasker_workflow_step_edges', 'tasker_core_step_edge_guard', 'tasker_core_step_edge_guard is not on tasker_workflow_step_edges');
 SELECT results_eq(
   $$SELECT p.proname::text, pg_get_functiondef(p.oid) FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace
       AND p.proname IN (SELECT function_name FROM tasker_core.drop_in_functions()) ORDER BY 1$$,
   $$SELECT proname::text, def FROM before_defs ORDER BY 1$$, 'the Rails definitions are back, byte for byte');
 SELECT is((SELECT count(*)::int FROM tasker_core.disable()), 0, 'disable() again does nothing');
-SELECT is((SELECT count(*)::int FROM tasker_core.replaced_functions), 0, 'nothing left recorded');
+SELECT is((SELECT count(*)::int FROM pg_proc WHERE pronamespace = 'public'::regnamespace AND proname LIKE '%\_before\_tasker\_core'), 0,
+          'the copies restored from are gone');
+-- DROP EXTENSION while enabled puts Rails' functions back first (with or without CASCADE).
+SELECT lives_ok('SELECT * FROM tasker_core.enable()', 'enabled again');
+SELECT lives_ok('DROP EXTENSION tasker_core CASCADE', 'DROP EXTENSION ... CASCADE while enabled');
+SELECT results_eq(
+  $$SELECT p.proname::text, pg_get_functiondef(p.oid) FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace
+      AND p.proname IN (SELECT proname FROM before_defs) ORDER BY 1$$,
+  $$SELECT proname::text, def FROM before_defs ORDER BY 1$$, 'Rails is left with its own functions, byte for byte');
 
 SELECT * FROM finish();
 ROLLBACK;

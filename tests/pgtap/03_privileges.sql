@@ -29,10 +29,10 @@ RESET ROLE;
 SET LOCAL ROLE tasker_outsider;
 SELECT throws_ok($$SELECT * FROM tasker_core.get_step_readiness_status(1)$$, '42501', NULL, 'no SELECT on the tables: permission denied, not data');
 SELECT throws_ok($$SELECT * FROM tasker_core.disable('app')$$, '42501', NULL, 'a non-owner cannot disable');
-SELECT throws_ok($$INSERT INTO tasker_core.replaced_functions (schema_name, function_name, identity_args, definition) VALUES ('app', 'x', '', 'DROP TABLE y')$$,
-                 '42501', NULL, 'nobody can plant text for disable() to run');
+SELECT throws_ok($$SELECT tasker_core.redefine_as('app.get_step_readiness_status(bigint,bigint[])', 'app', 'x', 10)$$,
+                 '42501', NULL, 'nobody but the extension owner runs the restorer');
 RESET ROLE;
 SET LOCAL ROLE tasker_app;
-SELECT is((SELECT count(*)::int FROM tasker_core.disable('app') WHERE action IN ('restored', 'removed')), 11, 'the app role can disable');
+SELECT is((SELECT count(*)::int FROM tasker_core.disable('app') WHERE action IN ('restored', 'removed')), 13, 'the app role can disable');
 SELECT * FROM finish();
 ROLLBACK;

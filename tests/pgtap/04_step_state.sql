@@ -1,7 +1,7 @@
 -- The derived step state: its objects and their rights, and an application role writing
 -- through the maintenance triggers without any right on tasker_core.step_state.
 BEGIN;
-SELECT plan(19);
+SELECT plan(21);
 
 SELECT has_table('tasker_core', 'step_state', 'step_state exists');
 SELECT has_table('tasker_core', 'step_state_source', 'step_state_source exists');
@@ -15,12 +15,14 @@ SELECT is_definer('tasker_core', f, ARRAY[]::text[], f || ' runs as the extensio
 SELECT is(
   (SELECT string_agg(p.oid::regprocedure::text, ', ' ORDER BY 1) FROM pg_proc p
     WHERE p.pronamespace = 'tasker_core'::regnamespace AND p.proname LIKE 'step_state%'
-      AND has_function_privilege('public', p.oid, 'EXECUTE') AND p.proname IN ('step_state_refresh', 'step_state_rebuild', 'step_state_enable', 'step_state_disable', 'step_state_invalidate')),
+      AND has_function_privilege('public', p.oid, 'EXECUTE') AND p.proname IN ('step_state_refresh', 'step_state_refresh_transitions', 'step_state_refresh_tasks', 'step_state_rebuild', 'step_state_enable', 'step_state_disable', 'step_state_invalidate')),
   NULL, 'PUBLIC cannot refresh, rebuild, enable, disable or invalidate the step state');
 SELECT ok(NOT has_table_privilege('public', 'tasker_core.step_state', 'SELECT'), 'PUBLIC cannot read step_state (a copy of Tasker rows)');
 SELECT ok(has_table_privilege('public', 'tasker_core.step_state_source', 'SELECT'), 'anyone can see whether the step state is valid');
 SELECT is((SELECT evtenabled::text FROM pg_event_trigger WHERE evtname = 'tasker_core_step_state_watch'), 'A',
           'the DDL watch fires under session_replication_role = replica too');
+SELECT is((SELECT relreplident::text FROM pg_class WHERE oid = 'tasker_core.step_state'::regclass), 'f',
+          'step_state has a replica identity (a FOR ALL TABLES publication does not break writes)');
 
 CREATE ROLE tasker_app NOLOGIN;
 CREATE ROLE tasker_outsider NOLOGIN;
@@ -50,8 +52,10 @@ SELECT lives_ok($$INSERT INTO tasker_workflow_step_edges (from_step_id, to_step_
                  INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at)
                  VALUES (1, 'complete', 10, true, now(), now())$$,
                 'the app role writes; the triggers update step_state for it');
+SELECT lives_ok('SELECT tasker_core.read_path_stats_reset()', 'statistics reset');
 SELECT is((SELECT string_agg(format('%s:%s:%s', workflow_step_id, current_state, ready_for_execution), ' ' ORDER BY 1)
              FROM tasker_core.get_step_readiness_status(1)), '1:complete:f 2:pending:t', 'and reads the result');
+SELECT is((SELECT string_agg(path, ',') FROM tasker_core.read_path_stats()), 'step_state', 'from the step state');
 RESET ROLE;
 SELECT is((SELECT count(*)::int FROM tasker_core.step_state_verify()), 0, 'step_state is exact after the app role''s writes');
 SET LOCAL ROLE tasker_outsider;

@@ -8,7 +8,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd); root="$here/../.."
 conn=${1:?connection string}
 export PGOPTIONS="-c client_min_messages=warning"
-extdir="$(/usr/lib/postgresql/15/bin/pg_config --sharedir)/extension"
+extdir="$(${PG_CONFIG:-pg_config} --sharedir)/extension"
 cp "$root"/sql/released/tasker_core--*.sql "$extdir"/
 current=$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/Cargo.toml" | head -1)
 psql() { command psql "$conn dbname=$1" -X -q -At -v ON_ERROR_STOP=1 "${@:2}"; }
@@ -20,7 +20,7 @@ for script in "$root"/sql/released/tasker_core--*.sql; do
   old=$(basename "$script" .sql); old=${old#tasker_core--}
   [ "$old" = "$current" ] && continue
   psql postgres -c "DROP DATABASE IF EXISTS tasker_upgraded" -c "CREATE DATABASE tasker_upgraded"
-  psql tasker_upgraded -f "$root/tests/fixtures/tasker_schema.sql" -f "$root/tests/fixtures/reference_functions.sql"
+  psql tasker_upgraded -f "$root/tests/fixtures/${FIXTURE:-tasker_schema.sql}" -f "$root/tests/fixtures/reference_functions.sql"
   rails_defs="SELECT string_agg(pg_get_functiondef(p.oid), '' ORDER BY p.proname) FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace"
   original=$(psql tasker_upgraded -c "$rails_defs")
   psql tasker_upgraded -c "CREATE EXTENSION tasker_core VERSION '$old'" -c "SELECT count(*) FROM tasker_core.enable()" >/dev/null

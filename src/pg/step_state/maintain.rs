@@ -361,8 +361,9 @@ fn recorded_source() -> Result<(Tables, Option<String>), TaskerError> {
 /// Rebuilds every step_state row from the Tasker tables and marks it valid (built on this
 /// server); returns the number of steps. Blocks writers of the six tables while it runs
 /// (SHARE ROW EXCLUSIVE), so nothing can change between reading them and marking the result
-/// valid. Maintenance triggers that a data-only restore turned into ordinary ones (ENABLE
-/// instead of ENABLE ALWAYS) are set back to ENABLE ALWAYS first.
+/// valid. Maintenance triggers that a data-only restore turned into ordinary ones (its ENABLE
+/// TRIGGER ALL leaves them ENABLE instead of ENABLE ALWAYS) are set back to ENABLE ALWAYS
+/// first; triggers disabled outright stay so, and the rebuild refuses.
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn step_state_rebuild() -> i64 {
