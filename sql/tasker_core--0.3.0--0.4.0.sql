@@ -1009,9 +1009,20 @@ DECLARE
                       FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
                      WHERE p.oid = source);
     previous_role text := pg_catalog.current_setting('role');
+    sql_body boolean;
 BEGIN
     IF pg_catalog.left(definition, pg_catalog.length(header)) <> header THEN
         RAISE EXCEPTION 'unexpected definition of %', source USING ERRCODE = 'XX000';
+    END IF;
+    -- A SQL-standard body (BEGIN ATOMIC, PostgreSQL 14+) names its parameters after the function:
+    -- under another name it would not compile. Rails writes PL/pgSQL.
+    IF pg_catalog.current_setting('server_version_num')::int >= 140000 THEN
+        EXECUTE 'SELECT p.prosqlbody IS NOT NULL FROM pg_catalog.pg_proc p WHERE p.oid = $1' INTO sql_body USING source;
+        IF sql_body THEN
+            RAISE EXCEPTION 'cannot keep a copy of %: it has a SQL-standard body (BEGIN ATOMIC)', source
+                USING ERRCODE = '0A000',
+                      HINT = 'Rewrite it with a string body (AS ''...''), or drop it and let tasker_core.enable() create the function.';
+        END IF;
     END IF;
     definition := pg_catalog.format('CREATE OR REPLACE FUNCTION %I.%I(', target_schema, target_name)
                   || pg_catalog.substr(definition, pg_catalog.length(header) + 1);
@@ -1020,8 +1031,6 @@ BEGIN
     PERFORM pg_catalog.set_config('role', previous_role, true);
 END
 $$;
-
-REVOKE ALL ON FUNCTION tasker_core.redefine_as(regprocedure, name, name, oid) FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION tasker_core.enable(schema name DEFAULT 'public', functions boolean DEFAULT true, triggers boolean DEFAULT true)
 RETURNS TABLE (object text, action text)

@@ -1,6 +1,6 @@
 -- The extension's objects: exact signatures, volatility, strictness, security, and schema.
 BEGIN;
-SELECT plan(41);
+SELECT plan(40);
 
 SELECT has_extension('tasker_core');
 SELECT has_schema('tasker_core');
@@ -44,12 +44,11 @@ SELECT is(pg_get_function_result('tasker_core.get_system_health_counts_v01()'::r
 SELECT has_function('tasker_core', 'enable', ARRAY['name', 'boolean', 'boolean']);
 SELECT has_function('tasker_core', 'disable', ARRAY['name']);
 SELECT has_function('tasker_core', 'status', ARRAY['name']);
-SELECT has_function('tasker_core', 'read_paths', ARRAY['name']);
+SELECT has_function('tasker_core', 'read_paths', ARRAY['text']);
 SELECT has_function('tasker_core', 'read_path_stats', ARRAY[]::text[]);
 SELECT isnt_definer('tasker_core', 'enable', ARRAY['name', 'boolean', 'boolean']);
 SELECT isnt_definer('tasker_core', 'disable', ARRAY['name']);
-SELECT ok(NOT has_function_privilege('public', 'tasker_core.redefine_as(regprocedure, name, name, oid)', 'EXECUTE'),
-          'PUBLIC cannot run the restorer');
+SELECT isnt_definer('tasker_core', 'redefine_as', ARRAY['regprocedure', 'name', 'name', 'oid'], 'the restorer runs with its caller''s rights');
 SELECT ok(NOT has_function_privilege('public', 'tasker_core.release_all()', 'EXECUTE'), 'PUBLIC cannot release everything');
 SELECT is((SELECT evtenabled::text FROM pg_event_trigger WHERE evtname = 'tasker_core_before_drop'), 'A',
           'the DROP EXTENSION guard fires always');
@@ -63,7 +62,7 @@ SELECT is(
     WHERE d.refclassid = 'pg_extension'::regclass AND d.classid = 'pg_proc'::regclass AND d.deptype = 'e'
       AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'tasker_core')
       AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false)),
-  'tasker_core.before_drop(), tasker_core.calculate_dependency_levels(bigint), tasker_core.get_step_readiness_status(bigint,bigint[]), tasker_core.get_step_readiness_status_batch(bigint[]), tasker_core.get_system_health_counts_v01(), tasker_core.get_task_execution_context(bigint), tasker_core.get_task_execution_contexts_batch(bigint[]), tasker_core.read_paths(name)',
+  'tasker_core.before_drop(), tasker_core.calculate_dependency_levels(bigint), tasker_core.get_step_readiness_status(bigint,bigint[]), tasker_core.get_step_readiness_status_batch(bigint[]), tasker_core.get_system_health_counts_v01(), tasker_core.get_task_execution_context(bigint), tasker_core.get_task_execution_contexts_batch(bigint[]), tasker_core.read_paths(text)',
   'every other function pins search_path = pg_catalog, pg_temp');
 
 SELECT * FROM finish();

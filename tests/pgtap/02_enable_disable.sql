@@ -1,7 +1,12 @@
 -- enable() swaps Rails' functions for native ones and installs the triggers; disable() undoes both.
 BEGIN;
 SELECT plan(20);
-\i tests/fixtures/tasker_schema.sql
+-- The fixture: tests/fixtures/tasker_schema.sql unless pg_prove --set fixture=... names another.
+\if :{?fixture}
+\else
+\set fixture tests/fixtures/tasker_schema.sql
+\endif
+\i :fixture
 \i tests/fixtures/reference_functions.sql
 
 CREATE TEMP TABLE before_defs AS

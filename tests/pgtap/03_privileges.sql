@@ -7,7 +7,12 @@ CREATE ROLE tasker_outsider NOLOGIN;
 CREATE SCHEMA app AUTHORIZATION tasker_app;
 SET LOCAL ROLE tasker_app;
 SET LOCAL search_path = app, public;
-\i tests/fixtures/tasker_schema.sql
+-- The fixture: tests/fixtures/tasker_schema.sql unless pg_prove --set fixture=... names another.
+\if :{?fixture}
+\else
+\set fixture tests/fixtures/tasker_schema.sql
+\endif
+\i :fixture
 \i tests/fixtures/reference_functions.sql
 INSERT INTO tasker_task_namespaces (task_namespace_id, name, created_at, updated_at) VALUES (1, 'default', now(), now());
 GRANT USAGE ON SCHEMA app TO tasker_outsider;
@@ -29,8 +34,14 @@ RESET ROLE;
 SET LOCAL ROLE tasker_outsider;
 SELECT throws_ok($$SELECT * FROM tasker_core.get_step_readiness_status(1)$$, '42501', NULL, 'no SELECT on the tables: permission denied, not data');
 SELECT throws_ok($$SELECT * FROM tasker_core.disable('app')$$, '42501', NULL, 'a non-owner cannot disable');
-SELECT throws_ok($$SELECT tasker_core.redefine_as('app.get_step_readiness_status(bigint,bigint[])', 'app', 'x', 10)$$,
-                 '42501', NULL, 'nobody but the extension owner runs the restorer');
+-- SET ROLE checks the session user's memberships: be the outsider for the session, too.
+RESET ROLE;
+SET SESSION AUTHORIZATION tasker_outsider;
+SELECT throws_ok($$SELECT tasker_core.redefine_as('app.get_step_readiness_status_before_tasker_core(bigint,bigint[])', 'app', 'x',
+                                                  'tasker_app'::regrole)$$,
+                 '42501', NULL, 'the restorer cannot act as an owner the caller is not a member of');
+RESET SESSION AUTHORIZATION;
+SET LOCAL ROLE tasker_outsider;
 RESET ROLE;
 SET LOCAL ROLE tasker_app;
 SELECT is((SELECT count(*)::int FROM tasker_core.disable('app') WHERE action IN ('restored', 'removed')), 13, 'the app role can disable');

@@ -1,7 +1,7 @@
 -- The derived step state: its objects and their rights, and an application role writing
 -- through the maintenance triggers without any right on tasker_core.step_state.
 BEGIN;
-SELECT plan(21);
+SELECT plan(22);
 
 SELECT has_table('tasker_core', 'step_state', 'step_state exists');
 SELECT has_table('tasker_core', 'step_state_source', 'step_state_source exists');
@@ -29,7 +29,12 @@ CREATE ROLE tasker_outsider NOLOGIN;
 CREATE SCHEMA app AUTHORIZATION tasker_app;
 SET LOCAL ROLE tasker_app;
 SET LOCAL search_path = app, public;
-\i tests/fixtures/tasker_schema.sql
+-- The fixture: tests/fixtures/tasker_schema.sql unless pg_prove --set fixture=... names another.
+\if :{?fixture}
+\else
+\set fixture tests/fixtures/tasker_schema.sql
+\endif
+\i :fixture
 INSERT INTO tasker_task_namespaces (task_namespace_id, name, created_at, updated_at) VALUES (1, 'default', now(), now());
 INSERT INTO tasker_dependent_systems (dependent_system_id, name, created_at, updated_at) VALUES (1, 'sys', now(), now());
 INSERT INTO tasker_named_tasks (named_task_id, name, task_namespace_id, created_at, updated_at) VALUES (1, 'job', 1, now(), now());

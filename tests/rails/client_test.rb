@@ -154,9 +154,9 @@ class TaskerCoreRailsTest < Minitest::Test
     Statesman.transition_task(@task, 'pending')
   end
 
-  def test_enable_reports_native_functions_and_triggers
+  def test_enable_reports_native_functions_triggers_and_the_fast_read_path
     states = C.call.select_rows('SELECT kind, state FROM tasker_core.status()').uniq.sort
-    assert_equal [%w[function native], %w[trigger installed]], states
+    assert_equal [%w[function native], ['read path', 'step_state'], %w[trigger installed]], states
   end
 
   def test_readiness_runs_native_code_and_follows_the_spec
