@@ -75,7 +75,7 @@ def code(stmt):
 
 
 KEEP_AS_IS = ('REVOKE ', 'GRANT ', 'ALTER FUNCTION ', 'ALTER EVENT TRIGGER ', 'ALTER TABLE tasker_core.step_state REPLICA')
-SKIP = ('CREATE TABLE ', 'CREATE INDEX ', 'CREATE UNIQUE INDEX ', 'CREATE EVENT TRIGGER tasker_core_step_state_watch')
+SKIP = ('CREATE TABLE ', 'CREATE INDEX ', 'CREATE UNIQUE INDEX ', 'CREATE EVENT TRIGGER tasker_core_step_state_watch', 'DO $check$')
 NEW_EVENT_TRIGGERS = ('CREATE EVENT TRIGGER tasker_core_before_drop',)
 
 body = []

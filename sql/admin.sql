@@ -50,48 +50,6 @@ AS $$
                       AND p.prosrc = pg_catalog.format('SELECT * FROM tasker_core.%I(%s)', f.function_name, f.call_args))
 $$;
 
--- Runs `definition`, a CREATE OR REPLACE FUNCTION that pg_get_functiondef() rendered for
--- function `source`, as the definition of `target` instead (same arguments), with the rights
--- of `target`'s owner: the result is exactly what that owner could have written. The text is
--- never stored; it is rendered from the catalog just before it runs, so it is one statement.
-CREATE FUNCTION tasker_core.redefine_as(source regprocedure, target_schema name, target_name name, owner oid)
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    definition text := pg_catalog.pg_get_functiondef(source);
-    -- pg_get_functiondef qualifies the name: nothing but pg_catalog is on this function's path.
-    header text := (SELECT pg_catalog.format('CREATE OR REPLACE FUNCTION %I.%I(', n.nspname, p.proname)
-                      FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-                     WHERE p.oid = source);
-    previous_role text := pg_catalog.current_setting('role');
-    sql_body boolean;
-BEGIN
-    IF pg_catalog.left(definition, pg_catalog.length(header)) <> header THEN
-        RAISE EXCEPTION 'unexpected definition of %', source USING ERRCODE = 'XX000';
-    END IF;
-    -- A SQL-standard body (BEGIN ATOMIC, PostgreSQL 14+) names its parameters after the function:
-    -- under another name it would not compile. Rails writes PL/pgSQL.
-    IF pg_catalog.current_setting('server_version_num')::int >= 140000 THEN
-        EXECUTE 'SELECT p.prosqlbody IS NOT NULL FROM pg_catalog.pg_proc p WHERE p.oid = $1' INTO sql_body USING source;
-        IF sql_body THEN
-            RAISE EXCEPTION 'cannot keep a copy of %: it has a SQL-standard body (BEGIN ATOMIC)', source
-                USING ERRCODE = '0A000',
-                      HINT = 'Rewrite it with a string body (AS ''...''), or drop it and let tasker_core.enable() create the function.';
-        END IF;
-    END IF;
-    definition := pg_catalog.format('CREATE OR REPLACE FUNCTION %I.%I(', target_schema, target_name)
-                  || pg_catalog.substr(definition, pg_catalog.length(header) + 1);
-    PERFORM pg_catalog.set_config('role', (SELECT r.rolname FROM pg_catalog.pg_roles r WHERE r.oid = owner), true);
-    EXECUTE definition;
-    PERFORM pg_catalog.set_config('role', previous_role, true);
-END
-$$;
--- enable() and disable() run with their caller's rights, and so does this: it can only act as an
--- owner the caller may SET ROLE to, and only re-create a definition PostgreSQL renders from the
--- catalog. Whoever calls it could do the same with pg_get_functiondef and CREATE FUNCTION.
-
 -- The guard triggers enable() attaches (sql/guards.sql lists them).
 CREATE FUNCTION tasker_core.enable(schema name DEFAULT 'public', functions boolean DEFAULT true, triggers boolean DEFAULT true)
 RETURNS TABLE (object text, action text)

@@ -163,6 +163,17 @@ BEGIN
             END IF;
         END LOOP;
     END LOOP;
+    -- The maintenance reads the Tasker tables and writes the copy with the tables' owner's rights
+    -- (src/pg/sandbox.rs): one owner, who may write the copy (step_state_enable() grants it).
+    IF (SELECT pg_catalog.count(DISTINCT c.relowner) FROM pg_catalog.pg_class c
+         WHERE c.oid = ANY (ARRAY[src.steps, src.named_steps, src.transitions, src.edges, src.tasks, src.task_transitions])) <> 1 THEN
+        RETURN 'the six Tasker tables have more than one owner';
+    END IF;
+    IF NOT pg_catalog.has_table_privilege((SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = src.steps),
+                                          'tasker_core.step_state', 'SELECT, INSERT, UPDATE, DELETE') THEN
+        RETURN pg_catalog.format('%s, the owner of the Tasker tables, may not write tasker_core.step_state',
+                                 (SELECT c.relowner::pg_catalog.regrole FROM pg_catalog.pg_class c WHERE c.oid = src.steps));
+    END IF;
     -- Logical replication applies rows with row triggers only: statement triggers never fire
     -- for the apply worker, so a subscriber's copy would drift.
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_subscription s JOIN pg_catalog.pg_database d ON d.oid = s.subdbid WHERE d.datname = current_database()) THEN
@@ -302,7 +313,7 @@ BEGIN
         -- Transitions decide only the state columns (and the children's done_parents where a
         -- step became done or stopped being done): the cheaper refresh of just those.
         IF pg_catalog.cardinality(ids) > 0 THEN
-            PERFORM tasker_core.step_state_refresh_transitions(ids, src.transitions, src.edges);
+            PERFORM tasker_core.step_state_refresh_transitions(ids, src.transitions::pg_catalog.oid, src.edges::pg_catalog.oid);
         END IF;
         RETURN NULL;
     ELSIF TG_RELID = src.edges THEN
@@ -335,7 +346,7 @@ BEGIN
                  EXCEPT ALL SELECT id, task_id, to_state, most_recent, created_at FROM new_rows)) c);
         END IF;
         IF pg_catalog.cardinality(ids) > 0 THEN
-            PERFORM tasker_core.step_state_refresh_tasks(ids, src.tasks, src.task_transitions);
+            PERFORM tasker_core.step_state_refresh_tasks(ids, src.tasks::pg_catalog.oid, src.task_transitions::pg_catalog.oid);
         END IF;
         RETURN NULL;
     ELSIF TG_RELID = src.named_steps THEN
@@ -362,14 +373,14 @@ BEGIN
                                                              pg_catalog.current_setting('transaction_isolation')));
             RETURN NULL;
         END IF;
-        EXECUTE pg_catalog.format('SELECT 1 FROM %s WHERE named_step_id = ANY($1) ORDER BY named_step_id FOR UPDATE', src.named_steps)
-          USING named;
+        PERFORM tasker_core.step_state_lock_named(named, src.named_steps::pg_catalog.oid);
         ids := ARRAY(SELECT s.workflow_step_id FROM tasker_core.step_state s WHERE s.named_step_id = ANY(named));
     ELSE
         RETURN NULL;
     END IF;
     IF pg_catalog.cardinality(ids) > 0 THEN
-        PERFORM tasker_core.step_state_refresh(ids, src.steps, src.named_steps, src.transitions, src.edges);
+        PERFORM tasker_core.step_state_refresh(ids, src.steps::pg_catalog.oid, src.named_steps::pg_catalog.oid,
+                                                src.transitions::pg_catalog.oid, src.edges::pg_catalog.oid);
     END IF;
     RETURN NULL;
 END
@@ -461,6 +472,10 @@ BEGIN
             RETURN NEXT;
         END LOOP;
     END LOOP;
+    -- The maintenance works with the Tasker tables' owner's rights (src/pg/sandbox.rs): that
+    -- role writes the copy of its own rows.
+    EXECUTE pg_catalog.format('GRANT SELECT, INSERT, UPDATE, DELETE ON tasker_core.step_state TO %s',
+                              (SELECT c.relowner::pg_catalog.regrole FROM pg_catalog.pg_class c WHERE c.oid = src.steps));
     why := tasker_core.step_state_problem(src);
     IF why IS NOT NULL THEN
         RAISE EXCEPTION 'cannot enable the step state: %', why USING ERRCODE = '55000';
@@ -488,6 +503,12 @@ BEGIN
             USING ERRCODE = '55000', HINT = 'Pass the schema of the mirrored tables; nothing was changed.';
     END IF;
     DELETE FROM tasker_core.step_state_source;
+    IF mirrored IS NOT NULL AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = mirrored)
+       AND (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = mirrored)
+           <> (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = 'tasker_core.step_state'::pg_catalog.regclass) THEN
+        EXECUTE pg_catalog.format('REVOKE ALL ON tasker_core.step_state FROM %s',
+                                  (SELECT c.relowner::pg_catalog.regrole FROM pg_catalog.pg_class c WHERE c.oid = mirrored));
+    END IF;
     FOR tbl IN SELECT * FROM tasker_core.step_state_tables() LOOP
         CONTINUE WHEN pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, tbl)) IS NULL;
         FOR g IN SELECT * FROM tasker_core.step_state_triggers() LOOP
@@ -513,6 +534,7 @@ $$;
 REVOKE ALL ON FUNCTION tasker_core.step_state_refresh(bigint[], oid, oid, oid, oid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tasker_core.step_state_refresh_tasks(bigint[], oid, oid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tasker_core.step_state_refresh_transitions(bigint[], oid, oid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tasker_core.step_state_lock_named(integer[], oid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tasker_core.step_state_rebuild() FROM PUBLIC;
 REVOKE ALL ON FUNCTION tasker_core.step_state_check_not_missed() FROM PUBLIC;
 -- Firing a trigger needs no EXECUTE right, attaching one does: nobody may attach these to

@@ -458,6 +458,17 @@ STABLE PARALLEL RESTRICTED
 LANGUAGE c 
 AS 'MODULE_PATHNAME', 'read_paths_wrapper';
 
+CREATE OR REPLACE FUNCTION tasker_core."redefine_as"(
+	"source" oid, 
+	"target_schema" TEXT, 
+	"target_name" TEXT, 
+	"owner" oid 
+) RETURNS void
+STRICT VOLATILE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'redefine_as_wrapper';
+
 CREATE OR REPLACE FUNCTION tasker_core."server_identity"() RETURNS TEXT 
 STRICT STABLE PARALLEL SAFE
 SET search_path TO pg_catalog, pg_temp
@@ -469,6 +480,15 @@ STRICT VOLATILE PARALLEL UNSAFE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c 
 AS 'MODULE_PATHNAME', 'step_state_check_not_missed_wrapper';
+
+CREATE OR REPLACE FUNCTION tasker_core."step_state_lock_named"(
+	"named" INT[], 
+	"named_steps" oid 
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'step_state_lock_named_wrapper';
 
 CREATE OR REPLACE FUNCTION tasker_core."step_state_rebuild"() RETURNS bigint 
 STRICT VOLATILE PARALLEL UNSAFE
@@ -606,6 +626,17 @@ BEGIN
             END IF;
         END LOOP;
     END LOOP;
+    -- The maintenance reads the Tasker tables and writes the copy with the tables' owner's rights
+    -- (src/pg/sandbox.rs): one owner, who may write the copy (step_state_enable() grants it).
+    IF (SELECT pg_catalog.count(DISTINCT c.relowner) FROM pg_catalog.pg_class c
+         WHERE c.oid = ANY (ARRAY[src.steps, src.named_steps, src.transitions, src.edges, src.tasks, src.task_transitions])) <> 1 THEN
+        RETURN 'the six Tasker tables have more than one owner';
+    END IF;
+    IF NOT pg_catalog.has_table_privilege((SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = src.steps),
+                                          'tasker_core.step_state', 'SELECT, INSERT, UPDATE, DELETE') THEN
+        RETURN pg_catalog.format('%s, the owner of the Tasker tables, may not write tasker_core.step_state',
+                                 (SELECT c.relowner::pg_catalog.regrole FROM pg_catalog.pg_class c WHERE c.oid = src.steps));
+    END IF;
     -- Logical replication applies rows with row triggers only: statement triggers never fire
     -- for the apply worker, so a subscriber's copy would drift.
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_subscription s JOIN pg_catalog.pg_database d ON d.oid = s.subdbid WHERE d.datname = current_database()) THEN
@@ -738,7 +769,7 @@ BEGIN
         -- Transitions decide only the state columns (and the children's done_parents where a
         -- step became done or stopped being done): the cheaper refresh of just those.
         IF pg_catalog.cardinality(ids) > 0 THEN
-            PERFORM tasker_core.step_state_refresh_transitions(ids, src.transitions, src.edges);
+            PERFORM tasker_core.step_state_refresh_transitions(ids, src.transitions::pg_catalog.oid, src.edges::pg_catalog.oid);
         END IF;
         RETURN NULL;
     ELSIF TG_RELID = src.edges THEN
@@ -771,7 +802,7 @@ BEGIN
                  EXCEPT ALL SELECT id, task_id, to_state, most_recent, created_at FROM new_rows)) c);
         END IF;
         IF pg_catalog.cardinality(ids) > 0 THEN
-            PERFORM tasker_core.step_state_refresh_tasks(ids, src.tasks, src.task_transitions);
+            PERFORM tasker_core.step_state_refresh_tasks(ids, src.tasks::pg_catalog.oid, src.task_transitions::pg_catalog.oid);
         END IF;
         RETURN NULL;
     ELSIF TG_RELID = src.named_steps THEN
@@ -798,14 +829,14 @@ BEGIN
                                                              pg_catalog.current_setting('transaction_isolation')));
             RETURN NULL;
         END IF;
-        EXECUTE pg_catalog.format('SELECT 1 FROM %s WHERE named_step_id = ANY($1) ORDER BY named_step_id FOR UPDATE', src.named_steps)
-          USING named;
+        PERFORM tasker_core.step_state_lock_named(named, src.named_steps::pg_catalog.oid);
         ids := ARRAY(SELECT s.workflow_step_id FROM tasker_core.step_state s WHERE s.named_step_id = ANY(named));
     ELSE
         RETURN NULL;
     END IF;
     IF pg_catalog.cardinality(ids) > 0 THEN
-        PERFORM tasker_core.step_state_refresh(ids, src.steps, src.named_steps, src.transitions, src.edges);
+        PERFORM tasker_core.step_state_refresh(ids, src.steps::pg_catalog.oid, src.named_steps::pg_catalog.oid,
+                                                src.transitions::pg_catalog.oid, src.edges::pg_catalog.oid);
     END IF;
     RETURN NULL;
 END
@@ -888,6 +919,10 @@ BEGIN
             RETURN NEXT;
         END LOOP;
     END LOOP;
+    -- The maintenance works with the Tasker tables' owner's rights (src/pg/sandbox.rs): that
+    -- role writes the copy of its own rows.
+    EXECUTE pg_catalog.format('GRANT SELECT, INSERT, UPDATE, DELETE ON tasker_core.step_state TO %s',
+                              (SELECT c.relowner::pg_catalog.regrole FROM pg_catalog.pg_class c WHERE c.oid = src.steps));
     why := tasker_core.step_state_problem(src);
     IF why IS NOT NULL THEN
         RAISE EXCEPTION 'cannot enable the step state: %', why USING ERRCODE = '55000';
@@ -914,6 +949,12 @@ BEGIN
             USING ERRCODE = '55000', HINT = 'Pass the schema of the mirrored tables; nothing was changed.';
     END IF;
     DELETE FROM tasker_core.step_state_source;
+    IF mirrored IS NOT NULL AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = mirrored)
+       AND (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = mirrored)
+           <> (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = 'tasker_core.step_state'::pg_catalog.regclass) THEN
+        EXECUTE pg_catalog.format('REVOKE ALL ON tasker_core.step_state FROM %s',
+                                  (SELECT c.relowner::pg_catalog.regrole FROM pg_catalog.pg_class c WHERE c.oid = mirrored));
+    END IF;
     FOR tbl IN SELECT * FROM tasker_core.step_state_tables() LOOP
         CONTINUE WHEN pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, tbl)) IS NULL;
         FOR g IN SELECT * FROM tasker_core.step_state_triggers() LOOP
@@ -939,6 +980,8 @@ REVOKE ALL ON FUNCTION tasker_core.step_state_refresh(bigint[], oid, oid, oid, o
 REVOKE ALL ON FUNCTION tasker_core.step_state_refresh_tasks(bigint[], oid, oid) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION tasker_core.step_state_refresh_transitions(bigint[], oid, oid) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION tasker_core.step_state_lock_named(integer[], oid) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION tasker_core.step_state_rebuild() FROM PUBLIC;
 
@@ -995,41 +1038,6 @@ AS $$
                     WHERE p.oid = target AND n.oid = native AND f.function_name = n.proname
                       AND p.prolang = (SELECT l.oid FROM pg_catalog.pg_language l WHERE l.lanname = 'sql')
                       AND p.prosrc = pg_catalog.format('SELECT * FROM tasker_core.%I(%s)', f.function_name, f.call_args))
-$$;
-
-CREATE OR REPLACE FUNCTION tasker_core.redefine_as(source regprocedure, target_schema name, target_name name, owner oid)
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    definition text := pg_catalog.pg_get_functiondef(source);
-    -- pg_get_functiondef qualifies the name: nothing but pg_catalog is on this function's path.
-    header text := (SELECT pg_catalog.format('CREATE OR REPLACE FUNCTION %I.%I(', n.nspname, p.proname)
-                      FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-                     WHERE p.oid = source);
-    previous_role text := pg_catalog.current_setting('role');
-    sql_body boolean;
-BEGIN
-    IF pg_catalog.left(definition, pg_catalog.length(header)) <> header THEN
-        RAISE EXCEPTION 'unexpected definition of %', source USING ERRCODE = 'XX000';
-    END IF;
-    -- A SQL-standard body (BEGIN ATOMIC, PostgreSQL 14+) names its parameters after the function:
-    -- under another name it would not compile. Rails writes PL/pgSQL.
-    IF pg_catalog.current_setting('server_version_num')::int >= 140000 THEN
-        EXECUTE 'SELECT p.prosqlbody IS NOT NULL FROM pg_catalog.pg_proc p WHERE p.oid = $1' INTO sql_body USING source;
-        IF sql_body THEN
-            RAISE EXCEPTION 'cannot keep a copy of %: it has a SQL-standard body (BEGIN ATOMIC)', source
-                USING ERRCODE = '0A000',
-                      HINT = 'Rewrite it with a string body (AS ''...''), or drop it and let tasker_core.enable() create the function.';
-        END IF;
-    END IF;
-    definition := pg_catalog.format('CREATE OR REPLACE FUNCTION %I.%I(', target_schema, target_name)
-                  || pg_catalog.substr(definition, pg_catalog.length(header) + 1);
-    PERFORM pg_catalog.set_config('role', (SELECT r.rolname FROM pg_catalog.pg_roles r WHERE r.oid = owner), true);
-    EXECUTE definition;
-    PERFORM pg_catalog.set_config('role', previous_role, true);
-END
 $$;
 
 CREATE OR REPLACE FUNCTION tasker_core.enable(schema name DEFAULT 'public', functions boolean DEFAULT true, triggers boolean DEFAULT true)

@@ -71,6 +71,19 @@ pub enum TaskerError {
     /// A schema named to an admin function does not exist.
     #[error("schema \"{0}\" does not exist")]
     UndefinedSchema(String),
+    /// The caller may not act as a function's owner.
+    #[error("must be a member of role {role} (the owner of the function)")]
+    NotOwner { role: String },
+    /// A function named by OID does not exist.
+    #[error("function with OID {0} does not exist")]
+    NoSuchFunction(u32),
+    /// A function's definition cannot be copied under another name.
+    #[error("cannot keep a copy of {0}: it has a SQL-standard body (BEGIN ATOMIC)")]
+    CannotCopyFunction(String),
+    /// A superuser's read on the SQL path runs as the owner of tasker_workflow_steps, who
+    /// cannot read another of the tables in full.
+    #[error("a superuser reads the Tasker tables as their owner {reader}, who cannot read {table} in full ({why})")]
+    NoSafeReader { reader: String, table: String, why: &'static str },
     /// SPI failed in a way that is a bug of tasker_core, not of the caller.
     #[error("internal error: {what} failed (SPI code {code})")]
     Spi { what: &'static str, code: i32 },
@@ -105,6 +118,10 @@ impl TaskerError {
             TaskerError::NotAnEventTrigger => ERRCODE_E_R_I_E_EVENT_TRIGGER_PROTOCOL_VIOLATED,
             TaskerError::UndefinedTable(_) => ERRCODE_UNDEFINED_TABLE,
             TaskerError::UndefinedSchema(_) => ERRCODE_INVALID_SCHEMA_NAME,
+            TaskerError::NotOwner { .. } => ERRCODE_INSUFFICIENT_PRIVILEGE,
+            TaskerError::NoSuchFunction(_) => ERRCODE_UNDEFINED_FUNCTION,
+            TaskerError::CannotCopyFunction(_) => ERRCODE_FEATURE_NOT_SUPPORTED,
+            TaskerError::NoSafeReader { .. } => ERRCODE_INSUFFICIENT_PRIVILEGE,
             TaskerError::Spi { .. } => ERRCODE_INTERNAL_ERROR,
         }
     }
@@ -159,6 +176,12 @@ impl TaskerError {
                 "Run SELECT * FROM tasker_core.step_state_disable(), then step_state_enable() for the Tasker schema."
                     .into(),
             ),
+            TaskerError::NotOwner { .. } => Some(
+                "Run tasker_core.enable() and disable() as the role that owns the Rails functions (or a member of it).".into(),
+            ),
+            TaskerError::CannotCopyFunction(_) => Some(
+                "Rewrite it with a string body (AS '...'), or drop it and let tasker_core.enable() create the function.".into(),
+            ),
             TaskerError::StepStateCorrupted(_) => Some(
                 "Only a hand-made change to tasker_core.step_state can do this: run SELECT tasker_core.step_state_rebuild(), \
                  or SET tasker_core.direct_reads = off to read the Tasker tables meanwhile."
@@ -171,6 +194,10 @@ impl TaskerError {
                 "Under REPEATABLE READ or SERIALIZABLE its snapshot could predate writes it must include.".into(),
             ),
             TaskerError::StaleSnapshot => Some("Retry the transaction.".into()),
+            TaskerError::NoSafeReader { reader, table, .. } => Some(format!(
+                "Grant {reader} SELECT on {table} (with no row level security applying to it), or call the function as a \
+                 role that is not a superuser; docs/security.md explains why a superuser does not read with its own rights."
+            )),
             TaskerError::Spi { .. } => Some("This is a bug of tasker_core; please report it with the statement that ran.".into()),
             _ => None,
         }

@@ -42,13 +42,19 @@ pgrx::extension_sql_file!(
         pg::step_state::maintain::step_state_refresh,
         pg::step_state::maintain::step_state_refresh_tasks,
         pg::step_state::maintain::step_state_refresh_transitions,
+        pg::step_state::maintain::step_state_lock_named,
         pg::step_state::maintain::step_state_rebuild,
         pg::step_state::maintain::step_state_check_not_missed,
         pg::admin::most_recent_index,
         pg::admin::server_identity
     ]
 );
-pgrx::extension_sql_file!("../sql/admin.sql", name = "admin", finalize);
+pgrx::extension_sql_file!(
+    "../sql/admin.sql",
+    name = "admin",
+    requires = [pg::admin::redefine_as, pg::paths::read_paths],
+    finalize
+);
 
 /// Registers `tasker_core.guard_mode` when the library loads.
 #[pgrx::pg_guard]

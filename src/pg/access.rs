@@ -130,6 +130,12 @@ impl Rel {
         unsafe { (*self.raw()).rd_id }
     }
 
+    /// `pg_class.relowner`.
+    pub fn owner(&self) -> pg_sys::Oid {
+        // SAFETY: an open relation has its pg_class row in rd_rel.
+        unsafe { (*(*self.raw()).rd_rel).relowner }
+    }
+
     /// `pg_class.relkind`.
     pub fn relkind(&self) -> u8 {
         // SAFETY: an open relation has its pg_class row in rd_rel.

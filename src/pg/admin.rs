@@ -8,17 +8,72 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use crate::error::TaskerError;
+use crate::pg::report::raise;
+use crate::pg::spi::{self, Arg};
 use crate::pg::step_state::system_identifier;
-use crate::pg::tasker;
+use crate::pg::{sandbox, tasker};
 
 /// The unique index of `rel` that allows at most one `most_recent` row per `owner` (its OID as
 /// regclass), or NULL when there is none. Decided by meaning (pg::tasker::one_flagged_row_per_owner):
 /// Rails' `(workflow_step_id, most_recent) WHERE (most_recent = true)` qualifies, as do an index
 /// on `(owner)` alone and the predicates `most_recent` and `most_recent IS TRUE`.
+///
+/// The index predicates are read (and constant-folded) with the table owner's rights, in a
+/// security-restricted operation (pg::sandbox): what the owner put in them cannot act with the
+/// caller's (a DBA's, or the DDL watch's superuser) rights.
 #[pg_extern(stable, parallel_safe)]
 #[search_path(pg_catalog, pg_temp)]
 fn most_recent_index(rel: pg_sys::Oid, owner: &str) -> Option<pg_sys::Oid> {
-    tasker::one_flagged_row_per_owner(rel, owner, "most_recent")
+    let table_owner = sandbox::owner_of(rel).ok()?;
+    sandbox::as_owner(table_owner, || tasker::one_flagged_row_per_owner(rel, owner, "most_recent"))
+}
+
+/// Creates (or replaces) function `target_schema.target_name` with the definition of function
+/// `source` (same arguments, result and body; as pg_get_functiondef renders it), with the
+/// rights of `owner`, sandboxed: enable() keeps Rails' definitions this way, and disable()
+/// puts them back. The caller must have `owner`'s privileges. The text is rendered from the
+/// catalog just before it runs, so it is one statement; whatever runs while it is created
+/// (a default, a domain check) runs as `owner` and cannot change role.
+#[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn redefine_as(source: pg_sys::Oid, target_schema: &str, target_name: &str, owner: pg_sys::Oid) {
+    if !sandbox::acts_as(owner) {
+        raise(TaskerError::NotOwner { role: tasker::role_name(owner) });
+    }
+    #[cfg(feature = "pg13")]
+    const SQL_BODY: &str = "false";
+    #[cfg(not(feature = "pg13"))]
+    const SQL_BODY: &str = "p.prosqlbody IS NOT NULL";
+    let (definition, header, sql_body) = spi::query(
+        &format!(
+            "SELECT pg_catalog.pg_get_functiondef(p.oid), \
+                    pg_catalog.format('CREATE OR REPLACE FUNCTION %I.%I(', n.nspname, p.proname), {SQL_BODY} \
+               FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace \
+              WHERE p.oid OPERATOR(pg_catalog.=) $1"
+        ),
+        &[Arg::Oid(source)],
+        true,
+        |rows| {
+            (!rows.is_empty()).then(|| {
+                (rows.string(0, 1).unwrap_or_default(), rows.string(0, 2).unwrap_or_default(), rows.bool(0, 3))
+            })
+        },
+    )
+    .unwrap_or_else(|| raise(TaskerError::NoSuchFunction(source.to_u32())));
+    if sql_body == Some(true) {
+        raise(TaskerError::CannotCopyFunction(header.trim_end_matches('(').to_string()));
+    }
+    // pg_get_functiondef names the function schema-qualified (this function's search_path is
+    // pg_catalog alone): the header is exactly the prefix computed alongside.
+    let Some(rest) = definition.strip_prefix(&header) else {
+        raise(TaskerError::CannotCopyFunction(header.trim_end_matches('(').to_string()));
+    };
+    let target = format!(
+        "CREATE OR REPLACE FUNCTION {}.{}({rest}",
+        pgrx::spi::quote_identifier(target_schema),
+        pgrx::spi::quote_identifier(target_name)
+    );
+    sandbox::as_owner(owner, || spi::query(&target, &[], false, |_| ()));
 }
 
 /// This server's system identifier (the same on a primary and its physical standbys).
@@ -72,11 +127,11 @@ unsafe fn drops_tasker_core(node: *mut pg_sys::Node) -> bool {
 pub unsafe extern "C-unwind" fn tasker_core_before_drop(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
     let context = (*fcinfo).context;
     if context.is_null() || (*context).type_ != pg_sys::NodeTag::T_EventTriggerData {
-        crate::pg::report::raise(TaskerError::NotAnEventTrigger);
+        raise(TaskerError::NotAnEventTrigger);
     }
     let data = &*(context as *mut pg_sys::EventTriggerData);
     if drops_tasker_core(data.parsetree) {
-        crate::pg::spi::query("SELECT pg_catalog.count(*) FROM tasker_core.release_all()", &[], false, |_| ());
+        spi::query("SELECT pg_catalog.count(*) FROM tasker_core.release_all()", &[], false, |_| ());
         // PostgreSQL creates a control file's schema before the extension exists, so the schema
         // is not a member and outlives the extension (empty).
         pgrx::notice!(

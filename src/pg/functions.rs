@@ -360,6 +360,26 @@ finfo_v1!(
 
 pgrx::extension_sql!(
     r#"
+-- The schema named in the control file must be the installer's (a superuser's) alone: a schema
+-- another role created (or may create in) beforehand could hold functions that this script's
+-- calls would find, and that would then run with a superuser's rights.
+DO $check$
+BEGIN
+    IF NOT (SELECT r.rolsuper FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r ON r.oid = n.nspowner
+             WHERE n.nspname = 'tasker_core')
+       OR EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n, pg_catalog.aclexplode(n.nspacl) a
+                   WHERE n.nspname = 'tasker_core' AND a.privilege_type = 'CREATE' AND a.grantee <> n.nspowner)
+       OR EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.relnamespace = 'tasker_core'::pg_catalog.regnamespace)
+       OR EXISTS (SELECT 1 FROM pg_catalog.pg_proc p WHERE p.pronamespace = 'tasker_core'::pg_catalog.regnamespace)
+       OR EXISTS (SELECT 1 FROM pg_catalog.pg_type t WHERE t.typnamespace = 'tasker_core'::pg_catalog.regnamespace)
+       OR EXISTS (SELECT 1 FROM pg_catalog.pg_operator o WHERE o.oprnamespace = 'tasker_core'::pg_catalog.regnamespace) THEN
+        RAISE EXCEPTION 'schema tasker_core already exists and is not an empty schema of a superuser'
+            USING ERRCODE = '42501',
+                  HINT = 'Drop it (or make it an empty schema owned by a superuser, with no CREATE for others) before CREATE EXTENSION tasker_core.';
+    END IF;
+END
+$check$;
+
 CREATE FUNCTION tasker_core."get_step_readiness_status"(
 	"input_task_id" bigint,
 	"step_ids" bigint[] DEFAULT NULL

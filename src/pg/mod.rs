@@ -12,6 +12,7 @@
 //! | `tasker` | the Tasker tables as the caller's search_path names them; index proofs |
 //! | `access` | relations, index and sequential scans, rows: the one module with their pointers |
 //! | `spi` | SPI with kept generic plans |
+//! | `sandbox` | work on the Tasker tables with their owner's rights, in a security-restricted operation |
 //! | `output` | result rows (`tuplestore_putvalues`, or `former` for the readiness shape) |
 //! | `former` | the one hand-written piece of internals: forming readiness rows (measured, fenced) |
 //! | `call` | arguments, per-call-site state in `fn_extra` |
@@ -29,6 +30,7 @@ pub mod guards;
 pub mod output;
 pub mod paths;
 pub mod report;
+pub mod sandbox;
 pub mod settings;
 pub mod spi;
 pub mod sql_read;

@@ -131,6 +131,8 @@ impl Rows {
 pub enum Arg<'a> {
     Int8(i64),
     Int8Array(&'a [i64]),
+    Int4Array(&'a [i32]),
+    Oid(pg_sys::Oid),
 }
 
 impl Arg<'_> {
@@ -138,6 +140,8 @@ impl Arg<'_> {
         match self {
             Arg::Int8(_) => pg_sys::INT8OID,
             Arg::Int8Array(_) => pg_sys::INT8ARRAYOID,
+            Arg::Int4Array(_) => pg_sys::INT4ARRAYOID,
+            Arg::Oid(_) => pg_sys::OIDOID,
         }
     }
 
@@ -145,6 +149,8 @@ impl Arg<'_> {
         match self {
             Arg::Int8(v) => pg_sys::Datum::from(*v),
             Arg::Int8Array(v) => v.to_vec().into_datum().expect("an array datum"),
+            Arg::Int4Array(v) => v.to_vec().into_datum().expect("an array datum"),
+            Arg::Oid(o) => pg_sys::Datum::from(*o),
         }
     }
 }

@@ -7,10 +7,18 @@
 //! with its `pg_catalog` schema, so nothing a user creates is picked up. Privileges and row
 //! level security apply as to any query of the caller's. Integer columns are read as the
 //! types Rails' functions return (a wider column raises 22003 for a value that does not fit).
+//!
+//! A superuser does not run these queries with its own rights: planning them evaluates what
+//! the tables' owner attached to the tables (index predicates, statistics expressions), and
+//! that code must not run as a superuser. Its reads run as the owner of tasker_workflow_steps
+//! in a security-restricted operation (pg::sandbox), which sees every row, as the superuser
+//! would (`Tables::reader` refuses when that owner cannot read all six in full). Any other
+//! caller reads with its own rights, as its own SELECT would.
 
 use crate::error::TaskerError;
 use crate::pg::facts::{self, Steps, TaskGraph, TaskRow};
 use crate::pg::report::OrRaise;
+use crate::pg::sandbox;
 use crate::pg::spi::{self, Arg, Rows};
 use crate::pg::tasker::{Tables, EDGES, STEPS, TASKS, TASK_TRANSITIONS, TRANSITIONS};
 use crate::rules::health::HealthCounts;
@@ -24,12 +32,22 @@ fn by_ids(column: &str, ids: &[i64]) -> String {
     }
 }
 
-fn run_by_ids<R>(sql: &str, ids: &[i64], each: impl FnOnce(&Rows) -> R) -> Result<R, TaskerError> {
+/// Runs `f` (the queries of one read) with the rights the module's header describes.
+fn reading<R>(tables: &Tables, f: impl FnOnce() -> R) -> R {
+    // SAFETY: a check of the current user.
+    if !unsafe { pgrx::pg_sys::superuser() } {
+        return f();
+    }
+    let reader = tables.reader().or_raise();
+    sandbox::as_owner(reader, f)
+}
+
+fn run_by_ids<R>(tables: &Tables, sql: &str, ids: &[i64], each: impl FnOnce(&Rows) -> R) -> Result<R, TaskerError> {
     let arg = match ids {
         [one] => Arg::Int8(*one),
         many => Arg::Int8Array(many),
     };
-    pgrx::spi::Spi::connect(|_| spi::run(sql, &[arg], true, each))
+    reading(tables, || pgrx::spi::Spi::connect(|_| spi::run(sql, &[arg], true, each)))
 }
 
 /// The steps of the tasks `ids` (ascending, distinct), as `step_state::read::steps` reads them.
@@ -63,7 +81,7 @@ pub fn steps(tables: &Tables, ids: &[i64], with_tasks: bool, out: &mut Steps) {
           WHERE {filter} \
           ORDER BY ws.task_id, ws.workflow_step_id"
     );
-    run_by_ids(&sql, ids, |rows| {
+    run_by_ids(tables, &sql, ids, |rows| {
         for r in 0..rows.len() {
             out.names.push(rows.bytes(r, 4).unwrap_or_default());
             out.facts.push(StepFacts {
@@ -102,7 +120,7 @@ pub fn tasks(tables: &Tables, ids: &[i64]) -> Vec<TaskRow> {
         tasks = q[TASKS],
         task_transitions = q[TASK_TRANSITIONS],
     );
-    run_by_ids(&sql, ids, |rows| {
+    run_by_ids(tables, &sql, ids, |rows| {
         (0..rows.len())
             .map(|r| TaskRow {
                 task_id: rows.i64(r, 1).unwrap_or_default(),
@@ -128,14 +146,18 @@ pub fn graph(tables: &Tables, task_id: i64) -> TaskGraph {
         steps = q[STEPS],
         edges = q[EDGES]
     );
-    pgrx::spi::Spi::connect(|_| {
-        let steps = spi::run(&steps_sql, &[Arg::Int8(task_id)], true, |rows| {
-            (0..rows.len()).map(|r| rows.i64(r, 1).unwrap_or_default()).collect::<Vec<_>>()
-        })?;
-        let edges = spi::run(&edges_sql, &[Arg::Int8(task_id)], true, |rows| {
-            (0..rows.len()).map(|r| (rows.i64(r, 1).unwrap_or_default(), rows.i64(r, 2).unwrap_or_default())).collect()
-        })?;
-        Ok((steps, edges))
+    reading(tables, || {
+        pgrx::spi::Spi::connect(|_| {
+            let steps = spi::run(&steps_sql, &[Arg::Int8(task_id)], true, |rows| {
+                (0..rows.len()).map(|r| rows.i64(r, 1).unwrap_or_default()).collect::<Vec<_>>()
+            })?;
+            let edges = spi::run(&edges_sql, &[Arg::Int8(task_id)], true, |rows| {
+                (0..rows.len())
+                    .map(|r| (rows.i64(r, 1).unwrap_or_default(), rows.i64(r, 2).unwrap_or_default()))
+                    .collect()
+            })?;
+            Ok((steps, edges))
+        })
     })
     .or_raise()
 }
@@ -161,26 +183,28 @@ pub fn health(tables: &Tables) -> HealthCounts {
         steps = q[STEPS],
         transitions = q[TRANSITIONS]
     );
-    pgrx::spi::Spi::connect(|_| {
-        let mut h = HealthCounts::default();
-        spi::run(&tasks_sql, &[], true, |rows| {
-            for r in 0..rows.len() {
-                h.add_tasks(rows.string(r, 1).as_deref(), rows.i64(r, 2).unwrap_or_default());
-            }
-        })?;
-        spi::run(&steps_sql, &[], true, |rows| {
-            for r in 0..rows.len() {
-                h.add_steps(
-                    rows.string(r, 1).as_deref(),
-                    rows.i32(r, 2),
-                    rows.i32(r, 3),
-                    rows.bool(r, 4),
-                    rows.bool(r, 5).unwrap_or(false),
-                    rows.i64(r, 6).unwrap_or_default(),
-                );
-            }
-        })?;
-        Ok(h)
+    reading(tables, || {
+        pgrx::spi::Spi::connect(|_| {
+            let mut h = HealthCounts::default();
+            spi::run(&tasks_sql, &[], true, |rows| {
+                for r in 0..rows.len() {
+                    h.add_tasks(rows.string(r, 1).as_deref(), rows.i64(r, 2).unwrap_or_default());
+                }
+            })?;
+            spi::run(&steps_sql, &[], true, |rows| {
+                for r in 0..rows.len() {
+                    h.add_steps(
+                        rows.string(r, 1).as_deref(),
+                        rows.i32(r, 2),
+                        rows.i32(r, 3),
+                        rows.bool(r, 4),
+                        rows.bool(r, 5).unwrap_or(false),
+                        rows.i64(r, 6).unwrap_or_default(),
+                    );
+                }
+            })?;
+            Ok(h)
+        })
     })
     .or_raise()
 }

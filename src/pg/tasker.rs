@@ -104,6 +104,54 @@ impl Tables {
     }
 }
 
+impl Tables {
+    /// The role a superuser's SQL reads run as (pg::sql_read): the owner of
+    /// tasker_workflow_steps, when it reads all six tables in full (it owns them, which Rails'
+    /// migrations make so, or holds SELECT with no row level security applying to it).
+    pub fn reader(&self) -> Result<pg_sys::Oid, TaskerError> {
+        let reader = Rel::try_open(self.0[STEPS]).ok_or(TaskerError::UndefinedTable(TABLES[STEPS]))?.owner();
+        for &oid in &self.0 {
+            let Some(rel) = Rel::try_open(oid) else {
+                return Err(TaskerError::MirroredTableGone(oid.to_u32()));
+            };
+            if rel.owner() == reader {
+                continue;
+            }
+            // SAFETY: catalog checks for the role `reader`; noError = true.
+            let why = unsafe {
+                if pg_sys::pg_class_aclcheck(oid, reader, pg_sys::ACL_SELECT as pg_sys::AclMode)
+                    != pg_sys::AclResult::ACLCHECK_OK
+                {
+                    Some("no SELECT privilege")
+                } else if pg_sys::check_enable_rls(oid, reader, true)
+                    == pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32
+                {
+                    Some("row level security applies")
+                } else {
+                    None
+                }
+            };
+            if let Some(why) = why {
+                return Err(TaskerError::NoSafeReader { reader: role_name(reader), table: qualified(oid), why });
+            }
+        }
+        Ok(reader)
+    }
+}
+
+/// A role's name (its OID as text when it is gone).
+pub fn role_name(role: pg_sys::Oid) -> String {
+    // SAFETY: a syscache lookup; noerr = true returns NULL for a missing role.
+    unsafe {
+        let name = pg_sys::GetUserNameFromId(role, true);
+        if name.is_null() {
+            role.to_u32().to_string()
+        } else {
+            CStr::from_ptr(name).to_string_lossy().into_owned()
+        }
+    }
+}
+
 /// Why the current user may not read a table without the executor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Unreadable {

@@ -716,6 +716,49 @@ fn row_level_security_is_applied_as_sql_applies_it() {
     Spi::run("RESET ROLE").unwrap();
 }
 
+/// A superuser's call on the SQL path reads as the tables' owner (pg::sql_read, docs/security.md):
+/// what the owner may not read, the superuser's call may not read either; the owner of
+/// tasker_workflow_steps must read the other five in full; and an error inside restores the
+/// caller.
+#[pg_test]
+fn a_superuser_reads_the_sql_path_as_the_tables_owner() {
+    diamond();
+    Spi::run(
+        "CREATE ROLE tasker_test_owner_a NOLOGIN;
+         CREATE ROLE tasker_test_owner_b NOLOGIN;
+         ALTER TABLE tasker_workflow_steps OWNER TO tasker_test_owner_a;
+         ALTER TABLE tasker_named_steps OWNER TO tasker_test_owner_a;
+         ALTER TABLE tasker_workflow_step_transitions OWNER TO tasker_test_owner_a;
+         ALTER TABLE tasker_workflow_step_edges OWNER TO tasker_test_owner_a;
+         ALTER TABLE tasker_tasks OWNER TO tasker_test_owner_a;
+         ALTER TABLE tasker_task_transitions OWNER TO tasker_test_owner_a;
+         SET LOCAL tasker_core.direct_reads = off;",
+    )
+    .unwrap();
+    let readiness = "SELECT count(*) FROM tasker_core.get_step_readiness_status(1)";
+    let levels = "SELECT count(*) FROM tasker_core.calculate_dependency_levels(1)";
+    assert_eq!(one::<i64>(readiness), Some(4));
+    Spi::run("REVOKE SELECT ON tasker_workflow_step_edges FROM tasker_test_owner_a").unwrap();
+    let refused = error_of(readiness).unwrap_or_default();
+    assert!(refused.starts_with("42501: permission denied for table tasker_workflow_step_edges"), "{refused}");
+    assert_eq!(text("SELECT current_user::text"), "postgres", "the error restored the caller");
+    assert!(error_of(levels).unwrap_or_default().starts_with("42501"));
+    Spi::run("GRANT SELECT ON tasker_workflow_step_edges TO tasker_test_owner_a").unwrap();
+    // Another owner: the owner of tasker_workflow_steps needs SELECT there, with no RLS.
+    Spi::run("ALTER TABLE tasker_named_steps OWNER TO tasker_test_owner_b").unwrap();
+    let refused = error_of(readiness).unwrap_or_default();
+    assert!(
+        refused.contains("42501: a superuser reads the Tasker tables as their owner tasker_test_owner_a, who cannot read")
+            && refused.contains("tasker_named_steps in full (no SELECT privilege)"),
+        "{refused}"
+    );
+    Spi::run("GRANT SELECT ON tasker_named_steps TO tasker_test_owner_a").unwrap();
+    assert_eq!(one::<i64>(readiness), Some(4));
+    Spi::run("ALTER TABLE tasker_named_steps ENABLE ROW LEVEL SECURITY").unwrap();
+    let refused = error_of(readiness).unwrap_or_default();
+    assert!(refused.contains("(row level security applies)"), "{refused}");
+}
+
 #[pg_test]
 fn both_read_paths_agree() {
     diamond();

@@ -48,7 +48,7 @@ SELECT has_function('tasker_core', 'read_paths', ARRAY['text']);
 SELECT has_function('tasker_core', 'read_path_stats', ARRAY[]::text[]);
 SELECT isnt_definer('tasker_core', 'enable', ARRAY['name', 'boolean', 'boolean']);
 SELECT isnt_definer('tasker_core', 'disable', ARRAY['name']);
-SELECT isnt_definer('tasker_core', 'redefine_as', ARRAY['regprocedure', 'name', 'name', 'oid'], 'the restorer runs with its caller''s rights');
+SELECT isnt_definer('tasker_core', 'redefine_as', ARRAY['oid', 'text', 'text', 'oid'], 'the restorer runs with its caller''s rights');
 SELECT ok(NOT has_function_privilege('public', 'tasker_core.release_all()', 'EXECUTE'), 'PUBLIC cannot release everything');
 SELECT is((SELECT evtenabled::text FROM pg_event_trigger WHERE evtname = 'tasker_core_before_drop'), 'A',
           'the DROP EXTENSION guard fires always');

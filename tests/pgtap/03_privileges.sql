@@ -37,7 +37,7 @@ SELECT throws_ok($$SELECT * FROM tasker_core.disable('app')$$, '42501', NULL, 'a
 -- SET ROLE checks the session user's memberships: be the outsider for the session, too.
 RESET ROLE;
 SET SESSION AUTHORIZATION tasker_outsider;
-SELECT throws_ok($$SELECT tasker_core.redefine_as('app.get_step_readiness_status_before_tasker_core(bigint,bigint[])', 'app', 'x',
+SELECT throws_ok($$SELECT tasker_core.redefine_as('app.get_step_readiness_status_before_tasker_core(bigint,bigint[])'::regprocedure, 'app', 'x',
                                                   'tasker_app'::regrole)$$,
                  '42501', NULL, 'the restorer cannot act as an owner the caller is not a member of');
 RESET SESSION AUTHORIZATION;

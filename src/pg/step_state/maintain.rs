@@ -13,6 +13,7 @@ use crate::error::TaskerError;
 use crate::pg::access::{Rel, SeqScan, Snap};
 use crate::pg::call::distinct_ids;
 use crate::pg::report::OrRaise;
+use crate::pg::sandbox::{as_owner, owner_of};
 use crate::pg::spi::{self, Arg};
 use crate::pg::step_state::system_identifier;
 use crate::pg::tasker::{self, Tables, EDGES, NAMED_STEPS, STEPS, TASKS, TASK_TRANSITIONS, TRANSITIONS};
@@ -134,13 +135,17 @@ const LOCK_TASKS: &str = "SELECT 1 FROM tasker_core.step_state WHERE workflow_st
 
 /// Locks the rows a refresh will recompute (`lock`), then recomputes them (`sql`) in a second
 /// statement, which under READ COMMITTED takes a snapshot that includes whatever a concurrent
-/// writer of those rows committed while we waited (see `step_state_refresh`).
-fn lock_then_run(lock: &str, sql: &str, ids: &[i64]) {
-    Spi::connect(|_| {
-        spi::run(lock, &[Arg::Int8Array(ids)], false, |_| ())?;
-        spi::run(sql, &[Arg::Int8Array(ids)], false, |_| ())
+/// writer of those rows committed while we waited (see `step_state_refresh`). Both run with the
+/// rights of `table`'s owner, sandboxed (pg::sandbox).
+fn lock_then_run(table: pg_sys::Oid, lock: &str, sql: &str, ids: &[i64]) {
+    let owner = owner_of(table).or_raise();
+    as_owner(owner, || {
+        Spi::connect(|_| {
+            spi::run(lock, &[Arg::Int8Array(ids)], false, |_| ())?;
+            spi::run(sql, &[Arg::Int8Array(ids)], false, |_| ())
+        })
+        .or_raise()
     })
-    .or_raise()
 }
 
 /// Recomputes the step_state rows of `ids` (steps that a statement inserted, changed or deleted,
@@ -181,7 +186,7 @@ fn step_state_refresh(
             "WHERE ws.workflow_step_id OPERATOR(pg_catalog.=) ANY ($1)"
         ),
     );
-    lock_then_run(LOCK_STEPS, &upsert, &ids);
+    lock_then_run(steps, LOCK_STEPS, &upsert, &ids);
 }
 
 /// The 0.3.0 refresh of the state columns, kept (without an SQL declaration of its own) for the
@@ -192,7 +197,7 @@ fn step_state_refresh_states(ids: Option<Vec<Option<i64>>>, transitions: pg_sys:
     if ids.is_empty() {
         return;
     }
-    lock_then_run(LOCK_STEPS, &states_update_sql(&mirrored(transitions).or_raise(), ""), &ids);
+    lock_then_run(transitions, LOCK_STEPS, &states_update_sql(&mirrored(transitions).or_raise(), ""), &ids);
 }
 
 /// Sets `current_state` and `state_since` of the step rows of `$1` from their most_recent
@@ -228,52 +233,75 @@ fn step_state_refresh_transitions(ids: Option<Vec<Option<i64>>>, transitions: pg
     if ids.is_empty() {
         return;
     }
+    let owner = owner_of(transitions).or_raise();
     let transitions = mirrored(transitions).or_raise();
     let edges = mirrored(edges).or_raise();
     let update = states_update_sql(&transitions, "RETURNING d.workflow_step_id, d.current_state");
     let counters = has_counters();
-    Spi::connect(|_| {
-        let lock = "SELECT workflow_step_id, current_state FROM tasker_core.step_state \
+    as_owner(owner, || {
+        Spi::connect(|_| {
+            let lock = "SELECT workflow_step_id, current_state FROM tasker_core.step_state \
                      WHERE workflow_step_id OPERATOR(pg_catalog.=) ANY ($1) ORDER BY workflow_step_id FOR UPDATE";
-        let before: Vec<(i64, bool)> = spi::run(lock, &[Arg::Int8Array(&ids)], false, |rows| {
-            (0..rows.len())
-                .map(|r| (rows.i64(r, 1).unwrap_or_default(), rows.bytes(r, 2).is_some_and(is_done)))
-                .collect()
-        })?;
-        let after: Vec<(i64, bool)> = spi::run(&update, &[Arg::Int8Array(&ids)], false, |rows| {
-            (0..rows.len())
-                .map(|r| (rows.i64(r, 1).unwrap_or_default(), rows.bytes(r, 2).is_some_and(is_done)))
-                .collect()
-        })?;
-        if !counters {
-            return Ok(());
-        }
-        let mut flipped: Vec<i64> = after
-            .iter()
-            .filter(|(id, done)| before.iter().find(|(b, _)| b == id).is_none_or(|(_, was)| was != done))
-            .map(|&(id, _)| id)
-            .collect();
-        if flipped.is_empty() {
-            return Ok(());
-        }
-        flipped.sort_unstable();
-        let children =
-            format!("SELECT e.to_step_id FROM {edges} e WHERE e.from_step_id OPERATOR(pg_catalog.=) ANY ($1)");
-        let lock_children = format!(
-            "SELECT 1 FROM tasker_core.step_state WHERE workflow_step_id IN ({children}) \
+            let before: Vec<(i64, bool)> = spi::run(lock, &[Arg::Int8Array(&ids)], false, |rows| {
+                (0..rows.len())
+                    .map(|r| (rows.i64(r, 1).unwrap_or_default(), rows.bytes(r, 2).is_some_and(is_done)))
+                    .collect()
+            })?;
+            let after: Vec<(i64, bool)> = spi::run(&update, &[Arg::Int8Array(&ids)], false, |rows| {
+                (0..rows.len())
+                    .map(|r| (rows.i64(r, 1).unwrap_or_default(), rows.bytes(r, 2).is_some_and(is_done)))
+                    .collect()
+            })?;
+            if !counters {
+                return Ok(());
+            }
+            let mut flipped: Vec<i64> = after
+                .iter()
+                .filter(|(id, done)| before.iter().find(|(b, _)| b == id).is_none_or(|(_, was)| was != done))
+                .map(|&(id, _)| id)
+                .collect();
+            if flipped.is_empty() {
+                return Ok(());
+            }
+            flipped.sort_unstable();
+            let children =
+                format!("SELECT e.to_step_id FROM {edges} e WHERE e.from_step_id OPERATOR(pg_catalog.=) ANY ($1)");
+            let lock_children = format!(
+                "SELECT 1 FROM tasker_core.step_state WHERE workflow_step_id IN ({children}) \
               ORDER BY workflow_step_id FOR UPDATE"
-        );
-        let recount = format!(
-            "UPDATE tasker_core.step_state d SET total_parents = x.total_parents, done_parents = x.done_parents \
+            );
+            let recount = format!(
+                "UPDATE tasker_core.step_state d SET total_parents = x.total_parents, done_parents = x.done_parents \
                FROM (SELECT c.id, {counters} FROM (SELECT DISTINCT x.to_step_id AS id FROM ({children}) x) c) x \
               WHERE d.workflow_step_id OPERATOR(pg_catalog.=) x.id \
                 AND (d.total_parents, d.done_parents) IS DISTINCT FROM (x.total_parents, x.done_parents)",
-            counters = parent_counters_sql("c.id", &transitions, &edges),
-        );
-        spi::run(&lock_children, &[Arg::Int8Array(&flipped)], false, |_| ())?;
-        spi::run(&recount, &[Arg::Int8Array(&flipped)], false, |_| ())
+                counters = parent_counters_sql("c.id", &transitions, &edges),
+            );
+            spi::run(&lock_children, &[Arg::Int8Array(&flipped)], false, |_| ())?;
+            spi::run(&recount, &[Arg::Int8Array(&flipped)], false, |_| ())
+        })
+        .or_raise()
     })
-    .or_raise()
+}
+
+/// Locks the named steps `named` (FOR UPDATE, in id order) of `named_steps`: a rename then waits
+/// for, or is waited for by, a step inserted or re-pointed at the same named step (see the
+/// named-steps branch of `step_state_sync`). With the table owner's rights, sandboxed.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn step_state_lock_named(named: Option<Vec<Option<i32>>>, named_steps: pg_sys::Oid) {
+    let mut ids: Vec<i32> = named.unwrap_or_default().into_iter().flatten().collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() {
+        return;
+    }
+    let owner = owner_of(named_steps).or_raise();
+    let sql = format!(
+        "SELECT 1 FROM {} WHERE named_step_id OPERATOR(pg_catalog.=) ANY ($1) ORDER BY named_step_id FOR UPDATE",
+        mirrored(named_steps).or_raise()
+    );
+    as_owner(owner, || spi::query(&sql, &[Arg::Int4Array(&ids)], false, |_| ()));
 }
 
 /// Whether a state (as bytes) makes a parent done.
@@ -306,7 +334,7 @@ fn step_state_refresh_tasks(ids: Option<Vec<Option<i64>>>, tasks: pg_sys::Oid, t
             "WHERE t.task_id OPERATOR(pg_catalog.=) ANY ($1)"
         ),
     );
-    lock_then_run(LOCK_TASKS, &upsert, &ids);
+    lock_then_run(tasks, LOCK_TASKS, &upsert, &ids);
 }
 
 /// Raises 40001 when the step state is valid in the latest committed state but not in this
@@ -390,15 +418,19 @@ fn step_state_rebuild() -> i64 {
             names
         };
         let once = |sql: String| spi::run(&sql, &[], false, |_| ());
-        once(format!("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE", t.join(", ")))?;
-        once("DELETE FROM tasker_core.step_state".into())?;
-        // In index order, so a task's rows (its steps, then its own row) share heap pages.
-        let columns = columns();
-        once(format!(
-            "INSERT INTO tasker_core.step_state (workflow_step_id, {columns}) \
-             SELECT workflow_step_id, {columns} FROM ({}) e ORDER BY e.task_id, e.workflow_step_id NULLS LAST",
-            expected_all_sql(&t)
-        ))?;
+        // Reading the Tasker tables (and writing the copy) with their owner's rights, sandboxed.
+        let owner = owner_of(tables.0[STEPS])?;
+        as_owner(owner, || -> Result<(), TaskerError> {
+            once(format!("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE", t.join(", ")))?;
+            once("DELETE FROM tasker_core.step_state".into())?;
+            // In index order, so a task's rows (its steps, then its own row) share heap pages.
+            let columns = columns();
+            once(format!(
+                "INSERT INTO tasker_core.step_state (workflow_step_id, {columns}) \
+                 SELECT workflow_step_id, {columns} FROM ({}) e ORDER BY e.task_id, e.workflow_step_id NULLS LAST",
+                expected_all_sql(&t)
+            ))
+        })?;
         // Statistics now rather than when autovacuum gets to it: the batch functions choose how
         // to read step_state from them (tasker_core.batch_scan = auto), and so does the planner.
         // Only an owner may analyze a table (others would get a WARNING and nothing else).
@@ -466,10 +498,13 @@ fn step_state_verify(
               WHERE pg_catalog.to_jsonb(e) IS DISTINCT FROM pg_catalog.to_jsonb(d) ORDER BY 2, 1 NULLS LAST",
             expected = expected_all_sql(&t),
         );
-        spi::run(&sql, &[], true, |rows| {
-            (0..rows.len())
-                .map(|r| (rows.i64(r, 1), rows.i64(r, 2).unwrap_or_default(), rows.string(r, 3).unwrap_or_default()))
-                .collect::<Vec<_>>()
+        let owner = owner_of(tables.0[STEPS])?;
+        as_owner(owner, || {
+            spi::run(&sql, &[], true, |rows| {
+                (0..rows.len())
+                    .map(|r| (rows.i64(r, 1), rows.i64(r, 2).unwrap_or_default(), rows.string(r, 3).unwrap_or_default()))
+                    .collect::<Vec<_>>()
+            })
         })
     })
     .or_raise();
