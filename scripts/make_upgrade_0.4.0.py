@@ -105,18 +105,24 @@ PREAMBLE = r'''-- tasker_core 0.3.0 -> 0.4.0 (docs/adoption.md, "Upgrading").
 -- the most_recent flag; a DROP EXTENSION guard; read_paths(), read_path_stats().
 
 -- Rails' definitions recorded by 0.1.0-0.3.0 move next to the functions they belong to. Each
--- was rendered by pg_get_functiondef (search_path pg_catalog, pg_temp: its header names the
--- function schema-qualified) and written only by SECURITY DEFINER recorders; it runs under the
--- role that owns the function. The copies are not members of the extension: they travel with
--- dumps of the Rails schema.
+-- was rendered by pg_get_functiondef and written only by SECURITY DEFINER recorders.
+-- keep_recorded_definition (this script's alone: declared here, dropped below) creates each
+-- copy as the function's owner in a security-restricted operation, so nothing the owner put
+-- in the text (a default, a domain-typed literal) runs with the upgrading superuser's rights.
+-- (Extension scripts run with check_function_bodies off, and 0.1.0-0.3.0 recorded only
+-- definitions whose arguments and defaults matched the native ones, so nothing in the text is
+-- evaluated today; the sandbox keeps it so.)
+-- The copies are not members of the extension: they travel with dumps of the Rails schema.
+CREATE FUNCTION tasker_core.keep_recorded_definition(definition text, target oid) RETURNS oid
+STRICT VOLATILE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'keep_recorded_definition_wrapper';
 DO $migrate$
 DECLARE
     r record;
     target regprocedure;
-    copy regprocedure;
-    header text;
-    owner_name name;
-    previous_role text := pg_catalog.current_setting('role');
+    copy oid;
 BEGIN
     IF pg_catalog.to_regclass('tasker_core.replaced_functions') IS NULL THEN
         RETURN;
@@ -124,22 +130,17 @@ BEGIN
     FOR r IN SELECT * FROM tasker_core.replaced_functions WHERE definition IS NOT NULL LOOP
         target := pg_catalog.to_regprocedure(pg_catalog.format('%I.%I(%s)', r.schema_name, r.function_name, r.identity_args));
         CONTINUE WHEN target IS NULL;
-        header := pg_catalog.format('CREATE OR REPLACE FUNCTION %I.%I(', r.schema_name, r.function_name);
-        CONTINUE WHEN pg_catalog.left(r.definition, pg_catalog.length(header)) <> header;
-        SELECT o.rolname INTO owner_name FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_roles o ON o.oid = p.proowner
-         WHERE p.oid = target;
-        PERFORM pg_catalog.set_config('role', owner_name, true);
-        EXECUTE pg_catalog.format('CREATE OR REPLACE FUNCTION %I.%I(', r.schema_name, r.function_name || '_before_tasker_core')
-                || pg_catalog.substr(r.definition, pg_catalog.length(header) + 1);
-        PERFORM pg_catalog.set_config('role', previous_role, true);
-        copy := pg_catalog.to_regprocedure(pg_catalog.format('%I.%I(%s)', r.schema_name, r.function_name || '_before_tasker_core', r.identity_args));
-        EXECUTE pg_catalog.format('ALTER EXTENSION tasker_core DROP FUNCTION %s', copy);
-        EXECUTE pg_catalog.format('COMMENT ON FUNCTION %s IS %L', copy,
-            'Rails'' own definition of ' || pg_catalog.format('%I.%I(%s)', r.schema_name, r.function_name, r.identity_args)
-            || ', kept by tasker_core.enable(); tasker_core.disable() puts it back.');
+        copy := tasker_core.keep_recorded_definition(r.definition, target);
+        CONTINUE WHEN copy IS NULL;
+        EXECUTE pg_catalog.format('ALTER EXTENSION tasker_core DROP FUNCTION %s', copy::pg_catalog.regprocedure);
+        EXECUTE pg_catalog.format('COMMENT ON FUNCTION %s IS %L', copy::pg_catalog.regprocedure,
+            pg_catalog.concat('Rails'' own definition of ',
+                              pg_catalog.format('%I.%I(%s)', r.schema_name, r.function_name, r.identity_args),
+                              ', kept by tasker_core.enable(); tasker_core.disable() puts it back.'));
     END LOOP;
 END
 $migrate$;
+DROP FUNCTION tasker_core.keep_recorded_definition(text, oid);
 DROP FUNCTION tasker_core.remember_original(name, name, text);
 DROP FUNCTION tasker_core.forget_original(name, name, text);
 -- Leaving the extension first takes the table off its list of configuration tables.

@@ -95,7 +95,8 @@ test_major() {
     FIXTURE=tasker_schema_minimal.sql tests/concurrency/run.sh "$conn" 8 10 | tee -a "$log/race.log"
 
     echo "== upgrade test (released versions + ALTER EXTENSION UPDATE == fresh install)"
-    tests/upgrade/run.sh "$conn" | tee "$log/upgrade.log"
+    FIXTURE=tasker_schema.sql tests/upgrade/run.sh "$conn" | tee "$log/upgrade.log"
+    FIXTURE=tasker_schema_minimal.sql tests/upgrade/run.sh "$conn" | tee -a "$log/upgrade.log"
 
     echo "== pgTAP suite (pg_prove), both fixtures"
     for fixture in tasker_schema.sql tasker_schema_minimal.sql; do
@@ -117,7 +118,7 @@ test_major() {
   record "pg$v $(grep '^differential (tasker_schema.sql)' "$log/diff.log" | head -1 | sed 's/, both read paths.*rows compared/: rows compared/') / $(grep '^differential (tasker_schema_minimal.sql)' "$log/diff.log" | sed 's/, both read paths.*rows compared/: rows compared/')"
   record "pg$v differential: $(grep '^differential: .* passed' "$log/diff.log" | tr '\n' ' ')"
   record "pg$v concurrency: $(grep '^concurrency:' "$log/race.log" | tr '\n' ' ')"
-  record "pg$v $(grep '^upgrade:' "$log/upgrade.log")"
+  record "pg$v $(grep '^upgrade:' "$log/upgrade.log" | tr '\n' ' ')"
   record "pg$v pgTAP: $(cat "$log"/pgtap-*.log | grep -E '^Files=|^Result' | tr '\n' ' ')"
   record "pg$v $(grep '^security:' "$log/security.log")"
   record "pg$v $(grep '^replication:' "$log/replication.log")"

@@ -401,7 +401,9 @@ BEGIN
         RETURN;
     END IF;
     why := tasker_core.step_state_problem(src);
-    IF why IS NULL AND src.fingerprint IS DISTINCT FROM tasker_core.step_state_fingerprint(src) THEN
+    -- (No fingerprint yet: only while ALTER EXTENSION UPDATE from 0.3.0 runs; its last
+    -- statement records it.)
+    IF why IS NULL AND src.fingerprint IS NOT NULL AND src.fingerprint <> tasker_core.step_state_fingerprint(src) THEN
         -- A rewrite (ALTER COLUMN ... TYPE ... USING, a new typmod) or a column dropped and added
         -- again: the rows may have changed without any trigger firing.
         why := 'a mirrored table was rewritten or a mirrored column replaced, which changes rows without firing triggers';

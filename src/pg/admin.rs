@@ -40,40 +40,97 @@ fn redefine_as(source: pg_sys::Oid, target_schema: &str, target_name: &str, owne
     if !sandbox::acts_as(owner) {
         raise(TaskerError::NotOwner { role: tasker::role_name(owner) });
     }
+    let found = function_of(source).unwrap_or_else(|| raise(TaskerError::NoSuchFunction(source.to_u32())));
+    if found.sql_body {
+        raise(TaskerError::CannotCopyFunction(found.header.trim_end_matches('(').to_string()));
+    }
+    create_as(&found.definition, &found.header, target_schema, target_name, owner);
+}
+
+/// For the 0.3.0 -> 0.4.0 upgrade script alone, which declares it, uses it and drops it (no
+/// release has it): keeps `definition`, a Rails definition that 0.1.0-0.3.0 recorded as text
+/// (rendered by pg_get_functiondef, written only by SECURITY DEFINER recorders), as
+/// `<name>_before_tasker_core` next to function `target`, with the rights of `target`'s
+/// owner, sandboxed (as redefine_as). Returns the copy's OID, or NULL when the text is not a
+/// definition of `target`'s name.
+#[pg_extern(volatile, sql = false)]
+#[search_path(pg_catalog, pg_temp)]
+fn keep_recorded_definition(definition: &str, target: pg_sys::Oid) -> Option<pg_sys::Oid> {
+    let found = function_of(target)?;
+    if !sandbox::acts_as(found.owner) {
+        raise(TaskerError::NotOwner { role: tasker::role_name(found.owner) });
+    }
+    let copy = format!("{}_before_tasker_core", found.name);
+    definition
+        .starts_with(&found.header)
+        .then(|| create_as(definition, &found.header, &found.schema, &copy, found.owner))?;
+    spi::query(
+        "SELECT c.oid FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_proc c \
+                 ON c.pronamespace OPERATOR(pg_catalog.=) p.pronamespace \
+                AND c.proname OPERATOR(pg_catalog.=) (p.proname::pg_catalog.text OPERATOR(pg_catalog.||) '_before_tasker_core') \
+                AND c.proargtypes OPERATOR(pg_catalog.=) p.proargtypes \
+          WHERE p.oid OPERATOR(pg_catalog.=) $1",
+        &[Arg::Oid(target)],
+        false, // a fresh snapshot, that sees the copy just created
+        |rows| if rows.is_empty() { None } else { rows.oid(0, 1) },
+    )
+}
+
+/// A function as the copiers need it.
+struct Function {
+    schema: String,
+    name: String,
+    owner: pg_sys::Oid,
+    /// `pg_get_functiondef`: `CREATE OR REPLACE FUNCTION schema.name(...`.
+    definition: String,
+    /// `CREATE OR REPLACE FUNCTION schema.name(`, quoted as pg_get_functiondef quotes.
+    header: String,
+    /// Whether the body is SQL-standard (BEGIN ATOMIC): its text does not rename.
+    sql_body: bool,
+}
+
+fn function_of(oid: pg_sys::Oid) -> Option<Function> {
     #[cfg(feature = "pg13")]
     const SQL_BODY: &str = "false";
     #[cfg(not(feature = "pg13"))]
     const SQL_BODY: &str = "p.prosqlbody IS NOT NULL";
-    let (definition, header, sql_body) = spi::query(
+    spi::query(
         &format!(
-            "SELECT pg_catalog.pg_get_functiondef(p.oid), \
+            "SELECT n.nspname::pg_catalog.text, p.proname::pg_catalog.text, p.proowner, \
+                    pg_catalog.pg_get_functiondef(p.oid), \
                     pg_catalog.format('CREATE OR REPLACE FUNCTION %I.%I(', n.nspname, p.proname), {SQL_BODY} \
                FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace \
               WHERE p.oid OPERATOR(pg_catalog.=) $1"
         ),
-        &[Arg::Oid(source)],
+        &[Arg::Oid(oid)],
         true,
         |rows| {
-            (!rows.is_empty()).then(|| {
-                (rows.string(0, 1).unwrap_or_default(), rows.string(0, 2).unwrap_or_default(), rows.bool(0, 3))
+            (!rows.is_empty()).then(|| Function {
+                schema: rows.string(0, 1).unwrap_or_default(),
+                name: rows.string(0, 2).unwrap_or_default(),
+                owner: rows.oid(0, 3).unwrap_or(pg_sys::InvalidOid),
+                definition: rows.string(0, 4).unwrap_or_default(),
+                header: rows.string(0, 5).unwrap_or_default(),
+                sql_body: rows.bool(0, 6) == Some(true),
             })
         },
     )
-    .unwrap_or_else(|| raise(TaskerError::NoSuchFunction(source.to_u32())));
-    if sql_body == Some(true) {
-        raise(TaskerError::CannotCopyFunction(header.trim_end_matches('(').to_string()));
-    }
-    // pg_get_functiondef names the function schema-qualified (this function's search_path is
+}
+
+/// Runs `definition` (which starts with `header`, the function's own name) under the name
+/// `schema.name`, as `owner` in a security-restricted operation.
+fn create_as(definition: &str, header: &str, schema: &str, name: &str, owner: pg_sys::Oid) {
+    // pg_get_functiondef names the function schema-qualified (the callers' search_path is
     // pg_catalog alone): the header is exactly the prefix computed alongside.
-    let Some(rest) = definition.strip_prefix(&header) else {
+    let Some(rest) = definition.strip_prefix(header) else {
         raise(TaskerError::CannotCopyFunction(header.trim_end_matches('(').to_string()));
     };
-    let target = format!(
+    let text = format!(
         "CREATE OR REPLACE FUNCTION {}.{}({rest}",
-        pgrx::spi::quote_identifier(target_schema),
-        pgrx::spi::quote_identifier(target_name)
+        pgrx::spi::quote_identifier(schema),
+        pgrx::spi::quote_identifier(name)
     );
-    sandbox::as_owner(owner, || spi::query(&target, &[], false, |_| ()));
+    sandbox::as_owner(owner, || spi::query(&text, &[], false, |_| ()));
 }
 
 /// This server's system identifier (the same on a primary and its physical standbys).

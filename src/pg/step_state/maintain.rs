@@ -400,12 +400,22 @@ fn step_state_rebuild() -> i64 {
         crate::pg::report::raise(TaskerError::NeedsReadCommitted { function: "step_state_rebuild" });
     }
     Spi::connect(|_| {
-        spi::run(
-            "SELECT tasker_core.step_state_enable_always(s) FROM tasker_core.step_state_source s",
+        // Between installing this library and ALTER EXTENSION UPDATE, the 0.3.0 SQL calls it:
+        // its step_state_source has no built_on nor fingerprint, and no trigger repair.
+        let current = spi::run(
+            "SELECT pg_catalog.to_regprocedure('tasker_core.step_state_enable_always(tasker_core.step_state_source)') IS NOT NULL",
             &[],
             false,
-            |_| (),
+            |rows| rows.bool(0, 1).unwrap_or_default(),
         )?;
+        if current {
+            spi::run(
+                "SELECT tasker_core.step_state_enable_always(s) FROM tasker_core.step_state_source s",
+                &[],
+                false,
+                |_| (),
+            )?;
+        }
         let (tables, problem) = recorded_source()?;
         if let Some(reason) = problem {
             return Err(TaskerError::StepStateUnusable { action: "rebuild", reason });
@@ -450,11 +460,17 @@ fn step_state_rebuild() -> i64 {
             false,
             |rows| rows.i64(0, 1).unwrap_or_default(),
         )?;
+        let identity = if current {
+            format!(
+                ", built_on = {}, fingerprint = tasker_core.step_state_fingerprint(s)",
+                pgrx::spi::quote_literal(system_identifier())
+            )
+        } else {
+            String::new()
+        };
         spi::run(
             &format!(
-                "UPDATE tasker_core.step_state_source s SET valid = true, reason = NULL, changed_at = pg_catalog.now(), \
-                        built_on = {}, fingerprint = tasker_core.step_state_fingerprint(s)",
-                pgrx::spi::quote_literal(system_identifier())
+                "UPDATE tasker_core.step_state_source s SET valid = true, reason = NULL, changed_at = pg_catalog.now(){identity}"
             ),
             &[],
             false,
