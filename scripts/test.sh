@@ -2,7 +2,8 @@
 # The full test run (what CI runs). Code gates and a compile check against pg13-pg18, then for
 # each tested PostgreSQL major (15, 16, 18; scripts/pg.sh): the unit/property tests and
 # #[pg_test]s, pg_regress, the differential tests and the concurrency tests on both fixtures
-# (the schema as Rails ships it, and the spec's minimal one), the upgrade test, pgTAP, the
+# (the schema as Rails ships it, and the spec's minimal one), the upgrade test, dump and restore
+# round trips, pgTAP, the
 # security suite and the replication tests, each against throwaway clusters started here as the
 # postgres user on private ports and socket directories. Then the Rails (ActiveRecord) client
 # test on both fixtures and the package build (PostgreSQL 15).
@@ -98,6 +99,9 @@ test_major() {
     FIXTURE=tasker_schema.sql tests/upgrade/run.sh "$conn" | tee "$log/upgrade.log"
     FIXTURE=tasker_schema_minimal.sql tests/upgrade/run.sh "$conn" | tee -a "$log/upgrade.log"
 
+    echo "== dump and restore (structure.sql as Rails dumps and loads it; a whole-database pg_dump)"
+    FIXTURE=tasker_schema.sql tests/dump/run.sh "$conn" | tee "$log/dump.log"
+
     echo "== pgTAP suite (pg_prove), both fixtures"
     for fixture in tasker_schema.sql tasker_schema_minimal.sql; do
       psql "$conn dbname=postgres" -X -q -v ON_ERROR_STOP=1 -c "DROP DATABASE IF EXISTS tasker_pgtap" -c "CREATE DATABASE tasker_pgtap"
@@ -119,6 +123,7 @@ test_major() {
   record "pg$v differential: $(grep '^differential: .* passed' "$log/diff.log" | tr '\n' ' ')"
   record "pg$v concurrency: $(grep '^concurrency:' "$log/race.log" | tr '\n' ' ')"
   record "pg$v $(grep '^upgrade:' "$log/upgrade.log" | tr '\n' ' ')"
+  record "pg$v $(grep '^dump:' "$log/dump.log")"
   record "pg$v pgTAP: $(cat "$log"/pgtap-*.log | grep -E '^Files=|^Result' | tr '\n' ' ')"
   record "pg$v $(grep '^security:' "$log/security.log")"
   record "pg$v $(grep '^replication:' "$log/replication.log")"
