@@ -4,8 +4,8 @@
 # them instead of running bindgen when built for docs.rs (DOCS_RS=1 and --cfg docsrs). The
 # cfg is given to pgrx-pg-sys alone (a cargo profile setting, behind -Zprofile-rustflags, hence
 # RUSTC_BOOTSTRAP=1 on this stable toolchain): other crates read `docsrs` as "nightly docs
-# build" and would not compile. A compile check only: nothing is linked or run, and only
-# PostgreSQL 15 is tested (scripts/test.sh).
+# build" and would not compile. A compile check only: nothing is linked or run here;
+# scripts/test.sh runs every suite on PostgreSQL 15, 16 and 18.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${CHECK_TARGET_DIR:-target/versions}

@@ -76,6 +76,8 @@ def code(stmt):
 
 KEEP_AS_IS = ('REVOKE ', 'GRANT ', 'ALTER FUNCTION ', 'ALTER EVENT TRIGGER ', 'ALTER TABLE tasker_core.step_state REPLICA')
 SKIP = ('CREATE TABLE ', 'CREATE INDEX ', 'CREATE UNIQUE INDEX ', 'CREATE EVENT TRIGGER tasker_core_step_state_watch', 'DO $check$')
+# The step state's table and indexes are created anew (PREAMBLE moves the 0.3.0 ones aside).
+RECREATED = re.compile(r'^CREATE (TABLE tasker_core\.step_state \(|(UNIQUE )?INDEX step_state_\w+ ON tasker_core\.step_state )')
 NEW_EVENT_TRIGGERS = ('CREATE EVENT TRIGGER tasker_core_before_drop',)
 
 body = []
@@ -83,12 +85,17 @@ for stmt in statements(schema):
     c = code(stmt)
     if not c:
         continue
+    if RECREATED.match(c):
+        body.append(c)
+        continue
     if c.startswith(SKIP):
         continue
     if c.startswith(('CREATE FUNCTION ', 'CREATE  FUNCTION ')):
         c = re.sub(r'^CREATE\s+FUNCTION\s+"([a-z_0-9]+)"', r'CREATE OR REPLACE FUNCTION tasker_core."\1"', c)
         c = re.sub(r'^CREATE\s+FUNCTION\s+', 'CREATE OR REPLACE FUNCTION ', c)
         body.append(c)
+    elif c.startswith('ALTER EVENT TRIGGER tasker_core_step_state_watch'):
+        continue  # at the end (POSTAMBLE)
     elif c.startswith(KEEP_AS_IS) or c.startswith(NEW_EVENT_TRIGGERS):
         body.append(c)
     else:
@@ -151,17 +158,19 @@ DROP TABLE tasker_core.replaced_functions;
 DROP FUNCTION tasker_core.guard_triggers();
 DROP FUNCTION tasker_core.step_state_refresh_states(bigint[], oid);
 
--- The step state: parent counters, a replica identity, the identity of the server that built it.
-ALTER TABLE tasker_core.step_state
-    ADD COLUMN total_parents integer NOT NULL DEFAULT 0,
-    ADD COLUMN done_parents integer NOT NULL DEFAULT 0;
--- Counted from the copy itself (exact while it is valid; a rebuild recounts from the Tasker tables).
-UPDATE tasker_core.step_state s
-   SET total_parents = pg_catalog.cardinality(s.parents),
-       done_parents = (SELECT pg_catalog.count(*) FROM pg_catalog.unnest(s.parents) p(id)
-                         JOIN tasker_core.step_state ps ON ps.workflow_step_id = p.id
-                        WHERE ps.current_state IN ('complete', 'resolved_manually'))
- WHERE s.workflow_step_id IS NOT NULL AND pg_catalog.cardinality(s.parents) > 0;
+-- The step state: a new column order (the columns reads deform first; parents last), parent
+-- counters, a replica identity, the identity of the server that built it. The 0.3.0 table steps
+-- aside here, the new one is created below as a fresh install creates it, and it is filled from
+-- the old one at the end (the same rows: a copy that was valid stays valid).
+-- The DDL watch judges the step state after every DDL command; this script's own commands
+-- leave it half built until the end, so the watch sleeps until then (last statement).
+ALTER EVENT TRIGGER tasker_core_step_state_watch DISABLE;
+ALTER EXTENSION tasker_core DROP TABLE tasker_core.step_state;
+ALTER TABLE tasker_core.step_state RENAME TO step_state_0_3_0;
+ALTER INDEX tasker_core.step_state_by_task RENAME TO step_state_0_3_0_by_task;
+ALTER INDEX tasker_core.step_state_by_step RENAME TO step_state_0_3_0_by_step;
+ALTER INDEX tasker_core.step_state_task_row RENAME TO step_state_0_3_0_task_row;
+ALTER INDEX tasker_core.step_state_by_named_step RENAME TO step_state_0_3_0_by_named_step;
 ALTER TABLE tasker_core.step_state_source ADD COLUMN built_on text, ADD COLUMN fingerprint text;
 '''
 
@@ -185,11 +194,64 @@ BEGIN
 END
 $flags$;
 
+-- The rows of the 0.3.0 step state, with the parent counts counted from the copy itself (exact
+-- while it is valid; a rebuild recounts from the Tasker tables), and any privilege a DBA granted
+-- on it.
+INSERT INTO tasker_core.step_state
+       (task_id, total_parents, done_parents, workflow_step_id, named_step_id, retry_limit, attempts,
+        backoff_request_seconds, retryable, in_process, processed, state_since, last_attempted_at,
+        named_task_id, current_state, name, parents)
+SELECT s.task_id,
+       CASE WHEN s.workflow_step_id IS NULL THEN 0 ELSE pg_catalog.cardinality(s.parents) END,
+       CASE WHEN s.workflow_step_id IS NULL THEN 0
+            ELSE (SELECT pg_catalog.count(*) FROM pg_catalog.unnest(s.parents) p(id)
+                    JOIN tasker_core.step_state_0_3_0 ps ON ps.workflow_step_id = p.id
+                   WHERE ps.current_state IN ('complete', 'resolved_manually')) END,
+       s.workflow_step_id, s.named_step_id, s.retry_limit, s.attempts, s.backoff_request_seconds,
+       s.retryable, s.in_process, s.processed, s.state_since, s.last_attempted_at, s.named_task_id,
+       s.current_state, s.name, s.parents
+  FROM tasker_core.step_state_0_3_0 s
+ ORDER BY s.task_id, s.workflow_step_id NULLS LAST;
+DO $grants$
+DECLARE
+    a record;
+BEGIN
+    FOR a IN SELECT x.grantee, x.privilege_type, x.is_grantable
+               FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) x
+              WHERE c.oid = 'tasker_core.step_state_0_3_0'::pg_catalog.regclass AND x.grantee <> c.relowner LOOP
+        EXECUTE pg_catalog.format('GRANT %s ON tasker_core.step_state TO %s%s', a.privilege_type,
+            CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) END,
+            CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+    END LOOP;
+END
+$grants$;
+DROP TABLE tasker_core.step_state_0_3_0;
+ANALYZE tasker_core.step_state;
+-- The maintenance now works with the Tasker tables' owner's rights (as step_state_enable()
+-- grants them): grant them for a step state enabled under 0.3.0.
+DO $owner$
+DECLARE
+    owner pg_catalog.regrole;
+BEGIN
+    SELECT c.relowner::pg_catalog.regrole INTO owner
+      FROM tasker_core.step_state_source s JOIN pg_catalog.pg_class c ON c.oid = s.steps;
+    IF owner IS NOT NULL THEN
+        EXECUTE pg_catalog.format('GRANT SELECT, INSERT, UPDATE, DELETE ON tasker_core.step_state TO %s', owner);
+    END IF;
+END
+$owner$;
+
 -- The transition trigger of a step state enabled under 0.3.0 now calls the 0.4.0 refresh (its
 -- function was replaced above); a valid copy was kept exact by this server's triggers.
 UPDATE tasker_core.step_state_source s
    SET built_on = tasker_core.server_identity(), fingerprint = tasker_core.step_state_fingerprint(s)
  WHERE s.valid;
+-- A copy the new checks find unusable (e.g. the six tables have more than one owner) stops
+-- being used now, as the watch would have stopped it.
+UPDATE tasker_core.step_state_source s
+   SET valid = false, reason = tasker_core.step_state_problem(s), changed_at = pg_catalog.now()
+ WHERE s.valid AND tasker_core.step_state_problem(s) IS NOT NULL;
+ALTER EVENT TRIGGER tasker_core_step_state_watch ENABLE ALWAYS;
 '''
 
 text = PREAMBLE + '\n' + '\n\n'.join(body) + '\n' + POSTAMBLE

@@ -9,36 +9,40 @@
 -- one index range scan (by task_id) instead of joins over six tables. The read functions use it only while
 -- tasker_core.step_state_source says it is valid; otherwise they read the Tasker tables.
 
--- The reader finds the columns by name (src/pg/step_state/mod.rs); what dependency levels need
--- comes first, so that scan deforms three columns only.
+-- The reader finds the columns by name (src/pg/step_state/mod.rs); the order is for speed alone.
 CREATE TABLE tasker_core.step_state (
-    workflow_step_id        bigint,    -- NULL: the row of the task itself
+    -- In the order reads deform them: fixed-width NOT NULL columns first (PostgreSQL finds them
+    -- at cached offsets), the nullable and variable-width ones after, and parents, which only
+    -- the dependency graph reads, last (docs/step_state.md, "Layout").
     task_id                 bigint  NOT NULL,
-    parents                 bigint[] NOT NULL, -- from_step_id of every edge into the step, sorted
-    current_state           text,      -- to_state of the step's (task's) most_recent transition; NULL: none
-    state_since             timestamp, -- created_at of that transition
-    named_step_id           integer,   -- NULL on the task's row
-    name                    text,      -- tasker_named_steps.name; NULL: no such named step
-    retryable               boolean,
-    retry_limit             integer,
-    in_process              boolean,
-    processed               boolean,
-    attempts                integer,
-    last_attempted_at       timestamp,
-    backoff_request_seconds integer,
-    named_task_id           integer,   -- the task's row only
     -- Parent edges into the step, and those whose parent is complete or resolved_manually
     -- (kept exact when a parent's state changes): a task's readiness reads no other row.
     total_parents           integer NOT NULL DEFAULT 0,
-    done_parents            integer NOT NULL DEFAULT 0
+    done_parents            integer NOT NULL DEFAULT 0,
+    workflow_step_id        bigint,    -- NULL: the row of the task itself
+    named_step_id           integer,   -- NULL on the task's row
+    retry_limit             integer,
+    attempts                integer,
+    retryable               boolean,
+    in_process              boolean,
+    processed               boolean,
+    state_since             timestamp, -- created_at of the most_recent transition
+    -- Usually NULL on a step's row: after the columns PostgreSQL can find at cached offsets.
+    last_attempted_at       timestamp,
+    backoff_request_seconds integer,
+    named_task_id           integer,   -- the task's row only
+    current_state           text,      -- to_state of the step's (task's) most_recent transition; NULL: none
+    name                    text,      -- tasker_named_steps.name; NULL: no such named step
+    parents                 bigint[] NOT NULL -- from_step_id of every edge into the step, sorted
 ) WITH (fillfactor = 80);
 -- A task's steps by id, then (NULLs last) the task's own row: one range scan per task.
 CREATE UNIQUE INDEX step_state_by_task ON tasker_core.step_state (task_id, workflow_step_id);
 CREATE UNIQUE INDEX step_state_by_step ON tasker_core.step_state (workflow_step_id) WHERE workflow_step_id IS NOT NULL;
 CREATE UNIQUE INDEX step_state_task_row ON tasker_core.step_state (task_id) WHERE workflow_step_id IS NULL;
 CREATE INDEX step_state_by_named_step ON tasker_core.step_state (named_step_id) WHERE named_step_id IS NOT NULL;
--- A copy of Tasker data: nobody reads or writes it through SQL but the extension's owner. The
--- read functions check the caller's SELECT privilege on the Tasker tables themselves.
+-- A copy of Tasker data: nobody reads or writes it through SQL but the extension's owner and,
+-- once step_state_enable() grants it, the Tasker tables' owner (the maintenance works with its
+-- rights). The read functions check the caller's SELECT privilege on the Tasker tables themselves.
 REVOKE ALL ON tasker_core.step_state FROM PUBLIC;
 -- A publication FOR ALL TABLES (change data capture) publishes this table too; without a replica
 -- identity every UPDATE of it, and so every write to a Tasker step, would fail (55000). The
@@ -538,6 +542,8 @@ REVOKE ALL ON FUNCTION tasker_core.step_state_refresh_tasks(bigint[], oid, oid) 
 REVOKE ALL ON FUNCTION tasker_core.step_state_refresh_transitions(bigint[], oid, oid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tasker_core.step_state_lock_named(integer[], oid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tasker_core.step_state_rebuild() FROM PUBLIC;
+-- It reads the Tasker tables as their owner (pg::sandbox): the DBA's, as rebuild is.
+REVOKE ALL ON FUNCTION tasker_core.step_state_verify() FROM PUBLIC;
 REVOKE ALL ON FUNCTION tasker_core.step_state_check_not_missed() FROM PUBLIC;
 -- Firing a trigger needs no EXECUTE right, attaching one does: nobody may attach these to
 -- tables of their own (the definer's rights are meant for the mirrored tables only).

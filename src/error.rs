@@ -36,9 +36,6 @@ pub enum TaskerError {
     /// A Tasker table the read functions need is some other kind of relation.
     #[error("tasker_core reads only tables: {relation} is a {kind}")]
     NotATable { relation: String, kind: &'static str },
-    /// A column of a Tasker table has a type the read functions cannot read.
-    #[error("column {column} of {relation} is of type {found}, not {expected}")]
-    ColumnType { relation: String, column: &'static str, found: String, expected: &'static str },
     /// The guard machinery was called with a machine name it does not know.
     #[error("unknown state machine {0:?} (expected 'step' or 'task')")]
     UnknownMachine(String),
@@ -106,7 +103,6 @@ impl TaskerError {
             TaskerError::NotInSetContext => ERRCODE_FEATURE_NOT_SUPPORTED,
             TaskerError::DeclarationMismatch { .. } => ERRCODE_DATATYPE_MISMATCH,
             TaskerError::NotATable { .. } => ERRCODE_WRONG_OBJECT_TYPE,
-            TaskerError::ColumnType { .. } => ERRCODE_DATATYPE_MISMATCH,
             TaskerError::UnknownMachine(_) => ERRCODE_INVALID_PARAMETER_VALUE,
             TaskerError::StepStateNotEnabled | TaskerError::StepStateUnusable { .. } => {
                 ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
@@ -168,7 +164,6 @@ impl TaskerError {
                  put the schema of the Tasker tables first."
                     .into(),
             ),
-            TaskerError::ColumnType { .. } => Some("See docs/compatibility.md for the column types tasker_core reads.".into()),
             TaskerError::StepStateNotEnabled => Some(
                 "Run SELECT * FROM tasker_core.step_state_enable('public') with the schema of the Tasker tables.".into(),
             ),
@@ -188,7 +183,7 @@ impl TaskerError {
                     .into(),
             ),
             TaskerError::StepStateUnusable { .. } => {
-                Some("SELECT * FROM tasker_core.preflight() lists what to change; docs/step_state.md explains each requirement.".into())
+                Some("SELECT * FROM tasker_core.status() says why; docs/step_state.md explains each requirement.".into())
             }
             TaskerError::NeedsReadCommitted { .. } => Some(
                 "Under REPEATABLE READ or SERIALIZABLE its snapshot could predate writes it must include.".into(),

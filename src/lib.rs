@@ -44,6 +44,7 @@ pgrx::extension_sql_file!(
         pg::step_state::maintain::step_state_refresh_transitions,
         pg::step_state::maintain::step_state_lock_named,
         pg::step_state::maintain::step_state_rebuild,
+        pg::step_state::maintain::step_state_verify,
         pg::step_state::maintain::step_state_check_not_missed,
         pg::admin::most_recent_index,
         pg::admin::server_identity

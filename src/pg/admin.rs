@@ -1,5 +1,5 @@
 //! Rust helpers of the admin SQL (sql/admin.sql, sql/step_state.sql): the unique-index proof the
-//! step state and the preflight rely on, this server's identity, and the guard that puts Rails'
+//! step state relies on, this server's identity, and the guard that puts Rails'
 //! functions back before `DROP EXTENSION tasker_core`.
 
 use std::ffi::CStr;

@@ -238,8 +238,7 @@ thread_local! {
     static STATS: RefCell<Vec<(ReadFn, &'static str, i64)>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Counts a call of `function` that read by `path` ("step_state", "sql", or
-/// "sql_after_broken_row" when a step_state row did not have its maintained shape).
+/// Counts a call of `function` that read by `path` ("step_state" or "sql").
 pub fn count(function: ReadFn, path: &'static str) {
     STATS.with(|s| {
         let mut s = s.borrow_mut();

@@ -1,5 +1,7 @@
 -- The derived step state: its objects and their rights, and an application role writing
--- through the maintenance triggers without any right on tasker_core.step_state.
+-- through the maintenance triggers. PUBLIC has no right on tasker_core.step_state; the Tasker
+-- tables' owner gets its rights from step_state_enable() (the maintenance works as that owner,
+-- sandboxed: docs/security.md).
 BEGIN;
 SELECT plan(22);
 
@@ -9,14 +11,15 @@ SELECT has_function('tasker_core', 'step_state_enable', ARRAY['name']);
 SELECT has_function('tasker_core', 'step_state_disable', ARRAY['name']);
 SELECT has_function('tasker_core', 'step_state_rebuild', ARRAY[]::text[]);
 SELECT has_function('tasker_core', 'step_state_verify', ARRAY[]::text[]);
--- SECURITY DEFINER, on purpose: writers of the Tasker tables get no right on step_state.
+-- SECURITY DEFINER, on purpose: writers of the Tasker tables other than their owner get no
+-- right on step_state.
 SELECT is_definer('tasker_core', f, ARRAY[]::text[], f || ' runs as the extension owner')
   FROM (VALUES ('step_state_sync'), ('step_state_watch')) v(f);
 SELECT is(
   (SELECT string_agg(p.oid::regprocedure::text, ', ' ORDER BY 1) FROM pg_proc p
     WHERE p.pronamespace = 'tasker_core'::regnamespace AND p.proname LIKE 'step_state%'
-      AND has_function_privilege('public', p.oid, 'EXECUTE') AND p.proname IN ('step_state_refresh', 'step_state_refresh_transitions', 'step_state_refresh_tasks', 'step_state_rebuild', 'step_state_enable', 'step_state_disable', 'step_state_invalidate')),
-  NULL, 'PUBLIC cannot refresh, rebuild, enable, disable or invalidate the step state');
+      AND has_function_privilege('public', p.oid, 'EXECUTE') AND p.proname IN ('step_state_refresh', 'step_state_refresh_transitions', 'step_state_refresh_tasks', 'step_state_rebuild', 'step_state_verify', 'step_state_enable', 'step_state_disable', 'step_state_invalidate')),
+  NULL, 'PUBLIC cannot refresh, rebuild, verify, enable, disable or invalidate the step state');
 SELECT ok(NOT has_table_privilege('public', 'tasker_core.step_state', 'SELECT'), 'PUBLIC cannot read step_state (a copy of Tasker rows)');
 SELECT ok(has_table_privilege('public', 'tasker_core.step_state_source', 'SELECT'), 'anyone can see whether the step state is valid');
 SELECT is((SELECT evtenabled::text FROM pg_event_trigger WHERE evtname = 'tasker_core_step_state_watch'), 'A',

@@ -14,6 +14,10 @@ current=$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/Cargo.toml" | head -1)
 psql() { command psql "$conn dbname=$1" -X -q -At -v ON_ERROR_STOP=1 "${@:2}"; }
 passed=0; failed=0
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+# The application's role: it owns the Tasker tables and Rails' functions (not a superuser).
+app=tasker_upgrade_app
+psql postgres -c "DROP DATABASE IF EXISTS tasker_upgraded" \
+     -c "DO \$\$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '$app') THEN CREATE ROLE $app NOLOGIN; END IF; END \$\$"
 psql postgres -c "DROP DATABASE IF EXISTS tasker_fresh" -c "CREATE DATABASE tasker_fresh"
 psql tasker_fresh -c "CREATE EXTENSION tasker_core"
 psql tasker_fresh -f "$here/catalog.sql" > /tmp/tasker_core_catalog_fresh.txt
@@ -21,7 +25,9 @@ for script in "$root"/sql/released/tasker_core--*.sql; do
   old=$(basename "$script" .sql); old=${old#tasker_core--}
   [ "$old" = "$current" ] && continue
   psql postgres -c "DROP DATABASE IF EXISTS tasker_upgraded" -c "CREATE DATABASE tasker_upgraded"
-  psql tasker_upgraded -f "$root/tests/fixtures/${FIXTURE:-tasker_schema.sql}" -f "$root/tests/fixtures/reference_functions.sql" \
+  # The Tasker tables and Rails' functions belong to the app's role, as in a Rails database.
+  psql tasker_upgraded -c "GRANT CREATE ON DATABASE tasker_upgraded TO $app" -c "GRANT CREATE ON SCHEMA public TO $app"
+  psql tasker_upgraded -c "SET ROLE $app" -f "$root/tests/fixtures/${FIXTURE:-tasker_schema.sql}" -f "$root/tests/fixtures/reference_functions.sql" \
        -f "$root/tests/fixtures/generator.sql" -c "SELECT tasker_gen.generate(0.42, 60, legal_only => true)" >/dev/null
   rails_defs="SELECT string_agg(pg_get_functiondef(p.oid), '' ORDER BY p.proname) FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace"
   original=$(psql tasker_upgraded -c "$rails_defs")
@@ -35,12 +41,16 @@ for script in "$root"/sql/released/tasker_core--*.sql; do
   # (0.3.0 cannot on the schema as Rails ships it: it did not recognize Rails' most_recent index,
   # the bug of issue 11; make test runs this test on the minimal fixture too, where it can.)
   if [ "$had_state" = t ] && ! psql tasker_upgraded -c "SELECT count(*) FROM tasker_core.step_state_enable()" >/dev/null 2>"$work/enable.err"; then
-    echo "  note: $old cannot enable its step state on ${FIXTURE:-tasker_schema.sql}: $(grep -m1 ERROR "$work/enable.err")"
+    if grep -q "has no unique index on (workflow_step_id) WHERE most_recent" "$work/enable.err"; then
+      echo "  note: $old cannot enable its step state on ${FIXTURE:-tasker_schema.sql}: $(grep -m1 ERROR "$work/enable.err")"
+    else
+      failed=$((failed + 1)); echo "  FAILED: $old with this library cannot enable its step state: $(grep -m1 ERROR "$work/enable.err")"
+    fi
     had_state=f
   fi
   # Until ALTER EXTENSION UPDATE, the old version's SQL runs this library (installing the
   # package replaces the library at once): its triggers and read functions must keep working.
-  if psql tasker_upgraded -c "UPDATE tasker_workflow_steps SET attempts = coalesce(attempts, 0) + 1 WHERE workflow_step_id % 11 = 0" \
+  if psql tasker_upgraded -c "SET ROLE $app" -c "UPDATE tasker_workflow_steps SET attempts = coalesce(attempts, 0) + 1 WHERE workflow_step_id % 11 = 0" \
           -c "DELETE FROM tasker_workflow_step_edges WHERE id % 13 = 0" \
           -c "SELECT count(*) FROM get_step_readiness_status_batch(ARRAY(SELECT task_id FROM tasker_tasks))" \
           -c "SELECT count(*) FROM get_task_execution_contexts_batch(ARRAY(SELECT task_id FROM tasker_tasks))" >/dev/null 2>"$work/window.err" \
@@ -71,7 +81,7 @@ for script in "$root"/sql/released/tasker_core--*.sql; do
                  -c "SELECT count(*) FROM tasker_core.step_state_verify()" \
                  -c "SELECT count(*) FROM tasker_core.status() WHERE kind = 'trigger' AND state = 'installed'" | tr '\n' ' ')
     # Writes after the upgrade go through the 0.4.0 triggers (parent counters included).
-    psql tasker_upgraded -c "UPDATE tasker_workflow_steps SET attempts = coalesce(attempts, 0) + 1 WHERE workflow_step_id % 7 = 0" \
+    psql tasker_upgraded -c "SET ROLE $app" -c "UPDATE tasker_workflow_steps SET attempts = coalesce(attempts, 0) + 1 WHERE workflow_step_id % 7 = 0" \
          -c "DELETE FROM tasker_workflow_step_edges WHERE id % 5 = 0" >/dev/null
     after_writes=$(psql tasker_upgraded -c "SELECT valid FROM tasker_core.step_state_source" -c "SELECT count(*) FROM tasker_core.step_state_verify()" | tr '\n' ' ')
     if [ "$before" = "t step_state 0 7 " ] && [ "$after_writes" = "t 0 " ]; then

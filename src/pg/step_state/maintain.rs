@@ -108,6 +108,18 @@ fn has_counters() -> bool {
     Rel::try_open(oid).is_some_and(|rel| rel.column("total_parents").is_some() && rel.column("done_parents").is_some())
 }
 
+/// Runs `f` with the rights of `table`'s owner, sandboxed (pg::sandbox): enable() granted that
+/// role its rights on step_state. Between installing this library and `ALTER EXTENSION
+/// tasker_core UPDATE` from 0.3.0 (a step_state without the counters) the owner has none, and
+/// the work runs as it did under 0.3.0, with the rights of the extension's SECURITY DEFINER
+/// trigger, until the update grants them.
+fn as_maintainer<R>(table: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
+    if !has_counters() {
+        return f();
+    }
+    as_owner(owner_of(table).or_raise(), f)
+}
+
 /// The columns written: all of `COLUMNS`, or those of 0.3.0.
 fn columns() -> String {
     if has_counters() {
@@ -138,8 +150,7 @@ const LOCK_TASKS: &str = "SELECT 1 FROM tasker_core.step_state WHERE workflow_st
 /// writer of those rows committed while we waited (see `step_state_refresh`). Both run with the
 /// rights of `table`'s owner, sandboxed (pg::sandbox).
 fn lock_then_run(table: pg_sys::Oid, lock: &str, sql: &str, ids: &[i64]) {
-    let owner = owner_of(table).or_raise();
-    as_owner(owner, || {
+    as_maintainer(table, || {
         Spi::connect(|_| {
             spi::run(lock, &[Arg::Int8Array(ids)], false, |_| ())?;
             spi::run(sql, &[Arg::Int8Array(ids)], false, |_| ())
@@ -233,12 +244,12 @@ fn step_state_refresh_transitions(ids: Option<Vec<Option<i64>>>, transitions: pg
     if ids.is_empty() {
         return;
     }
-    let owner = owner_of(transitions).or_raise();
+    let table = transitions;
     let transitions = mirrored(transitions).or_raise();
     let edges = mirrored(edges).or_raise();
     let update = states_update_sql(&transitions, "RETURNING d.workflow_step_id, d.current_state");
     let counters = has_counters();
-    as_owner(owner, || {
+    as_maintainer(table, || {
         Spi::connect(|_| {
             let lock = "SELECT workflow_step_id, current_state FROM tasker_core.step_state \
                      WHERE workflow_step_id OPERATOR(pg_catalog.=) ANY ($1) ORDER BY workflow_step_id FOR UPDATE";
@@ -296,12 +307,12 @@ fn step_state_lock_named(named: Option<Vec<Option<i32>>>, named_steps: pg_sys::O
     if ids.is_empty() {
         return;
     }
-    let owner = owner_of(named_steps).or_raise();
+    let table = named_steps;
     let sql = format!(
         "SELECT 1 FROM {} WHERE named_step_id OPERATOR(pg_catalog.=) ANY ($1) ORDER BY named_step_id FOR UPDATE",
         mirrored(named_steps).or_raise()
     );
-    as_owner(owner, || spi::query(&sql, &[Arg::Int4Array(&ids)], false, |_| ()));
+    as_maintainer(table, || spi::query(&sql, &[Arg::Int4Array(&ids)], false, |_| ()));
 }
 
 /// Whether a state (as bytes) makes a parent done.
@@ -429,8 +440,7 @@ fn step_state_rebuild() -> i64 {
         };
         let once = |sql: String| spi::run(&sql, &[], false, |_| ());
         // Reading the Tasker tables (and writing the copy) with their owner's rights, sandboxed.
-        let owner = owner_of(tables.0[STEPS])?;
-        as_owner(owner, || -> Result<(), TaskerError> {
+        as_maintainer(tables.0[STEPS], || -> Result<(), TaskerError> {
             once(format!("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE", t.join(", ")))?;
             once("DELETE FROM tasker_core.step_state".into())?;
             // In index order, so a task's rows (its steps, then its own row) share heap pages.
@@ -514,8 +524,7 @@ fn step_state_verify(
               WHERE pg_catalog.to_jsonb(e) IS DISTINCT FROM pg_catalog.to_jsonb(d) ORDER BY 2, 1 NULLS LAST",
             expected = expected_all_sql(&t),
         );
-        let owner = owner_of(tables.0[STEPS])?;
-        as_owner(owner, || {
+        as_maintainer(tables.0[STEPS], || {
             spi::run(&sql, &[], true, |rows| {
                 (0..rows.len())
                     .map(|r| (rows.i64(r, 1), rows.i64(r, 2).unwrap_or_default(), rows.string(r, 3).unwrap_or_default()))

@@ -58,7 +58,8 @@ pub struct Layout {
     pub named_task: Col<Int4>,
     pub total_parents: Col<Int4>,
     pub done_parents: Col<Int4>,
-    /// Columns to deform for a whole row, and for the graph (step, task, parents).
+    /// Columns to deform for a row as readiness, contexts and health read it (not parents),
+    /// and for the graph (step, task, parents).
     pub ncols: usize,
     pub graph_ncols: usize,
 }
@@ -108,7 +109,8 @@ impl Layout {
         layout.graph_ncols =
             [layout.step.attno(), layout.task.attno(), layout.parents.attno()].into_iter().max().unwrap_or(1);
         layout.ncols = [
-            layout.graph_ncols,
+            layout.step.attno(),
+            layout.task.attno(),
             layout.state.attno(),
             layout.state_since.attno(),
             layout.named_step.attno(),
