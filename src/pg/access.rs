@@ -21,7 +21,6 @@ use std::marker::PhantomData;
 use std::ptr::NonNull;
 
 use pgrx::pg_sys;
-use pgrx::FromDatum;
 
 /// The lock every reader takes: the executor's lock for a SELECT.
 const READ_LOCK: pg_sys::LOCKMODE = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
@@ -380,17 +379,42 @@ impl<'a> Row<'a> {
         let Some(d) = self.datum(col) else {
             return false;
         };
-        // SAFETY: a non-NULL datum of a bigint[] column (checked by Col).
-        let array = unsafe { pgrx::Array::<i64>::from_polymorphic_datum(d, false, pg_sys::INT8ARRAYOID) };
-        let Some(array) = array else {
-            return false;
-        };
-        match array.as_slice() {
-            Ok(ids) => {
-                out.extend_from_slice(ids);
-                true
+        // SAFETY: a non-NULL datum of a bigint[] column (checked by Col): detoasted (a copy
+        // only when it was toasted or short-headed), then taken apart by deconstruct_array with
+        // int8's storage parameters (8 bytes, by value, double-aligned), which pallocs the
+        // element and null arrays that are freed here.
+        unsafe {
+            let array = pg_sys::pg_detoast_datum(d.cast_mut_ptr()) as *mut pg_sys::ArrayType;
+            if (*array).ndim > 1 || (*array).elemtype != pg_sys::INT8OID {
+                return false;
             }
-            Err(_) => false,
+            let mut elems: *mut pg_sys::Datum = std::ptr::null_mut();
+            let mut nulls: *mut bool = std::ptr::null_mut();
+            let mut n: std::ffi::c_int = 0;
+            pg_sys::deconstruct_array(
+                array,
+                pg_sys::INT8OID,
+                8,
+                true,
+                pg_sys::TYPALIGN_DOUBLE as std::ffi::c_char,
+                &mut elems,
+                &mut nulls,
+                &mut n,
+            );
+            let n = n.max(0) as usize;
+            let ok = n == 0 || !std::slice::from_raw_parts(nulls, n).contains(&true);
+            if ok {
+                out.extend(std::slice::from_raw_parts(elems, n).iter().map(|d| d.value() as i64));
+            }
+            for p in [elems.cast::<std::ffi::c_void>(), nulls.cast()] {
+                if !p.is_null() {
+                    pg_sys::pfree(p);
+                }
+            }
+            if array as *mut std::ffi::c_void != d.cast_mut_ptr::<std::ffi::c_void>() {
+                pg_sys::pfree(array.cast());
+            }
+            ok
         }
     }
 }

@@ -88,6 +88,10 @@ impl Bytes {
 /// A state read as bytes, as the rules take it: borrowed for Tasker's states; anything else
 /// is kept as text (bytes that are not UTF-8 are shown with U+FFFD, docs/compatibility.md).
 pub fn state_of(bytes: &[u8]) -> Cow<'static, str> {
+    // Tasker's own states first, compared as bytes (the common case, once per row read).
+    if let Some(s) = state::ALL.iter().copied().find(|s| s.as_bytes() == bytes) {
+        return Cow::Borrowed(s);
+    }
     match std::str::from_utf8(bytes) {
         Ok(s) => state::name_of(s),
         Err(_) => Cow::Owned(String::from_utf8_lossy(bytes).into_owned()),

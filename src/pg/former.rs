@@ -36,6 +36,13 @@ pub enum Val<'a> {
     Text(&'a [u8]),
 }
 
+/// Where `Former::form_at_end` formed a row: from word `first` of the arena, `len` bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct Formed {
+    first: usize,
+    len: usize,
+}
+
 /// Forms rows of one result descriptor.
 pub struct Former {
     kinds: Vec<Kind>,
@@ -64,8 +71,95 @@ fn align_of(attalign: std::ffi::c_char) -> Option<usize> {
     }
 }
 
+/// `at` rounded up to `align` (1, 2, 4 or 8: TYPEALIGN), without a division.
 fn aligned(at: usize, align: usize) -> usize {
-    at.div_ceil(align) * align
+    debug_assert!(align.is_power_of_two());
+    (at + align - 1) & !(align - 1)
+}
+
+/// Zeroes the alignment padding from `at` on (at most 7 bytes) with one 8-byte store instead
+/// of a memset call; bytes past the padding are written next (the value) or lie past the row.
+/// `form` sizes the buffer with 16 bytes per column, so `at + 8` is inside it.
+fn pad(buf: &mut [u8], at: usize) {
+    buf[at..at + 8].copy_from_slice(&[0; 8]);
+}
+
+/// Forms one row of `vals` into `words` from word `first` on (growing it as needed); its
+/// length in bytes, or None when a value does not fit its column. See `Former::form`.
+fn form_into(words: &mut Vec<u64>, first: usize, kinds: &[Kind], vals: &[Val<'_>]) -> Option<usize> {
+    let natts = kinds.len();
+    if vals.len() != natts {
+        return None;
+    }
+    let mut has_null = false;
+    let mut text_bytes = 0usize;
+    for v in vals {
+        match v {
+            Val::Null => has_null = true,
+            Val::Text(t) => text_bytes += t.len(),
+            _ => {}
+        }
+    }
+    let hoff = aligned(HEADER + if has_null { natts.div_ceil(8) } else { 0 }, 8);
+    // Room for every column at 8 bytes plus 7 of padding, and the texts with 4-byte headers.
+    let need = first + (hoff + 16 * natts + text_bytes).div_ceil(8);
+    if words.len() < need {
+        words.resize(need, 0);
+    }
+    let row = &mut words[first..need];
+    // SAFETY: the u64 storage viewed as bytes (u8 has no alignment or validity
+    // requirements), for exactly its length; the view is the only access while it lives.
+    let buf: &mut [u8] = unsafe { std::slice::from_raw_parts_mut(row.as_mut_ptr() as *mut u8, row.len() * 8) };
+    // The header and null bitmap start zeroed; every padding byte below is written as zero.
+    buf[..hoff].fill(0);
+    let mut at = hoff;
+    let mut infomask: u16 = 0;
+    for (i, (kind, val)) in kinds.iter().zip(vals).enumerate() {
+        match (*kind, *val) {
+            (_, Val::Null) => {
+                infomask |= pg_sys::HEAP_HASNULL as u16;
+                continue;
+            }
+            (Kind::Fixed { len, align }, v) => {
+                pad(buf, at);
+                let start = aligned(at, align);
+                match (len, v) {
+                    (8, Val::Int8(x)) => buf[start..start + 8].copy_from_slice(&x.to_le_bytes()),
+                    (4, Val::Int4(x)) => buf[start..start + 4].copy_from_slice(&x.to_le_bytes()),
+                    (1, Val::Bool(b)) => buf[start] = b as u8,
+                    _ => return None,
+                }
+                at = start + len;
+            }
+            (Kind::Varlena { align }, Val::Text(t)) => {
+                infomask |= pg_sys::HEAP_HASVARWIDTH as u16;
+                if t.len() < 127 {
+                    // VARATT_CAN_MAKE_SHORT: a 1-byte header, no alignment (SET_VARSIZE_1B).
+                    buf[at] = (((t.len() + 1) << 1) | 1) as u8;
+                    buf[at + 1..at + 1 + t.len()].copy_from_slice(t);
+                    at += 1 + t.len();
+                } else {
+                    let Ok(size) = u32::try_from(t.len() + 4) else {
+                        return None;
+                    };
+                    pad(buf, at);
+                    let start = aligned(at, align);
+                    // SET_VARSIZE_4B, little-endian.
+                    buf[start..start + 4].copy_from_slice(&(size << 2).to_le_bytes());
+                    buf[start + 4..start + 4 + t.len()].copy_from_slice(t);
+                    at = start + 4 + t.len();
+                }
+            }
+            _ => return None,
+        }
+        if has_null {
+            buf[HEADER + i / 8] |= 1 << (i % 8);
+        }
+    }
+    buf[INFOMASK2_AT..INFOMASK2_AT + 2].copy_from_slice(&(natts as u16).to_le_bytes());
+    buf[INFOMASK_AT..INFOMASK_AT + 2].copy_from_slice(&infomask.to_le_bytes());
+    buf[HOFF_AT] = hoff as u8;
+    Some(at)
 }
 
 impl Former {
@@ -112,80 +206,47 @@ impl Former {
     /// Forms one row of `vals` (one per column). False, with nothing formed, when a value does
     /// not fit its column (a wrong kind, or a number too wide).
     pub fn form(&mut self, vals: &[Val<'_>]) -> bool {
-        let natts = self.kinds.len();
-        if vals.len() != natts {
-            return false;
-        }
-        let mut has_null = false;
-        let mut text_bytes = 0usize;
-        for v in vals {
-            match v {
-                Val::Null => has_null = true,
-                Val::Text(t) => text_bytes += t.len(),
-                _ => {}
+        match form_into(&mut self.words, 0, &self.kinds, vals) {
+            Some(len) => {
+                self.len = len;
+                true
             }
+            None => false,
         }
-        let hoff = aligned(HEADER + if has_null { natts.div_ceil(8) } else { 0 }, 8);
-        // Room for every column at 8 bytes plus 7 of padding, and the texts with 4-byte headers.
-        let words = (hoff + 16 * natts + text_bytes).div_ceil(8);
-        if self.words.len() < words {
-            self.words.resize(words, 0);
-        }
-        // SAFETY: the u64 storage viewed as bytes (u8 has no alignment or validity
-        // requirements), for exactly its length; the view is the only access while it lives.
-        let buf: &mut [u8] =
-            unsafe { std::slice::from_raw_parts_mut(self.words.as_mut_ptr() as *mut u8, self.words.len() * 8) };
-        // The header and null bitmap start zeroed; every padding byte below is written as zero.
-        buf[..hoff].fill(0);
-        let mut at = hoff;
-        let mut infomask: u16 = 0;
-        for (i, (kind, val)) in self.kinds.iter().zip(vals).enumerate() {
-            match (*kind, *val) {
-                (_, Val::Null) => {
-                    infomask |= pg_sys::HEAP_HASNULL as u16;
-                    continue;
-                }
-                (Kind::Fixed { len, align }, v) => {
-                    let start = aligned(at, align);
-                    buf[at..start].fill(0);
-                    match (len, v) {
-                        (8, Val::Int8(x)) => buf[start..start + 8].copy_from_slice(&x.to_le_bytes()),
-                        (4, Val::Int4(x)) => buf[start..start + 4].copy_from_slice(&x.to_le_bytes()),
-                        (1, Val::Bool(b)) => buf[start] = b as u8,
-                        _ => return false,
-                    }
-                    at = start + len;
-                }
-                (Kind::Varlena { align }, Val::Text(t)) => {
-                    infomask |= pg_sys::HEAP_HASVARWIDTH as u16;
-                    if t.len() < 127 {
-                        // VARATT_CAN_MAKE_SHORT: a 1-byte header, no alignment (SET_VARSIZE_1B).
-                        buf[at] = (((t.len() + 1) << 1) | 1) as u8;
-                        buf[at + 1..at + 1 + t.len()].copy_from_slice(t);
-                        at += 1 + t.len();
-                    } else {
-                        let Ok(size) = u32::try_from(t.len() + 4) else {
-                            return false;
-                        };
-                        let start = aligned(at, align);
-                        buf[at..start].fill(0);
-                        // SET_VARSIZE_4B, little-endian.
-                        buf[start..start + 4].copy_from_slice(&(size << 2).to_le_bytes());
-                        buf[start + 4..start + 4 + t.len()].copy_from_slice(t);
-                        at = start + 4 + t.len();
-                    }
-                }
-                _ => return false,
-            }
-            if has_null {
-                buf[HEADER + i / 8] |= 1 << (i % 8);
-            }
-        }
-        buf[INFOMASK2_AT..INFOMASK2_AT + 2].copy_from_slice(&(natts as u16).to_le_bytes());
-        buf[INFOMASK_AT..INFOMASK_AT + 2].copy_from_slice(&infomask.to_le_bytes());
-        buf[HOFF_AT] = hoff as u8;
-        self.len = at;
-        true
+    }
+
+    /// Forms one row of `vals` at the end of `arena` instead (for rows put in another order
+    /// than formed: `put_formed`); where it starts and its length, or None as `form`.
+    pub fn form_at_end(&mut self, vals: &[Val<'_>], arena: &mut Vec<u64>) -> Option<Formed> {
+        let first = arena.len();
+        let Some(len) = form_into(arena, first, &self.kinds, vals) else {
+            arena.truncate(first);
+            return None;
+        };
+        arena.truncate(first + len.div_ceil(8));
+        // (Not in the unit tests of this module, which run without a server.)
+        #[cfg(all(debug_assertions, not(test)))]
+        // SAFETY: the row just formed, `len` bytes from word `first`.
+        unsafe {
+            self.check(std::slice::from_raw_parts(arena.as_ptr().add(first) as *const u8, len), vals)
+        };
+        Some(Formed { first, len })
+    }
+
+    /// Hands a row formed by `form_at_end` to `store`, which copies it (`tuplestore_puttuple`).
+    /// Panics (an ERROR) if `row` is not inside `arena`: a bug.
+    ///
+    /// # Safety
+    /// `store` is a live tuplestore of this former's descriptor; `row` was formed by this
+    /// former into `arena`.
+    pub unsafe fn put_formed(&self, store: *mut pg_sys::Tuplestorestate, arena: &mut [u64], row: Formed) {
+        let words = &mut arena[row.first..row.first + row.len.div_ceil(8)];
+        let mut tuple: pg_sys::HeapTupleData = std::mem::zeroed();
+        tuple.t_len = row.len as u32;
+        tuple.t_data = words.as_mut_ptr() as pg_sys::HeapTupleHeader;
+        // SAFETY: t_data points to `len` formed bytes in 8-byte aligned storage; the tuplestore
+        // copies bytes MINIMAL_TUPLE_OFFSET.. of it and keeps nothing of ours.
+        pg_sys::tuplestore_puttuple(store, &mut tuple);
     }
 
     /// Hands the row last formed to `store`, which copies it (`tuplestore_puttuple`).
@@ -195,7 +256,7 @@ impl Former {
     /// last `put`.
     pub unsafe fn put(&mut self, store: *mut pg_sys::Tuplestorestate, #[allow(unused)] vals: &[Val<'_>]) {
         #[cfg(debug_assertions)]
-        self.check(vals);
+        self.check(std::slice::from_raw_parts(self.words.as_ptr() as *const u8, self.len), vals);
         let mut tuple: pg_sys::HeapTupleData = std::mem::zeroed();
         tuple.t_len = self.len as u32;
         tuple.t_data = self.words.as_mut_ptr() as pg_sys::HeapTupleHeader;
@@ -204,9 +265,10 @@ impl Former {
         pg_sys::tuplestore_puttuple(store, &mut tuple);
     }
 
-    /// Debug builds: the formed bytes equal heap_form_minimal_tuple's for the same values.
+    /// Debug builds: the formed bytes (`formed`, a heap tuple) equal heap_form_minimal_tuple's
+    /// for the same values.
     #[cfg(debug_assertions)]
-    unsafe fn check(&self, vals: &[Val<'_>]) {
+    unsafe fn check(&self, formed: &[u8], vals: &[Val<'_>]) {
         let mut texts: Vec<Vec<u8>> = Vec::new();
         let mut datums = Vec::with_capacity(vals.len());
         let mut nulls = Vec::with_capacity(vals.len());
@@ -235,7 +297,7 @@ impl Former {
         let theirs = pg_sys::heap_form_minimal_tuple(self.desc, datums.as_mut_ptr(), nulls.as_mut_ptr(), 0);
         let theirs = std::slice::from_raw_parts(theirs as *const u8, (*theirs).t_len as usize);
         // A minimal tuple is the heap tuple from byte MINIMAL_TUPLE_OFFSET (8) on, t_len first.
-        let ours = std::slice::from_raw_parts((self.words.as_ptr() as *const u8).add(8), self.len - 8);
+        let ours = &formed[8..];
         assert_eq!(&ours[4..], &theirs[4..], "tasker_core: a formed row differs from heap_form_minimal_tuple's");
     }
 }
@@ -295,6 +357,31 @@ mod tests {
         // 126 bytes still fit a 1-byte header
         assert!(f.form(&[Val::Text(&long[..126]), Val::Int8(1)]));
         assert_eq!(bytes(&f)[24], ((127 << 1) | 1) as u8);
+    }
+
+    #[test]
+    fn rows_formed_at_the_end_of_an_arena_are_the_rows_form_writes() {
+        let mut f = former(vec![
+            Kind::Fixed { len: 8, align: 8 },
+            Kind::Varlena { align: 4 },
+            Kind::Fixed { len: 1, align: 1 },
+        ]);
+        let rows: [[Val; 3]; 3] = [
+            [Val::Int8(7), Val::Text(b"pending"), Val::Bool(true)],
+            [Val::Null, Val::Text(&[b'y'; 130]), Val::Bool(false)],
+            [Val::Int8(-1), Val::Null, Val::Null],
+        ];
+        let mut arena = vec![0xdead_beef_u64; 3]; // rows start after what is there
+        let formed: Vec<_> = rows.iter().map(|r| f.form_at_end(r, &mut arena).expect("formed")).collect();
+        assert_eq!(&arena[..3], &[0xdead_beef_u64; 3]);
+        for (r, at) in rows.iter().zip(&formed) {
+            assert!(f.form(r));
+            let ours: Vec<u8> = arena[at.first..].iter().flat_map(|w| w.to_le_bytes()).take(at.len).collect();
+            assert_eq!(at.len, f.len);
+            assert_eq!(ours, bytes(&f));
+        }
+        assert!(f.form_at_end(&[Val::Int4(1), Val::Null, Val::Null], &mut arena).is_none());
+        assert_eq!(arena.len(), formed[2].first + formed[2].len.div_ceil(8), "a refused row leaves nothing behind");
     }
 
     #[test]

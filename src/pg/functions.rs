@@ -11,13 +11,14 @@
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+use crate::error::TaskerError;
 use crate::pg::call::{self, arg_i64, arg_ids, distinct_ids};
 use crate::pg::clock::TransactionClock;
 use crate::pg::facts::{Steps, TaskGraph, TaskRow};
-use crate::pg::former::{Former, Val};
+use crate::pg::former::{self, Former, Val};
 use crate::pg::output::{Output, Texts};
 use crate::pg::paths::{self, ReadFn};
-use crate::pg::report::OrRaise;
+use crate::pg::report::{raise, OrRaise};
 use crate::pg::sql_read;
 use crate::pg::step_state::read::{self, Sink, StepRow};
 use crate::rules::context::TaskTally;
@@ -44,6 +45,7 @@ struct Buffers {
     steps: Steps,
     gathered: read::Gathered,
     texts: Texts,
+    formed: Formed,
 }
 
 thread_local! {
@@ -54,7 +56,7 @@ impl Drop for ReadSite {
     fn drop(&mut self) {
         // Plain Rust memory: safe while PostgreSQL deletes the call site's context, errors included.
         let bufs = std::mem::take(&mut self.bufs);
-        if bufs.steps.facts.capacity() <= 1 << 20 {
+        if bufs.steps.facts.capacity() <= 1 << 20 && bufs.formed.arena.capacity() <= 1 << 24 {
             let _ = SPARE.try_with(|s| s.set(Some(bufs)));
         }
     }
@@ -104,17 +106,38 @@ struct Readiness<'a> {
     former: Option<&'a mut Former>,
     clock: TransactionClock,
     wanted: Option<&'a [i64]>,
+    /// Rows of a sequential pass, formed as read and put in order at its end.
+    formed: &'a mut Formed,
 }
 
-impl Sink for Readiness<'_> {
-    fn step(&mut self, row: StepRow<'_>) {
+/// Readiness rows formed in the order a sequential pass read them (`Former::form_at_end`), with
+/// their (task place, step id) keys, until they are put in order.
+#[derive(Default)]
+struct Formed {
+    arena: Vec<u64>,
+    keys: Vec<(u32, i64)>,
+    rows: Vec<former::Formed>,
+    order: Vec<u32>,
+    ends: Vec<u32>,
+}
+
+impl Formed {
+    fn clear(&mut self) {
+        self.arena.clear();
+        self.keys.clear();
+        self.rows.clear();
+        self.order.clear();
+        self.ends.clear();
+    }
+}
+
+impl Readiness<'_> {
+    /// The values of one readiness row.
+    fn vals<'r>(&self, row: &'r StepRow<'_>) -> [Val<'r>; 16] {
         let s = &row.facts;
-        if self.wanted.is_some_and(|w| w.binary_search(&s.workflow_step_id).is_err()) {
-            return;
-        }
         let r = evaluate(s, row.tally, &self.clock).or_raise();
         let ts = |v: Option<i64>| v.map_or(Val::Null, Val::Int8);
-        let vals = [
+        [
             Val::Int8(s.workflow_step_id),
             Val::Int8(s.task_id),
             Val::Int4(s.named_step_id),
@@ -131,7 +154,48 @@ impl Sink for Readiness<'_> {
             Val::Int4(s.retry_limit_or_default()),
             s.backoff_request_seconds.map_or(Val::Null, Val::Int4),
             ts(s.last_attempted_at),
-        ];
+        ]
+    }
+}
+
+impl Sink for Readiness<'_> {
+    fn unordered(&self) -> bool {
+        self.former.is_some() && self.wanted.is_none()
+    }
+
+    fn step_unordered(&mut self, key: (u32, i64), row: StepRow<'_>) {
+        let vals = self.vals(&row);
+        let Some(former) = self.former.as_deref_mut() else {
+            return;
+        };
+        // The readiness columns are always of the kinds the former forms (Output::former).
+        let formed = former
+            .form_at_end(&vals, &mut self.formed.arena)
+            .unwrap_or_else(|| raise(TaskerError::DeclarationMismatch { function: ReadFn::ReadinessBatch.name() }));
+        self.formed.keys.push(key);
+        self.formed.rows.push(formed);
+    }
+
+    fn finish_unordered(&mut self, tasks_asked: usize) {
+        let f = &mut self.formed;
+        read::order_by_task(&f.keys, tasks_asked, &mut f.order, &mut f.ends);
+        let Some(former) = self.former.as_deref() else {
+            return;
+        };
+        let store = self.out.store();
+        for p in 0..f.rows.len() {
+            let i = if f.order.is_empty() { p } else { f.order[p] as usize };
+            // SAFETY: the store of this call, of the descriptor the former was made for; each
+            // row was formed by it into the arena.
+            unsafe { former.put_formed(store, &mut f.arena, f.rows[i]) };
+        }
+    }
+
+    fn step(&mut self, row: StepRow<'_>) {
+        if self.wanted.is_some_and(|w| w.binary_search(&row.facts.workflow_step_id).is_err()) {
+            return;
+        }
+        let vals = self.vals(&row);
         self.out.put_vals(&vals, self.texts, self.former.as_deref_mut());
     }
 
@@ -159,6 +223,8 @@ pub unsafe extern "C-unwind" fn get_step_readiness_status_wrapper(fcinfo: pg_sys
     }
     let (site, context) = read_site(fcinfo);
     let mut texts = std::mem::take(&mut site.bufs.texts);
+    let mut formed = std::mem::take(&mut site.bufs.formed);
+    formed.clear();
     let mut kept = site.former.take();
     let former = out.former(&mut kept);
     let mut sink = Readiness {
@@ -167,9 +233,11 @@ pub unsafe extern "C-unwind" fn get_step_readiness_status_wrapper(fcinfo: pg_sys
         former,
         clock: TransactionClock::now(),
         wanted: wanted.as_deref(),
+        formed: &mut formed,
     };
     read_steps(site, context, ReadFn::Readiness, &[task_id], false, &mut sink);
     site.bufs.texts = texts;
+    site.bufs.formed = formed;
     site.former = kept;
     pg_sys::Datum::from(0)
 }
@@ -190,11 +258,21 @@ pub unsafe extern "C-unwind" fn get_step_readiness_status_batch_wrapper(
     }
     let (site, context) = read_site(fcinfo);
     let mut texts = std::mem::take(&mut site.bufs.texts);
+    let mut formed = std::mem::take(&mut site.bufs.formed);
+    formed.clear();
     let mut kept = site.former.take();
     let former = out.former(&mut kept);
-    let mut sink = Readiness { out: &mut out, texts: &mut texts, former, clock: TransactionClock::now(), wanted: None };
+    let mut sink = Readiness {
+        out: &mut out,
+        texts: &mut texts,
+        former,
+        clock: TransactionClock::now(),
+        wanted: None,
+        formed: &mut formed,
+    };
     read_steps(site, context, ReadFn::ReadinessBatch, &ids, false, &mut sink);
     site.bufs.texts = texts;
+    site.bufs.formed = formed;
     site.former = kept;
     pg_sys::Datum::from(0)
 }

@@ -103,6 +103,11 @@ impl Output {
         self.put(&mut values, &mut nulls);
     }
 
+    /// The tuplestore rows go to (for `Former::put_formed`).
+    pub fn store(&self) -> *mut pg_sys::Tuplestorestate {
+        self.store
+    }
+
     /// Appends one row. `values` and `nulls` have one entry per result column; varlena values
     /// must stay valid for the call (the tuplestore copies them into the formed tuple).
     pub fn put(&mut self, values: &mut [pg_sys::Datum], nulls: &mut [bool]) {

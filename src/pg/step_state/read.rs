@@ -27,6 +27,33 @@ pub struct StepRow<'a> {
 pub trait Sink {
     fn step(&mut self, row: StepRow<'_>);
     fn task(&mut self, task: TaskRow);
+
+    /// Whether the sink takes the steps of a sequential pass in the order read
+    /// (`step_unordered`, each with its (place of the task among those asked for, step id)),
+    /// and puts them in order itself (`finish_unordered`). Tasks' own rows are not asked for
+    /// then. False: the reader buffers the rows and hands them over in order.
+    fn unordered(&self) -> bool {
+        false
+    }
+
+    fn step_unordered(&mut self, _key: (u32, i64), _row: StepRow<'_>) {}
+
+    fn finish_unordered(&mut self, _tasks_asked: usize) {}
+}
+
+/// Hands a sequential pass's steps to a sink that puts them in order itself.
+struct Unordered<'s, S: Sink> {
+    sink: &'s mut S,
+    place: u32,
+}
+
+impl<S: Sink> Sink for Unordered<'_, S> {
+    fn step(&mut self, row: StepRow<'_>) {
+        let key = (self.place, row.facts.workflow_step_id);
+        self.sink.step_unordered(key, row);
+    }
+
+    fn task(&mut self, _task: TaskRow) {}
 }
 
 /// A step_state row that does not have the shape its maintenance writes: only a hand-made
@@ -204,7 +231,7 @@ impl Sink for Collect<'_> {
 
 /// The (task place, step id) order of the keys (in the order read): a counting sort by task,
 /// then each task's few steps by id. Empty when they were read in order.
-fn order_by_task(keys: &[(u32, i64)], tasks_asked: usize, order: &mut Vec<u32>, ends: &mut Vec<u32>) {
+pub fn order_by_task(keys: &[(u32, i64)], tasks_asked: usize, order: &mut Vec<u32>, ends: &mut Vec<u32>) {
     order.clear();
     if keys.windows(2).all(|w| w[0] < w[1]) {
         return;
@@ -259,10 +286,31 @@ pub fn steps(
         }
         return Ok(());
     }
-    gathered.clear();
-    let mut collect = Collect { g: gathered, place: 0, tasks: Vec::new() };
     let mut scan =
         SeqScan::open(layout.heap, layout.ncols).ok_or_else(|| broken("tasker_core.step_state could not be opened"))?;
+    if !with_tasks && sink.unordered() {
+        let mut direct = Unordered { sink: &mut *sink, place: 0 };
+        scan.each(|row| {
+            if result.is_err() {
+                return;
+            }
+            match row.i64(layout.task) {
+                None => result = Err(broken("a row without task_id")),
+                Some(task) => {
+                    if let Some(place) = rank.of(task) {
+                        direct.place = place;
+                        result = take(layout, row, false, &mut direct);
+                    }
+                }
+            }
+        });
+        drop(scan);
+        result?;
+        sink.finish_unordered(task_ids.len());
+        return Ok(());
+    }
+    gathered.clear();
+    let mut collect = Collect { g: gathered, place: 0, tasks: Vec::new() };
     scan.each(|row| {
         if result.is_err() {
             return;
