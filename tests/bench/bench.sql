@@ -1,4 +1,4 @@
--- Server-side benchmark: native tasker_core vs the reference SQL functions (schema tasker_ref),
+-- Server-side benchmark: native tasker_core vs Rails' functions (schema public),
 -- alternating A/B in one session over several rounds. Not a test: it asserts nothing.
 CREATE SCHEMA IF NOT EXISTS tasker_bench;
 CREATE OR REPLACE FUNCTION tasker_bench.time_ms(q text) RETURNS float8 LANGUAGE plpgsql AS $$
@@ -9,15 +9,15 @@ BEGIN
 END $$;
 
 -- workloads: name, calls per statement, and the statement with %s for the schema.
--- Implementations: tasker_core reading the derived step state (tasker_core.step_state),
--- tasker_core with the step state switched off for the statement (its direct index reads of
--- the Tasker tables), and the reference SQL. Two floors for the step-row workloads: "rows" is
--- an index scan that reads every step row through its last column (the practical lower bound
--- for anything that must look at the rows); "index only" is count(*) over the same lookup,
--- which PostgreSQL answers from the covering index without touching the rows at all.
+-- Implementations: tasker_core reading the derived step state (tasker_core.step_state);
+-- tasker_core with the step state marked not valid for the statement (its SQL reads of the
+-- Tasker tables); tasker_core forming result rows with PostgreSQL's tuplestore_putvalues
+-- (tasker_core.row_former = postgres, where the setting exists); and Rails' functions (schema
+-- public, as in a Rails database). The floor of the step-row workloads is an index scan that reads every step
+-- row through its last column: the practical lower bound for anything that looks at the rows.
 DROP FUNCTION IF EXISTS tasker_bench.run(int, bigint, bigint);
 CREATE OR REPLACE FUNCTION tasker_bench.run(rounds int, big_task bigint, lattice_task bigint)
-RETURNS TABLE (workload text, calls int, native_ms float8, direct_ms float8, reference_ms float8, floor_ms float8, index_only_ms float8)
+RETURNS TABLE (workload text, calls int, native_ms float8, off_ms float8, rails_ms float8, floor_ms float8, pg_former_ms float8)
 LANGUAGE plpgsql AS $$
 DECLARE
     ids text := (SELECT array_agg(task_id ORDER BY task_id)::text FROM tasker_tasks WHERE task_id NOT IN (big_task, lattice_task));
@@ -25,64 +25,84 @@ DECLARE
     -- Every tenth task: a batch small enough to be read by index (tasker_core.batch_scan = auto).
     tenth text := (SELECT array_agg(task_id ORDER BY task_id)::text FROM tasker_tasks
                    WHERE task_id NOT IN (big_task, lattice_task) AND task_id % 10 = 0);
-    w record; r int; impl text; t float8;
+    former text;
+    w record; r int; impl text; t float8; order_ text[];
     per_task text := 'SELECT %s FROM unnest(%L::bigint[]) x, LATERAL (SELECT * FROM tasker_workflow_steps s WHERE s.task_id = x) s';
 BEGIN
+    -- The library registers its settings when it loads: load it first.
+    PERFORM count(*) FROM tasker_core.get_step_readiness_status(0);
+    former := current_setting('tasker_core.row_former', true);
     CREATE TEMP TABLE IF NOT EXISTS samples (workload text, impl text, ms float8) ON COMMIT DROP;
     FOR r IN 1..rounds LOOP
         FOR w IN SELECT * FROM (VALUES
             ('get_step_readiness_status, one task per call', n,
              format('SELECT count(*) FROM unnest(%L::bigint[]) x, LATERAL %%s.get_step_readiness_status(x)', ids),
-             format(per_task, 'count(s.updated_at)', ids), format(per_task, 'count(*)', ids)),
+             format(per_task, 'count(s.updated_at)', ids), true),
             ('get_step_readiness_status_batch, all tasks', 1,
              format('SELECT count(*) FROM %%s.get_step_readiness_status_batch(%L)', ids),
-             format('SELECT count(s.updated_at) FROM tasker_workflow_steps s WHERE s.task_id = ANY(%L)', ids),
-             format('SELECT count(*) FROM tasker_workflow_steps s WHERE s.task_id = ANY(%L)', ids)),
+             format('SELECT count(s.updated_at) FROM tasker_workflow_steps s WHERE s.task_id = ANY(%L)', ids), true),
             ('get_step_readiness_status_batch, every tenth task', 1,
              format('SELECT count(*) FROM %%s.get_step_readiness_status_batch(%L)', tenth),
-             format('SELECT count(s.updated_at) FROM tasker_workflow_steps s WHERE s.task_id = ANY(%L)', tenth),
-             format('SELECT count(*) FROM tasker_workflow_steps s WHERE s.task_id = ANY(%L)', tenth)),
+             format('SELECT count(s.updated_at) FROM tasker_workflow_steps s WHERE s.task_id = ANY(%L)', tenth), true),
             ('get_task_execution_context, one task per call', n,
-             format('SELECT count(*) FROM unnest(%L::bigint[]) x, LATERAL %%s.get_task_execution_context(x)', ids), NULL, NULL),
+             format('SELECT count(*) FROM unnest(%L::bigint[]) x, LATERAL %%s.get_task_execution_context(x)', ids), NULL, false),
             ('get_task_execution_contexts_batch, all tasks', 1,
-             format('SELECT count(*) FROM %%s.get_task_execution_contexts_batch(%L)', ids), NULL, NULL),
+             format('SELECT count(*) FROM %%s.get_task_execution_contexts_batch(%L)', ids), NULL, false),
             ('calculate_dependency_levels, one task per call', n,
-             format('SELECT count(*) FROM unnest(%L::bigint[]) x, LATERAL %%s.calculate_dependency_levels(x)', ids), NULL, NULL),
+             format('SELECT count(*) FROM unnest(%L::bigint[]) x, LATERAL %%s.calculate_dependency_levels(x)', ids), NULL, false),
             ('calculate_dependency_levels, 13x3 lattice', 1,
-             format('SELECT count(*) FROM %%s.calculate_dependency_levels(%s)', lattice_task), NULL, NULL),
+             format('SELECT count(*) FROM %%s.calculate_dependency_levels(%s)', lattice_task), NULL, false),
             (format('get_step_readiness_status, one task of %s steps', (SELECT count(*) FROM tasker_workflow_steps WHERE task_id = big_task)), 1,
              format('SELECT count(*) FROM %%s.get_step_readiness_status(%s)', big_task),
-             format('SELECT count(s.updated_at) FROM tasker_workflow_steps s WHERE s.task_id = %s', big_task),
-             format('SELECT count(*) FROM tasker_workflow_steps s WHERE s.task_id = %s', big_task)),
-            ('get_system_health_counts_v01', 1, 'SELECT count(*) FROM %s.get_system_health_counts_v01()', NULL, NULL)
-          ) v(name, calls, q, floor_q, index_only_q)
+             format('SELECT count(s.updated_at) FROM tasker_workflow_steps s WHERE s.task_id = %s', big_task), true),
+            ('get_system_health_counts_v01', 1, 'SELECT count(*) FROM %s.get_system_health_counts_v01()', NULL, false)
+          ) v(name, calls, q, floor_q, readiness)
         LOOP
             -- rotate which implementation goes first
-            FOREACH impl IN ARRAY (ARRAY[ARRAY['tasker_core', 'direct', 'tasker_ref'], ARRAY['tasker_ref', 'tasker_core', 'direct'],
-                                         ARRAY['direct', 'tasker_ref', 'tasker_core']])[r % 3 + 1:r % 3 + 1] LOOP
-                IF impl = 'direct' THEN
+            order_ := ARRAY['tasker_core', 'off', 'rails', 'pg_former'];
+            order_ := order_[r % 4 + 1:4] || order_[1:r % 4];
+            FOREACH impl IN ARRAY order_ LOOP
+                CONTINUE WHEN impl = 'pg_former' AND NOT (w.readiness AND former IS NOT NULL);
+                IF impl = 'off' THEN
                     UPDATE tasker_core.step_state_source SET valid = false;
+                ELSIF impl = 'pg_former' THEN
+                    PERFORM set_config('tasker_core.row_former', 'postgres', true);
                 END IF;
-                t := tasker_bench.time_ms(format(w.q, CASE impl WHEN 'tasker_ref' THEN 'tasker_ref' ELSE 'tasker_core' END));
-                IF impl = 'direct' THEN
+                t := tasker_bench.time_ms(format(w.q, CASE impl WHEN 'rails' THEN 'public' ELSE 'tasker_core' END));
+                IF impl = 'off' THEN
                     UPDATE tasker_core.step_state_source SET valid = true;
+                ELSIF impl = 'pg_former' THEN
+                    PERFORM set_config('tasker_core.row_former', former, true);
                 END IF;
                 INSERT INTO samples VALUES (w.name || '|' || w.calls, impl, t);
             END LOOP;
             IF w.floor_q IS NOT NULL THEN
                 INSERT INTO samples VALUES (w.name || '|' || w.calls, 'floor', tasker_bench.time_ms(w.floor_q));
-                INSERT INTO samples VALUES (w.name || '|' || w.calls, 'index_only', tasker_bench.time_ms(w.index_only_q));
             END IF;
         END LOOP;
     END LOOP;
     RETURN QUERY
     SELECT split_part(s.workload, '|', 1), split_part(s.workload, '|', 2)::int,
            percentile_cont(0.5) WITHIN GROUP (ORDER BY s.ms) FILTER (WHERE s.impl = 'tasker_core'),
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY s.ms) FILTER (WHERE s.impl = 'direct'),
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY s.ms) FILTER (WHERE s.impl = 'tasker_ref'),
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY s.ms) FILTER (WHERE s.impl = 'off'),
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY s.ms) FILTER (WHERE s.impl = 'rails'),
            percentile_cont(0.5) WITHIN GROUP (ORDER BY s.ms) FILTER (WHERE s.impl = 'floor'),
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY s.ms) FILTER (WHERE s.impl = 'index_only')
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY s.ms) FILTER (WHERE s.impl = 'pg_former')
       FROM samples s GROUP BY s.workload ORDER BY min(s.ctid);
+END $$;
+
+-- The generator's tasks written as an application writes them: in short transactions (of
+-- `per_transaction` tasks), so PostgreSQL can prune old row versions as it goes. Each
+-- transaction draws its own seed in [-1, 1).
+CREATE OR REPLACE PROCEDURE tasker_bench.generate_committed(n_tasks int, per_transaction int, anchor timestamp)
+LANGUAGE plpgsql AS $$
+DECLARE i int := 0;
+BEGIN
+    WHILE i < n_tasks LOOP
+        PERFORM tasker_gen.generate(((i * 0.6180339887)::numeric % 2 - 1)::float8, least(per_transaction, n_tasks - i), anchor => anchor);
+        COMMIT;
+        i := i + per_transaction;
+    END LOOP;
 END $$;
 
 -- A 13-layer, width-3 lattice task (every node of a layer feeds every node of the next).
@@ -148,11 +168,11 @@ LANGUAGE plpgsql AS $$
 DECLARE n float8[] := '{}'; s float8[] := '{}'; r int; impl text;
 BEGIN
     FOR r IN 1..rounds LOOP
-        FOREACH impl IN ARRAY CASE WHEN r % 2 = 1 THEN ARRAY['tasker_core', 'tasker_ref'] ELSE ARRAY['tasker_ref', 'tasker_core'] END LOOP
+        FOREACH impl IN ARRAY CASE WHEN r % 2 = 1 THEN ARRAY['tasker_core', 'public'] ELSE ARRAY['public', 'tasker_core'] END LOOP
             IF impl = 'tasker_core' THEN
                 n := n || tasker_bench.time_ms(format('SELECT count(*) FROM unnest(%L::bigint[]) x, LATERAL tasker_core.get_step_readiness_status(x)', ids));
             ELSE
-                s := s || tasker_bench.time_ms(format('SELECT count(*) FROM unnest(%L::bigint[]) x, LATERAL tasker_ref.get_step_readiness_status(x)', ids));
+                s := s || tasker_bench.time_ms(format('SELECT count(*) FROM unnest(%L::bigint[]) x, LATERAL public.get_step_readiness_status(x)', ids));
             END IF;
         END LOOP;
     END LOOP;
