@@ -78,7 +78,7 @@ KEEP_AS_IS = ('REVOKE ', 'GRANT ', 'ALTER FUNCTION ', 'ALTER EVENT TRIGGER ', 'A
 SKIP = ('CREATE TABLE ', 'CREATE INDEX ', 'CREATE UNIQUE INDEX ', 'CREATE EVENT TRIGGER tasker_core_step_state_watch', 'DO $check$')
 # The step state's table and indexes are created anew (PREAMBLE moves the 0.3.0 ones aside).
 RECREATED = re.compile(r'^CREATE (TABLE tasker_core\.step_state \(|(UNIQUE )?INDEX step_state_\w+ ON tasker_core\.step_state )')
-NEW_EVENT_TRIGGERS = ('CREATE EVENT TRIGGER tasker_core_before_drop',)
+NEW_EVENT_TRIGGERS = ('CREATE EVENT TRIGGER tasker_core_before_drop', 'CREATE EVENT TRIGGER tasker_core_step_state_rewrite')
 
 body = []
 for stmt in statements(schema):

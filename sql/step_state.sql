@@ -11,29 +11,29 @@
 
 -- The reader finds the columns by name (src/pg/step_state/mod.rs); the order is for speed alone.
 CREATE TABLE tasker_core.step_state (
-    -- In the order reads deform them: fixed-width NOT NULL columns first (PostgreSQL finds them
-    -- at cached offsets), the nullable and variable-width ones after, and parents, which only
-    -- the dependency graph reads, last (docs/step_state.md, "Layout").
+    -- In the order reads deform them (docs/step_state.md, "Layout"): fixed-width NOT NULL
+    -- columns first (PostgreSQL finds them at cached offsets); then parents, so a task's graph
+    -- (dependency levels) reads five columns; then what health counts read; then the rest of
+    -- what readiness reads; the task row's own column last.
     task_id                 bigint  NOT NULL,
     -- Parent edges into the step, and those whose parent is complete or resolved_manually
     -- (kept exact when a parent's state changes): a task's readiness reads no other row.
     total_parents           integer NOT NULL DEFAULT 0,
     done_parents            integer NOT NULL DEFAULT 0,
     workflow_step_id        bigint,    -- NULL: the row of the task itself
-    named_step_id           integer,   -- NULL on the task's row
-    retry_limit             integer,
-    attempts                integer,
+    parents                 bigint[] NOT NULL, -- from_step_id of every edge into the step, sorted
     retryable               boolean,
     in_process              boolean,
     processed               boolean,
-    state_since             timestamp, -- created_at of the most_recent transition
-    -- Usually NULL on a step's row: after the columns PostgreSQL can find at cached offsets.
+    retry_limit             integer,
+    attempts                integer,
     last_attempted_at       timestamp,
-    backoff_request_seconds integer,
-    named_task_id           integer,   -- the task's row only
     current_state           text,      -- to_state of the step's (task's) most_recent transition; NULL: none
+    state_since             timestamp, -- created_at of that transition
+    backoff_request_seconds integer,
+    named_step_id           integer,   -- NULL on the task's row
     name                    text,      -- tasker_named_steps.name; NULL: no such named step
-    parents                 bigint[] NOT NULL -- from_step_id of every edge into the step, sorted
+    named_task_id           integer    -- the task's row only
 ) WITH (fillfactor = 80);
 -- A task's steps by id, then (NULLs last) the task's own row: one range scan per task.
 CREATE UNIQUE INDEX step_state_by_task ON tasker_core.step_state (task_id, workflow_step_id);
@@ -202,7 +202,7 @@ RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT pg_catalog.string_agg(pg_catalog.format('%s:%s:%s', c.oid, c.relfilenode,
+    SELECT pg_catalog.string_agg(pg_catalog.format('%s:%s', c.oid,
                (SELECT pg_catalog.string_agg(pg_catalog.format('%s=%s/%s', a.attname, a.attnum,
                                                                a.atttypid), ',' ORDER BY a.attnum)
                   FROM pg_catalog.pg_attribute a
@@ -408,9 +408,9 @@ BEGIN
     -- (No fingerprint yet: only while ALTER EXTENSION UPDATE from 0.3.0 runs; its last
     -- statement records it.)
     IF why IS NULL AND src.fingerprint IS NOT NULL AND src.fingerprint <> tasker_core.step_state_fingerprint(src) THEN
-        -- A rewrite (ALTER COLUMN ... TYPE ... USING, a new typmod) or a column dropped and added
-        -- again: the rows may have changed without any trigger firing.
-        why := 'a mirrored table was rewritten or a mirrored column replaced, which changes rows without firing triggers';
+        -- A column dropped and added again, or retyped without a rewrite: its values may have
+        -- changed without any trigger firing. (Rewrites are caught as they start: below.)
+        why := 'a mirrored column was replaced or retyped, which can change rows without firing triggers';
     END IF;
     IF why IS NOT NULL THEN
         PERFORM tasker_core.step_state_invalidate(pg_catalog.format('after %s: %s', tg_tag, why));
@@ -425,6 +425,35 @@ CREATE EVENT TRIGGER tasker_core_step_state_watch ON ddl_command_end
     EXECUTE FUNCTION tasker_core.step_state_watch();
 -- Fire under session_replication_role = replica too (pg_restore, logical replication apply).
 ALTER EVENT TRIGGER tasker_core_step_state_watch ENABLE ALWAYS;
+
+-- When ALTER TABLE or ALTER TYPE is about to rewrite a mirrored table (ALTER COLUMN ... TYPE
+-- ... USING, a new typmod), stop trusting step_state: the rewrite can change any row's values
+-- without firing a trigger. VACUUM FULL, CLUSTER and pg_repack also give a table new storage
+-- but keep every row as it is; they fire no event and change nothing here.
+CREATE FUNCTION tasker_core.step_state_rewritten()
+RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    src tasker_core.step_state_source;
+    rel pg_catalog.oid := pg_catalog.pg_event_trigger_table_rewrite_oid();
+BEGIN
+    SELECT * INTO src FROM tasker_core.step_state_source s WHERE s.valid;
+    IF FOUND AND rel OPERATOR(pg_catalog.=) ANY (ARRAY[src.steps, src.named_steps, src.transitions, src.edges,
+                                                      src.tasks, src.task_transitions]::pg_catalog.oid[]) THEN
+        -- The catalog already has the new column types: say so when one is why a rebuild
+        -- would not help.
+        PERFORM tasker_core.step_state_invalidate(pg_catalog.format('after %s: %s', tg_tag,
+            COALESCE(tasker_core.step_state_problem(src),
+                     pg_catalog.format('%s is being rewritten, which can change rows without firing triggers',
+                                       rel::pg_catalog.regclass))));
+    END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION tasker_core.step_state_rewritten() FROM PUBLIC;
+CREATE EVENT TRIGGER tasker_core_step_state_rewrite ON table_rewrite
+    EXECUTE FUNCTION tasker_core.step_state_rewritten();
+ALTER EVENT TRIGGER tasker_core_step_state_rewrite ENABLE ALWAYS;
 REVOKE ALL ON FUNCTION tasker_core.step_state_problem(tasker_core.step_state_source) FROM PUBLIC;
 
 -- Starts mirroring the Tasker tables of `schema` into step_state: installs the maintenance

@@ -14,7 +14,7 @@ use pgrx::prelude::*;
 use crate::error::TaskerError;
 use crate::pg::call::{self, arg_i64, arg_ids, distinct_ids};
 use crate::pg::clock::TransactionClock;
-use crate::pg::facts::{Steps, TaskGraph, TaskRow};
+use crate::pg::facts::{Steps, TaskRow};
 use crate::pg::former::{self, Former, Val};
 use crate::pg::output::{Output, Texts};
 use crate::pg::paths::{self, ReadFn};
@@ -23,7 +23,7 @@ use crate::pg::sql_read;
 use crate::pg::step_state::read::{self, Sink, StepRow};
 use crate::rules::context::TaskTally;
 use crate::rules::idhash::{IdMap, IdSet};
-use crate::rules::levels::dependency_levels;
+use crate::rules::levels::Levels;
 use crate::rules::readiness::evaluate;
 use crate::rules::state;
 
@@ -33,6 +33,10 @@ use crate::rules::state;
 struct ReadSite {
     paths: paths::Site,
     bufs: Buffers,
+    /// calculate_dependency_levels: the task's graph, its edges' targets, the levels' buffers.
+    graph: read::Graph,
+    targets: IdSet<i64>,
+    levels: Levels,
     /// The readiness row former for this call site's result descriptor.
     former: Option<(pg_sys::TupleDesc, Option<Former>)>,
 }
@@ -387,15 +391,18 @@ pub unsafe extern "C-unwind" fn get_task_execution_contexts_batch_wrapper(
     pg_sys::Datum::from(0)
 }
 
-/// A task's graph by the path pg::paths chooses.
-fn task_graph(site: &mut ReadSite, context: pg_sys::MemoryContext, task_id: i64) -> TaskGraph {
+/// A task's graph by the path pg::paths chooses, into `out`.
+fn task_graph(site: &mut ReadSite, context: pg_sys::MemoryContext, task_id: i64) {
     let choice = paths::choose(&mut site.paths, context).or_raise();
     if let Some(layout) = choice.step_state {
         paths::count(ReadFn::Levels, "step_state");
-        return read::graph(&layout, task_id).or_raise();
+        read::graph(&layout, task_id, &mut site.graph).or_raise();
+        return;
     }
     paths::count(ReadFn::Levels, "sql");
-    sql_read::graph(&choice.tables, task_id)
+    let (steps, edges) = sql_read::graph(&choice.tables, task_id);
+    site.graph.steps = steps;
+    site.graph.edges = edges;
 }
 
 /// Longest-path level of every step reachable from a root, by (dependency_level, workflow_step_id).
@@ -410,9 +417,11 @@ pub unsafe extern "C-unwind" fn calculate_dependency_levels_wrapper(fcinfo: pg_s
         return pg_sys::Datum::from(0);
     };
     let (site, context) = read_site(fcinfo);
-    let (steps, edges) = task_graph(site, context, task_id);
-    let targets: IdSet<i64> = edges.iter().map(|&(_, to)| to).collect();
-    for (step, level) in dependency_levels(task_id, &steps, |s| targets.contains(&s), &edges).or_raise() {
+    task_graph(site, context, task_id);
+    let ReadSite { graph, targets, levels, .. } = site;
+    targets.clear();
+    targets.extend(graph.edges.iter().map(|&(_, to)| to));
+    for &(step, level) in levels.compute(task_id, &graph.steps, |s| targets.contains(&s), &graph.edges).or_raise() {
         out.put(&mut [pg_sys::Datum::from(step), pg_sys::Datum::from(level)], &mut [false; 2]);
     }
     pg_sys::Datum::from(0)

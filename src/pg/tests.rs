@@ -1302,6 +1302,9 @@ fn ddl_that_rewrites_a_mirrored_table_invalidates_the_step_state() {
         ("ALTER TABLE tasker_workflow_steps ALTER COLUMN retry_limit SET DEFAULT 5", true),
         ("CREATE INDEX ON tasker_workflow_steps (attempts)", true),
         ("ALTER TABLE tasker_named_steps ALTER COLUMN name TYPE varchar(200)", true),
+        // New storage, the same rows (VACUUM FULL and pg_repack alike; CLUSTER is the one a
+        // transaction block allows), then DDL the watch sees.
+        ("CLUSTER tasker_workflow_steps USING tasker_workflow_steps_pkey; ALTER TABLE tasker_workflow_steps ADD COLUMN note text", true),
     ] {
         // A fresh world for each form (a test cannot roll back to a savepoint through SPI).
         Spi::run("DROP SCHEMA IF EXISTS ddl_case CASCADE; CREATE SCHEMA ddl_case; SET LOCAL search_path = ddl_case").unwrap();

@@ -7,7 +7,7 @@ use crate::rules::idhash::IdMap;
 
 use petgraph::algo::{kosaraju_scc, toposort};
 use petgraph::graph::{DiGraph, NodeIndex};
-use petgraph::visit::{Dfs, EdgeRef, NodeFiltered};
+use petgraph::visit::{Dfs, EdgeRef, NodeFiltered, Visitable};
 
 use crate::error::TaskerError;
 
@@ -28,43 +28,74 @@ pub fn dependency_levels(
     has_incoming: impl Fn(i64) -> bool,
     edges: &[(i64, i64)],
 ) -> Result<Vec<(i64, i32)>, TaskerError> {
-    let mut graph: DiGraph<i64, ()> = DiGraph::with_capacity(steps.len(), edges.len());
-    let mut index: IdMap<i64, NodeIndex> = IdMap::with_capacity_and_hasher(steps.len(), Default::default());
-    for &id in steps {
-        index.entry(id).or_insert_with(|| graph.add_node(id));
-    }
-    for &(from, to) in edges {
-        if let (Some(&a), Some(&b)) = (index.get(&from), index.get(&to)) {
-            graph.add_edge(a, b, ());
-        }
-    }
+    Levels::default().compute(task_id, steps, has_incoming, edges).map(<[_]>::to_vec)
+}
 
-    // Everything reachable from a root.
-    let mut reachable = vec![false; graph.node_count()];
-    let roots: Vec<NodeIndex> = graph.node_indices().filter(|&n| !has_incoming(graph[n])).collect();
-    let mut dfs = Dfs::empty(&graph);
-    for &root in &roots {
-        dfs.move_to(root);
-        while let Some(n) = dfs.next(&graph) {
-            reachable[n.index()] = true;
-        }
-    }
+/// `dependency_levels` with its buffers kept from one call to the next (a call site that
+/// computes the levels of one task after another allocates them once).
+#[derive(Default)]
+pub struct Levels {
+    graph: DiGraph<i64, ()>,
+    index: IdMap<i64, NodeIndex>,
+    dfs: Dfs<NodeIndex, <DiGraph<i64, ()> as Visitable>::Map>,
+    reachable: Vec<bool>,
+    level: Vec<i32>,
+    out: Vec<(i64, i32)>,
+}
 
-    let sub = NodeFiltered::from_fn(&graph, |n: NodeIndex| reachable[n.index()]);
-    let order = toposort(&sub, None)
-        .map_err(|_| TaskerError::CycleReachable { task_id, path: reachable_cycle(&graph, &reachable) })?;
-
-    let mut level = vec![0i32; graph.node_count()];
-    for &n in &order {
-        let here = level[n.index()];
-        for e in graph.edges(n) {
-            let next = &mut level[e.target().index()];
-            *next = (*next).max(here + 1);
+impl Levels {
+    /// As `dependency_levels`; the result lives until the next call.
+    pub fn compute(
+        &mut self,
+        task_id: i64,
+        steps: &[i64],
+        has_incoming: impl Fn(i64) -> bool,
+        edges: &[(i64, i64)],
+    ) -> Result<&[(i64, i32)], TaskerError> {
+        let Levels { graph, index, dfs, reachable, level, out } = self;
+        graph.clear();
+        index.clear();
+        for &id in steps {
+            index.entry(id).or_insert_with(|| graph.add_node(id));
         }
+        for &(from, to) in edges {
+            if let (Some(&a), Some(&b)) = (index.get(&from), index.get(&to)) {
+                graph.add_edge(a, b, ());
+            }
+        }
+
+        // Everything reachable from a root.
+        reachable.clear();
+        reachable.resize(graph.node_count(), false);
+        dfs.reset(&*graph);
+        for root in graph.node_indices() {
+            if has_incoming(graph[root]) {
+                continue;
+            }
+            dfs.move_to(root);
+            while let Some(n) = dfs.next(&*graph) {
+                reachable[n.index()] = true;
+            }
+        }
+
+        let sub = NodeFiltered::from_fn(&*graph, |n: NodeIndex| reachable[n.index()]);
+        let order = toposort(&sub, None)
+            .map_err(|_| TaskerError::CycleReachable { task_id, path: reachable_cycle(graph, reachable) })?;
+
+        level.clear();
+        level.resize(graph.node_count(), 0);
+        for &n in &order {
+            let here = level[n.index()];
+            for e in graph.edges(n) {
+                let next = &mut level[e.target().index()];
+                *next = (*next).max(here + 1);
+            }
+        }
+        out.clear();
+        out.extend(order.iter().map(|&n| (graph[n], level[n.index()])));
+        out.sort_unstable_by_key(|&(id, lvl)| (lvl, id));
+        Ok(out)
     }
-    let mut out: Vec<(i64, i32)> = order.iter().map(|&n| (graph[n], level[n.index()])).collect();
-    out.sort_unstable_by_key(|&(id, lvl)| (lvl, id));
-    Ok(out)
 }
 
 /// One cycle among the reachable steps, as step ids with the first repeated at the end.

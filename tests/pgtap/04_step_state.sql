@@ -3,7 +3,7 @@
 -- tables' owner gets its rights from step_state_enable() (the maintenance works as that owner,
 -- sandboxed: docs/security.md).
 BEGIN;
-SELECT plan(22);
+SELECT plan(24);
 
 SELECT has_table('tasker_core', 'step_state', 'step_state exists');
 SELECT has_table('tasker_core', 'step_state_source', 'step_state_source exists');
@@ -14,7 +14,7 @@ SELECT has_function('tasker_core', 'step_state_verify', ARRAY[]::text[]);
 -- SECURITY DEFINER, on purpose: writers of the Tasker tables other than their owner get no
 -- right on step_state.
 SELECT is_definer('tasker_core', f, ARRAY[]::text[], f || ' runs as the extension owner')
-  FROM (VALUES ('step_state_sync'), ('step_state_watch')) v(f);
+  FROM (VALUES ('step_state_sync'), ('step_state_watch'), ('step_state_rewritten')) v(f);
 SELECT is(
   (SELECT string_agg(p.oid::regprocedure::text, ', ' ORDER BY 1) FROM pg_proc p
     WHERE p.pronamespace = 'tasker_core'::regnamespace AND p.proname LIKE 'step_state%'
@@ -24,6 +24,8 @@ SELECT ok(NOT has_table_privilege('public', 'tasker_core.step_state', 'SELECT'),
 SELECT ok(has_table_privilege('public', 'tasker_core.step_state_source', 'SELECT'), 'anyone can see whether the step state is valid');
 SELECT is((SELECT evtenabled::text FROM pg_event_trigger WHERE evtname = 'tasker_core_step_state_watch'), 'A',
           'the DDL watch fires under session_replication_role = replica too');
+SELECT is((SELECT evtenabled::text || ' ' || evtevent FROM pg_event_trigger WHERE evtname = 'tasker_core_step_state_rewrite'), 'A table_rewrite',
+          'rewrites of a mirrored table are watched, under session_replication_role = replica too');
 SELECT is((SELECT relreplident::text FROM pg_class WHERE oid = 'tasker_core.step_state'::regclass), 'f',
           'step_state has a replica identity (a FOR ALL TABLES publication does not break writes)');
 

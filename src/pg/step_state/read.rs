@@ -7,7 +7,7 @@
 
 use crate::error::TaskerError;
 use crate::pg::access::{IndexScan, Rel, Row, SeqScan};
-use crate::pg::facts::{self, Steps, TaskGraph, TaskRow};
+use crate::pg::facts::{self, Steps, TaskRow};
 use crate::pg::settings::{BatchScan, BATCH_SCAN};
 use crate::pg::step_state::Layout;
 use crate::rules::health::HealthCounts;
@@ -353,25 +353,35 @@ pub fn replay(steps: &Steps, order: &[u32], tasks: Vec<TaskRow>, sink: &mut impl
     }
 }
 
-/// The graph of one task (step ids and the edges into them) from its rows.
-pub fn graph(layout: &Layout, task_id: i64) -> Result<TaskGraph, TaskerError> {
+/// A task's graph as `graph` reads it, in buffers kept by the call site.
+#[derive(Default)]
+pub struct Graph {
+    /// The task's step ids.
+    pub steps: Vec<i64>,
+    /// `(from_step_id, to_step_id)` of every edge into them.
+    pub edges: Vec<(i64, i64)>,
+    parents: Vec<i64>,
+}
+
+/// The graph of one task (step ids and the edges into them) from its rows, into `out`.
+pub fn graph(layout: &Layout, task_id: i64, out: &mut Graph) -> Result<(), TaskerError> {
     let mut scan = IndexScan::open(layout.heap, layout.by_task, layout.graph_ncols)
         .ok_or_else(|| broken("tasker_core.step_state could not be opened"))?;
-    let mut steps = Vec::new();
-    let mut edges = Vec::new();
-    let mut parents = Vec::new();
+    let Graph { steps, edges, parents } = out;
+    steps.clear();
+    edges.clear();
     let mut ok = true;
     scan.range(task_id, task_id, |row| {
         let Some(step) = row.i64(layout.step) else {
             return; // the task's own row
         };
         parents.clear();
-        ok &= row.extend_ids(layout.parents, &mut parents);
+        ok &= row.extend_ids(layout.parents, parents);
         steps.push(step);
         edges.extend(parents.iter().map(|&p| (p, step)));
     });
     if ok {
-        Ok((steps, edges))
+        Ok(())
     } else {
         Err(broken("a step row whose parents are not a bigint[] without NULLs"))
     }
