@@ -80,11 +80,13 @@ test_major() {
     echo "== pg_regress"
     local regress; regress="$(dirname "$("$pg_config" --pgxs)")/../test/regress/pg_regress"
     local tests; tests=$(cd tests/pg_regress/sql && ls *.sql | sed 's/\.sql$//' | sort)
-    if "$regress" --host="$log/pg" --port="$port" --user=postgres --dbname=tasker_regress \
+    # --bindir: the wheels' pg_regress was built with a bindir of their build machine
+    # (/project/pgbuild/...); without it, it finds no psql and bails out before any test runs.
+    if "$regress" --bindir="$bindir" --host="$log/pg" --port="$port" --user=postgres --dbname=tasker_regress \
          --inputdir=tests/pg_regress --outputdir="$log/regress" $tests >"$log/regress.log" 2>&1; then
       echo "pg_regress: $(echo $tests | wc -w) passed, 0 failed" >"$log/regress.result"
     else
-      cat "$log/regress/regression.diffs" 2>/dev/null | head -80; echo "pg_regress failed on PostgreSQL $v"; exit 1
+      tail -20 "$log/regress.log"; cat "$log/regress/regression.diffs" 2>/dev/null | head -80; echo "pg_regress failed on PostgreSQL $v"; exit 1
     fi
 
     echo "== differential tests (native == reference on every row), both fixtures"
