@@ -380,16 +380,22 @@ impl<'a> Row<'a> {
             return false;
         };
         // SAFETY: a non-NULL datum of a bigint[] column (checked by Col): detoasted (a copy
-        // only when it was toasted or short-headed), then taken apart by deconstruct_array with
-        // int8's storage parameters (8 bytes, by value, double-aligned), which pallocs the
-        // element and null arrays that are freed here.
+        // only when it was toasted or short-headed, freed here), checked for NULL elements
+        // (the maintenance never writes one; such an array is refused, not read), then taken
+        // apart by deconstruct_array with int8's storage parameters (8 bytes, by value,
+        // double-aligned), which pallocs the element array that is freed here.
         unsafe {
             let array = pg_sys::pg_detoast_datum(d.cast_mut_ptr()) as *mut pg_sys::ArrayType;
-            if (*array).ndim > 1 || (*array).elemtype != pg_sys::INT8OID {
+            let free_copy = |array: *mut pg_sys::ArrayType| {
+                if array as *mut std::ffi::c_void != d.cast_mut_ptr::<std::ffi::c_void>() {
+                    pg_sys::pfree(array.cast());
+                }
+            };
+            if (*array).ndim > 1 || (*array).elemtype != pg_sys::INT8OID || pg_sys::array_contains_nulls(array) {
+                free_copy(array);
                 return false;
             }
             let mut elems: *mut pg_sys::Datum = std::ptr::null_mut();
-            let mut nulls: *mut bool = std::ptr::null_mut();
             let mut n: std::ffi::c_int = 0;
             pg_sys::deconstruct_array(
                 array,
@@ -398,23 +404,18 @@ impl<'a> Row<'a> {
                 true,
                 pg_sys::TYPALIGN_DOUBLE as std::ffi::c_char,
                 &mut elems,
-                &mut nulls,
+                std::ptr::null_mut(),
                 &mut n,
             );
             let n = n.max(0) as usize;
-            let ok = n == 0 || !std::slice::from_raw_parts(nulls, n).contains(&true);
-            if ok {
+            if n > 0 {
                 out.extend(std::slice::from_raw_parts(elems, n).iter().map(|d| d.value() as i64));
             }
-            for p in [elems.cast::<std::ffi::c_void>(), nulls.cast()] {
-                if !p.is_null() {
-                    pg_sys::pfree(p);
-                }
+            if !elems.is_null() {
+                pg_sys::pfree(elems.cast());
             }
-            if array as *mut std::ffi::c_void != d.cast_mut_ptr::<std::ffi::c_void>() {
-                pg_sys::pfree(array.cast());
-            }
-            ok
+            free_copy(array);
+            true
         }
     }
 }

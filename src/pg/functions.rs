@@ -418,11 +418,12 @@ pub unsafe extern "C-unwind" fn calculate_dependency_levels_wrapper(fcinfo: pg_s
     };
     let (site, context) = read_site(fcinfo);
     task_graph(site, context, task_id);
-    let ReadSite { graph, targets, levels, .. } = site;
+    let ReadSite { graph, targets, levels, former, bufs, .. } = site;
     targets.clear();
     targets.extend(graph.edges.iter().map(|&(_, to)| to));
+    let mut former = out.former(former);
     for &(step, level) in levels.compute(task_id, &graph.steps, |s| targets.contains(&s), &graph.edges).or_raise() {
-        out.put(&mut [pg_sys::Datum::from(step), pg_sys::Datum::from(level)], &mut [false; 2]);
+        out.put_vals(&[Val::Int8(step), Val::Int4(level)], &mut bufs.texts, former.as_deref_mut());
     }
     pg_sys::Datum::from(0)
 }

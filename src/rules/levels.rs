@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use crate::rules::idhash::IdMap;
 
-use petgraph::algo::{kosaraju_scc, toposort};
+use petgraph::algo::kosaraju_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::{Dfs, EdgeRef, NodeFiltered, Visitable};
 
@@ -40,6 +40,9 @@ pub struct Levels {
     dfs: Dfs<NodeIndex, <DiGraph<i64, ()> as Visitable>::Map>,
     reachable: Vec<bool>,
     level: Vec<i32>,
+    /// Edges into each node from reachable nodes not yet placed (Kahn's algorithm).
+    waiting: Vec<u32>,
+    ready: Vec<NodeIndex>,
     out: Vec<(i64, i32)>,
 }
 
@@ -52,7 +55,7 @@ impl Levels {
         has_incoming: impl Fn(i64) -> bool,
         edges: &[(i64, i64)],
     ) -> Result<&[(i64, i32)], TaskerError> {
-        let Levels { graph, index, dfs, reachable, level, out } = self;
+        let Levels { graph, index, dfs, reachable, level, waiting, ready, out } = self;
         graph.clear();
         index.clear();
         for &id in steps {
@@ -78,21 +81,38 @@ impl Levels {
             }
         }
 
-        let sub = NodeFiltered::from_fn(&*graph, |n: NodeIndex| reachable[n.index()]);
-        let order = toposort(&sub, None)
-            .map_err(|_| TaskerError::CycleReachable { task_id, path: reachable_cycle(graph, reachable) })?;
-
+        // The reachable steps in topological order (Kahn's algorithm, counting each duplicate
+        // edge), each step's level the longest path to it: one more than its deepest parent.
+        let n = graph.node_count();
+        waiting.clear();
+        waiting.resize(n, 0);
         level.clear();
-        level.resize(graph.node_count(), 0);
-        for &n in &order {
-            let here = level[n.index()];
-            for e in graph.edges(n) {
-                let next = &mut level[e.target().index()];
-                *next = (*next).max(here + 1);
+        level.resize(n, 0);
+        let mut reached = 0;
+        for u in graph.node_indices().filter(|u| reachable[u.index()]) {
+            reached += 1;
+            for e in graph.edges(u) {
+                waiting[e.target().index()] += 1;
             }
         }
+        ready.clear();
+        ready.extend(graph.node_indices().filter(|u| reachable[u.index()] && waiting[u.index()] == 0));
         out.clear();
-        out.extend(order.iter().map(|&n| (graph[n], level[n.index()])));
+        while let Some(u) = ready.pop() {
+            let here = level[u.index()];
+            out.push((graph[u], here));
+            for e in graph.edges(u) {
+                let v = e.target().index();
+                level[v] = level[v].max(here + 1);
+                waiting[v] -= 1;
+                if waiting[v] == 0 {
+                    ready.push(e.target());
+                }
+            }
+        }
+        if out.len() < reached {
+            return Err(TaskerError::CycleReachable { task_id, path: reachable_cycle(graph, reachable) });
+        }
         out.sort_unstable_by_key(|&(id, lvl)| (lvl, id));
         Ok(out)
     }
