@@ -11,10 +11,14 @@
 //!
 //! What a call site resolved (the tables, the step state's layout) is kept in `fn_extra` for
 //! the query that holds the call, keyed by the user and the search_path; the source row and
-//! the privileges are checked on every call. `tasker_core.read_paths()` shows the decision for
-//! each function, `tasker_core.read_path_stats()` counts the paths calls took in this backend.
+//! the privileges are checked on every call. Between queries the backend keeps the last
+//! resolution as PostgreSQL keeps its own catalog caches ([`Resolved`]): forgotten by an
+//! invalidation callback whenever a relation is created, dropped or renamed anywhere or any
+//! relation's definition changes, and used only for the same user and search_path.
+//! `tasker_core.read_paths()` shows the decision for each function (through the same kept
+//! lookups), `tasker_core.read_path_stats()` counts the paths calls took in this backend.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -158,14 +162,122 @@ impl Site {
         // SAFETY: reads the current user id.
         let user = unsafe { pg_sys::GetUserId() };
         let same = self.key.as_ref().is_some_and(|k| k.user == user && path_matches(k.path));
-        if !same || self.tables.is_none() {
+        if !same || self.tables.is_none() || self.layout.is_none() {
             self.tables = None;
             self.verdict = None;
             self.key = Some(Key { user, path: current_path(context) });
-            self.tables = Some(Tables::resolve()?);
+            let found = Resolved::get(user)?;
+            self.tables = Some(found.tables);
+            self.layout = Some(found.layout);
+            self.source = Some(found.source);
         }
-        let layout = self.layout.get_or_insert_with(Layout::find);
-        Ok((self.tables.expect("resolved above"), layout))
+        Ok((self.tables.expect("resolved above"), self.layout.as_ref().expect("resolved above")))
+    }
+}
+
+/// The catalog lookups a call site needs (by name: the six Tasker tables through the
+/// search_path, the step state's table, indexes and columns, the source table's columns).
+#[derive(Clone)]
+struct Found {
+    tables: Tables,
+    layout: Result<Layout, String>,
+    source: Option<SourceReader>,
+}
+
+/// The backend's last resolution, for the user and search_path it was made under. It holds
+/// only what names resolve to (OIDs, attribute numbers), never rows or privileges. It is
+/// forgotten by PostgreSQL's relcache invalidation callback, which runs for this transaction's
+/// own DDL and its rollback, and for other sessions' committed DDL as this backend reads the
+/// invalidation queue (`Resolved::get` reads it first, as a fresh lookup would see it). Every
+/// change of a pg_class row sends one for its relation, so a relation created, dropped, renamed
+/// or moved anywhere (which may shadow a table on the search_path), an ALTER TABLE, an index
+/// created or dropped all make the next call resolve afresh; so do unrelated ones (ANALYZE,
+/// VACUUM): forgetting too often only costs a lookup. Schemas created, dropped or renamed
+/// change the search_path's resolved list, which the matcher compares.
+struct Resolved {
+    user: pg_sys::Oid,
+    /// Allocated in `context`, reset when another resolution replaces this one.
+    path: SearchPath,
+    found: Found,
+}
+
+thread_local! {
+    static RESOLVED: RefCell<Option<Resolved>> = const { RefCell::new(None) };
+    /// Set by the invalidation callbacks; cleared when a resolution starts (so one that arrives
+    /// while the lookups run marks their result stale at once).
+    static STALE: Cell<bool> = const { Cell::new(true) };
+    /// The memory context of the kept search_path (a child of CacheMemoryContext), made with
+    /// the callbacks' registration, once per backend.
+    static CONTEXT: Cell<Option<pg_sys::MemoryContext>> = const { Cell::new(None) };
+}
+
+unsafe extern "C-unwind" fn forget_by_relation(_arg: pg_sys::Datum, _relid: pg_sys::Oid) {
+    STALE.set(true);
+}
+
+impl Resolved {
+    /// The lookups for `user` and the current search_path: kept ones when nothing they depend
+    /// on has been invalidated since, fresh ones otherwise (then kept).
+    fn get(user: pg_sys::Oid) -> Result<Found, TaskerError> {
+        let context = Self::context();
+        // SAFETY: reads the invalidation queue (other sessions' committed DDL), as a fresh
+        // name lookup would see it; its callbacks only set STALE.
+        unsafe { pg_sys::AcceptInvalidationMessages() };
+        if !STALE.get() {
+            let kept = RESOLVED.with(|r| {
+                r.borrow().as_ref().filter(|k| k.user == user && path_matches(k.path)).map(|k| k.found.clone())
+            });
+            if let Some(found) = kept {
+                // A fresh lookup opens the step state's table and the source table, and holds
+                // their locks until the transaction ends, so neither can be altered until then.
+                // Take the same locks (a lock newly taken reads the invalidation queue again)
+                // and use the kept lookups only if nothing was invalidated meanwhile.
+                // SAFETY: locks by OID; a dropped relation's OID is only a lock tag.
+                unsafe {
+                    if let Ok(layout) = &found.layout {
+                        pg_sys::LockRelationOid(layout.heap, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+                    }
+                    if let Some(source) = &found.source {
+                        pg_sys::LockRelationOid(source.oid(), pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+                    }
+                }
+                if !STALE.get() {
+                    return Ok(found);
+                }
+            }
+        }
+        RESOLVED.with(|r| r.borrow_mut().take());
+        STALE.set(false);
+        let found = Found { tables: Tables::resolve()?, layout: Layout::find(), source: SourceReader::find() };
+        // SAFETY: the context is this module's own; nothing else points into it (the previous
+        // resolution, which did, was dropped above).
+        unsafe { pg_sys::MemoryContextReset(context) };
+        let path = current_path(context);
+        RESOLVED.with(|r| *r.borrow_mut() = Some(Resolved { user, path, found: found.clone() }));
+        Ok(found)
+    }
+
+    /// The kept search_path's memory context; registers the invalidation callback the first
+    /// time (PostgreSQL keeps them for the life of the backend).
+    fn context() -> pg_sys::MemoryContext {
+        if let Some(c) = CONTEXT.get() {
+            return c;
+        }
+        // SAFETY: registers a callback that only sets a flag (they must not fail or allocate),
+        // and makes a small context under CacheMemoryContext, which lives as long as the backend.
+        let context = unsafe {
+            pg_sys::CacheRegisterRelcacheCallback(Some(forget_by_relation), pg_sys::Datum::from(0));
+            pg_sys::AllocSetContextCreateInternal(
+                pg_sys::CacheMemoryContext,
+                c"tasker_core catalog lookups".as_ptr(),
+                0,
+                1024,
+                8 * 1024,
+            )
+        };
+        STALE.set(true);
+        CONTEXT.set(Some(context));
+        context
     }
 }
 
@@ -177,7 +289,7 @@ pub fn choose(site: &mut Site, context: pg_sys::MemoryContext) -> Result<Choice,
     let why = match (&site.verdict, snap) {
         (Some((key, why)), Some(now)) if *key == now => why.clone(),
         _ => {
-            let source = *site.source.get_or_insert_with(SourceReader::find);
+            let source = site.source.flatten();
             let why = why_not_step_state(tables, &layout, source.as_ref());
             site.verdict = snap.map(|s| (s, why.clone()));
             why
@@ -264,15 +376,23 @@ fn read_paths(
     let rows = ReadFn::ALL
         .iter()
         .map(|f| {
-            let (path, why) = match Tables::resolve_in(schema) {
+            // Without a schema, through the lookups a read function's call would use now
+            // (those the backend keeps, when still valid).
+            let found = match schema {
+                // SAFETY: reads the current user id.
+                None => Resolved::get(unsafe { pg_sys::GetUserId() }),
+                Some(_) => Tables::resolve_in(schema).map(|tables| Found {
+                    tables,
+                    layout: Layout::find(),
+                    source: SourceReader::find(),
+                }),
+            };
+            let (path, why) = match found {
                 Err(e) => ("error".to_string(), Some(e.to_string())),
-                Ok(tables) => {
-                    let layout = Layout::find();
-                    match why_not_step_state(tables, &layout, SourceReader::find().as_ref()) {
-                        None => ("step_state".to_string(), None),
-                        Some(why) => ("sql".to_string(), Some(why)),
-                    }
-                }
+                Ok(found) => match why_not_step_state(found.tables, &found.layout, found.source.as_ref()) {
+                    None => ("step_state".to_string(), None),
+                    Some(why) => ("sql".to_string(), Some(why)),
+                },
             };
             (f.name().to_string(), path, why)
         })

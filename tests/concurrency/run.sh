@@ -183,5 +183,40 @@ renamed=$(q -c "BEGIN ISOLATION LEVEL REPEATABLE READ; UPDATE tasker_named_steps
 [ "$renamed" = f ] && check ok "a rename under REPEATABLE READ marks the step state stale (it could miss concurrent steps)" \
   || check bad "a rename under REPEATABLE READ marks the step state stale (got valid=$renamed)"
 
+echo "== what a backend keeps between queries follows other sessions' DDL"
+# A session resolves the Tasker tables and the step state's layout (which it then keeps between
+# queries); other sessions then alter step_state and shadow a Tasker table on its search_path.
+# Its next calls must see both, as fresh lookups would. (The schema exists from the start, so
+# only the new table's name can tell the session: not a change of its search_path.)
+q -c "CREATE SCHEMA shadow"
+kept=$(q <<SQL
+SET search_path = shadow, public;
+SELECT tasker_core.read_path_stats_reset();
+SELECT count(*) >= 0 FROM tasker_core.get_step_readiness_status(1);
+SELECT 'before: ' || path FROM tasker_core.read_paths() LIMIT 1;
+\! psql "$db" -X -q -c "ALTER TABLE tasker_core.step_state RENAME COLUMN done_parents TO done"
+SELECT 'altered: ' || path || ': ' || reason FROM tasker_core.read_paths() LIMIT 1;
+SELECT count(*) >= 0 FROM tasker_core.get_step_readiness_status(1);
+\! psql "$db" -X -q -c "ALTER TABLE tasker_core.step_state RENAME COLUMN done TO done_parents"
+SELECT 'restored: ' || path FROM tasker_core.read_paths() LIMIT 1;
+\! psql "$db" -X -q -c "CREATE TABLE shadow.tasker_tasks (LIKE public.tasker_tasks)"
+SELECT 'shadowed: ' || path || ': ' || reason FROM tasker_core.read_paths() LIMIT 1;
+\! psql "$db" -X -q -c "DROP TABLE shadow.tasker_tasks"
+SELECT 'dropped: ' || path FROM tasker_core.read_paths() LIMIT 1;
+SELECT count(*) >= 0 FROM tasker_core.get_step_readiness_status(1);
+SELECT 'calls: ' || string_agg(path || ' ' || calls, ', ' ORDER BY path) FROM tasker_core.read_path_stats();
+SQL
+)
+expect="before: step_state
+altered: sql: the step state's table has been altered: tasker_core.step_state has no column done_parents
+restored: step_state
+shadowed: sql: the step state mirrors public.tasker_workflow_steps, public.tasker_named_steps, public.tasker_workflow_step_transitions, public.tasker_workflow_step_edges, public.tasker_tasks, public.tasker_task_transitions; the search_path names public.tasker_workflow_steps, public.tasker_named_steps, public.tasker_workflow_step_transitions, public.tasker_workflow_step_edges, shadow.tasker_tasks, public.tasker_task_transitions
+dropped: step_state
+calls: sql 1, step_state 2"
+q -c "DROP SCHEMA shadow"
+got=$(echo "$kept" | grep -E "^(before|altered|restored|shadowed|dropped|calls):")
+[ "$got" = "$expect" ] && check ok "kept lookups follow another session's ALTER, CREATE and DROP (read_paths and the path calls took)" \
+  || { diff <(echo "$expect") <(echo "$got") || true; check bad "kept lookups follow another session's ALTER, CREATE and DROP"; }
+
 echo "concurrency: $passed passed, $failed failed"
 [ "$failed" = 0 ]

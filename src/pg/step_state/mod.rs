@@ -182,6 +182,11 @@ impl SourceReader {
         })
     }
 
+    /// The source table.
+    pub fn oid(&self) -> pg_sys::Oid {
+        self.oid
+    }
+
     /// The source row under the active snapshot; None when the step state was never enabled.
     pub fn read(&self) -> Option<Source> {
         let mut scan = SeqScan::open(self.oid, self.ncols)?;
