@@ -22,7 +22,7 @@ use crate::pg::report::{raise, OrRaise};
 use crate::pg::sql_read;
 use crate::pg::step_state::read::{self, Sink, StepRow};
 use crate::rules::context::TaskTally;
-use crate::rules::idhash::{IdMap, IdSet};
+use crate::rules::idhash::IdMap;
 use crate::rules::levels::Levels;
 use crate::rules::readiness::evaluate;
 use crate::rules::state;
@@ -33,9 +33,8 @@ use crate::rules::state;
 struct ReadSite {
     paths: paths::Site,
     bufs: Buffers,
-    /// calculate_dependency_levels: the task's graph, its edges' targets, the levels' buffers.
+    /// calculate_dependency_levels: the task's graph, the levels' buffers.
     graph: read::Graph,
-    targets: IdSet<i64>,
     levels: Levels,
     /// The readiness row former for this call site's result descriptor.
     former: Option<(pg_sys::TupleDesc, Option<Former>)>,
@@ -418,11 +417,9 @@ pub unsafe extern "C-unwind" fn calculate_dependency_levels_wrapper(fcinfo: pg_s
     };
     let (site, context) = read_site(fcinfo);
     task_graph(site, context, task_id);
-    let ReadSite { graph, targets, levels, former, bufs, .. } = site;
-    targets.clear();
-    targets.extend(graph.edges.iter().map(|&(_, to)| to));
+    let ReadSite { graph, levels, former, bufs, .. } = site;
     let mut former = out.former(former);
-    for &(step, level) in levels.compute(task_id, &graph.steps, |s| targets.contains(&s), &graph.edges).or_raise() {
+    for &(step, level) in levels.compute(task_id, &graph.steps, &graph.edges).or_raise() {
         out.put_vals(&[Val::Int8(step), Val::Int4(level)], &mut bufs.texts, former.as_deref_mut());
     }
     pg_sys::Datum::from(0)

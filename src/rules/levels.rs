@@ -3,8 +3,6 @@
 
 use std::collections::HashMap;
 
-use crate::rules::idhash::IdMap;
-
 use petgraph::algo::kosaraju_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::{Dfs, EdgeRef, NodeFiltered, Visitable};
@@ -13,22 +11,17 @@ use crate::error::TaskerError;
 
 /// Computes the levels of a task's steps.
 ///
-/// * `steps`: the task's workflow step ids;
-/// * `has_incoming`: whether a step is the `to_step` of any edge (from any task): such a
-///   step is not a root;
-/// * `edges`: `(from_step_id, to_step_id)` edges whose `to_step` is one of `steps`
-///   (duplicates allowed; edges whose `from_step` lies outside the task are ignored, since
-///   only steps reached from a root are followed).
+/// * `steps`: the task's workflow step ids (distinct; fastest ascending, as the step state's
+///   index gives them);
+/// * `edges`: every `(from_step_id, to_step_id)` edge whose `to_step` is one of `steps`, from
+///   any task (duplicates allowed). A step that is the `to_step` of any of them is not a
+///   root; an edge whose `from_step` lies outside the task is otherwise ignored, since only
+///   steps reached from a root are followed. Edges into other steps are ignored.
 ///
 /// Returns `(workflow_step_id, level)` ordered by (level, workflow_step_id); steps not
 /// reachable from a root are absent. A cycle reachable from a root is an error naming it.
-pub fn dependency_levels(
-    task_id: i64,
-    steps: &[i64],
-    has_incoming: impl Fn(i64) -> bool,
-    edges: &[(i64, i64)],
-) -> Result<Vec<(i64, i32)>, TaskerError> {
-    Levels::default().compute(task_id, steps, has_incoming, edges).map(<[_]>::to_vec)
+pub fn dependency_levels(task_id: i64, steps: &[i64], edges: &[(i64, i64)]) -> Result<Vec<(i64, i32)>, TaskerError> {
+    Levels::default().compute(task_id, steps, edges).map(<[_]>::to_vec)
 }
 
 /// `dependency_levels` with its buffers kept from one call to the next (a call site that
@@ -36,7 +29,10 @@ pub fn dependency_levels(
 #[derive(Default)]
 pub struct Levels {
     graph: DiGraph<i64, ()>,
-    index: IdMap<i64, NodeIndex>,
+    /// `steps` ascending (a copy only when they were not): node i is the i-th of them.
+    sorted: Vec<i64>,
+    /// Whether node i is the `to_step` of an edge.
+    incoming: Vec<bool>,
     dfs: Dfs<NodeIndex, <DiGraph<i64, ()> as Visitable>::Map>,
     reachable: Vec<bool>,
     level: Vec<i32>,
@@ -48,22 +44,30 @@ pub struct Levels {
 
 impl Levels {
     /// As `dependency_levels`; the result lives until the next call.
-    pub fn compute(
-        &mut self,
-        task_id: i64,
-        steps: &[i64],
-        has_incoming: impl Fn(i64) -> bool,
-        edges: &[(i64, i64)],
-    ) -> Result<&[(i64, i32)], TaskerError> {
-        let Levels { graph, index, dfs, reachable, level, waiting, ready, out } = self;
+    pub fn compute(&mut self, task_id: i64, steps: &[i64], edges: &[(i64, i64)]) -> Result<&[(i64, i32)], TaskerError> {
+        let Levels { graph, sorted, incoming, dfs, reachable, level, waiting, ready, out } = self;
+        let ids: &[i64] = if steps.windows(2).all(|w| w[0] < w[1]) {
+            steps
+        } else {
+            sorted.clear();
+            sorted.extend_from_slice(steps);
+            sorted.sort_unstable();
+            sorted.dedup();
+            sorted
+        };
         graph.clear();
-        index.clear();
-        for &id in steps {
-            index.entry(id).or_insert_with(|| graph.add_node(id));
+        for &id in ids {
+            graph.add_node(id);
         }
+        incoming.clear();
+        incoming.resize(ids.len(), false);
         for &(from, to) in edges {
-            if let (Some(&a), Some(&b)) = (index.get(&from), index.get(&to)) {
-                graph.add_edge(a, b, ());
+            let Ok(b) = ids.binary_search(&to) else {
+                continue;
+            };
+            incoming[b] = true;
+            if let Ok(a) = ids.binary_search(&from) {
+                graph.add_edge(NodeIndex::new(a), NodeIndex::new(b), ());
             }
         }
 
@@ -72,7 +76,7 @@ impl Levels {
         reachable.resize(graph.node_count(), false);
         dfs.reset(&*graph);
         for root in graph.node_indices() {
-            if has_incoming(graph[root]) {
+            if incoming[root.index()] {
                 continue;
             }
             dfs.move_to(root);
@@ -165,11 +169,19 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::HashSet;
 
+    /// The levels with the steps as given and reversed (ascending is read without a copy,
+    /// any other order through one), which must agree.
     fn levels(steps: &[i64], edges: &[(i64, i64)]) -> Result<Vec<(i64, i32)>, TaskerError> {
-        let targets: HashSet<i64> = edges.iter().map(|e| e.1).collect();
-        let in_task: HashSet<i64> = steps.iter().copied().collect();
-        let task_edges: Vec<(i64, i64)> = edges.iter().copied().filter(|e| in_task.contains(&e.1)).collect();
-        dependency_levels(1, steps, |s| targets.contains(&s), &task_edges)
+        let mut levels = Levels::default();
+        let given = levels.compute(1, steps, edges).map(<[_]>::to_vec);
+        let reversed: Vec<i64> = steps.iter().rev().copied().collect();
+        let other = levels.compute(1, &reversed, edges).map(<[_]>::to_vec);
+        match (&given, &other) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b),
+            (Err(_), Err(_)) => {}
+            _ => panic!("the order of the steps changed the answer: {given:?} / {other:?}"),
+        }
+        given
     }
 
     #[test]
