@@ -192,8 +192,10 @@ struct Found {
 /// change of a pg_class row sends one for its relation, so a relation created, dropped, renamed
 /// or moved anywhere (which may shadow a table on the search_path), an ALTER TABLE, an index
 /// created or dropped all make the next call resolve afresh; so do unrelated ones (ANALYZE,
-/// VACUUM): forgetting too often only costs a lookup. Schemas created, dropped or renamed
-/// change the search_path's resolved list, which the matcher compares.
+/// VACUUM): forgetting too often only costs a lookup. A change of a pg_namespace row (a schema
+/// created, dropped, renamed, its USAGE granted or revoked) sends none, but it changes the
+/// search_path's resolved list, which the matcher compares. (`tasker_core` itself cannot be
+/// renamed: the DDL watch, which names its tables, then fails the ALTER SCHEMA.)
 struct Resolved {
     user: pg_sys::Oid,
     /// Allocated in `context`, reset when another resolution replaces this one.
@@ -224,10 +226,10 @@ impl Resolved {
         // name lookup would see it; its callbacks only set STALE.
         unsafe { pg_sys::AcceptInvalidationMessages() };
         if !STALE.get() {
-            let kept = RESOLVED.with(|r| {
-                r.borrow().as_ref().filter(|k| k.user == user && path_matches(k.path)).map(|k| k.found.clone())
-            });
-            if let Some(found) = kept {
+            // Copied out: matching the search_path may read catalogs (and so run the callbacks)
+            // with no borrow of RESOLVED held.
+            let kept = RESOLVED.with(|r| r.borrow().as_ref().map(|k| (k.user, k.path, k.found.clone())));
+            if let Some((_, _, found)) = kept.filter(|(u, path, _)| *u == user && path_matches(*path)) {
                 // A fresh lookup opens the step state's table and the source table, and holds
                 // their locks until the transaction ends, so neither can be altered until then.
                 // Take the same locks (a lock newly taken reads the invalidation queue again)
@@ -248,11 +250,14 @@ impl Resolved {
         }
         RESOLVED.with(|r| r.borrow_mut().take());
         STALE.set(false);
-        let found = Found { tables: Tables::resolve()?, layout: Layout::find(), source: SourceReader::find() };
+        // The search_path is taken before the lookups: if it changes while they run (they read
+        // the invalidation queue), the kept one no longer matches and the next call resolves
+        // afresh, instead of keeping lookups made under the old path for the new one.
         // SAFETY: the context is this module's own; nothing else points into it (the previous
         // resolution, which did, was dropped above).
         unsafe { pg_sys::MemoryContextReset(context) };
         let path = current_path(context);
+        let found = Found { tables: Tables::resolve()?, layout: Layout::find(), source: SourceReader::find() };
         RESOLVED.with(|r| *r.borrow_mut() = Some(Resolved { user, path, found: found.clone() }));
         Ok(found)
     }
@@ -263,17 +268,19 @@ impl Resolved {
         if let Some(c) = CONTEXT.get() {
             return c;
         }
-        // SAFETY: registers a callback that only sets a flag (they must not fail or allocate),
-        // and makes a small context under CacheMemoryContext, which lives as long as the backend.
+        // SAFETY: makes a small context under CacheMemoryContext, which lives as long as the
+        // backend (first: if it fails, nothing was registered), then registers a callback that
+        // only sets a flag (it must not fail or allocate).
         let context = unsafe {
-            pg_sys::CacheRegisterRelcacheCallback(Some(forget_by_relation), pg_sys::Datum::from(0));
-            pg_sys::AllocSetContextCreateInternal(
+            let context = pg_sys::AllocSetContextCreateInternal(
                 pg_sys::CacheMemoryContext,
                 c"tasker_core catalog lookups".as_ptr(),
                 0,
                 1024,
                 8 * 1024,
-            )
+            );
+            pg_sys::CacheRegisterRelcacheCallback(Some(forget_by_relation), pg_sys::Datum::from(0));
+            context
         };
         STALE.set(true);
         CONTEXT.set(Some(context));

@@ -204,6 +204,19 @@ SELECT 'shadowed: ' || path || ': ' || reason FROM tasker_core.read_paths() LIMI
 \! psql "$db" -X -q -c "DROP TABLE shadow.tasker_tasks"
 SELECT 'dropped: ' || path FROM tasker_core.read_paths() LIMIT 1;
 SELECT count(*) >= 0 FROM tasker_core.get_step_readiness_status(1);
+\! psql "$db" -X -q -c "CREATE SCHEMA staging; CREATE TABLE staging.tasker_tasks (LIKE public.tasker_tasks)"
+SELECT 'staged: ' || path FROM tasker_core.read_paths() LIMIT 1;
+\! psql "$db" -X -q -c "DROP SCHEMA shadow; ALTER SCHEMA staging RENAME TO shadow"
+SELECT 'renamed: ' || path || ': ' || reason FROM tasker_core.read_paths() LIMIT 1;
+\! psql "$db" -X -q -c "DROP SCHEMA shadow CASCADE; CREATE SCHEMA shadow"
+BEGIN;
+SELECT 'in transaction: ' || path FROM tasker_core.read_paths() LIMIT 1;
+SAVEPOINT s;
+ALTER TABLE tasker_core.step_state RENAME COLUMN done_parents TO done;
+SELECT 'altered here: ' || path FROM tasker_core.read_paths() LIMIT 1;
+ROLLBACK TO SAVEPOINT s;
+SELECT 'rolled back: ' || path FROM tasker_core.read_paths() LIMIT 1;
+COMMIT;
 SELECT 'calls: ' || string_agg(path || ' ' || calls, ', ' ORDER BY path) FROM tasker_core.read_path_stats();
 SQL
 )
@@ -212,10 +225,15 @@ altered: sql: the step state's table has been altered: tasker_core.step_state ha
 restored: step_state
 shadowed: sql: the step state mirrors public.tasker_workflow_steps, public.tasker_named_steps, public.tasker_workflow_step_transitions, public.tasker_workflow_step_edges, public.tasker_tasks, public.tasker_task_transitions; the search_path names public.tasker_workflow_steps, public.tasker_named_steps, public.tasker_workflow_step_transitions, public.tasker_workflow_step_edges, shadow.tasker_tasks, public.tasker_task_transitions
 dropped: step_state
+staged: step_state
+renamed: sql: the step state mirrors public.tasker_workflow_steps, public.tasker_named_steps, public.tasker_workflow_step_transitions, public.tasker_workflow_step_edges, public.tasker_tasks, public.tasker_task_transitions; the search_path names public.tasker_workflow_steps, public.tasker_named_steps, public.tasker_workflow_step_transitions, public.tasker_workflow_step_edges, shadow.tasker_tasks, public.tasker_task_transitions
+in transaction: step_state
+altered here: sql
+rolled back: step_state
 calls: sql 1, step_state 2"
 q -c "DROP SCHEMA shadow"
-got=$(echo "$kept" | grep -E "^(before|altered|restored|shadowed|dropped|calls):")
-[ "$got" = "$expect" ] && check ok "kept lookups follow another session's ALTER, CREATE and DROP (read_paths and the path calls took)" \
+got=$(echo "$kept" | grep -E "^(before|altered|restored|shadowed|dropped|staged|renamed|in transaction|altered here|rolled back|calls):")
+[ "$got" = "$expect" ] && check ok "kept lookups follow another session's ALTER, CREATE, DROP and schema rename, and a rollback to a savepoint (read_paths and the path calls took)" \
   || { diff <(echo "$expect") <(echo "$got") || true; check bad "kept lookups follow another session's ALTER, CREATE and DROP"; }
 
 echo "concurrency: $passed passed, $failed failed"
