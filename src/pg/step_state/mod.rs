@@ -107,7 +107,10 @@ impl Layout {
             graph_ncols: 0,
         };
         layout.graph_ncols =
-            [layout.step.attno(), layout.task.attno(), layout.parents.attno()].into_iter().max().unwrap_or(1);
+            [layout.step.attno(), layout.task.attno(), layout.parents.attno(), layout.total_parents.attno()]
+                .into_iter()
+                .max()
+                .unwrap_or(1);
         layout.ncols = [
             layout.step.attno(),
             layout.task.attno(),
