@@ -257,6 +257,32 @@ pub fn order_by_task(keys: &[(u32, i64)], tasks_asked: usize, order: &mut Vec<u3
     }
 }
 
+/// Hands each row of a sequential pass whose task is one of `rank`'s to `each`, with the task's
+/// place, until `each` fails; the scan ends before the result is returned.
+fn each_ranked(
+    mut scan: SeqScan,
+    layout: &Layout,
+    rank: &Rank,
+    mut each: impl FnMut(&Row<'_>, u32) -> Result<(), TaskerError>,
+) -> Result<(), TaskerError> {
+    let mut result = Ok(());
+    scan.each(|row| {
+        if result.is_err() {
+            return;
+        }
+        match row.i64(layout.task) {
+            None => result = Err(broken("a row without task_id")),
+            Some(task) => {
+                if let Some(place) = rank.of(task) {
+                    result = each(row, place);
+                }
+            }
+        }
+    });
+    drop(scan);
+    result
+}
+
 /// Hands every step of the tasks `task_ids` (ascending, distinct) to `sink` in (task_id,
 /// workflow_step_id) order, each task's own row after its steps when `with_tasks`. `gathered`
 /// is the buffer a sequential pass uses.
@@ -286,47 +312,23 @@ pub fn steps(
         }
         return Ok(());
     }
-    let mut scan =
+    let scan =
         SeqScan::open(layout.heap, layout.ncols).ok_or_else(|| broken("tasker_core.step_state could not be opened"))?;
     if !with_tasks && sink.unordered() {
         let mut direct = Unordered { sink: &mut *sink, place: 0 };
-        scan.each(|row| {
-            if result.is_err() {
-                return;
-            }
-            match row.i64(layout.task) {
-                None => result = Err(broken("a row without task_id")),
-                Some(task) => {
-                    if let Some(place) = rank.of(task) {
-                        direct.place = place;
-                        result = take(layout, row, false, &mut direct);
-                    }
-                }
-            }
-        });
-        drop(scan);
-        result?;
+        each_ranked(scan, layout, &rank, |row, place| {
+            direct.place = place;
+            take(layout, row, false, &mut direct)
+        })?;
         sink.finish_unordered(task_ids.len());
         return Ok(());
     }
     gathered.clear();
     let mut collect = Collect { g: gathered, place: 0, tasks: Vec::new() };
-    scan.each(|row| {
-        if result.is_err() {
-            return;
-        }
-        match row.i64(layout.task) {
-            None => result = Err(broken("a row without task_id")),
-            Some(task) => {
-                if let Some(place) = rank.of(task) {
-                    collect.place = place;
-                    result = take(layout, row, with_tasks, &mut collect);
-                }
-            }
-        }
-    });
-    drop(scan);
-    result?;
+    each_ranked(scan, layout, &rank, |row, place| {
+        collect.place = place;
+        take(layout, row, with_tasks, &mut collect)
+    })?;
     let Collect { g, mut tasks, .. } = collect;
     order_by_task(&g.keys, task_ids.len(), &mut g.order, &mut g.ends);
     tasks.sort_unstable_by_key(|t| t.task_id);
