@@ -141,14 +141,19 @@ extras() {
     growth="$growth| $1 | $2 | $3 | $4 |
 "
   done
+  # A database for the write benchmarks: the Tasker schema, the bench helpers, the extension and
+  # one namespace, system, named task and named step.
+  write_db() {
+    psql_ "$conn" postgres -q -c "CREATE DATABASE $1"
+    psql_ "$conn" $1 -q -f tests/fixtures/tasker_schema.sql -f tests/bench/guards_bench.sql -c "CREATE EXTENSION tasker_core" \
+      -c "INSERT INTO tasker_task_namespaces (task_namespace_id, name, created_at, updated_at) VALUES (1, 'default', now(), now());
+          INSERT INTO tasker_dependent_systems (dependent_system_id, name, created_at, updated_at) VALUES (1, 'sys', now(), now());
+          INSERT INTO tasker_named_tasks (named_task_id, name, task_namespace_id, created_at, updated_at) VALUES (1, 'bench', 1, now(), now());
+          INSERT INTO tasker_named_steps (named_step_id, dependent_system_id, name, created_at, updated_at) VALUES (1, 1, 'step', now(), now());"
+  }
   log "== write cost"
   local w=tasker_bench_writes moves="" mode round
-  psql_ "$conn" postgres -q -c "CREATE DATABASE $w"
-  psql_ "$conn" $w -q -f tests/fixtures/tasker_schema.sql -f tests/bench/guards_bench.sql -c "CREATE EXTENSION tasker_core" \
-    -c "INSERT INTO tasker_task_namespaces (task_namespace_id, name, created_at, updated_at) VALUES (1, 'default', now(), now());
-        INSERT INTO tasker_dependent_systems (dependent_system_id, name, created_at, updated_at) VALUES (1, 'sys', now(), now());
-        INSERT INTO tasker_named_tasks (named_task_id, name, task_namespace_id, created_at, updated_at) VALUES (1, 'bench', 1, now(), now());
-        INSERT INTO tasker_named_steps (named_step_id, dependent_system_id, name, created_at, updated_at) VALUES (1, 1, 'step', now(), now());"
+  write_db $w
   for round in 1 2 3; do
     for mode in none guards state; do
       case $mode in
@@ -170,12 +175,7 @@ extras() {
   local tx; tx=$(awk -v a="$none" -v b="$guards" -v c="$state" 'BEGIN { printf "| 3,000 moves (1,000 steps x 3), median of 3 | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f | %.2f | %.2f |", a, b, c, 3000000 / a, 3000000 / b, 3000000 / c, b / a, c / a }')
   log "== edge inserts"
   local g=tasker_bench_edges edges="" size trig rails plain
-  psql_ "$conn" postgres -q -c "CREATE DATABASE $g"
-  psql_ "$conn" $g -q -f tests/fixtures/tasker_schema.sql -f tests/bench/guards_bench.sql -c "CREATE EXTENSION tasker_core" \
-    -c "INSERT INTO tasker_task_namespaces (task_namespace_id, name, created_at, updated_at) VALUES (1, 'default', now(), now());
-        INSERT INTO tasker_dependent_systems (dependent_system_id, name, created_at, updated_at) VALUES (1, 'sys', now(), now());
-        INSERT INTO tasker_named_tasks (named_task_id, name, task_namespace_id, created_at, updated_at) VALUES (1, 'bench', 1, now(), now());
-        INSERT INTO tasker_named_steps (named_step_id, dependent_system_id, name, created_at, updated_at) VALUES (1, 1, 'step', now(), now());"
+  write_db $g
   for size in 10000 100000 1000000; do
     have=$(psql_ "$conn" $g -qAt -c "SELECT tasker_bench.grow_edges($size)")
     psql_ "$conn" $g -q -c "VACUUM ANALYZE tasker_workflow_step_edges, tasker_workflow_steps"
