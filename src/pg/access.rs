@@ -420,12 +420,14 @@ impl<'a> Row<'a> {
     }
 }
 
-/// Keys `lo <= column 1 <= hi` of a bigint-leading btree.
-fn range_keys(lo: i64, hi: i64) -> [pg_sys::ScanKeyData; 2] {
+/// Keys `lo <= column 1 <= hi` of a bigint-leading btree, then `column 2 IS NOT NULL`
+/// (a scan begun with two keys uses the first two).
+fn scan_keys(lo: i64, hi: i64) -> [pg_sys::ScanKeyData; 3] {
     // SAFETY: ScanKeyInit fills a zeroed key with a strategy, a comparison function and the
-    // argument (a by-value int8 datum).
+    // argument (a by-value int8 datum); ScanKeyEntryInitialize makes the IS NOT NULL key as
+    // PostgreSQL's planner does (SK_ISNULL | SK_SEARCHNOTNULL, no strategy, no function).
     unsafe {
-        let mut keys: [pg_sys::ScanKeyData; 2] = std::mem::zeroed();
+        let mut keys: [pg_sys::ScanKeyData; 3] = std::mem::zeroed();
         pg_sys::ScanKeyInit(
             &mut keys[0],
             1,
@@ -439,6 +441,16 @@ fn range_keys(lo: i64, hi: i64) -> [pg_sys::ScanKeyData; 2] {
             pg_sys::BTLessEqualStrategyNumber as pg_sys::StrategyNumber,
             pg_sys::Oid::from(pg_sys::F_INT8LE),
             pg_sys::Datum::from(hi),
+        );
+        pg_sys::ScanKeyEntryInitialize(
+            &mut keys[2],
+            (pg_sys::SK_ISNULL | pg_sys::SK_SEARCHNOTNULL) as std::ffi::c_int,
+            2,
+            0, // InvalidStrategy
+            pg_sys::InvalidOid,
+            pg_sys::InvalidOid,
+            pg_sys::InvalidOid,
+            pg_sys::Datum::from(0),
         );
         keys
     }
@@ -493,39 +505,62 @@ pub struct IndexScan {
     heap: Rel,
     /// How many columns each row is deformed to.
     ncols: usize,
+    rows: IndexRows,
+}
+
+/// Which index entries of a key range an [`IndexScan`] visits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexRows {
+    All,
+    /// Only entries whose second key column is not NULL (a btree tests this in the index).
+    SecondKeyNotNull,
 }
 
 impl IndexScan {
     /// Opens `heap` through `index` (whose first key column is bigint), reading rows up to
-    /// column `ncols`. None when either relation no longer exists or `ncols` is out of range.
-    pub fn open(heap: pg_sys::Oid, index: pg_sys::Oid, ncols: usize) -> Option<IndexScan> {
+    /// column `ncols`. With `rows` = [`IndexRows::SecondKeyNotNull`] the scan also asks the
+    /// index for a non-NULL second key column, so a row without one is skipped in the index
+    /// and its heap tuple is never fetched. None when either relation no longer exists, `ncols`
+    /// is out of range or the index has no second key column for that key.
+    pub fn open(heap: pg_sys::Oid, index: pg_sys::Oid, ncols: usize, rows: IndexRows) -> Option<IndexScan> {
         let heap = Rel::try_open(heap)?;
         let index = Rel::try_open(index)?;
-        if ncols == 0 || ncols > heap.natts() || index.index_form().is_none_or(|f| f.indrelid != heap.oid()) {
+        let form = index.index_form()?;
+        let min_keys = match rows {
+            IndexRows::All => 1,
+            IndexRows::SecondKeyNotNull => 2,
+        };
+        if ncols == 0 || ncols > heap.natts() || form.indrelid != heap.oid() || form.indnkeyatts < min_keys {
             return None;
         }
+        let nkeys = min_keys + 1;
         // SAFETY: both relations are open and locked; the active snapshot outlives the scan
         // (the scan is dropped before the function returns).
         let scan = unsafe {
             let snapshot = pg_sys::GetActiveSnapshot();
             #[cfg(not(feature = "pg18"))]
-            let scan = pg_sys::index_beginscan(heap.raw(), index.raw(), snapshot, 2, 0);
+            let scan = pg_sys::index_beginscan(heap.raw(), index.raw(), snapshot, nkeys as _, 0);
             #[cfg(feature = "pg18")]
-            let scan = pg_sys::index_beginscan(heap.raw(), index.raw(), snapshot, std::ptr::null_mut(), 2, 0);
+            let scan = pg_sys::index_beginscan(heap.raw(), index.raw(), snapshot, std::ptr::null_mut(), nkeys as _, 0);
             scan
         };
         let slot = Slot::new(&heap);
-        Some(IndexScan { scan: NonNull::new(scan)?, slot, _index: index, heap, ncols })
+        Some(IndexScan { scan: NonNull::new(scan)?, slot, _index: index, heap, ncols, rows })
     }
 
-    /// Calls `each` for every visible row whose key is in `lo..=hi`, in index order.
+    /// Calls `each` for every visible row whose key is in `lo..=hi` (and whose second key
+    /// column is not NULL, if the scan was opened so), in index order.
     pub fn range(&mut self, lo: i64, hi: i64, mut each: impl FnMut(&Row<'_>)) {
-        let mut keys = range_keys(lo, hi);
+        let mut keys = scan_keys(lo, hi);
+        let nkeys = match self.rows {
+            IndexRows::All => 2,
+            IndexRows::SecondKeyNotNull => 3,
+        };
         let rel = self.heap.oid();
-        // SAFETY: the scan was begun with two keys; index_getnext_slot stores each visible row
-        // in our slot (of the heap's row type).
+        // SAFETY: the scan was begun with `nkeys` keys, the first `nkeys` of `keys`;
+        // index_getnext_slot stores each visible row in our slot (of the heap's row type).
         unsafe {
-            pg_sys::index_rescan(self.scan.as_ptr(), keys.as_mut_ptr(), 2, std::ptr::null_mut(), 0);
+            pg_sys::index_rescan(self.scan.as_ptr(), keys.as_mut_ptr(), nkeys, std::ptr::null_mut(), 0);
             while pg_sys::index_getnext_slot(
                 self.scan.as_ptr(),
                 pg_sys::ScanDirection::ForwardScanDirection,

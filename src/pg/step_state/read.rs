@@ -6,7 +6,7 @@
 //! in one pass and puts the rows in order afterwards.
 
 use crate::error::TaskerError;
-use crate::pg::access::{IndexScan, Rel, Row, SeqScan};
+use crate::pg::access::{IndexRows, IndexScan, Rel, Row, SeqScan};
 use crate::pg::facts::{self, Steps, TaskRow};
 use crate::pg::settings::{BatchScan, BATCH_SCAN};
 use crate::pg::step_state::Layout;
@@ -300,7 +300,9 @@ pub fn steps(
     let mut result = Ok(());
     if !read_sequentially(layout, task_ids.len()) {
         // In index order: every row goes on as it is read.
-        let mut scan = IndexScan::open(layout.heap, layout.by_task, layout.ncols)
+        // Without the task rows (NULL workflow_step_id), the index skips them unfetched.
+        let rows = if with_tasks { IndexRows::All } else { IndexRows::SecondKeyNotNull };
+        let mut scan = IndexScan::open(layout.heap, layout.by_task, layout.ncols, rows)
             .ok_or_else(|| broken("tasker_core.step_state could not be opened"))?;
         for (lo, hi) in runs(task_ids) {
             scan.range(lo, hi, |row| {
@@ -367,7 +369,7 @@ pub struct Graph {
 
 /// The graph of one task (step ids and the edges into them) from its rows, into `out`.
 pub fn graph(layout: &Layout, task_id: i64, out: &mut Graph) -> Result<(), TaskerError> {
-    let mut scan = IndexScan::open(layout.heap, layout.by_task, layout.graph_ncols)
+    let mut scan = IndexScan::open(layout.heap, layout.by_task, layout.graph_ncols, IndexRows::SecondKeyNotNull)
         .ok_or_else(|| broken("tasker_core.step_state could not be opened"))?;
     let Graph { steps, edges, parents } = out;
     steps.clear();
