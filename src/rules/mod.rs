@@ -1,5 +1,7 @@
 //! The rules of Tasker, in plain Rust (no pgrx types): unit- and property-tested on their own.
+pub mod backoff;
 pub mod context;
+pub mod finalize;
 pub mod guards;
 pub mod health;
 pub mod idhash;
@@ -7,3 +9,4 @@ pub mod levels;
 pub mod pgtime;
 pub mod readiness;
 pub mod state;
+pub mod transition;
