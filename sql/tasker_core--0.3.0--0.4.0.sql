@@ -171,6 +171,45 @@ STABLE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'calculate_dependency_levels_wrapper';
 
+CREATE OR REPLACE FUNCTION tasker_core.parse_retry_after(header text, at timestamptz DEFAULT pg_catalog.now())
+RETURNS integer
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET "TimeZone" = 'UTC'
+AS $$
+DECLARE
+    t timestamptz;
+BEGIN
+    IF header IS NULL OR pg_catalog.btrim(header, E' \t\n\r\f\v') OPERATOR(pg_catalog.=) '' THEN
+        RETURN 0;
+    END IF;
+    -- A date has digits: this keeps out the words timestamptz input also takes ('now',
+    -- 'tomorrow', 'epoch', 'infinity'), which are not HTTP dates.
+    IF header OPERATOR(pg_catalog.!~) '[0-9]' THEN
+        RETURN NULL;
+    END IF;
+    BEGIN
+        IF header OPERATOR(pg_catalog.~) '^[0-9]+$' THEN
+            RETURN header::pg_catalog.int4;
+        END IF;
+        t := header::pg_catalog.timestamptz;
+        RETURN GREATEST(pg_catalog.trunc(pg_catalog.date_part('epoch', t OPERATOR(pg_catalog.-) at)), 0)::pg_catalog.int4;
+    EXCEPTION WHEN data_exception THEN
+        RETURN NULL;
+    END;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tasker_core."backoff_seconds"(
+	"attempt_number" INT, 
+	"jitter" bool DEFAULT true, 
+	"config" jsonb DEFAULT NULL 
+) RETURNS INT 
+VOLATILE PARALLEL RESTRICTED
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'backoff_seconds_wrapper';
+
 CREATE OR REPLACE FUNCTION tasker_core."check_edge"(
 	"schema" TEXT, 
 	"edge_id" bigint, 
@@ -403,6 +442,68 @@ AS $$
             'BEFORE INSERT OR UPDATE OF from_step_id, to_step_id', '', 'tasker_core.guard_step_edge()')
 $$;
 
+CREATE OR REPLACE FUNCTION tasker_core."claim_ready_steps"(
+	"input_task_id" bigint, 
+	"max_steps" INT DEFAULT NULL, 
+	"step_ids" bigint[] DEFAULT NULL, 
+	"claim_metadata" jsonb DEFAULT '{}'::jsonb, 
+	"include_error_steps" bool DEFAULT false 
+) RETURNS TABLE (
+	"workflow_step_id" bigint,  
+	"task_id" bigint,  
+	"named_step_id" INT,  
+	"name" TEXT,  
+	"claimed_from" TEXT,  
+	"attempts" INT,  
+	"retry_limit" INT,  
+	"transition_id" bigint,  
+	"sort_key" INT  
+)
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'claim_ready_steps_wrapper';
+
+CREATE OR REPLACE FUNCTION tasker_core."finalization_plan"(
+	"execution_status" TEXT, 
+	"task_state" TEXT, 
+	"synchronous" bool DEFAULT true, 
+	"retry_waits" bigint[] DEFAULT NULL, 
+	"backoff" jsonb DEFAULT NULL 
+) RETURNS TABLE (
+	"moves" TEXT[],  
+	"sets_complete" bool,  
+	"decision" TEXT,  
+	"fallback" TEXT,  
+	"reason" TEXT,  
+	"delay_seconds" INT  
+)
+IMMUTABLE PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'finalization_plan_wrapper';
+
+CREATE OR REPLACE FUNCTION tasker_core."finalize_task"(
+	"input_task_id" bigint, 
+	"synchronous" bool DEFAULT true, 
+	"backoff" jsonb DEFAULT NULL 
+) RETURNS TABLE (
+	"decision" TEXT,  
+	"reason" TEXT,  
+	"previous_state" TEXT,  
+	"final_state" TEXT,  
+	"transitions_written" INT,  
+	"delay_seconds" INT,  
+	"execution_status" TEXT,  
+	"health_status" TEXT,  
+	"completion_percentage" NUMERIC,  
+	"total_steps" bigint,  
+	"ready_steps" bigint,  
+	"failed_steps" bigint  
+)
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'finalize_task_wrapper';
+
 CREATE OR REPLACE FUNCTION tasker_core."get_system_health_counts_v01"() RETURNS TABLE (
 	"total_tasks" bigint,  
 	"pending_tasks" bigint,  
@@ -461,6 +562,33 @@ STABLE PARALLEL RESTRICTED
 LANGUAGE c 
 AS 'MODULE_PATHNAME', 'read_paths_wrapper';
 
+CREATE OR REPLACE FUNCTION tasker_core."record_step_failure"(
+	"input_step_id" bigint, 
+	"error" jsonb, 
+	"backoff_request_seconds" INT DEFAULT NULL, 
+	"retryable" bool DEFAULT NULL, 
+	"metadata" jsonb DEFAULT '{}'::jsonb 
+) RETURNS TABLE (
+	"outcome" TEXT,  
+	"attempts" INT,  
+	"next_retry_at" timestamp  
+)
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'record_step_failure_wrapper';
+
+CREATE OR REPLACE FUNCTION tasker_core."record_step_success"(
+	"input_step_id" bigint, 
+	"results" jsonb, 
+	"metadata" jsonb DEFAULT '{}'::jsonb 
+) RETURNS TABLE (
+	"outcome" TEXT,  
+	"attempts" INT  
+)
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'record_step_success_wrapper';
+
 CREATE OR REPLACE FUNCTION tasker_core."redefine_as"(
 	"source" oid, 
 	"target_schema" TEXT, 
@@ -471,6 +599,14 @@ STRICT VOLATILE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c 
 AS 'MODULE_PATHNAME', 'redefine_as_wrapper';
+
+CREATE OR REPLACE FUNCTION tasker_core."reenqueue_delay_seconds"(
+	"input_task_id" bigint, 
+	"backoff" jsonb DEFAULT NULL 
+) RETURNS INT 
+STABLE
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'reenqueue_delay_seconds_wrapper';
 
 CREATE OR REPLACE FUNCTION tasker_core."server_identity"() RETURNS TEXT 
 STRICT STABLE PARALLEL SAFE
@@ -1071,6 +1207,39 @@ REVOKE ALL ON FUNCTION tasker_core.step_state_watch() FROM PUBLIC;
 REVOKE ALL ON FUNCTION tasker_core.step_state_enable(name) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION tasker_core.step_state_disable(name) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION tasker_core."transition_step"(
+	"input_step_id" bigint, 
+	"to_state" TEXT, 
+	"expected_from_state" TEXT DEFAULT NULL, 
+	"metadata" jsonb DEFAULT '{}'::jsonb 
+) RETURNS TABLE (
+	"outcome" TEXT,  
+	"previous_state" TEXT,  
+	"current_state" TEXT,  
+	"transition_id" bigint,  
+	"sort_key" INT  
+)
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'transition_step_wrapper';
+
+CREATE OR REPLACE FUNCTION tasker_core."transition_task"(
+	"input_task_id" bigint, 
+	"to_state" TEXT, 
+	"expected_from_state" TEXT DEFAULT NULL, 
+	"metadata" jsonb DEFAULT '{}'::jsonb, 
+	"set_complete_flag" bool DEFAULT false 
+) RETURNS TABLE (
+	"outcome" TEXT,  
+	"previous_state" TEXT,  
+	"current_state" TEXT,  
+	"transition_id" bigint,  
+	"sort_key" INT  
+)
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'transition_task_wrapper';
 
 GRANT USAGE ON SCHEMA tasker_core TO PUBLIC;
 

@@ -81,6 +81,12 @@ pub enum TaskerError {
     /// cannot read another of the tables in full.
     #[error("a superuser reads the Tasker tables as their owner {reader}, who cannot read {table} in full ({why})")]
     NoSafeReader { reader: String, table: String, why: &'static str },
+    /// An argument of an orchestration function that no call may pass.
+    #[error("invalid {argument}: {reason}")]
+    InvalidArgument { argument: &'static str, reason: String },
+    /// A task the caller named does not exist.
+    #[error("task {0} does not exist")]
+    TaskNotFound(i64),
     /// SPI failed in a way that is a bug of tasker_core, not of the caller.
     #[error("internal error: {what} failed (SPI code {code})")]
     Spi { what: &'static str, code: i32 },
@@ -118,6 +124,8 @@ impl TaskerError {
             TaskerError::NoSuchFunction(_) => ERRCODE_UNDEFINED_FUNCTION,
             TaskerError::CannotCopyFunction(_) => ERRCODE_FEATURE_NOT_SUPPORTED,
             TaskerError::NoSafeReader { .. } => ERRCODE_INSUFFICIENT_PRIVILEGE,
+            TaskerError::InvalidArgument { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
+            TaskerError::TaskNotFound(_) => ERRCODE_NO_DATA_FOUND,
             TaskerError::Spi { .. } => ERRCODE_INTERNAL_ERROR,
         }
     }
@@ -194,6 +202,12 @@ impl TaskerError {
                  role that is not a superuser; docs/security.md explains why a superuser does not read with its own rights."
             )),
             TaskerError::Spi { .. } => Some("This is a bug of tasker_core; please report it with the statement that ran.".into()),
+            TaskerError::InvalidArgument { argument: "backoff config", .. } => Some(
+                "Keys are BackoffConfig's: default_backoff_seconds, max_backoff_seconds, backoff_multiplier, jitter_enabled, \
+                 jitter_max_percentage, reenqueue_delays {has_ready_steps, waiting_for_dependencies, processing}, \
+                 default_reenqueue_delay, buffer_seconds."
+                    .into(),
+            ),
             _ => None,
         }
     }

@@ -13,6 +13,7 @@ pub mod rules;
 #[pgrx::pg_schema]
 mod tests {
     include!("pg/tests.rs");
+    include!("pg/orchestration_tests.rs");
 }
 
 /// Required by `cargo pgrx test`.
@@ -50,6 +51,7 @@ pgrx::extension_sql_file!(
         pg::admin::server_identity
     ]
 );
+pgrx::extension_sql_file!("../sql/orchestration.sql", name = "orchestration");
 pgrx::extension_sql_file!(
     "../sql/admin.sql",
     name = "admin",

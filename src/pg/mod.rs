@@ -5,6 +5,10 @@
 //! | module | holds |
 //! |---|---|
 //! | `functions` | the drop-in read functions |
+//! | `transitions` | compare-and-swap transitions, the executor's success and failure writes |
+//! | `claiming` | `claim_ready_steps` |
+//! | `finalization` | `finalize_task`, its pure plan, the reenqueue delay, backoff |
+//! | `subxact` | a write that may lose a race: a subtransaction that turns a unique violation into `None` |
 //! | `guards` | the checks the guard triggers call |
 //! | `paths` | the one decision of how a call reads, `read_paths()`, `read_path_stats()` |
 //! | `step_state` | the derived step state: its layout, reading it, keeping it exact |
@@ -22,8 +26,10 @@
 pub mod access;
 pub mod admin;
 pub mod call;
+pub mod claiming;
 pub mod clock;
 pub mod facts;
+pub mod finalization;
 pub mod former;
 pub mod functions;
 pub mod guards;
@@ -35,4 +41,6 @@ pub mod settings;
 pub mod spi;
 pub mod sql_read;
 pub mod step_state;
+pub mod subxact;
 pub mod tasker;
+pub mod transitions;

@@ -133,6 +133,13 @@ pub enum Arg<'a> {
     Int8Array(&'a [i64]),
     Int4Array(&'a [i32]),
     Oid(pg_sys::Oid),
+    /// An `integer` (None: NULL).
+    Int4(Option<i32>),
+    /// A `boolean` (None: NULL).
+    Bool(Option<bool>),
+    Text(&'a str),
+    /// A `jsonb` (None: NULL).
+    Jsonb(Option<&'a serde_json::Value>),
 }
 
 impl Arg<'_> {
@@ -142,7 +149,15 @@ impl Arg<'_> {
             Arg::Int8Array(_) => pg_sys::INT8ARRAYOID,
             Arg::Int4Array(_) => pg_sys::INT4ARRAYOID,
             Arg::Oid(_) => pg_sys::OIDOID,
+            Arg::Int4(_) => pg_sys::INT4OID,
+            Arg::Bool(_) => pg_sys::BOOLOID,
+            Arg::Text(_) => pg_sys::TEXTOID,
+            Arg::Jsonb(_) => pg_sys::JSONBOID,
         }
+    }
+
+    fn is_null(&self) -> bool {
+        matches!(self, Arg::Int4(None) | Arg::Bool(None) | Arg::Jsonb(None))
     }
 
     fn datum(&self) -> pg_sys::Datum {
@@ -151,6 +166,11 @@ impl Arg<'_> {
             Arg::Int8Array(v) => v.to_vec().into_datum().expect("an array datum"),
             Arg::Int4Array(v) => v.to_vec().into_datum().expect("an array datum"),
             Arg::Oid(o) => pg_sys::Datum::from(*o),
+            Arg::Int4(v) => pg_sys::Datum::from(v.unwrap_or_default()),
+            Arg::Bool(v) => pg_sys::Datum::from(v.unwrap_or_default()),
+            Arg::Text(v) => v.into_datum().expect("a text datum"),
+            Arg::Jsonb(None) => pg_sys::Datum::from(0),
+            Arg::Jsonb(Some(v)) => pgrx::JsonB((*v).clone()).into_datum().expect("a jsonb datum"),
         }
     }
 }
@@ -162,7 +182,8 @@ pub fn run<R>(sql: &str, args: &[Arg<'_>], read_only: bool, each: impl FnOnce(&R
     let types: Vec<pg_sys::Oid> = args.iter().map(Arg::type_oid).collect();
     let p = plan(sql, &types)?;
     let mut values: Vec<pg_sys::Datum> = args.iter().map(Arg::datum).collect();
-    let nulls: Vec<std::ffi::c_char> = vec![b' ' as std::ffi::c_char; args.len()];
+    let nulls: Vec<std::ffi::c_char> =
+        args.iter().map(|a| if a.is_null() { b'n' } else { b' ' } as std::ffi::c_char).collect();
     // SAFETY: inside an SPI connection; one value and null flag per plan argument.
     let rc = unsafe {
         pg_sys::SPI_tuptable = std::ptr::null_mut();
