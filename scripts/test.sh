@@ -92,6 +92,8 @@ test_major() {
     echo "== differential tests (native == reference on every row), both fixtures"
     FIXTURE=tasker_schema.sql tests/differential/run.sh "$conn" "${DIFF_SEEDS:-10}" "${DIFF_TASKS:-300}" | tee "$log/diff.log"
     FIXTURE=tasker_schema_minimal.sql tests/differential/run.sh "$conn" "${DIFF_SEEDS_MINIMAL:-6}" "${DIFF_TASKS:-300}" | tee -a "$log/diff.log"
+    echo "== orchestration decisions (native == reference written from the spec)"
+    tests/differential/orchestration.sh "$conn" "${ORCH_SEEDS:-4}" "${ORCH_TASKS:-60}" | tee "$log/orch.log"
 
     echo "== concurrency tests (real concurrent connections), both fixtures"
     FIXTURE=tasker_schema.sql tests/concurrency/run.sh "$conn" 8 20 | tee "$log/race.log"
@@ -123,6 +125,7 @@ test_major() {
   record "pg$v $(cat "$log/regress.result")"
   record "pg$v $(grep '^differential (tasker_schema.sql)' "$log/diff.log" | head -1 | sed 's/, both read paths.*rows compared/: rows compared/') / $(grep '^differential (tasker_schema_minimal.sql)' "$log/diff.log" | sed 's/, both read paths.*rows compared/: rows compared/')"
   record "pg$v differential: $(grep '^differential: .* passed' "$log/diff.log" | tr '\n' ' ')"
+  record "pg$v $(grep '^orchestration differential:' "$log/orch.log")"
   record "pg$v concurrency: $(grep '^concurrency:' "$log/race.log" | tr '\n' ' ')"
   record "pg$v $(grep '^upgrade:' "$log/upgrade.log" | tr '\n' ' ')"
   record "pg$v $(grep '^dump:' "$log/dump.log")"

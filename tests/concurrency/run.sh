@@ -236,5 +236,56 @@ got=$(echo "$kept" | grep -E "^(before|altered|restored|shadowed|dropped|staged|
 [ "$got" = "$expect" ] && check ok "kept lookups follow another session's ALTER, CREATE, DROP and schema rename, and a rollback to a savepoint (read_paths and the path calls took)" \
   || { diff <(echo "$expect") <(echo "$got") || true; check bad "kept lookups follow another session's ALTER, CREATE and DROP"; }
 
+echo "== claiming ready steps: $clients claimers and 2 Rails-style writers on the same tasks"
+# 20 tasks of 10 independent steps. Every claimer walks the tasks in the same order (most
+# contention), asking for 3 steps per call, 4 passes; two writers move random steps to
+# in_progress Statesman's way, without locks (the guard triggers are on). Claims must never
+# raise, be disjoint, and with the writers' moves cover every step exactly once.
+tasks=$(q <<'SQL'
+WITH t AS (
+  INSERT INTO tasker_tasks (named_task_id, requested_at, identity_hash, created_at, updated_at)
+  SELECT 1, now(), 'claim' || g, now(), now() FROM generate_series(1, 20) g RETURNING task_id)
+, s AS (
+  INSERT INTO tasker_workflow_steps (task_id, named_step_id, created_at, updated_at)
+  SELECT task_id, 1, now(), now() FROM t, generate_series(1, 10) RETURNING task_id)
+SELECT string_agg(DISTINCT task_id::text, ' ') FROM s;
+SQL
+)
+steps=$(q -c "SELECT string_agg(workflow_step_id::text, ' ') FROM tasker_workflow_steps WHERE task_id IN ($(echo $tasks | tr ' ' ','))")
+for i in $(seq 1 "$clients"); do
+  { echo "$wait_barrier"; for pass in 1 2 3 4; do for t in $tasks; do
+      echo "SELECT workflow_step_id FROM tasker_core.claim_ready_steps($t, 3, NULL, '{\"claimer\": $i}');"; done; done; } >"$work/claim.$i.sql"
+done
+for w in 1 2; do
+  { echo "$wait_barrier"; for x in $(echo $steps | tr ' ' '\n' | shuf -n 120 --random-source=<(yes $w)); do
+      echo "BEGIN; UPDATE tasker_workflow_step_transitions SET most_recent = false WHERE workflow_step_id = $x AND most_recent;
+            INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, metadata, created_at, updated_at)
+            SELECT $x, 'in_progress', coalesce(max(sort_key), 0) + 10, true, '{\"rails\": $w}', now(), now() FROM tasker_workflow_step_transitions WHERE workflow_step_id = $x; COMMIT;"
+  done; } >"$work/rails.$w.sql"
+done
+barrier 1.5; sleep 0.3
+for i in $(seq 1 "$clients"); do
+  (set +e; command psql "$db" -X -q -At -v ON_ERROR_STOP=1 -f "$work/claim.$i.sql" >"$work/claim.$i.out" 2>"$work/claim.$i.err"; echo $? >"$work/claim.$i.rc") &
+done
+for w in 1 2; do (command psql "$db" -X -q -At -f "$work/rails.$w.sql" >/dev/null 2>"$work/rails.$w.err") & done
+wait
+errors=0; for i in $(seq 1 "$clients"); do
+  [ "$(cat "$work/claim.$i.rc")" = 0 ] && ! grep -q ERROR "$work/claim.$i.err" || { errors=$((errors + 1)); head -2 "$work/claim.$i.err"; }
+done
+[ "$errors" = 0 ] && check ok "no claimer raised (a lost race is not an error)" || check bad "$errors claimers raised"
+cat "$work"/claim.*.out | grep -E '^[0-9]+$' | sort -n >"$work/claimed"
+dups=$(uniq -d "$work/claimed" | wc -l)
+[ "$dups" = 0 ] && check ok "claims are disjoint ($(wc -l <"$work/claimed") steps claimed by $clients claimers)" || check bad "$dups steps claimed twice"
+late=$(for t in $tasks; do q -c "SELECT count(*) FROM tasker_core.claim_ready_steps($t)"; done | awk '{s += $1} END {print s + 0}')
+rails_moves=$(q -c "SELECT count(*) FROM tasker_workflow_step_transitions WHERE metadata ? 'rails' AND workflow_step_id IN ($(echo $steps | tr ' ' ','))")
+per_step=$(q -c "SELECT count(*) FILTER (WHERE n <> 1) FROM (SELECT s.workflow_step_id, count(t.*) FILTER (WHERE t.to_state = 'in_progress') n
+                 FROM tasker_workflow_steps s LEFT JOIN tasker_workflow_step_transitions t USING (workflow_step_id)
+                WHERE s.workflow_step_id IN ($(echo $steps | tr ' ' ',')) GROUP BY 1) x")
+total=$(( $(wc -l <"$work/claimed") + rails_moves + late ))
+echo "  claimed by the claimers: $(wc -l <"$work/claimed"), by the Rails-style writers: $rails_moves, left for a last pass: $late, of 200"
+[ "$per_step" = 0 ] && [ "$total" = 200 ] && [ "$late" = 0 ] && check ok "every step was started exactly once, by a claimer or a writer, and nothing claimable was left" \
+  || check bad "every step started exactly once ($per_step steps with another number of in_progress rows; total $total, late $late)"
+grep -qi deadlock "$work"/claim.*.err "$work"/rails.*.err && check bad "claiming: no deadlock" || check ok "claiming: no deadlock"
+
 echo "concurrency: $passed passed, $failed failed"
 [ "$failed" = 0 ]
