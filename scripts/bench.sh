@@ -188,6 +188,21 @@ extras() {
 "
   done
   psql_ "$conn" postgres -q -c "DROP DATABASE $w" -c "DROP DATABASE $g"
+  log "== orchestration from Ruby"
+  local o=tasker_bench_orch orch="" wl n native engine sn se
+  psql_ "$conn" postgres -q -c "CREATE DATABASE $o"
+  psql_ "$conn" $o -q -f tests/fixtures/tasker_schema.sql -f "$rails_sql" -c "CREATE EXTENSION tasker_core" >/dev/null
+  psql_ "$conn" $o -qAt -c "SELECT count(*) FROM tasker_core.enable(triggers => false)" -c "SELECT count(*) FROM tasker_core.step_state_enable()" >/dev/null
+  while IFS='|' read -r wl n native engine sn se; do
+    orch="$orch| $wl | $n | $native | $engine | $(ratio "$engine" "$native") | $sn | $se |
+"
+  done < <(PGHOST="$dir" PGPORT="$port" PGUSER=postgres PGDATABASE=$o ruby tests/bench/orchestration.rb "${BENCH_ORCH_TASKS:-200}")
+  local drain="" way workers ntasks done secs rate doubles errs
+  while IFS='|' read -r way workers ntasks done secs rate doubles errs; do
+    drain="$drain| $way | $workers | $ntasks | $done | $secs | $rate | $doubles | $errs |
+"
+  done < <(PGHOST="$dir" PGPORT="$port" PGUSER=postgres PGDATABASE=$o ruby tests/bench/drain.rb 8 "${BENCH_DRAIN_TASKS:-1000}")
+  psql_ "$conn" postgres -q -c "DROP DATABASE $o"
   cat <<MD
 ### Tasks of growing size
 
@@ -231,6 +246,28 @@ inserts; 10 for the Rails-style check).
 | edges in table | no check ms | trigger ms | Rails-style check ms | Rails-style / trigger |
 |---|---|---|---|---|
 $edges
+### Orchestration from Ruby
+
+ActiveRecord 6.1 over a unix socket, one client (tests/bench/orchestration.rb): the native call
+against the engine's statement sequence for the same work, reproduced from its source as
+orchestration.md A.4, B.3 and C.7 count it (get_sequence, discovery, the executor's checks,
+Statesman's reads, guard, validations and writes; TaskFinalizer's three context reads). Event
+payload queries are left out on both sides. The read functions are native on both sides
+(\`enable(triggers => false)\`, the step state on). Tasks of 10 steps (3 ready roots); median µs
+per task, the two sides alternating:
+
+| workload | tasks | native µs | engine's sequence µs | speed-up | statements per task, native | engine's |
+|---|---|---|---|---|---|---|
+$orch
+Eight worker processes draining the same tasks of 10 steps (tests/bench/drain.rb; each worker
+walks the whole task list from its own starting point): native claiming and recording, against
+the engine's unlocked sequence (readiness, a "still pending?" check, Statesman's writes). A step
+executed by two workers is a double execution; errors are the engine's failure path taken after
+a lost race (the step written to \`error\`, or a completion rolled back).
+
+| way | workers | tasks | steps completed | seconds | steps/s | double executions | errors |
+|---|---|---|---|---|---|---|---|
+$drain
 MD
 }
 
