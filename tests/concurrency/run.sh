@@ -236,10 +236,11 @@ got=$(echo "$kept" | grep -E "^(before|altered|restored|shadowed|dropped|staged|
 [ "$got" = "$expect" ] && check ok "kept lookups follow another session's ALTER, CREATE, DROP and schema rename, and a rollback to a savepoint (read_paths and the path calls took)" \
   || { diff <(echo "$expect") <(echo "$got") || true; check bad "kept lookups follow another session's ALTER, CREATE and DROP"; }
 
-echo "== claiming ready steps: $clients claimers and 2 Rails-style writers on the same tasks"
+echo "== claiming ready steps: $clients claimers and 2 writers without locks (both orders) on the same tasks"
 # 20 tasks of 10 independent steps. Every claimer walks the tasks in the same order (most
 # contention), asking for 3 steps per call, 4 passes; two writers move random steps to
-# in_progress Statesman's way, without locks (the guard triggers are on). Claims must never
+# in_progress without locks, one in Statesman's order, one inserting first (the guard triggers
+# are on). Claims must never
 # raise, be disjoint, and with the writers' moves cover every step exactly once.
 tasks=$(q <<'SQL'
 WITH t AS (
@@ -258,9 +259,14 @@ for i in $(seq 1 "$clients"); do
 done
 for w in 1 2; do
   { echo "$wait_barrier"; for x in $(echo $steps | tr ' ' '\n' | shuf -n 120 --random-source=<(yes $w)); do
-      echo "BEGIN; UPDATE tasker_workflow_step_transitions SET most_recent = false WHERE workflow_step_id = $x AND most_recent;
-            INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, metadata, created_at, updated_at)
-            SELECT $x, 'in_progress', coalesce(max(sort_key), 0) + 10, true, '{\"rails\": $w}', now(), now() FROM tasker_workflow_step_transitions WHERE workflow_step_id = $x; COMMIT;"
+      if [ "$w" = 1 ]; then # Statesman's order: clear the flag, then insert
+        echo "BEGIN; UPDATE tasker_workflow_step_transitions SET most_recent = false WHERE workflow_step_id = $x AND most_recent;
+              INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, metadata, created_at, updated_at)
+              SELECT $x, 'in_progress', coalesce(max(sort_key), 0) + 10, true, '{\"rails\": $w}', now(), now() FROM tasker_workflow_step_transitions WHERE workflow_step_id = $x; COMMIT;"
+      else # insert first (the guard fills sort_key and clears the old flag)
+        echo "BEGIN; INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, from_state, most_recent, metadata, created_at, updated_at)
+              VALUES ($x, 'in_progress', 'pending', true, '{\"rails\": $w}', now(), now()); COMMIT;"
+      fi
   done; } >"$work/rails.$w.sql"
 done
 barrier 1.5; sleep 0.3
