@@ -16,7 +16,7 @@ use crate::error::TaskerError;
 use crate::pg::report::OrRaise;
 use crate::pg::spi::{self, Arg};
 use crate::pg::subxact;
-use crate::pg::transitions::Writer;
+use crate::pg::transitions::{object_arg, Writer};
 use crate::rules::state::{self, Machine};
 use crate::rules::transition::{self, Claim};
 
@@ -147,14 +147,7 @@ fn claim_ready_steps(
         name!(sort_key, i32),
     ),
 > {
-    let metadata = match claim_metadata {
-        None => serde_json::Value::Object(Default::default()),
-        Some(JsonB(v)) if v.is_object() => v,
-        Some(JsonB(v)) => crate::pg::report::raise(TaskerError::InvalidArgument {
-            argument: "claim_metadata",
-            reason: format!("must be a JSON object (stored as the transitions' metadata), not {v}"),
-        }),
-    };
+    let metadata = object_arg("claim_metadata", "stored as the transitions' metadata", claim_metadata).or_raise();
     let wanted = match max_steps {
         None => None,
         Some(n) if n <= 0 => return TableIterator::new(Vec::new()),

@@ -110,8 +110,13 @@ type FinalizeRow = (
     name!(failed_steps, Option<i64>),
 );
 
+/// A computed number of seconds as the `integer` result (22003 when it does not fit).
+fn to_i32(seconds: i64) -> Result<i32, TaskerError> {
+    i32::try_from(seconds).map_err(|_| TaskerError::IntegerOutOfRange)
+}
+
 fn delay_i32(delay: Option<i64>) -> Result<Option<i32>, TaskerError> {
-    delay.map(|d| i32::try_from(d).map_err(|_| TaskerError::IntegerOutOfRange)).transpose()
+    delay.map(to_i32).transpose()
 }
 
 /// TaskFinalizer in one call: orchestration.md C.8. Raises P0002 when the task does not exist.
@@ -224,7 +229,7 @@ fn reenqueue_delay_seconds(input_task_id: i64, backoff: default!(Option<JsonB>, 
         } else {
             Vec::new()
         };
-        i32::try_from(config.reenqueue_delay(status.as_deref(), &waits)).map_err(|_| TaskerError::IntegerOutOfRange)
+        to_i32(config.reenqueue_delay(status.as_deref(), &waits))
     })
     .or_raise()
 }
@@ -244,7 +249,7 @@ fn backoff_seconds(attempt_number: i32, jitter: default!(bool, true), config: de
         uniform(span) as i64 - range
     };
     let seconds = config.backoff_seconds(attempt_number as i64, if jitter { Some(&mut draw) } else { None });
-    i32::try_from(seconds).map_err(|_| TaskerError::IntegerOutOfRange).or_raise()
+    to_i32(seconds).or_raise()
 }
 
 /// A uniform integer in `0..=span`, from PostgreSQL's own generator.

@@ -310,12 +310,12 @@ impl Writer {
 
     /// `next_retry_at` of one step as the readiness function reports it (after a failure).
     fn next_retry_at(&self, step_id: i64) -> Result<Option<pgrx::datum::Timestamp>, TaskerError> {
-        let sql = "SELECT r.next_retry_at FROM tasker_core.get_step_readiness_status(\
-                     (SELECT s.task_id FROM "
-            .to_string()
-            + &self.steps
-            + " s WHERE s.workflow_step_id OPERATOR(pg_catalog.=) $1), \
-                     pg_catalog.array_append(NULL::pg_catalog.int8[], $1)) r";
+        let sql = format!(
+            "SELECT r.next_retry_at FROM tasker_core.get_step_readiness_status(\
+                 (SELECT s.task_id FROM {} s WHERE s.workflow_step_id OPERATOR(pg_catalog.=) $1), \
+                 pg_catalog.array_append(NULL::pg_catalog.int8[], $1)) r",
+            self.steps
+        );
         spi::run(&sql, &[Arg::Int8(step_id)], false, |rows| {
             if rows.is_empty() {
                 None
@@ -331,16 +331,26 @@ fn state_arg<'a>(argument: &'static str, value: Option<&'a str>) -> Result<&'a s
     value.ok_or(TaskerError::InvalidArgument { argument, reason: "must not be NULL".into() })
 }
 
-/// A metadata argument: a JSON object (NULL is `{}`, as the models make a blank one).
-fn metadata_arg(value: Option<JsonB>) -> Result<serde_json::Value, TaskerError> {
+/// A jsonb argument that must be a JSON object (NULL is `{}`, as the models make a blank one);
+/// `used_as` says what the object becomes, for the refusal.
+pub fn object_arg(
+    argument: &'static str,
+    used_as: &str,
+    value: Option<JsonB>,
+) -> Result<serde_json::Value, TaskerError> {
     match value {
         None => Ok(serde_json::Value::Object(Default::default())),
         Some(JsonB(v)) if v.is_object() => Ok(v),
         Some(JsonB(v)) => Err(TaskerError::InvalidArgument {
-            argument: "metadata",
-            reason: format!("must be a JSON object (as the transition models require), not {v}"),
+            argument,
+            reason: format!("must be a JSON object ({used_as}), not {v}"),
         }),
     }
+}
+
+/// A transition's metadata argument.
+fn metadata_arg(value: Option<JsonB>) -> Result<serde_json::Value, TaskerError> {
+    object_arg("metadata", "as the transition models require", value)
 }
 
 type AnswerRow = (
@@ -465,13 +475,12 @@ fn record_step_failure(
     (name!(outcome, String), name!(attempts, Option<i32>), name!(next_retry_at, Option<pgrx::datum::Timestamp>)),
 > {
     let metadata = metadata_arg(metadata).or_raise();
-    let error = match error {
-        None => serde_json::Value::Object(Default::default()),
-        Some(JsonB(v)) if v.is_object() => v,
-        Some(JsonB(v)) => raise_invalid("error", format!("must be a JSON object (merged into results), not {v}")),
-    };
+    let error = object_arg("error", "merged into results", error).or_raise();
     if backoff_request_seconds.is_some_and(|s| s < 0) {
-        raise_invalid("backoff_request_seconds", "must not be negative".into());
+        crate::pg::report::raise(TaskerError::InvalidArgument {
+            argument: "backoff_request_seconds",
+            reason: "must not be negative".into(),
+        });
     }
     let out = Spi::connect(|_| {
         let w = Writer::resolve()?;
@@ -488,8 +497,4 @@ fn record_step_failure(
     })
     .or_raise();
     TableIterator::once(out)
-}
-
-fn raise_invalid(argument: &'static str, reason: String) -> ! {
-    crate::pg::report::raise(TaskerError::InvalidArgument { argument, reason })
 }
