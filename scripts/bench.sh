@@ -36,6 +36,7 @@ per_call() { awk -v ms="$1" -v n="$2" 'BEGIN { if (ms == "") print ""; else prin
 
 # Rails' six functions, in schema public as in a Rails database (they call one another unqualified).
 rails_sql=$work/rails_functions.sql
+rails_view_sql=$work/rails_view.sql
 structure=""
 if [ -d "$ENGINE" ]; then
   if git --git-dir="$ENGINE" rev-parse HEAD >/dev/null 2>&1; then
@@ -53,9 +54,12 @@ if [ -n "$structure" ]; then
     on { print }
     on && /^\$\$;$/ { on = 0; print "" }' >"$rails_sql"
   [ "$(grep -c '^CREATE FUNCTION public\.' "$rails_sql")" = 6 ] || { echo "bench: did not find Rails' six functions in $ENGINE" >&2; exit 1; }
+  echo "$structure" | awk '/^CREATE VIEW public\.tasker_step_dag_relationships AS/ { on = 1 } on { print } on && /;$/ { on = 0 }' >"$rails_view_sql"
+  grep -q '^CREATE VIEW public\.tasker_step_dag_relationships AS' "$rails_view_sql" || { echo "bench: did not find Rails' view in $ENGINE" >&2; exit 1; }
   rails_from="the engine's own definitions, as its spec/dummy/db/structure.sql creates them (jcoletaylor/tasker at $engine_rev)"
 else
   cp tests/fixtures/reference_functions.sql "$rails_sql"
+  cp tests/fixtures/reference_view.sql "$rails_view_sql"
   rails_from="tests/fixtures/reference_functions.sql (no engine checkout found: set TASKER_ENGINE); row for row the engine's functions"
 fi
 
@@ -81,7 +85,7 @@ make_db() {
   local conn=$1 db=$2 extra=$3
   psql_ "$conn" postgres -qc "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
   psql_ "$conn" "$db" -q -f tests/fixtures/tasker_schema.sql -f tests/fixtures/generator.sql -f tests/bench/bench.sql \
-        -f "$rails_sql"
+        -f "$rails_sql" -f "$rails_view_sql"
   [ -n "$extra" ] && psql_ "$conn" "$db" -qc "$extra"
   psql_ "$conn" "$db" -qAt -c "CREATE EXTENSION tasker_core" -c "SELECT count(*) FROM tasker_core.step_state_enable()" >/dev/null
   psql_ "$conn" "$db" -q -c "CALL tasker_bench.generate_committed($TASKS, 25, (now() AT TIME ZONE 'UTC'))"
@@ -106,7 +110,7 @@ run_workloads() {
 # The first major only: tasks of growing size, pgbench end to end, growth of the tables, and the
 # write cost of the guards and the step state. Markdown on stdout.
 extras() {
-  local conn=$1 bindir=$2 db=tasker_bench t e n row sizes="" e2e="" growth="" impl out tps lat ids total have
+  local conn=$1 bindir=$2 db=tasker_bench t e n row sizes="" e2e="" growth="" dag="" impl out tps lat ids total have
   log "== tasks of 100, 1,000 and 10,000 steps"
   for n in 100 1000 10000; do
     t=$(psql_ "$conn" $db -qAt -c "SELECT tasker_gen.generate(0.3, 1, $n, $n, anchor => (now() AT TIME ZONE 'UTC'))" >/dev/null; psql_ "$conn" $db -qAt -c "SELECT max(task_id) FROM tasker_tasks")
@@ -139,6 +143,20 @@ extras() {
                                               FROM tasker_bench.per_call_pair_us('$ids', 7) p")
     set -- $row
     growth="$growth| $1 | $2 | $3 | $4 |
+"
+    # The view: the same 100 steps and 100 tasks of the first $TASKS looked up at every size.
+    local rr wr
+    rr=$([ "$total" -ge 500000 ] && echo 1 || ([ "$total" -ge 50000 ] && echo 3 || echo 5))
+    row=$(psql_ "$conn" $db -qAt -F ' ' -c "SELECT count(*) FROM tasker_core.enable(functions => false, triggers => false)" -c "
+      WITH s AS (SELECT array_agg(workflow_step_id) a FROM (SELECT workflow_step_id FROM tasker_workflow_steps WHERE task_id <= $TASKS ORDER BY md5(workflow_step_id::text) LIMIT 100) x),
+           t AS (SELECT array_agg(task_id) a FROM (SELECT task_id FROM tasker_tasks WHERE task_id <= $TASKS ORDER BY md5(task_id::text) LIMIT 100) x)
+      SELECT round(tasker_bench.dag_lookup_us('native', false, s.a)::numeric, 1), round(tasker_bench.dag_lookup_us('rails', false, s.a[1:$rr])::numeric, 1),
+             round(tasker_bench.dag_lookup_us('native', true, t.a)::numeric, 1), round(tasker_bench.dag_lookup_us('rails', true, t.a[1:$rr])::numeric, 1),
+             round(tasker_bench.dag_whole_ms('native')::numeric, 1)
+        FROM s, t" | tail -1)
+    set -- $row
+    wr=$([ "$total" -ge 500000 ] && echo "" || psql_ "$conn" $db -qAt -c "SELECT round(tasker_bench.dag_whole_ms('rails')::numeric, 1)")
+    dag="$dag| $(psql_ "$conn" $db -qAt -c "SELECT count(*) FROM tasker_tasks") | $(psql_ "$conn" $db -qAt -c "SELECT count(*) FROM tasker_workflow_steps") | $1 | $2 | $(ratio "$2" "$1") | $3 | $4 | $(ratio "$4" "$3") | $5 | ${wr:-not measured} | $(ratio "$wr" "$5") |
 "
   done
   # A database for the write benchmarks: the Tasker schema, the bench helpers, the extension and
@@ -226,6 +244,18 @@ Readiness per call over the same $TASKS tasks while filler tasks (3-step chains)
 | tasks in table | steps in table | native µs per call | Rails µs per call |
 |---|---|---|---|
 $growth
+### The view tasker_step_dag_relationships
+
+Rails' view (as its structure.sql defines it, kept by \`enable()\` as
+\`tasker_step_dag_relationships_before_tasker_core\`) against the native view, on the same
+database while filler tasks (3-step chains) grow it: one statement per lookup, every column
+read (tasker_bench.dag_lookup_us), the same 100 steps and 100 tasks of the first $TASKS at
+every size (Rails: the first 5, 3 and 1 of them, it takes seconds); median µs per lookup. The
+whole view read once, ms (Rails' not measured at 500,000 tasks).
+
+| tasks | steps | native µs, one step | Rails µs, one step | speed-up | native µs, one task | Rails µs, one task | speed-up | native ms, whole view | Rails ms, whole view | speed-up |
+|---|---|---|---|---|---|---|---|---|---|---|
+$dag
 ### Write cost: guard triggers and the step state
 
 Statesman's write path (UPDATE the old \`most_recent\`, INSERT the new row with sort_key + 10), one

@@ -18,7 +18,8 @@ psql() { command psql "host=$work/pg port=$port user=postgres dbname=${DB:-postg
 psql -qc "CREATE DATABASE tasker_demo"
 export DB=tasker_demo
 echo "== a Tasker database: the Rails tables and Rails' own SQL functions, then 2,000 random workflows"
-psql -q -f tests/fixtures/tasker_schema.sql -f tests/fixtures/reference_functions.sql -f tests/fixtures/generator.sql
+psql -q -f tests/fixtures/tasker_schema.sql -f tests/fixtures/reference_functions.sql -f tests/fixtures/reference_view.sql \
+     -f tests/fixtures/generator.sql
 psql -qAt -c "SELECT 'steps created: ' || tasker_gen.generate(0.5, 2000, anchor => (now() AT TIME ZONE 'UTC'))"
 psql -q -c "CREATE EXTENSION tasker_core"
 cat <<'SQL' | psql
@@ -41,9 +42,12 @@ SELECT dependency_level, string_agg(workflow_step_id::text, ', ' ORDER BY workfl
   FROM tasker_core.calculate_dependency_levels(:t) GROUP BY 1 ORDER BY 1;
 \echo '== system health'
 SELECT * FROM tasker_core.get_system_health_counts_v01();
-\echo '== switching Rails over: tasker_core.enable() (functions and guard triggers; Rails SQL text unchanged)'
+\echo '== switching Rails over: tasker_core.enable() (functions, the view and guard triggers; Rails SQL text unchanged)'
 SELECT * FROM tasker_core.enable();
 SELECT * FROM tasker_core.status();
+\echo '== Rails'' view tasker_step_dag_relationships, now native: the steps of task' :t
+SELECT workflow_step_id, parent_step_ids, child_step_ids, is_root_step, is_leaf_step, min_depth_from_root
+  FROM tasker_step_dag_relationships WHERE task_id = :t ORDER BY workflow_step_id;
 \echo '== the derived step state: one index range per task for the read functions, kept exact by triggers'
 SELECT * FROM tasker_core.step_state_enable() WHERE object = 'tasker_core.step_state';
 SELECT valid, changed_at FROM tasker_core.step_state_source;

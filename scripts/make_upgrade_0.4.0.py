@@ -109,7 +109,8 @@ PREAMBLE = r'''-- tasker_core 0.3.0 -> 0.4.0 (docs/adoption.md, "Upgrading").
 -- kept as functions next to Rails' (<name>_before_tasker_core) instead of in
 -- tasker_core.replaced_functions, so they survive schema-only dumps; the step state gains
 -- parent counters, a replica identity, and the identity of the server that built it; a guard on
--- the most_recent flag; a DROP EXTENSION guard; read_paths(), read_path_stats().
+-- the most_recent flag; a DROP EXTENSION guard; read_paths(), read_path_stats(); the native
+-- view tasker_step_dag_relationships (enable(views => true)); the orchestration functions.
 
 -- Rails' definitions recorded by 0.1.0-0.3.0 move next to the functions they belong to. Each
 -- was rendered by pg_get_functiondef and written only by SECURITY DEFINER recorders.
@@ -157,6 +158,8 @@ DROP TABLE tasker_core.replaced_functions;
 -- Result types that changed, and functions 0.4.0 no longer has.
 DROP FUNCTION tasker_core.guard_triggers();
 DROP FUNCTION tasker_core.step_state_refresh_states(bigint[], oid);
+-- enable() gained its views argument.
+DROP FUNCTION tasker_core.enable(name, boolean, boolean);
 
 -- The step state: a new column order (the columns reads deform first; parents last), parent
 -- counters, a replica identity, the identity of the server that built it. The 0.3.0 table steps

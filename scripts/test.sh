@@ -94,6 +94,9 @@ test_major() {
     FIXTURE=tasker_schema_minimal.sql tests/differential/run.sh "$conn" "${DIFF_SEEDS_MINIMAL:-6}" "${DIFF_TASKS:-300}" | tee -a "$log/diff.log"
     echo "== orchestration decisions (native == reference written from the spec)"
     tests/differential/orchestration.sh "$conn" "${ORCH_SEEDS:-4}" "${ORCH_TASKS:-60}" | tee "$log/orch.log"
+    echo "== the view tasker_step_dag_relationships (native == Rails' definition), both fixtures"
+    FIXTURE=tasker_schema.sql tests/differential/dag_view.sh "$conn" "${DAG_SEEDS:-4}" "${DAG_TASKS:-200}" | tee "$log/dag.log"
+    FIXTURE=tasker_schema_minimal.sql tests/differential/dag_view.sh "$conn" 2 "${DAG_TASKS:-200}" | tee -a "$log/dag.log"
 
     echo "== concurrency tests (real concurrent connections), both fixtures"
     FIXTURE=tasker_schema.sql tests/concurrency/run.sh "$conn" 8 20 | tee "$log/race.log"
@@ -126,6 +129,7 @@ test_major() {
   record "pg$v $(grep '^differential (tasker_schema.sql)' "$log/diff.log" | head -1 | sed 's/, both read paths.*rows compared/: rows compared/') / $(grep '^differential (tasker_schema_minimal.sql)' "$log/diff.log" | sed 's/, both read paths.*rows compared/: rows compared/')"
   record "pg$v differential: $(grep '^differential: .* passed' "$log/diff.log" | tr '\n' ' ')"
   record "pg$v $(grep '^orchestration differential:' "$log/orch.log")"
+  record "pg$v $(grep '^dag view differential:' "$log/dag.log" | tr '\n' ' ')"
   record "pg$v concurrency: $(grep '^concurrency:' "$log/race.log" | tr '\n' ' ')"
   record "pg$v $(grep '^upgrade:' "$log/upgrade.log" | tr '\n' ' ')"
   record "pg$v $(grep '^dump:' "$log/dump.log")"
@@ -151,7 +155,7 @@ conn="host=$work/rails-pg port=$((base_port + 8)) user=postgres"
 for fixture in tasker_schema.sql tasker_schema_minimal.sql; do
   psql "$conn dbname=postgres" -X -q -v ON_ERROR_STOP=1 -c "DROP DATABASE IF EXISTS tasker_rails" -c "CREATE DATABASE tasker_rails"
   psql "$conn dbname=tasker_rails" -X -q -v ON_ERROR_STOP=1 -f "tests/fixtures/$fixture" -f tests/fixtures/reference_functions.sql \
-    -c "CREATE EXTENSION tasker_core"
+    -f tests/fixtures/reference_view.sql -c "CREATE EXTENSION tasker_core"
   PGHOST="$work/rails-pg" PGPORT="$((base_port + 8))" PGUSER=postgres PGDATABASE=tasker_rails ruby tests/rails/client_test.rb | tee "$work/rails-$fixture.log"
   record "rails client ($fixture): $(grep -E 'runs, .* assertions' "$work/rails-$fixture.log")"
 done

@@ -51,7 +51,8 @@ AS $$
 $$;
 
 -- The guard triggers enable() attaches (sql/guards.sql lists them).
-CREATE FUNCTION tasker_core.enable(schema name DEFAULT 'public', functions boolean DEFAULT true, triggers boolean DEFAULT true)
+CREATE FUNCTION tasker_core.enable(schema name DEFAULT 'public', functions boolean DEFAULT true, triggers boolean DEFAULT true,
+                                   views boolean DEFAULT true)
 RETURNS TABLE (object text, action text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -64,6 +65,9 @@ DECLARE
     body text;
     g record;
     owner oid;
+    v record;
+    dag_view regclass;
+    saved_view text;
 BEGIN
     IF pg_catalog.to_regnamespace(pg_catalog.quote_ident(schema)) IS NULL THEN
         RAISE EXCEPTION 'schema "%" does not exist', schema USING ERRCODE = '3F000';
@@ -87,24 +91,72 @@ BEGIN
             RETURN NEXT;
         END LOOP;
     END IF;
+    -- Check every view and function before changing any, so enable() is all or nothing.
+    IF views THEN
+        FOR v IN SELECT * FROM tasker_core.drop_in_views() LOOP
+            dag_view := pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, v.view_name));
+            CONTINUE WHEN dag_view IS NULL;
+            IF (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = dag_view) <> 'v' THEN
+                RAISE EXCEPTION 'cannot enable tasker_core: %.% is not a view', schema, v.view_name USING ERRCODE = '42809',
+                    HINT = 'Pass views => false to leave it alone.';
+            END IF;
+            IF tasker_core.view_columns(dag_view) IS DISTINCT FROM v.columns THEN
+                RAISE EXCEPTION 'cannot enable tasker_core: view %.% has other columns than the native view', schema, v.view_name
+                    USING ERRCODE = '42P13',
+                          DETAIL = pg_catalog.format('%s has (%s); the native view has (%s).', dag_view, tasker_core.view_columns(dag_view), v.columns),
+                          HINT = 'Rails and tasker_core disagree on this view; nothing was changed. See docs/compatibility.md.';
+            END IF;
+            IF NOT tasker_core.is_native_view(dag_view)
+               AND NOT pg_catalog.pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = dag_view), 'USAGE') THEN
+                RAISE EXCEPTION 'must be owner of view %', dag_view USING ERRCODE = '42501',
+                    HINT = 'Run tasker_core.enable() as the role that owns the Rails view (or a member of it), or pass views => false.';
+            END IF;
+        END LOOP;
+    END IF;
+    IF functions THEN
+        FOR f IN SELECT * FROM tasker_core.drop_in_functions() LOOP
+            target := pg_catalog.to_regprocedure(pg_catalog.format('%I.%I(%s)', schema, f.function_name, f.identity_args));
+            native := pg_catalog.format('tasker_core.%I(%s)', f.function_name, f.identity_args)::pg_catalog.regprocedure;
+            IF target IS NOT NULL AND NOT tasker_core.is_native_wrapper(target, native)
+               AND (pg_catalog.pg_get_function_result(target) IS DISTINCT FROM pg_catalog.pg_get_function_result(native)
+                    OR pg_catalog.pg_get_function_arguments(target) IS DISTINCT FROM pg_catalog.pg_get_function_arguments(native)) THEN
+                RAISE EXCEPTION 'cannot enable tasker_core: %.% has a different signature than the native function', schema, f.function_name
+                    USING ERRCODE = '42P13',
+                          DETAIL = pg_catalog.format('%s(%s) returns %s; tasker_core.%s(%s) returns %s.',
+                                          target, pg_catalog.pg_get_function_arguments(target), pg_catalog.pg_get_function_result(target),
+                                          f.function_name, pg_catalog.pg_get_function_arguments(native), pg_catalog.pg_get_function_result(native)),
+                          HINT = 'Rails and tasker_core disagree on this function; nothing was changed. See docs/compatibility.md.';
+            END IF;
+        END LOOP;
+    END IF;
+    IF views THEN
+        FOR v IN SELECT * FROM tasker_core.drop_in_views() LOOP
+            object := pg_catalog.format('view %I.%I', schema, v.view_name);
+            dag_view := pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, v.view_name));
+            IF dag_view IS NOT NULL AND tasker_core.is_native_view(dag_view) THEN
+                action := 'already native';
+                RETURN NEXT;
+                CONTINUE;
+            END IF;
+            -- A schema without Rails' view (an older Tasker) is left without one.
+            CONTINUE WHEN dag_view IS NULL;
+            -- Rails' definition, kept as a view next to it before it is replaced: both created
+            -- as the view's owner, sandboxed (tasker_core.define_view_as), so the copy is the
+            -- owner's, with no other privileges.
+            SELECT c.relowner INTO owner FROM pg_catalog.pg_class c WHERE c.oid = dag_view;
+            saved_view := pg_catalog.format('%I.%I', schema, tasker_core.saved_name(v.view_name));
+            PERFORM tasker_core.define_view_as(schema, tasker_core.saved_name(v.view_name), pg_catalog.pg_get_viewdef(dag_view), owner);
+            EXECUTE pg_catalog.format('COMMENT ON VIEW %s IS %L', saved_view,
+                'Rails'' own definition of ' || pg_catalog.format('%I.%I', schema, v.view_name)
+                || ', kept by tasker_core.enable(); tasker_core.disable() puts it back.');
+            PERFORM tasker_core.define_view_as(schema, v.view_name, pg_catalog.format(v.definition, schema, schema), owner);
+            action := 'replaced with native';
+            RETURN NEXT;
+        END LOOP;
+    END IF;
     IF NOT functions THEN
         RETURN;
     END IF;
-    -- Check every function before changing any, so enable() is all or nothing.
-    FOR f IN SELECT * FROM tasker_core.drop_in_functions() LOOP
-        target := pg_catalog.to_regprocedure(pg_catalog.format('%I.%I(%s)', schema, f.function_name, f.identity_args));
-        native := pg_catalog.format('tasker_core.%I(%s)', f.function_name, f.identity_args)::pg_catalog.regprocedure;
-        IF target IS NOT NULL AND NOT tasker_core.is_native_wrapper(target, native)
-           AND (pg_catalog.pg_get_function_result(target) IS DISTINCT FROM pg_catalog.pg_get_function_result(native)
-                OR pg_catalog.pg_get_function_arguments(target) IS DISTINCT FROM pg_catalog.pg_get_function_arguments(native)) THEN
-            RAISE EXCEPTION 'cannot enable tasker_core: %.% has a different signature than the native function', schema, f.function_name
-                USING ERRCODE = '42P13',
-                      DETAIL = pg_catalog.format('%s(%s) returns %s; tasker_core.%s(%s) returns %s.',
-                                      target, pg_catalog.pg_get_function_arguments(target), pg_catalog.pg_get_function_result(target),
-                                      f.function_name, pg_catalog.pg_get_function_arguments(native), pg_catalog.pg_get_function_result(native)),
-                      HINT = 'Rails and tasker_core disagree on this function; nothing was changed. See docs/compatibility.md.';
-        END IF;
-    END LOOP;
     FOR f IN SELECT * FROM tasker_core.drop_in_functions() LOOP
         object := pg_catalog.format('%I.%I(%s)', schema, f.function_name, f.identity_args);
         target := pg_catalog.to_regprocedure(object);
@@ -153,7 +205,30 @@ DECLARE
     g record;
     owner oid;
     saved_owner oid;
+    v record;
+    dag_view regclass;
+    saved_view regclass;
 BEGIN
+    FOR v IN SELECT * FROM tasker_core.drop_in_views() LOOP
+        object := pg_catalog.format('view %I.%I', schema, v.view_name);
+        dag_view := pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, v.view_name));
+        CONTINUE WHEN dag_view IS NULL OR NOT tasker_core.is_native_view(dag_view);
+        SELECT c.relowner INTO owner FROM pg_catalog.pg_class c WHERE c.oid = dag_view;
+        IF NOT pg_catalog.pg_has_role(owner, 'USAGE') THEN
+            RAISE EXCEPTION 'must be owner of view %', dag_view USING ERRCODE = '42501',
+                HINT = 'Run tasker_core.disable() as the role that owns the Rails view (or a member of it).';
+        END IF;
+        saved_view := pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, tasker_core.saved_name(v.view_name)));
+        IF saved_view IS NULL THEN
+            RAISE EXCEPTION 'cannot restore view %: Rails'' definition (%.%) is gone', dag_view, schema, tasker_core.saved_name(v.view_name)
+                USING ERRCODE = '42P01',
+                      HINT = 'Recreate the view from the Rails engine''s db/views/tasker_step_dag_relationships_v01.sql, or run disable() after restoring the saved copy from a dump.';
+        END IF;
+        PERFORM tasker_core.define_view_as(schema, v.view_name, pg_catalog.pg_get_viewdef(saved_view), owner);
+        EXECUTE pg_catalog.format('DROP VIEW %s', saved_view);
+        action := 'restored';
+        RETURN NEXT;
+    END LOOP;
     FOR g IN SELECT * FROM tasker_core.guard_triggers() LOOP
         IF pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, g.table_name)) IS NOT NULL
            AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
@@ -218,6 +293,10 @@ BEGIN
          WHERE n.nspname <> 'tasker_core'
            AND tasker_core.is_native_wrapper(p.oid::pg_catalog.regprocedure,
                    pg_catalog.to_regprocedure(pg_catalog.format('tasker_core.%I(%s)', f.function_name, f.identity_args)))
+        UNION
+        SELECT n.nspname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+          JOIN tasker_core.drop_in_views() v ON v.view_name = c.relname
+         WHERE c.relkind = 'v' AND tasker_core.is_native_view(c.oid)
         ORDER BY 1
     LOOP
         RETURN QUERY SELECT * FROM tasker_core.disable(s);
@@ -261,6 +340,15 @@ BEGIN
             WHEN target IS NULL THEN 'missing'
             WHEN tasker_core.is_native_wrapper(target, pg_catalog.format('tasker_core.%I(%s)', f.function_name, f.identity_args)::pg_catalog.regprocedure)
                 THEN 'native'
+            ELSE 'original' END;
+        RETURN NEXT;
+    END LOOP;
+    FOR p IN SELECT * FROM tasker_core.drop_in_views() LOOP
+        object := pg_catalog.format('%I.%I', schema, p.view_name);
+        kind := 'view';
+        state := CASE
+            WHEN pg_catalog.to_regclass(object) IS NULL THEN 'missing'
+            WHEN tasker_core.is_native_view(pg_catalog.to_regclass(object)) THEN 'native'
             ELSE 'original' END;
         RETURN NEXT;
     END LOOP;

@@ -6,7 +6,8 @@
 -- kept as functions next to Rails' (<name>_before_tasker_core) instead of in
 -- tasker_core.replaced_functions, so they survive schema-only dumps; the step state gains
 -- parent counters, a replica identity, and the identity of the server that built it; a guard on
--- the most_recent flag; a DROP EXTENSION guard; read_paths(), read_path_stats().
+-- the most_recent flag; a DROP EXTENSION guard; read_paths(), read_path_stats(); the native
+-- view tasker_step_dag_relationships (enable(views => true)); the orchestration functions.
 
 -- Rails' definitions recorded by 0.1.0-0.3.0 move next to the functions they belong to. Each
 -- was rendered by pg_get_functiondef and written only by SECURITY DEFINER recorders.
@@ -54,6 +55,8 @@ DROP TABLE tasker_core.replaced_functions;
 -- Result types that changed, and functions 0.4.0 no longer has.
 DROP FUNCTION tasker_core.guard_triggers();
 DROP FUNCTION tasker_core.step_state_refresh_states(bigint[], oid);
+-- enable() gained its views argument.
+DROP FUNCTION tasker_core.enable(name, boolean, boolean);
 
 -- The step state: a new column order (the columns reads deform first; parents last), parent
 -- counters, a replica identity, the identity of the server that built it. The 0.3.0 table steps
@@ -463,6 +466,17 @@ VOLATILE PARALLEL UNSAFE
 LANGUAGE c 
 AS 'MODULE_PATHNAME', 'claim_ready_steps_wrapper';
 
+CREATE OR REPLACE FUNCTION tasker_core."define_view_as"(
+	"target_schema" TEXT, 
+	"target_name" TEXT, 
+	"definition" TEXT, 
+	"owner" oid 
+) RETURNS void
+STRICT VOLATILE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'define_view_as_wrapper';
+
 CREATE OR REPLACE FUNCTION tasker_core."finalization_plan"(
 	"execution_status" TEXT, 
 	"task_state" TEXT, 
@@ -613,6 +627,73 @@ STRICT STABLE PARALLEL SAFE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c 
 AS 'MODULE_PATHNAME', 'server_identity_wrapper';
+
+CREATE OR REPLACE FUNCTION tasker_core."step_min_depth_from_root"(
+	"input_step_id" bigint 
+) RETURNS INT 
+STABLE PARALLEL SAFE
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'step_min_depth_from_root_wrapper';
+
+CREATE OR REPLACE FUNCTION tasker_core."step_min_depth_from_root"(
+	"input_step_id" bigint, 
+	"tasker_schema" TEXT 
+) RETURNS INT 
+STABLE PARALLEL SAFE 
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'step_min_depth_from_root_in_wrapper';
+
+CREATE OR REPLACE FUNCTION tasker_core.drop_in_views()
+RETURNS TABLE (view_name name, columns text, definition text)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    VALUES ('tasker_step_dag_relationships'::name,
+            'workflow_step_id bigint, task_id bigint, named_step_id integer, parent_step_ids jsonb, '
+            'child_step_ids jsonb, parent_count bigint, child_count bigint, is_root_step boolean, '
+            'is_leaf_step boolean, min_depth_from_root integer',
+            $view$SELECT ws.workflow_step_id,
+    ws.task_id,
+    ws.named_step_id,
+    COALESCE(parents.ids, '[]'::jsonb) AS parent_step_ids,
+    COALESCE(children.ids, '[]'::jsonb) AS child_step_ids,
+    parents.n AS parent_count,
+    children.n AS child_count,
+    parents.n = 0 AS is_root_step,
+    children.n = 0 AS is_leaf_step,
+    tasker_core.step_min_depth_from_root(ws.workflow_step_id, %2$L) AS min_depth_from_root
+   FROM %1$I.tasker_workflow_steps ws
+     CROSS JOIN LATERAL ( SELECT jsonb_agg(e.from_step_id ORDER BY e.from_step_id) AS ids, count(*) AS n
+           FROM %1$I.tasker_workflow_step_edges e
+          WHERE e.to_step_id = ws.workflow_step_id) parents
+     CROSS JOIN LATERAL ( SELECT jsonb_agg(e.to_step_id ORDER BY e.to_step_id) AS ids, count(*) AS n
+           FROM %1$I.tasker_workflow_step_edges e
+          WHERE e.from_step_id = ws.workflow_step_id) children$view$)
+$$;
+
+CREATE OR REPLACE FUNCTION tasker_core.view_columns(target regclass)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.string_agg(pg_catalog.format('%s %s', a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod)),
+                                 ', ' ORDER BY a.attnum)
+      FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = target AND a.attnum > 0 AND NOT a.attisdropped
+$$;
+
+CREATE OR REPLACE FUNCTION tasker_core.is_native_view(target regclass)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_rewrite r
+                     JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.objid = r.oid
+                     JOIN pg_catalog.pg_proc p ON d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.refobjid = p.oid
+                    WHERE r.ev_class = target
+                      AND p.pronamespace = 'tasker_core'::pg_catalog.regnamespace)
+$$;
 
 CREATE OR REPLACE FUNCTION tasker_core."step_state_check_not_missed"() RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE
@@ -1276,7 +1357,8 @@ AS $$
                       AND p.prosrc = pg_catalog.format('SELECT * FROM tasker_core.%I(%s)', f.function_name, f.call_args))
 $$;
 
-CREATE OR REPLACE FUNCTION tasker_core.enable(schema name DEFAULT 'public', functions boolean DEFAULT true, triggers boolean DEFAULT true)
+CREATE OR REPLACE FUNCTION tasker_core.enable(schema name DEFAULT 'public', functions boolean DEFAULT true, triggers boolean DEFAULT true,
+                                   views boolean DEFAULT true)
 RETURNS TABLE (object text, action text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -1289,6 +1371,9 @@ DECLARE
     body text;
     g record;
     owner oid;
+    v record;
+    dag_view regclass;
+    saved_view text;
 BEGIN
     IF pg_catalog.to_regnamespace(pg_catalog.quote_ident(schema)) IS NULL THEN
         RAISE EXCEPTION 'schema "%" does not exist', schema USING ERRCODE = '3F000';
@@ -1312,24 +1397,72 @@ BEGIN
             RETURN NEXT;
         END LOOP;
     END IF;
+    -- Check every view and function before changing any, so enable() is all or nothing.
+    IF views THEN
+        FOR v IN SELECT * FROM tasker_core.drop_in_views() LOOP
+            dag_view := pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, v.view_name));
+            CONTINUE WHEN dag_view IS NULL;
+            IF (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = dag_view) <> 'v' THEN
+                RAISE EXCEPTION 'cannot enable tasker_core: %.% is not a view', schema, v.view_name USING ERRCODE = '42809',
+                    HINT = 'Pass views => false to leave it alone.';
+            END IF;
+            IF tasker_core.view_columns(dag_view) IS DISTINCT FROM v.columns THEN
+                RAISE EXCEPTION 'cannot enable tasker_core: view %.% has other columns than the native view', schema, v.view_name
+                    USING ERRCODE = '42P13',
+                          DETAIL = pg_catalog.format('%s has (%s); the native view has (%s).', dag_view, tasker_core.view_columns(dag_view), v.columns),
+                          HINT = 'Rails and tasker_core disagree on this view; nothing was changed. See docs/compatibility.md.';
+            END IF;
+            IF NOT tasker_core.is_native_view(dag_view)
+               AND NOT pg_catalog.pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = dag_view), 'USAGE') THEN
+                RAISE EXCEPTION 'must be owner of view %', dag_view USING ERRCODE = '42501',
+                    HINT = 'Run tasker_core.enable() as the role that owns the Rails view (or a member of it), or pass views => false.';
+            END IF;
+        END LOOP;
+    END IF;
+    IF functions THEN
+        FOR f IN SELECT * FROM tasker_core.drop_in_functions() LOOP
+            target := pg_catalog.to_regprocedure(pg_catalog.format('%I.%I(%s)', schema, f.function_name, f.identity_args));
+            native := pg_catalog.format('tasker_core.%I(%s)', f.function_name, f.identity_args)::pg_catalog.regprocedure;
+            IF target IS NOT NULL AND NOT tasker_core.is_native_wrapper(target, native)
+               AND (pg_catalog.pg_get_function_result(target) IS DISTINCT FROM pg_catalog.pg_get_function_result(native)
+                    OR pg_catalog.pg_get_function_arguments(target) IS DISTINCT FROM pg_catalog.pg_get_function_arguments(native)) THEN
+                RAISE EXCEPTION 'cannot enable tasker_core: %.% has a different signature than the native function', schema, f.function_name
+                    USING ERRCODE = '42P13',
+                          DETAIL = pg_catalog.format('%s(%s) returns %s; tasker_core.%s(%s) returns %s.',
+                                          target, pg_catalog.pg_get_function_arguments(target), pg_catalog.pg_get_function_result(target),
+                                          f.function_name, pg_catalog.pg_get_function_arguments(native), pg_catalog.pg_get_function_result(native)),
+                          HINT = 'Rails and tasker_core disagree on this function; nothing was changed. See docs/compatibility.md.';
+            END IF;
+        END LOOP;
+    END IF;
+    IF views THEN
+        FOR v IN SELECT * FROM tasker_core.drop_in_views() LOOP
+            object := pg_catalog.format('view %I.%I', schema, v.view_name);
+            dag_view := pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, v.view_name));
+            IF dag_view IS NOT NULL AND tasker_core.is_native_view(dag_view) THEN
+                action := 'already native';
+                RETURN NEXT;
+                CONTINUE;
+            END IF;
+            -- A schema without Rails' view (an older Tasker) is left without one.
+            CONTINUE WHEN dag_view IS NULL;
+            -- Rails' definition, kept as a view next to it before it is replaced: both created
+            -- as the view's owner, sandboxed (tasker_core.define_view_as), so the copy is the
+            -- owner's, with no other privileges.
+            SELECT c.relowner INTO owner FROM pg_catalog.pg_class c WHERE c.oid = dag_view;
+            saved_view := pg_catalog.format('%I.%I', schema, tasker_core.saved_name(v.view_name));
+            PERFORM tasker_core.define_view_as(schema, tasker_core.saved_name(v.view_name), pg_catalog.pg_get_viewdef(dag_view), owner);
+            EXECUTE pg_catalog.format('COMMENT ON VIEW %s IS %L', saved_view,
+                'Rails'' own definition of ' || pg_catalog.format('%I.%I', schema, v.view_name)
+                || ', kept by tasker_core.enable(); tasker_core.disable() puts it back.');
+            PERFORM tasker_core.define_view_as(schema, v.view_name, pg_catalog.format(v.definition, schema, schema), owner);
+            action := 'replaced with native';
+            RETURN NEXT;
+        END LOOP;
+    END IF;
     IF NOT functions THEN
         RETURN;
     END IF;
-    -- Check every function before changing any, so enable() is all or nothing.
-    FOR f IN SELECT * FROM tasker_core.drop_in_functions() LOOP
-        target := pg_catalog.to_regprocedure(pg_catalog.format('%I.%I(%s)', schema, f.function_name, f.identity_args));
-        native := pg_catalog.format('tasker_core.%I(%s)', f.function_name, f.identity_args)::pg_catalog.regprocedure;
-        IF target IS NOT NULL AND NOT tasker_core.is_native_wrapper(target, native)
-           AND (pg_catalog.pg_get_function_result(target) IS DISTINCT FROM pg_catalog.pg_get_function_result(native)
-                OR pg_catalog.pg_get_function_arguments(target) IS DISTINCT FROM pg_catalog.pg_get_function_arguments(native)) THEN
-            RAISE EXCEPTION 'cannot enable tasker_core: %.% has a different signature than the native function', schema, f.function_name
-                USING ERRCODE = '42P13',
-                      DETAIL = pg_catalog.format('%s(%s) returns %s; tasker_core.%s(%s) returns %s.',
-                                      target, pg_catalog.pg_get_function_arguments(target), pg_catalog.pg_get_function_result(target),
-                                      f.function_name, pg_catalog.pg_get_function_arguments(native), pg_catalog.pg_get_function_result(native)),
-                      HINT = 'Rails and tasker_core disagree on this function; nothing was changed. See docs/compatibility.md.';
-        END IF;
-    END LOOP;
     FOR f IN SELECT * FROM tasker_core.drop_in_functions() LOOP
         object := pg_catalog.format('%I.%I(%s)', schema, f.function_name, f.identity_args);
         target := pg_catalog.to_regprocedure(object);
@@ -1378,7 +1511,30 @@ DECLARE
     g record;
     owner oid;
     saved_owner oid;
+    v record;
+    dag_view regclass;
+    saved_view regclass;
 BEGIN
+    FOR v IN SELECT * FROM tasker_core.drop_in_views() LOOP
+        object := pg_catalog.format('view %I.%I', schema, v.view_name);
+        dag_view := pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, v.view_name));
+        CONTINUE WHEN dag_view IS NULL OR NOT tasker_core.is_native_view(dag_view);
+        SELECT c.relowner INTO owner FROM pg_catalog.pg_class c WHERE c.oid = dag_view;
+        IF NOT pg_catalog.pg_has_role(owner, 'USAGE') THEN
+            RAISE EXCEPTION 'must be owner of view %', dag_view USING ERRCODE = '42501',
+                HINT = 'Run tasker_core.disable() as the role that owns the Rails view (or a member of it).';
+        END IF;
+        saved_view := pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, tasker_core.saved_name(v.view_name)));
+        IF saved_view IS NULL THEN
+            RAISE EXCEPTION 'cannot restore view %: Rails'' definition (%.%) is gone', dag_view, schema, tasker_core.saved_name(v.view_name)
+                USING ERRCODE = '42P01',
+                      HINT = 'Recreate the view from the Rails engine''s db/views/tasker_step_dag_relationships_v01.sql, or run disable() after restoring the saved copy from a dump.';
+        END IF;
+        PERFORM tasker_core.define_view_as(schema, v.view_name, pg_catalog.pg_get_viewdef(saved_view), owner);
+        EXECUTE pg_catalog.format('DROP VIEW %s', saved_view);
+        action := 'restored';
+        RETURN NEXT;
+    END LOOP;
     FOR g IN SELECT * FROM tasker_core.guard_triggers() LOOP
         IF pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, g.table_name)) IS NOT NULL
            AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
@@ -1441,6 +1597,10 @@ BEGIN
          WHERE n.nspname <> 'tasker_core'
            AND tasker_core.is_native_wrapper(p.oid::pg_catalog.regprocedure,
                    pg_catalog.to_regprocedure(pg_catalog.format('tasker_core.%I(%s)', f.function_name, f.identity_args)))
+        UNION
+        SELECT n.nspname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+          JOIN tasker_core.drop_in_views() v ON v.view_name = c.relname
+         WHERE c.relkind = 'v' AND tasker_core.is_native_view(c.oid)
         ORDER BY 1
     LOOP
         RETURN QUERY SELECT * FROM tasker_core.disable(s);
@@ -1485,6 +1645,15 @@ BEGIN
             WHEN target IS NULL THEN 'missing'
             WHEN tasker_core.is_native_wrapper(target, pg_catalog.format('tasker_core.%I(%s)', f.function_name, f.identity_args)::pg_catalog.regprocedure)
                 THEN 'native'
+            ELSE 'original' END;
+        RETURN NEXT;
+    END LOOP;
+    FOR p IN SELECT * FROM tasker_core.drop_in_views() LOOP
+        object := pg_catalog.format('%I.%I', schema, p.view_name);
+        kind := 'view';
+        state := CASE
+            WHEN pg_catalog.to_regclass(object) IS NULL THEN 'missing'
+            WHEN tasker_core.is_native_view(pg_catalog.to_regclass(object)) THEN 'native'
             ELSE 'original' END;
         RETURN NEXT;
     END LOOP;

@@ -14,6 +14,7 @@ pub mod rules;
 mod tests {
     include!("pg/tests.rs");
     include!("pg/orchestration_tests.rs");
+    include!("pg/dag_tests.rs");
 }
 
 /// Required by `cargo pgrx test`.
@@ -52,10 +53,11 @@ pgrx::extension_sql_file!(
     ]
 );
 pgrx::extension_sql_file!("../sql/orchestration.sql", name = "orchestration");
+pgrx::extension_sql_file!("../sql/views.sql", name = "views", requires = [pg::dag::step_min_depth_from_root_in]);
 pgrx::extension_sql_file!(
     "../sql/admin.sql",
     name = "admin",
-    requires = [pg::admin::redefine_as, pg::paths::read_paths],
+    requires = [pg::admin::redefine_as, pg::admin::define_view_as, pg::paths::read_paths, "views"],
     finalize
 );
 

@@ -133,6 +133,49 @@ fn create_as(definition: &str, header: &str, schema: &str, name: &str, owner: pg
     sandbox::as_owner(owner, || spi::query(&text, &[], false, |_| ()));
 }
 
+/// `CREATE OR REPLACE VIEW target_schema.target_name AS definition`, with the rights of
+/// `owner`, sandboxed: enable() keeps Rails' definition of a view (rendered by pg_get_viewdef)
+/// and puts the native one in its place this way, and disable() puts Rails' back. The caller
+/// must have `owner`'s privileges. An existing view keeps its options (CREATE OR REPLACE VIEW
+/// would reset them) and its check option. Whatever runs while the definition is parsed (a
+/// domain check of a constant) runs as `owner` and cannot change role.
+#[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn define_view_as(target_schema: &str, target_name: &str, definition: &str, owner: pg_sys::Oid) {
+    if !sandbox::acts_as(owner) {
+        raise(TaskerError::NotOwner { role: tasker::role_name(owner) });
+    }
+    let options: Vec<String> = spi::query(
+        "SELECT o.opt FROM pg_catalog.pg_class c \
+           JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
+           CROSS JOIN LATERAL pg_catalog.unnest(c.reloptions) o(opt) \
+          WHERE n.nspname OPERATOR(pg_catalog.=) $1 AND c.relname OPERATOR(pg_catalog.=) $2 \
+            AND c.relkind OPERATOR(pg_catalog.=) 'v'",
+        &[Arg::Text(target_schema), Arg::Text(target_name)],
+        true,
+        |rows| (0..rows.len()).filter_map(|r| rows.string(r, 1)).collect(),
+    );
+    // reloptions holds `name=value` pairs PostgreSQL validated; check_option is a clause.
+    let (check, with): (Vec<&String>, Vec<&String>) = options.iter().partition(|o| o.starts_with("check_option="));
+    let with = if with.is_empty() {
+        String::new()
+    } else {
+        format!(" WITH ({})", with.iter().map(|o| o.as_str()).collect::<Vec<_>>().join(", "))
+    };
+    let check = match check.first().map(|o| o.trim_start_matches("check_option=")) {
+        Some("local") => " WITH LOCAL CHECK OPTION",
+        Some(_) => " WITH CASCADED CHECK OPTION",
+        None => "",
+    };
+    let text = format!(
+        "CREATE OR REPLACE VIEW {}.{}{with} AS {}{check}",
+        pgrx::spi::quote_identifier(target_schema),
+        pgrx::spi::quote_identifier(target_name),
+        definition.trim_end().trim_end_matches(';')
+    );
+    sandbox::as_owner(owner, || spi::query(&text, &[], false, |_| ()));
+}
+
 /// This server's system identifier (the same on a primary and its physical standbys).
 #[pg_extern(stable, parallel_safe)]
 #[search_path(pg_catalog, pg_temp)]

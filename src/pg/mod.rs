@@ -28,6 +28,7 @@ pub mod admin;
 pub mod call;
 pub mod claiming;
 pub mod clock;
+pub mod dag;
 pub mod facts;
 pub mod finalization;
 pub mod former;

@@ -25,6 +25,7 @@ use crate::pg::report::OrRaise;
 use crate::pg::sandbox;
 use crate::pg::spi::{self, Arg, Rows};
 use crate::pg::tasker::{Tables, EDGES, STEPS, TASKS, TASK_TRANSITIONS, TRANSITIONS};
+use crate::rules::dag;
 use crate::rules::health::HealthCounts;
 use crate::rules::readiness::{ParentTally, StepFacts};
 
@@ -178,6 +179,45 @@ pub fn graph(tables: &Tables, task_id: i64) -> TaskGraph {
                     .collect()
             })?;
             Ok((steps, edges))
+        })
+    })
+    .or_raise()
+}
+
+/// `min_depth_from_root` of step `step` as Rails' view computes it (rules::dag): one query per
+/// level of the search, for the edges into that level's steps. With `must_exist`, a step that
+/// is not in tasker_workflow_steps has none (NULL) rather than being taken for a root.
+pub fn min_depth_from_root(tables: &Tables, step: i64, must_exist: bool) -> Option<i32> {
+    let q = tables.qualified();
+    let exists_sql =
+        format!("SELECT 1 FROM {steps} ws WHERE ws.workflow_step_id OPERATOR(pg_catalog.=) $1", steps = q[STEPS]);
+    let one_sql = format!(
+        "SELECT e.to_step_id::pg_catalog.int8, e.from_step_id::pg_catalog.int8 FROM {edges} e \
+          WHERE {}",
+        by_ids("e.to_step_id", &[step]),
+        edges = q[EDGES]
+    );
+    let many_sql = format!(
+        "SELECT e.to_step_id::pg_catalog.int8, e.from_step_id::pg_catalog.int8 FROM {edges} e \
+          WHERE {}",
+        by_ids("e.to_step_id", &[step, step]),
+        edges = q[EDGES]
+    );
+    reading(tables, || {
+        pgrx::spi::Spi::connect(|_| {
+            if must_exist && spi::run(&exists_sql, &[Arg::Int8(step)], true, |rows| rows.is_empty())? {
+                return Ok(None);
+            }
+            dag::min_depth_from_root(step, |frontier, out| {
+                let (sql, arg) = match frontier {
+                    [one] => (&one_sql, Arg::Int8(*one)),
+                    many => (&many_sql, Arg::Int8Array(many)),
+                };
+                spi::run(sql, &[arg], true, |rows| {
+                    // Both columns are NOT NULL in Rails' schema.
+                    out.extend((0..rows.len()).filter_map(|r| Some((rows.i64(r, 1)?, rows.i64(r, 2)?))));
+                })
+            })
         })
     })
     .or_raise()

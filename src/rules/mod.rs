@@ -1,6 +1,7 @@
 //! The rules of Tasker, in plain Rust (no pgrx types): unit- and property-tested on their own.
 pub mod backoff;
 pub mod context;
+pub mod dag;
 pub mod finalize;
 pub mod guards;
 pub mod health;

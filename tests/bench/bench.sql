@@ -190,3 +190,42 @@ BEGIN
     END LOOP;
     RETURN 1000 * (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY v) FROM unnest(samples) v) / cardinality(ids);
 END $$;
+
+-- The view tasker_step_dag_relationships looked up as Rails' model, serializers and GraphQL
+-- types look it up: one statement per step (WHERE workflow_step_id = $1) or per task (WHERE
+-- task_id = $1), every column computed (PERFORM of the whole row; count(*) would let the
+-- planner drop the depth column on both sides). `which`: 'native' reads the view (native after
+-- enable()), 'rails' Rails' definition kept as tasker_step_dag_relationships_before_tasker_core.
+-- Static statements, so PL/pgSQL keeps their plans as a prepared statement would. Median µs.
+CREATE OR REPLACE FUNCTION tasker_bench.dag_lookup_us(which text, by_task boolean, ids bigint[]) RETURNS float8
+LANGUAGE plpgsql AS $$
+DECLARE x bigint; t0 timestamptz; us float8[] := '{}';
+BEGIN
+    FOREACH x IN ARRAY ids LOOP
+        t0 := clock_timestamp();
+        IF which = 'native' AND by_task THEN
+            PERFORM v.* FROM public.tasker_step_dag_relationships v WHERE v.task_id = x;
+        ELSIF which = 'native' THEN
+            PERFORM v.* FROM public.tasker_step_dag_relationships v WHERE v.workflow_step_id = x;
+        ELSIF by_task THEN
+            PERFORM v.* FROM public.tasker_step_dag_relationships_before_tasker_core v WHERE v.task_id = x;
+        ELSE
+            PERFORM v.* FROM public.tasker_step_dag_relationships_before_tasker_core v WHERE v.workflow_step_id = x;
+        END IF;
+        us := us || 1000000 * extract(epoch FROM clock_timestamp() - t0);
+    END LOOP;
+    RETURN (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY u) FROM unnest(us) u);
+END $$;
+
+-- The whole view read once (every row, every column): ms.
+CREATE OR REPLACE FUNCTION tasker_bench.dag_whole_ms(which text) RETURNS float8
+LANGUAGE plpgsql AS $$
+DECLARE t0 timestamptz := clock_timestamp();
+BEGIN
+    IF which = 'native' THEN
+        PERFORM v.* FROM public.tasker_step_dag_relationships v;
+    ELSE
+        PERFORM v.* FROM public.tasker_step_dag_relationships_before_tasker_core v;
+    END IF;
+    RETURN 1000 * extract(epoch FROM clock_timestamp() - t0);
+END $$;

@@ -38,9 +38,11 @@ for db in tasker_dump_source tasker_dump_schema tasker_dump_whole; do
 done
 psql postgres -c "CREATE DATABASE tasker_dump_source"
 psql tasker_dump_source -f "$root/tests/fixtures/${FIXTURE:-tasker_schema.sql}" -f "$root/tests/fixtures/reference_functions.sql" \
-     -f "$root/tests/fixtures/generator.sql" -c "SELECT tasker_gen.generate(0.7, 200, legal_only => true)" >/dev/null
+     -f "$root/tests/fixtures/reference_view.sql" -f "$root/tests/fixtures/generator.sql" -c "SELECT tasker_gen.generate(0.7, 200, legal_only => true)" >/dev/null
 psql tasker_dump_source -c "DROP SCHEMA tasker_gen CASCADE"
 original=$(psql tasker_dump_source -c "$rails_six")
+rails_view="SELECT pg_get_viewdef('public.tasker_step_dag_relationships'::regclass)"
+original_view=$(psql tasker_dump_source -c "$rails_view")
 psql tasker_dump_source -c "CREATE EXTENSION tasker_core" -c "SELECT count(*) FROM tasker_core.enable()" \
      -c "SELECT count(*) FROM tasker_core.step_state_enable()" >/dev/null
 
@@ -55,7 +57,13 @@ fi
 got=$(psql tasker_dump_schema -c "$native" -c "$guards" -c "SELECT count(*) FROM tasker_core.step_state_source" | tr '\n' ' ')
 [ "$got" = "6 7 0 " ] && check ok "after the load: 6 functions native, 7 guard triggers installed, the step state off (its state is data)" \
   || check bad "after the load (native functions, installed triggers, step_state_source rows): $got, want 6 7 0"
+got=$(psql tasker_dump_schema -c "SELECT state FROM tasker_core.status() WHERE kind = 'view'")
+[ "$got" = native ] && check ok "after the load: the view tasker_step_dag_relationships is native" \
+  || check bad "after the load: the view is $got, want native"
 psql tasker_dump_schema -c "SELECT count(*) FROM tasker_core.disable()" >/dev/null
+[ "$(psql tasker_dump_schema -c "$rails_view")" = "$original_view" ] \
+  && check ok "disable() in the loaded database puts Rails' view back byte for byte (its definition travels as tasker_step_dag_relationships_before_tasker_core)" \
+  || check bad "disable() in the loaded database: Rails' view definition differs"
 restored=$(psql tasker_dump_schema -c "$rails_six")
 left=$(psql tasker_dump_schema -c "SELECT count(*) FROM pg_proc WHERE proname LIKE '%\\_before\\_tasker\\_core'")
 [ "$restored" = "$original" ] && [ "$left" = 0 ] \

@@ -1,6 +1,6 @@
 -- The extension's objects: exact signatures, volatility, strictness, security, and schema.
 BEGIN;
-SELECT plan(50);
+SELECT plan(52);
 
 SELECT has_extension('tasker_core');
 SELECT has_schema('tasker_core');
@@ -41,12 +41,12 @@ SELECT is(pg_get_function_result('tasker_core.get_system_health_counts_v01()'::r
   'health counts result columns');
 
 -- Admin functions.
-SELECT has_function('tasker_core', 'enable', ARRAY['name', 'boolean', 'boolean']);
+SELECT has_function('tasker_core', 'enable', ARRAY['name', 'boolean', 'boolean', 'boolean']);
 SELECT has_function('tasker_core', 'disable', ARRAY['name']);
 SELECT has_function('tasker_core', 'status', ARRAY['name']);
 SELECT has_function('tasker_core', 'read_paths', ARRAY['text']);
 SELECT has_function('tasker_core', 'read_path_stats', ARRAY[]::text[]);
-SELECT isnt_definer('tasker_core', 'enable', ARRAY['name', 'boolean', 'boolean']);
+SELECT isnt_definer('tasker_core', 'enable', ARRAY['name', 'boolean', 'boolean', 'boolean']);
 SELECT isnt_definer('tasker_core', 'disable', ARRAY['name']);
 SELECT isnt_definer('tasker_core', 'redefine_as', ARRAY['oid', 'text', 'text', 'oid'], 'the restorer runs with its caller''s rights');
 SELECT ok(NOT has_function_privilege('public', 'tasker_core.release_all()', 'EXECUTE'), 'PUBLIC cannot release everything');
@@ -65,17 +65,21 @@ SELECT has_function('tasker_core', 'record_step_failure', ARRAY['bigint', 'jsonb
 SELECT has_function('tasker_core', 'backoff_seconds', ARRAY['integer', 'boolean', 'jsonb']);
 SELECT has_function('tasker_core', 'parse_retry_after', ARRAY['text', 'timestamp with time zone']);
 
+-- The view's depth (orchestration.md E.3).
+SELECT has_function('tasker_core', 'step_min_depth_from_root', ARRAY['bigint']);
+SELECT has_function('tasker_core', 'step_min_depth_from_root', ARRAY['bigint', 'text']);
+
 -- Every function of the extension runs with search_path = pg_catalog, pg_temp, but those that
 -- find the Tasker tables through the caller's search_path, as Rails' functions and statements
--- do (the six read functions, read_paths, and the orchestration functions that read or write
--- the Tasker tables; docs/security.md), and the event trigger written in C.
+-- do (the six read functions, read_paths, step_min_depth_from_root, and the orchestration
+-- functions that read or write the Tasker tables; docs/security.md), and the event trigger written in C.
 SELECT is(
   (SELECT string_agg(p.oid::regprocedure::text, ', ' ORDER BY p.oid::regprocedure::text)
      FROM pg_depend d JOIN pg_proc p ON p.oid = d.objid
     WHERE d.refclassid = 'pg_extension'::regclass AND d.classid = 'pg_proc'::regclass AND d.deptype = 'e'
       AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'tasker_core')
       AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false)),
-  'tasker_core.before_drop(), tasker_core.calculate_dependency_levels(bigint), tasker_core.claim_ready_steps(bigint,integer,bigint[],jsonb,boolean), tasker_core.finalize_task(bigint,boolean,jsonb), tasker_core.get_step_readiness_status(bigint,bigint[]), tasker_core.get_step_readiness_status_batch(bigint[]), tasker_core.get_system_health_counts_v01(), tasker_core.get_task_execution_context(bigint), tasker_core.get_task_execution_contexts_batch(bigint[]), tasker_core.read_paths(text), tasker_core.record_step_failure(bigint,jsonb,integer,boolean,jsonb), tasker_core.record_step_success(bigint,jsonb,jsonb), tasker_core.reenqueue_delay_seconds(bigint,jsonb), tasker_core.transition_step(bigint,text,text,jsonb), tasker_core.transition_task(bigint,text,text,jsonb,boolean)',
+  'tasker_core.before_drop(), tasker_core.calculate_dependency_levels(bigint), tasker_core.claim_ready_steps(bigint,integer,bigint[],jsonb,boolean), tasker_core.finalize_task(bigint,boolean,jsonb), tasker_core.get_step_readiness_status(bigint,bigint[]), tasker_core.get_step_readiness_status_batch(bigint[]), tasker_core.get_system_health_counts_v01(), tasker_core.get_task_execution_context(bigint), tasker_core.get_task_execution_contexts_batch(bigint[]), tasker_core.read_paths(text), tasker_core.record_step_failure(bigint,jsonb,integer,boolean,jsonb), tasker_core.record_step_success(bigint,jsonb,jsonb), tasker_core.reenqueue_delay_seconds(bigint,jsonb), tasker_core.step_min_depth_from_root(bigint), tasker_core.transition_step(bigint,text,text,jsonb), tasker_core.transition_task(bigint,text,text,jsonb,boolean)',
   'every other function pins search_path = pg_catalog, pg_temp');
 
 SELECT * FROM finish();

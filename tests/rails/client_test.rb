@@ -62,6 +62,15 @@ module Tasker
     self.table_name = 'tasker_task_transitions'
   end
 
+  # Tasker::StepDagRelationship: the read-only model over the view, keyed by workflow_step_id.
+  class StepDagRelationship < ApplicationRecord
+    self.table_name = 'tasker_step_dag_relationships'
+    self.primary_key = 'workflow_step_id'
+    scope :for_task, ->(task_id) { where(task_id: task_id) }
+    scope :root_steps, -> { where(is_root_step: true) }
+    def readonly? = true
+  end
+
   # What Tasker's Functions::FunctionWrapper does: select_all with positional binds, arrays
   # bound as '{1,2,3}' strings, rows mapped to attribute structs.
   module FunctionWrapper
@@ -156,7 +165,26 @@ class TaskerCoreRailsTest < Minitest::Test
 
   def test_enable_reports_native_functions_triggers_and_the_fast_read_path
     states = C.call.select_rows('SELECT kind, state FROM tasker_core.status()').uniq.sort
-    assert_equal [%w[function native], ['read path', 'step_state'], %w[trigger installed]], states
+    assert_equal [%w[function native], ['read path', 'step_state'], %w[trigger installed], %w[view native]], states
+  end
+
+  def test_the_dag_view_as_the_model_reads_it
+    fetch, price, tax, send_ = @steps
+    rows = StepDagRelationship.for_task(@task.task_id).order(:workflow_step_id).to_a
+    assert_equal @steps.map(&:workflow_step_id), rows.map(&:workflow_step_id)
+    # jsonb arrays arrive as Ruby arrays of integers, as the serializers read them.
+    assert_equal [[], [fetch.workflow_step_id], [fetch.workflow_step_id], [price.workflow_step_id, tax.workflow_step_id]],
+                 rows.map(&:parent_step_ids)
+    assert_equal [[price.workflow_step_id, tax.workflow_step_id], [send_.workflow_step_id], [send_.workflow_step_id], []],
+                 rows.map(&:child_step_ids)
+    assert_equal [0, 1, 1, 2], rows.map(&:min_depth_from_root)
+    assert_equal [true, false, false, false], rows.map(&:is_root_step)
+    assert_equal [fetch.workflow_step_id], StepDagRelationship.for_task(@task.task_id).root_steps.pluck(:workflow_step_id)
+    # One step at a time, as WorkflowStepSerializer and the GraphQL type ask.
+    one = StepDagRelationship.find(send_.workflow_step_id)
+    assert_equal [2, 0, true], [one.parent_count, one.child_count, one.is_leaf_step]
+    sql = StepDagRelationship.where(workflow_step_id: send_.workflow_step_id).to_sql
+    assert_equal 1, C.call.select_value("SELECT count(*) FROM (#{sql}) q").to_i
   end
 
   def test_readiness_runs_native_code_and_follows_the_spec

@@ -146,6 +146,7 @@ GRANT USAGE, SELECT, UPDATE ON SEQUENCE public.tasker_pwn_hits TO PUBLIC;
 SQL
 as_role tasker_app - setup -f "$here/../fixtures/tasker_schema.sql"
 as_role tasker_app - setup -f "$here/../fixtures/reference_functions.sql"
+as_role tasker_app - setup -f "$here/../fixtures/reference_view.sql"
 as_role tasker_app - setup -f "$here/../fixtures/generator.sql"
 steps=$(as_role tasker_app - setup -c "SELECT tasker_gen.generate(0.3, 30)")
 aq -c "GRANT SELECT ON ALL TABLES IN SCHEMA public TO tasker_reader" 2>/dev/null
@@ -190,8 +191,13 @@ for path in - "$PUBFIRST" "$EVIL"; do
   step "[$p] enable()" "$dba" "$path" ok <<<"SELECT object, action FROM tasker_core.enable()"
   step "[$p] status()" "$dba" "$path" ok <<<"SELECT object, kind, state FROM tasker_core.status()"
   natives=$(out | grep -c '|function|native$' || true); triggers=$(out | grep -c '|trigger|installed$' || true)
-  [ "$natives" = 6 ] && [ "$triggers" = 7 ] && check ok "[$p] status(): 6 functions native, 7 triggers installed" \
-    || check bad "[$p] status(): $natives functions native, $triggers triggers installed (want 6 and 7)"
+  views=$(out | grep -c '|view|native$' || true)
+  [ "$natives" = 6 ] && [ "$triggers" = 7 ] && [ "$views" = 1 ] && check ok "[$p] status(): 6 functions native, 7 triggers installed, the view native" \
+    || check bad "[$p] status(): $natives functions native, $triggers triggers installed, $views views native (want 6, 7 and 1)"
+  step "[$p] the native view, whole and by task" "$dba" "$path" ok <<SQL
+SELECT pg_catalog.count(*) FROM public.tasker_step_dag_relationships;
+SELECT v.* FROM public.tasker_step_dag_relationships v WHERE v.task_id OPERATOR(pg_catalog.=) $tt;
+SQL
   step "[$p] read_paths() and read_paths('public')" "$dba" "$path" ok <<<"SELECT * FROM tasker_core.read_paths(); SELECT * FROM tasker_core.read_paths('public');"
   step "[$p] server_identity(), most_recent_index()" "$dba" "$path" ok <<SQL
 SELECT tasker_core.server_identity();
@@ -399,6 +405,27 @@ RETURNS $rdy_result LANGUAGE plpgsql STABLE AS \$\$ BEGIN RETURN; END \$\$;
 SQL
 step "disable() re-creating a saved copy whose argument DEFAULT holds a domain-typed literal runs app code only as tasker_app" "$dba" - ok \
   <<<"SET check_function_bodies = off; SELECT object, action FROM tasker_core.disable()"
+# 6. The view: Rails' view and its saved copy are the app's. A domain-typed literal in either
+# runs app code while disable() and enable() parse them: only as tasker_app (define_view_as).
+# (disable() restores Rails' view from the tampered copy, so enable() then keeps a tampered view.)
+quiet sq -c "SELECT count(*) FROM tasker_core.enable(functions => false, triggers => false)"
+quiet aq <<SQL
+CREATE OR REPLACE VIEW public.tasker_step_dag_relationships_before_tasker_core AS
+SELECT ws.workflow_step_id, ws.task_id, ws.named_step_id, '[]'::jsonb AS parent_step_ids, '[]'::jsonb AS child_step_ids,
+       0::bigint AS parent_count, 0::bigint AS child_count, true AS is_root_step, true AS is_leaf_step, NULL::integer AS min_depth_from_root
+  FROM public.tasker_workflow_steps ws WHERE '{saved view}'::public.tasker_pwn_dom[] IS NOT NULL;
+SQL
+step "disable() re-creating Rails' view from a saved copy that holds a domain-typed literal runs app code only as tasker_app" "$dba" - ok \
+  <<<"SELECT object, action FROM tasker_core.disable()"
+[ "$(as_app_rows "$last")" -gt 0 ] && check ok "the saved copy's planted check did run (as tasker_app): the view attack is live" \
+  || check bad "the saved copy's planted check never ran: the view attack tests nothing"
+step "enable() keeping a Rails view that holds a domain-typed literal runs app code only as tasker_app" "$dba" - ok \
+  <<<"SELECT object, action FROM tasker_core.enable(functions => false, triggers => false)"
+[ "$(as_app_rows "$last")" -gt 0 ] && check ok "the Rails view's planted check did run (as tasker_app): the view attack is live" \
+  || check bad "the Rails view's planted check never ran: the view attack tests nothing"
+quiet sq -c "SELECT count(*) FROM tasker_core.disable()"
+quiet aq -c "DROP VIEW public.tasker_step_dag_relationships"
+quiet as_role tasker_app - setup -f "$here/../fixtures/reference_view.sql"
 attached=0
 # Leave Rails' functions clean and the extension enabled.
 quiet aq <<SQL

@@ -1,0 +1,138 @@
+//! The step DAG as Rails' view `tasker_step_dag_relationships` describes it
+//! (orchestration.md E): a step's shortest distance from a root.
+//!
+//! Rails walks forward from every root (a step with no incoming edge at all, in any task) and
+//! stops extending a path at depth [`DEPTH_CAP`]; a step's `min_depth_from_root` is the least
+//! depth any walk reached it at, NULL when none did. The same number, found from the step's
+//! side: a breadth-first search backwards over incoming edges, level by level, whose first
+//! level holding a root is the answer, given up after [`DEPTH_CAP`] levels. A step met again at
+//! a later level cannot shorten anything, so each step is expanded once: cycles end, and a
+//! cycle that no root reaches ends with no answer, as Rails' walk (which never enters it) does.
+
+use std::collections::HashSet;
+
+/// Rails' walk extends a path only while its depth is below 50, so 50 is the deepest answer.
+pub const DEPTH_CAP: i32 = 50;
+
+/// `min_depth_from_root` of `step`. `parents(frontier, out)` appends `(to_step_id,
+/// from_step_id)` for every edge into a step of `frontier` (duplicates allowed, any order);
+/// it is called once per level, at most `DEPTH_CAP + 1` times.
+pub fn min_depth_from_root<E>(
+    step: i64,
+    mut parents: impl FnMut(&[i64], &mut Vec<(i64, i64)>) -> Result<(), E>,
+) -> Result<Option<i32>, E> {
+    let mut frontier = vec![step];
+    let mut seen: HashSet<i64> = HashSet::from([step]);
+    let mut edges = Vec::new();
+    for level in 0..=DEPTH_CAP {
+        edges.clear();
+        parents(&frontier, &mut edges)?;
+        // A frontier step without an incoming edge is a root at this distance.
+        let mut with_parent: HashSet<i64> = HashSet::with_capacity(edges.len());
+        with_parent.extend(edges.iter().map(|&(to, _)| to));
+        if frontier.iter().any(|s| !with_parent.contains(s)) {
+            return Ok(Some(level));
+        }
+        let mut next: Vec<i64> = edges.iter().map(|&(_, from)| from).filter(|&from| seen.insert(from)).collect();
+        if next.is_empty() {
+            return Ok(None); // only steps already met: a cycle no root reaches
+        }
+        next.sort_unstable();
+        frontier = next;
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    /// Rails' definition, literally: walk forward from every root, extending while the depth
+    /// is below the cap, and take the least depth that reached `step`.
+    fn forward_walk(steps: &[i64], edges: &[(i64, i64)], step: i64) -> Option<i32> {
+        let has_parent: HashSet<i64> = edges.iter().map(|&(_, to)| to).collect();
+        let mut best: HashMap<i64, i32> = HashMap::new();
+        // Breadth-first by depth over (step, depth) pairs, as UNION would keep them.
+        let mut level: HashSet<i64> = steps.iter().copied().filter(|s| !has_parent.contains(s)).collect();
+        let mut depth = 0;
+        loop {
+            for &s in &level {
+                best.entry(s).or_insert(depth);
+            }
+            if depth == DEPTH_CAP || level.is_empty() {
+                break;
+            }
+            level = edges.iter().filter(|(from, _)| level.contains(from)).map(|&(_, to)| to).collect();
+            depth += 1;
+        }
+        best.get(&step).copied()
+    }
+
+    fn by_edges(edges: &[(i64, i64)]) -> impl FnMut(&[i64], &mut Vec<(i64, i64)>) -> Result<(), ()> + '_ {
+        move |frontier, out| {
+            out.extend(edges.iter().filter(|(_, to)| frontier.contains(to)).map(|&(from, to)| (to, from)));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn roots_chains_and_the_cap() {
+        // A chain of 60: 1 -> 2 -> ... -> 60.
+        let chain: Vec<(i64, i64)> = (1..60).map(|i| (i, i + 1)).collect();
+        let depth = |s| min_depth_from_root(s, by_edges(&chain)).unwrap();
+        assert_eq!(depth(1), Some(0));
+        assert_eq!(depth(2), Some(1));
+        assert_eq!(depth(51), Some(50)); // the 51st step: depth 50, the last Rails reaches
+        assert_eq!(depth(52), None);
+        assert_eq!(depth(60), None);
+    }
+
+    #[test]
+    fn shortest_of_several_paths_and_roots() {
+        // 1 -> 2 -> 3 -> 4 and 10 -> 4: 4 is one step from root 10.
+        let edges = [(1, 2), (2, 3), (3, 4), (10, 4)];
+        assert_eq!(min_depth_from_root(4, by_edges(&edges)).unwrap(), Some(1));
+        assert_eq!(min_depth_from_root(3, by_edges(&edges)).unwrap(), Some(2));
+    }
+
+    #[test]
+    fn cycles() {
+        // A cycle no root reaches: no depth. A cycle under a root: shortest distances.
+        let lonely = [(1, 2), (2, 3), (3, 1)];
+        assert_eq!(min_depth_from_root(2, by_edges(&lonely)).unwrap(), None);
+        let under = [(0, 1), (1, 2), (2, 3), (3, 1)];
+        assert_eq!(min_depth_from_root(3, by_edges(&under)).unwrap(), Some(3));
+        assert_eq!(min_depth_from_root(1, by_edges(&under)).unwrap(), Some(1));
+        // A self-loop is an incoming edge: the step is no root.
+        assert_eq!(min_depth_from_root(7, by_edges(&[(7, 7)])).unwrap(), None);
+    }
+
+    #[test]
+    fn an_error_of_the_reader_ends_the_search() {
+        let r = min_depth_from_root(1, |_, _: &mut Vec<(i64, i64)>| Err("boom"));
+        assert_eq!(r, Err("boom"));
+    }
+
+    proptest! {
+        #[test]
+        fn equals_the_forward_walk(n in 1i64..30, raw in proptest::collection::vec((0i64..30, 0i64..30), 0..80),
+                                   long in 0usize..70) {
+            // Random graphs over steps 0..n (cycles, duplicates and self-loops included), with
+            // a chain of `long` more steps hung below step 0 to cross the cap.
+            let mut edges: Vec<(i64, i64)> = raw.into_iter().map(|(a, b)| (a % n, b % n)).collect();
+            let mut steps: Vec<i64> = (0..n).collect();
+            let mut prev = 0;
+            for i in 0..long as i64 {
+                let s = 1000 + i;
+                edges.push((prev, s));
+                steps.push(s);
+                prev = s;
+            }
+            for &s in &steps {
+                prop_assert_eq!(min_depth_from_root(s, by_edges(&edges)).unwrap(), forward_walk(&steps, &edges, s));
+            }
+        }
+    }
+}
