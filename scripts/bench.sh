@@ -34,7 +34,8 @@ num() { awk -v x="$1" 'BEGIN { if (x == "") print ""; else printf "%.2f", x }'; 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print ""; else printf "%.1fx", a / b }'; }
 per_call() { awk -v ms="$1" -v n="$2" 'BEGIN { if (ms == "") print ""; else printf "%.1f", 1000 * ms / n }'; }
 
-# Rails' six functions, in schema public as in a Rails database (they call one another unqualified).
+# Rails' nine functions (the six read functions and the three analytics ones) and its view, in
+# schema public as in a Rails database (they call one another unqualified).
 rails_sql=$work/rails_functions.sql
 rails_view_sql=$work/rails_view.sql
 structure=""
@@ -49,16 +50,16 @@ if [ -d "$ENGINE" ]; then
 fi
 if [ -n "$structure" ]; then
   echo "$structure" | awk '
-    /^CREATE FUNCTION public\.(get_step_readiness_status|get_step_readiness_status_batch|get_task_execution_context|get_task_execution_contexts_batch|calculate_dependency_levels|get_system_health_counts_v01)\(/ {
+    /^CREATE FUNCTION public\.(get_step_readiness_status|get_step_readiness_status_batch|get_task_execution_context|get_task_execution_contexts_batch|calculate_dependency_levels|get_system_health_counts_v01|get_analytics_metrics_v01|get_slowest_steps_v01|get_slowest_tasks_v01)\(/ {
       on = 1 }
     on { print }
     on && /^\$\$;$/ { on = 0; print "" }' >"$rails_sql"
-  [ "$(grep -c '^CREATE FUNCTION public\.' "$rails_sql")" = 6 ] || { echo "bench: did not find Rails' six functions in $ENGINE" >&2; exit 1; }
+  [ "$(grep -c '^CREATE FUNCTION public\.' "$rails_sql")" = 9 ] || { echo "bench: did not find Rails' nine functions in $ENGINE" >&2; exit 1; }
   echo "$structure" | awk '/^CREATE VIEW public\.tasker_step_dag_relationships AS/ { on = 1 } on { print } on && /;$/ { on = 0 }' >"$rails_view_sql"
   grep -q '^CREATE VIEW public\.tasker_step_dag_relationships AS' "$rails_view_sql" || { echo "bench: did not find Rails' view in $ENGINE" >&2; exit 1; }
   rails_from="the engine's own definitions, as its spec/dummy/db/structure.sql creates them (jcoletaylor/tasker at $engine_rev)"
 else
-  cp tests/fixtures/reference_functions.sql "$rails_sql"
+  cat tests/fixtures/reference_functions.sql tests/fixtures/reference_analytics.sql >"$rails_sql"
   cp tests/fixtures/reference_view.sql "$rails_view_sql"
   rails_from="tests/fixtures/reference_functions.sql (no engine checkout found: set TASKER_ENGINE); row for row the engine's functions"
 fi

@@ -20,7 +20,12 @@ AS $$
            ('get_task_execution_context'::name,       'bigint',           'input_task_id'),
            ('get_task_execution_contexts_batch'::name,'bigint[]',         'input_task_ids'),
            ('calculate_dependency_levels'::name,      'bigint',           'input_task_id'),
-           ('get_system_health_counts_v01'::name,     '',                 '')
+           ('get_system_health_counts_v01'::name,     '',                 ''),
+           ('get_analytics_metrics_v01'::name,        'timestamp with time zone', 'since_timestamp'),
+           ('get_slowest_steps_v01'::name,            'timestamp with time zone, integer, text, text, text',
+                                                      'since_timestamp, limit_count, namespace_filter, task_name_filter, version_filter'),
+           ('get_slowest_tasks_v01'::name,            'timestamp with time zone, integer, text, text, text',
+                                                      'since_timestamp, limit_count, namespace_filter, task_name_filter, version_filter')
 $$;
 
 -- Where enable() keeps Rails' own definition of a function it replaced: a copy under this name

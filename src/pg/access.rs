@@ -606,6 +606,9 @@ pub enum Snap {
 pub struct SeqScan {
     scan: NonNull<pg_sys::TableScanDescData>,
     slot: Slot,
+    /// For a heap read only up to `ncols`: a slot that holds the scan's own tuples (no buffer
+    /// pin of its own) and deforms them only that far.
+    prefix: Option<Slot>,
     heap: Rel,
     ncols: usize,
     /// A snapshot registered for this scan, unregistered after it ends.
@@ -637,12 +640,43 @@ impl SeqScan {
             (pg_sys::table_beginscan(heap.raw(), snapshot, 0, std::ptr::null_mut()), registered)
         };
         let slot = Slot::new(&heap);
-        Some(SeqScan { scan: NonNull::new(scan)?, slot, heap, ncols, registered })
+        Some(SeqScan { scan: NonNull::new(scan)?, slot, prefix: None, heap, ncols, registered })
+    }
+
+    /// Reads rows only up to column `ncols` (of fewer columns than the table has): PostgreSQL's
+    /// heap-tuple slot deforms no further, where `heap_deform_tuple` deforms every column
+    /// (measured on the analytics' pass over step_state: 13 of its 17 columns).
+    pub fn prefix_only(mut self) -> SeqScan {
+        if self.heap.is_heap() && self.ncols < self.heap.natts() {
+            // SAFETY: MakeSingleTupleTableSlot makes a slot of the open relation's descriptor
+            // in the current context, with PostgreSQL's heap-tuple slot operations.
+            let slot = unsafe { pg_sys::MakeSingleTupleTableSlot((*self.heap.raw()).rd_att, &pg_sys::TTSOpsHeapTuple) };
+            self.prefix = NonNull::new(slot).map(Slot);
+        }
+        self
     }
 
     /// Calls `each` for every visible row, in physical order.
     pub fn each(&mut self, mut each: impl FnMut(&Row<'_>)) {
         let rel = self.heap.oid();
+        if let Some(prefix) = &self.prefix {
+            // SAFETY: a heap scan (prefix_only makes the slot only for one); each tuple
+            // heap_getnext returns stays valid (its page pinned by the scan) until the next
+            // call; the slot, of the relation's own descriptor, does not own it (shouldFree
+            // false), and is cleared before the scan moves on or ends.
+            unsafe {
+                loop {
+                    let tuple = pg_sys::heap_getnext(self.scan.as_ptr(), pg_sys::ScanDirection::ForwardScanDirection);
+                    if tuple.is_null() {
+                        break;
+                    }
+                    pg_sys::ExecStoreHeapTuple(tuple, prefix.0.as_ptr(), false);
+                    each(&prefix.row(rel, self.ncols));
+                }
+                pg_sys::ExecClearTuple(prefix.0.as_ptr());
+            }
+            return;
+        }
         if self.heap.is_heap() {
             // The heap's own scan hands out the tuple on its pinned page: deformed by
             // heap_deform_tuple into our arrays, without storing it in a slot first.

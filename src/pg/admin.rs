@@ -130,7 +130,25 @@ fn create_as(definition: &str, header: &str, schema: &str, name: &str, owner: pg
         pgrx::spi::quote_identifier(schema),
         pgrx::spi::quote_identifier(name)
     );
-    sandbox::as_owner(owner, || spi::query(&text, &[], false, |_| ()));
+    sandbox::as_owner(owner, || {
+        // As pg_dump restores functions: the body is not checked now (a LANGUAGE sql body
+        // naming the Tasker tables unqualified would not resolve on the sandbox's search_path);
+        // it is checked where it runs. Undone with the sandbox's GUC nesting level.
+        // SAFETY: sets a USERSET boolean for the current nesting level (GUC_ACTION_SAVE).
+        unsafe {
+            pg_sys::set_config_option(
+                c"check_function_bodies".as_ptr(),
+                c"off".as_ptr(),
+                pg_sys::GucContext::PGC_USERSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_SAVE,
+                true,
+                0,
+                false,
+            );
+        }
+        spi::query(&text, &[], false, |_| ())
+    });
 }
 
 /// `CREATE OR REPLACE VIEW target_schema.target_name AS definition`, with the rights of

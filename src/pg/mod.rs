@@ -25,6 +25,7 @@
 //! | `settings`, `clock`, `report` | GUCs, the readiness clock, raising errors |
 pub mod access;
 pub mod admin;
+pub mod analytics;
 pub mod call;
 pub mod claiming;
 pub mod clock;

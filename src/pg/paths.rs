@@ -37,16 +37,18 @@ pub enum ReadFn {
     ContextsBatch,
     Levels,
     Health,
+    Analytics,
 }
 
 impl ReadFn {
-    pub const ALL: [ReadFn; 6] = [
+    pub const ALL: [ReadFn; 7] = [
         ReadFn::Readiness,
         ReadFn::ReadinessBatch,
         ReadFn::Context,
         ReadFn::ContextsBatch,
         ReadFn::Levels,
         ReadFn::Health,
+        ReadFn::Analytics,
     ];
 
     pub fn name(self) -> &'static str {
@@ -57,6 +59,7 @@ impl ReadFn {
             ReadFn::ContextsBatch => "get_task_execution_contexts_batch",
             ReadFn::Levels => "calculate_dependency_levels",
             ReadFn::Health => "get_system_health_counts_v01",
+            ReadFn::Analytics => "get_analytics_metrics_v01",
         }
     }
 }

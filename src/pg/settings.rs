@@ -50,6 +50,20 @@ pub enum RowFormer {
 
 pub static ROW_FORMER: GucSetting<RowFormer> = GucSetting::<RowFormer>::new(RowFormer::Specialized);
 
+/// `tasker_core.analytics_step_counts`: how get_slowest_tasks_v01 counts a task's steps.
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum AnalyticsStepCounts {
+    /// As Rails' query does: a step once per transition of its own (once when it has none).
+    #[name = c"rails"]
+    Rails,
+    /// Each step once.
+    #[name = c"distinct"]
+    Distinct,
+}
+
+pub static ANALYTICS_STEP_COUNTS: GucSetting<AnalyticsStepCounts> =
+    GucSetting::<AnalyticsStepCounts>::new(AnalyticsStepCounts::Rails);
+
 /// `tasker_core.guard_mode`: what the triggers do with a row that breaks a rule.
 pub static GUARD_MODE: GucSetting<GuardMode> = GucSetting::<GuardMode>::new(GuardMode::Enforce);
 
@@ -82,6 +96,14 @@ pub fn register() {
         c"How the readiness functions form their result rows.",
         c"specialized: tasker_core's former for their row shape; postgres: PostgreSQL's (same bytes; for comparison).",
         &ROW_FORMER,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_enum_guc(
+        c"tasker_core.analytics_step_counts",
+        c"How get_slowest_tasks_v01 counts a task's steps.",
+        c"rails: as Rails' query, once per transition of the step (once when it has none); distinct: each step once.",
+        &ANALYTICS_STEP_COUNTS,
         GucContext::Userset,
         GucFlags::default(),
     );

@@ -140,6 +140,8 @@ pub enum Arg<'a> {
     Text(&'a str),
     /// A `jsonb` (None: NULL).
     Jsonb(Option<&'a serde_json::Value>),
+    /// A `timestamp with time zone` (microseconds since 2000-01-01 UTC).
+    TimestampTz(i64),
 }
 
 impl Arg<'_> {
@@ -153,6 +155,7 @@ impl Arg<'_> {
             Arg::Bool(_) => pg_sys::BOOLOID,
             Arg::Text(_) => pg_sys::TEXTOID,
             Arg::Jsonb(_) => pg_sys::JSONBOID,
+            Arg::TimestampTz(_) => pg_sys::TIMESTAMPTZOID,
         }
     }
 
@@ -166,6 +169,7 @@ impl Arg<'_> {
             Arg::Int8Array(v) => v.to_vec().into_datum().expect("an array datum"),
             Arg::Int4Array(v) => v.to_vec().into_datum().expect("an array datum"),
             Arg::Oid(o) => pg_sys::Datum::from(*o),
+            Arg::TimestampTz(v) => pg_sys::Datum::from(*v),
             Arg::Int4(v) => pg_sys::Datum::from(v.unwrap_or_default()),
             Arg::Bool(v) => pg_sys::Datum::from(v.unwrap_or_default()),
             Arg::Text(v) => v.into_datum().expect("a text datum"),

@@ -24,9 +24,11 @@ use crate::pg::facts::{self, Steps, TaskGraph, TaskRow};
 use crate::pg::report::OrRaise;
 use crate::pg::sandbox;
 use crate::pg::spi::{self, Arg, Rows};
-use crate::pg::tasker::{Tables, EDGES, STEPS, TASKS, TASK_TRANSITIONS, TRANSITIONS};
+use crate::pg::tasker::{self, Tables, EDGES, STEPS, TASKS, TASK_TRANSITIONS, TRANSITIONS};
+use crate::rules::analytics::{Facts, PeriodStep, StepKind, StepState, TaskFact};
 use crate::rules::dag;
 use crate::rules::health::HealthCounts;
+use crate::rules::idhash::IdSet;
 use crate::rules::readiness::{ParentTally, StepFacts};
 
 /// `column = $1` for one id, `column = ANY ($1)` for many (the argument `run_by_ids` passes).
@@ -217,6 +219,115 @@ pub fn min_depth_from_root(tables: &Tables, step: i64, must_exist: bool) -> Opti
                     // Both columns are NOT NULL in Rails' schema.
                     out.extend((0..rows.len()).filter_map(|r| Some((rows.i64(r, 1)?, rows.i64(r, 2)?))));
                 })
+            })
+        })
+    })
+    .or_raise()
+}
+
+/// The tasks, the period's steps and the name counts of `get_analytics_metrics_v01` for the
+/// period after `start` (rules::analytics): the time comparisons are PostgreSQL's, as in Rails'
+/// query (a stored timestamp against a timestamptz, in the session's TimeZone).
+pub fn analytics_facts(tables: &Tables, start: i64) -> Facts {
+    let q = tables.qualified();
+    let named_tasks = tasker::qualified(tasker::resolve_table("tasker_named_tasks", None).or_raise());
+    let namespaces = tasker::qualified(tasker::resolve_table("tasker_task_namespaces", None).or_raise());
+    let recent = "(pg_catalog.now() OPERATOR(pg_catalog.-) '1 hour'::pg_catalog.interval)";
+    let tasks_sql = format!(
+        "SELECT t.task_id::pg_catalog.int8, t.created_at, t.created_at OPERATOR(pg_catalog.>) $1, \
+                t.created_at OPERATOR(pg_catalog.>) {recent} \
+           FROM {tasks} t \
+          WHERE t.created_at OPERATOR(pg_catalog.>) $1 OR t.created_at OPERATOR(pg_catalog.>) {recent}",
+        tasks = q[TASKS]
+    );
+    // By the period's task ids when they are few (a kept generic plan cannot tell how many
+    // tasks `created_at > $1` leaves, and would hash every step), else every step in one pass.
+    let steps_by_ids_sql = format!(
+        "SELECT ws.workflow_step_id::pg_catalog.int8, ws.task_id::pg_catalog.int8, ws.created_at \
+           FROM {steps} ws WHERE ws.task_id OPERATOR(pg_catalog.=) ANY ($1)",
+        steps = q[STEPS]
+    );
+    let all_steps_sql = format!(
+        "SELECT ws.workflow_step_id::pg_catalog.int8, ws.task_id::pg_catalog.int8, ws.created_at FROM {steps} ws",
+        steps = q[STEPS]
+    );
+    let all_tasks = crate::pg::access::Rel::try_open(tables.0[TASKS]).map_or(0.0, |r| r.size().1);
+    let names_sql = format!(
+        "SELECT (SELECT pg_catalog.count(DISTINCT tn.name) FROM {namespaces} tn \
+                   JOIN {named_tasks} nt ON nt.task_namespace_id OPERATOR(pg_catalog.=) tn.task_namespace_id \
+                  WHERE EXISTS (SELECT 1 FROM {tasks} t WHERE t.named_task_id OPERATOR(pg_catalog.=) nt.named_task_id)), \
+                (SELECT pg_catalog.count(DISTINCT nt.name) FROM {named_tasks} nt \
+                  WHERE EXISTS (SELECT 1 FROM {tasks} t WHERE t.named_task_id OPERATOR(pg_catalog.=) nt.named_task_id))",
+        tasks = q[TASKS]
+    );
+    reading(tables, || {
+        pgrx::spi::Spi::connect(|_| {
+            let tasks: Vec<TaskFact> = spi::run(&tasks_sql, &[Arg::TimestampTz(start)], true, |rows| {
+                (0..rows.len())
+                    .filter_map(|r| {
+                        Some(TaskFact {
+                            task_id: rows.i64(r, 1)?,
+                            created_at: rows.timestamp(r, 2)?,
+                            in_period: rows.bool(r, 3) == Some(true),
+                            in_last_hour: rows.bool(r, 4) == Some(true),
+                        })
+                    })
+                    .collect()
+            })?;
+            let period: IdSet<i64> = tasks.iter().filter(|t| t.in_period).map(|t| t.task_id).collect();
+            let ids: Vec<i64> = period.iter().copied().collect();
+            let (sql, args) = if (ids.len() as f64) * 8.0 > all_tasks {
+                (&all_steps_sql, vec![])
+            } else {
+                (&steps_by_ids_sql, vec![Arg::Int8Array(&ids)])
+            };
+            let period_steps = spi::run(sql, &args, true, |rows| {
+                (0..rows.len())
+                    .filter_map(|r| {
+                        Some(PeriodStep {
+                            workflow_step_id: rows.i64(r, 1)?,
+                            task_id: rows.i64(r, 2)?,
+                            created_at: rows.timestamp(r, 3)?,
+                        })
+                    })
+                    .filter(|s| period.contains(&s.task_id))
+                    .collect()
+            })?;
+            let (namespaces, task_types) = spi::run(&names_sql, &[], true, |rows| {
+                (rows.i64(0, 1).unwrap_or_default(), rows.i64(0, 2).unwrap_or_default())
+            })?;
+            Ok(Facts { tasks, period_steps, namespaces, task_types })
+        })
+    })
+    .or_raise()
+}
+
+/// Every step (of a task that exists) with a most_recent transition: what its state counts as
+/// for the analytics, and that transition's time.
+pub fn current_states(tables: &Tables) -> Vec<StepState> {
+    let q = tables.qualified();
+    let sql = format!(
+        "SELECT ws.workflow_step_id::pg_catalog.int8, ws.task_id::pg_catalog.int8, st.to_state::pg_catalog.text, st.created_at \
+           FROM {steps} ws \
+           JOIN {tasks} t ON t.task_id OPERATOR(pg_catalog.=) ws.task_id \
+           JOIN {transitions} st ON st.workflow_step_id OPERATOR(pg_catalog.=) ws.workflow_step_id AND st.most_recent",
+        steps = q[STEPS],
+        tasks = q[TASKS],
+        transitions = q[TRANSITIONS]
+    );
+    reading(tables, || {
+        pgrx::spi::Spi::connect(|_| {
+            spi::run(&sql, &[], true, |rows| {
+                (0..rows.len())
+                    .filter_map(|r| {
+                        Some(StepState {
+                            workflow_step_id: rows.i64(r, 1)?,
+                            task_id: rows.i64(r, 2)?,
+                            kind: StepKind::of(rows.bytes(r, 3)),
+                            since: rows.timestamp(r, 4),
+                        })
+                    })
+                    .collect()
             })
         })
     })

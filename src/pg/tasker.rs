@@ -53,22 +53,7 @@ impl Tables {
         };
         let mut oids = [pg_sys::InvalidOid; 6];
         for (slot, name) in oids.iter_mut().zip(TABLES) {
-            let cname = CString::new(name).expect("no NUL in a table name");
-            // SAFETY: catalog lookups through the active search_path or in one schema.
-            let oid = unsafe {
-                match namespace {
-                    None => pg_sys::RelnameGetRelid(cname.as_ptr()),
-                    Some(nsp) => pg_sys::get_relname_relid(cname.as_ptr(), nsp),
-                }
-            };
-            if oid == pg_sys::InvalidOid {
-                return Err(TaskerError::UndefinedTable(name));
-            }
-            let kind = relkind(oid);
-            if !matches!(kind, Some(b'r' | b'p')) {
-                return Err(TaskerError::NotATable { relation: qualified(oid), kind: kind_name(kind) });
-            }
-            *slot = oid;
+            *slot = resolve_table(name, namespace)?;
         }
         Ok(Tables(oids))
     }
@@ -137,6 +122,28 @@ impl Tables {
         }
         Ok(reader)
     }
+}
+
+/// The table `name` of schema `namespace` (None: as the caller's search_path names it). A
+/// missing one is PostgreSQL's error for a missing relation (42P01); a relation that is not a
+/// table is refused (42809).
+pub fn resolve_table(name: &'static str, namespace: Option<pg_sys::Oid>) -> Result<pg_sys::Oid, TaskerError> {
+    let cname = CString::new(name).expect("no NUL in a table name");
+    // SAFETY: catalog lookups through the active search_path or in one schema.
+    let oid = unsafe {
+        match namespace {
+            None => pg_sys::RelnameGetRelid(cname.as_ptr()),
+            Some(nsp) => pg_sys::get_relname_relid(cname.as_ptr(), nsp),
+        }
+    };
+    if oid == pg_sys::InvalidOid {
+        return Err(TaskerError::UndefinedTable(name));
+    }
+    let kind = relkind(oid);
+    if !matches!(kind, Some(b'r' | b'p')) {
+        return Err(TaskerError::NotATable { relation: qualified(oid), kind: kind_name(kind) });
+    }
+    Ok(oid)
 }
 
 /// A role's name (its OID as text when it is gone).

@@ -10,6 +10,7 @@ const SCHEMA: &str = include_str!("../../tests/fixtures/tasker_schema.sql");
 /// most_recent index written `WHERE most_recent`.
 const MINIMAL_SCHEMA: &str = include_str!("../../tests/fixtures/tasker_schema_minimal.sql");
 const RAILS_FUNCTIONS: &str = include_str!("../../tests/fixtures/reference_functions.sql");
+const RAILS_ANALYTICS: &str = include_str!("../../tests/fixtures/reference_analytics.sql");
 
 thread_local! {
     /// Set by the `*_on_step_state` twins: `tasker_db` then enables the derived step state
@@ -355,14 +356,15 @@ fn dependency_levels_and_cycles() {
 fn enable_and_disable_round_trip() {
     diamond();
     Spi::run(RAILS_FUNCTIONS).unwrap();
+    Spi::run(RAILS_ANALYTICS).unwrap();
     let defs = "SELECT string_agg(pg_get_functiondef(p.oid), E'\\n' ORDER BY p.proname) FROM pg_proc p
                  WHERE p.pronamespace = 'public'::regnamespace AND p.proname IN (SELECT function_name FROM tasker_core.drop_in_functions())";
     let before = text(defs);
     assert_eq!(text("SELECT string_agg(DISTINCT state, ',') FROM tasker_core.status() WHERE kind = 'function'"), "original");
-    assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.enable() WHERE action = 'replaced with native'"), Some(6));
+    assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.enable() WHERE action = 'replaced with native'"), Some(9));
     assert_eq!(text("SELECT string_agg(DISTINCT state, ',') FROM tasker_core.status() WHERE kind = 'function'"), "native");
     // Idempotent.
-    assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.enable() WHERE action = 'already native'"), Some(6));
+    assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.enable() WHERE action = 'already native'"), Some(9));
     // Rails' own SQL text now runs the native code: the function statistics of this
     // transaction count a call of tasker_core.get_step_readiness_status.
     Spi::run("SET LOCAL track_functions = 'all'").unwrap();
@@ -375,9 +377,9 @@ fn enable_and_disable_round_trip() {
     // Rails' definitions are kept next to Rails' functions, as functions of the same owner.
     assert_eq!(
         one::<i64>("SELECT count(*) FROM pg_proc WHERE pronamespace = 'public'::regnamespace AND proname LIKE '%\\_before\\_tasker\\_core'"),
-        Some(6)
+        Some(9)
     );
-    assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.disable() WHERE action = 'restored'"), Some(6));
+    assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.disable() WHERE action = 'restored'"), Some(9));
     assert_eq!(text(defs), before, "disable must restore the Rails definitions exactly");
     assert_eq!(text("SELECT string_agg(DISTINCT state, ',') FROM tasker_core.status() WHERE kind = 'function'"), "original");
     assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.disable()"), Some(0));
@@ -392,9 +394,10 @@ fn enable_and_disable_round_trip() {
 fn enable_creates_missing_functions_and_disable_drops_them() {
     tasker_db();
     assert_eq!(text("SELECT string_agg(DISTINCT state, ',') FROM tasker_core.status() WHERE kind = 'function'"), "missing");
-    assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.enable() WHERE action = 'created native'"), Some(6));
+    assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.enable() WHERE action = 'created native'"), Some(9));
     assert_eq!(one::<i64>("SELECT count(*) FROM get_task_execution_context(1::BIGINT)"), Some(1));
-    assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.disable() WHERE action LIKE 'dropped%'"), Some(6));
+    assert_eq!(one::<i64>("SELECT count(*) FROM get_analytics_metrics_v01()"), Some(1));
+    assert_eq!(one::<i64>("SELECT count(*) FROM tasker_core.disable() WHERE action LIKE 'dropped%'"), Some(9));
     assert_eq!(text("SELECT string_agg(DISTINCT state, ',') FROM tasker_core.status() WHERE kind = 'function'"), "missing");
 }
 

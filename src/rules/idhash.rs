@@ -2,7 +2,7 @@
 //! in a way that matters here: the maps live for one call over one task's rows. std's SipHash
 //! showed up in profiles of the per-task functions.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// Multiplicative (Fibonacci) hashing of the integer written.
@@ -42,6 +42,9 @@ impl Hasher for IdHasher {
 }
 
 pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
+/// A set of ids with [`IdHasher`].
+pub type IdSet<K> = HashSet<K, BuildHasherDefault<IdHasher>>;
 
 #[cfg(test)]
 mod tests {

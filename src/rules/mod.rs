@@ -1,4 +1,5 @@
 //! The rules of Tasker, in plain Rust (no pgrx types): unit- and property-tested on their own.
+pub mod analytics;
 pub mod backoff;
 pub mod context;
 pub mod dag;

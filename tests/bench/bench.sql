@@ -55,9 +55,14 @@ BEGIN
             (format('get_step_readiness_status, one task of %s steps', (SELECT count(*) FROM tasker_workflow_steps WHERE task_id = big_task)), 1,
              format('SELECT count(*) FROM %%s.get_step_readiness_status(%s)', big_task),
              format('SELECT count(s.updated_at) FROM tasker_workflow_steps s WHERE s.task_id = %s', big_task), true),
-            ('get_system_health_counts_v01', 1, 'SELECT count(*) FROM %s.get_system_health_counts_v01()', NULL, false)
+            ('get_system_health_counts_v01', 1, 'SELECT count(*) FROM %s.get_system_health_counts_v01()', NULL, false),
+            ('get_analytics_metrics_v01, the last hour (its default)', 1, 'SELECT count(*) FROM %s.get_analytics_metrics_v01()', NULL, false),
+            ('get_analytics_metrics_v01, the last 30 days', 1,
+             'SELECT count(*) FROM %s.get_analytics_metrics_v01(now() - interval ''30 days'')', NULL, false)
           ) v(name, calls, q, floor_q, readiness)
         LOOP
+            -- (the analytics functions are native only since 0.4.0: the code before has none)
+            CONTINUE WHEN w.name LIKE 'get_analytics%' AND to_regprocedure('tasker_core.get_analytics_metrics_v01(timestamptz)') IS NULL;
             -- rotate which implementation goes first
             order_ := ARRAY['tasker_core', 'off', 'rails', 'pg_former'];
             order_ := order_[r % 4 + 1:4] || order_[1:r % 4];

@@ -55,8 +55,8 @@ else
   check bad "structure.sql does not load: $(grep -m1 ERROR "$work/load.out")"
 fi
 got=$(psql tasker_dump_schema -c "$native" -c "$guards" -c "SELECT count(*) FROM tasker_core.step_state_source" | tr '\n' ' ')
-[ "$got" = "6 7 0 " ] && check ok "after the load: 6 functions native, 7 guard triggers installed, the step state off (its state is data)" \
-  || check bad "after the load (native functions, installed triggers, step_state_source rows): $got, want 6 7 0"
+[ "$got" = "9 7 0 " ] && check ok "after the load: 9 functions native, 7 guard triggers installed, the step state off (its state is data)" \
+  || check bad "after the load (native functions, installed triggers, step_state_source rows): $got, want 9 7 0"
 got=$(psql tasker_dump_schema -c "SELECT state FROM tasker_core.status() WHERE kind = 'view'")
 [ "$got" = native ] && check ok "after the load: the view tasker_step_dag_relationships is native" \
   || check bad "after the load: the view is $got, want native"
@@ -71,8 +71,8 @@ left=$(psql tasker_dump_schema -c "SELECT count(*) FROM pg_proc WHERE proname LI
   || check bad "disable() in the loaded database: definitions equal: $([ "$restored" = "$original" ] && echo yes || echo no); saved copies left: $left"
 got=$(psql tasker_dump_schema -c "SELECT count(*) FROM tasker_core.enable()" -c "SELECT count(*) FROM tasker_core.step_state_enable()" \
            -c "$native" -c "$guards" -c "SELECT valid FROM tasker_core.step_state_source" | tail -3 | tr '\n' ' ')
-[ "$got" = "6 7 t " ] && check ok "enable() and step_state_enable() work again in the loaded database" \
-  || check bad "enable(), step_state_enable() in the loaded database: $got, want 6 7 t"
+[ "$got" = "9 7 t " ] && check ok "enable() and step_state_enable() work again in the loaded database" \
+  || check bad "enable(), step_state_enable() in the loaded database: $got, want 9 7 t"
 
 echo "== a whole-database dump (pg_dump -Fc, pg_restore)"
 pg_dump -Fc -f "$work/whole.dump" "$conn dbname=tasker_dump_source"
@@ -91,7 +91,7 @@ got=$(psql tasker_dump_whole -c "$native" -c "$guards" -c "SELECT count(*) FROM 
            -c "SELECT count(*) FROM tasker_core.step_state" \
            -c "SELECT string_agg(DISTINCT path || coalesce(': ' || reason, ''), ' | ') FROM tasker_core.read_paths()" | tr '\n' ' ')
 case $got in
-  "6 7 0 0 sql: the step state is not enabled"*) check ok "after the restore: 6 functions native, 7 guard triggers; the step state (derived rows, not dumped) is off and read_paths() says so" ;;
+  "9 7 0 0 sql: the step state is not enabled"*) check ok "after the restore: 9 functions native, 7 guard triggers; the step state (derived rows, not dumped) is off and read_paths() says so" ;;
   *) check bad "after the restore (native, triggers, step_state_source rows, step_state rows, read_paths): $got" ;;
 esac
 # Its maintenance triggers came back with the tables: writes must not trip over them.

@@ -1,6 +1,6 @@
 -- The extension's objects: exact signatures, volatility, strictness, security, and schema.
 BEGIN;
-SELECT plan(52);
+SELECT plan(56);
 
 SELECT has_extension('tasker_core');
 SELECT has_schema('tasker_core');
@@ -69,6 +69,12 @@ SELECT has_function('tasker_core', 'parse_retry_after', ARRAY['text', 'timestamp
 SELECT has_function('tasker_core', 'step_min_depth_from_root', ARRAY['bigint']);
 SELECT has_function('tasker_core', 'step_min_depth_from_root', ARRAY['bigint', 'text']);
 
+-- The analytics functions (orchestration.md F), with Rails' signatures.
+SELECT has_function('tasker_core', 'get_analytics_metrics_v01', ARRAY['timestamp with time zone']);
+SELECT has_function('tasker_core', 'get_slowest_steps_v01', ARRAY['timestamp with time zone', 'integer', 'text', 'text', 'text']);
+SELECT has_function('tasker_core', 'get_slowest_tasks_v01', ARRAY['timestamp with time zone', 'integer', 'text', 'text', 'text']);
+SELECT has_function('tasker_core', 'analytics_counts', ARRAY['timestamp with time zone']);
+
 -- Every function of the extension runs with search_path = pg_catalog, pg_temp, but those that
 -- find the Tasker tables through the caller's search_path, as Rails' functions and statements
 -- do (the six read functions, read_paths, step_min_depth_from_root, and the orchestration
@@ -79,7 +85,7 @@ SELECT is(
     WHERE d.refclassid = 'pg_extension'::regclass AND d.classid = 'pg_proc'::regclass AND d.deptype = 'e'
       AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'tasker_core')
       AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false)),
-  'tasker_core.before_drop(), tasker_core.calculate_dependency_levels(bigint), tasker_core.claim_ready_steps(bigint,integer,bigint[],jsonb,boolean), tasker_core.finalize_task(bigint,boolean,jsonb), tasker_core.get_step_readiness_status(bigint,bigint[]), tasker_core.get_step_readiness_status_batch(bigint[]), tasker_core.get_system_health_counts_v01(), tasker_core.get_task_execution_context(bigint), tasker_core.get_task_execution_contexts_batch(bigint[]), tasker_core.read_paths(text), tasker_core.record_step_failure(bigint,jsonb,integer,boolean,jsonb), tasker_core.record_step_success(bigint,jsonb,jsonb), tasker_core.reenqueue_delay_seconds(bigint,jsonb), tasker_core.step_min_depth_from_root(bigint), tasker_core.transition_step(bigint,text,text,jsonb), tasker_core.transition_task(bigint,text,text,jsonb,boolean)',
+  'tasker_core.analytics_counts(timestamp with time zone), tasker_core.before_drop(), tasker_core.calculate_dependency_levels(bigint), tasker_core.claim_ready_steps(bigint,integer,bigint[],jsonb,boolean), tasker_core.finalize_task(bigint,boolean,jsonb), tasker_core.get_analytics_metrics_v01(timestamp with time zone), tasker_core.get_slowest_steps_v01(timestamp with time zone,integer,text,text,text), tasker_core.get_slowest_tasks_v01(timestamp with time zone,integer,text,text,text), tasker_core.get_step_readiness_status(bigint,bigint[]), tasker_core.get_step_readiness_status_batch(bigint[]), tasker_core.get_system_health_counts_v01(), tasker_core.get_task_execution_context(bigint), tasker_core.get_task_execution_contexts_batch(bigint[]), tasker_core.read_paths(text), tasker_core.record_step_failure(bigint,jsonb,integer,boolean,jsonb), tasker_core.record_step_success(bigint,jsonb,jsonb), tasker_core.reenqueue_delay_seconds(bigint,jsonb), tasker_core.step_min_depth_from_root(bigint), tasker_core.transition_step(bigint,text,text,jsonb), tasker_core.transition_task(bigint,text,text,jsonb,boolean)',
   'every other function pins search_path = pg_catalog, pg_temp');
 
 SELECT * FROM finish();

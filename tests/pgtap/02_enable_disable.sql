@@ -16,7 +16,7 @@ SELECT p.proname, pg_get_functiondef(p.oid) AS def FROM pg_proc p
  WHERE p.pronamespace = 'public'::regnamespace AND p.proname IN (SELECT function_name FROM tasker_core.drop_in_functions());
 
 SELECT hasnt_trigger('public', 'tasker_workflow_step_transitions', 'tasker_core_step_transition_insert', 'tasker_core_step_transition_insert is not on tasker_workflow_step_transitions');
-SELECT is((SELECT count(*)::int FROM tasker_core.enable()), 14, 'enable() reports 6 functions, 7 triggers and the view');
+SELECT is((SELECT count(*)::int FROM tasker_core.enable()), 17, 'enable() reports 9 functions (3 created: the fixture has no analytics functions), 7 triggers and the view');
 SELECT is((SELECT state FROM tasker_core.status() WHERE kind = 'view'), 'native', 'the view is native');
 SELECT isnt(pg_get_viewdef('public.tasker_step_dag_relationships'::regclass), (SELECT def FROM before_view), 'the view has the native definition');
 SELECT has_trigger('public', 'tasker_workflow_step_transitions', 'tasker_core_step_transition_insert', 'tasker_core_step_transition_insert is on tasker_workflow_step_transitions');
@@ -30,7 +30,7 @@ SELECT has_trigger('public', 'tasker_workflow_step_transitions', 'tasker_core_st
 SELECT is((SELECT count(*)::int FROM pg_proc WHERE pronamespace = 'public'::regnamespace AND proname LIKE '%\_before\_tasker\_core'), 6,
           'Rails'' definitions are kept next to Rails'' functions');
 SELECT lives_ok('SELECT * FROM tasker_core.enable()', 'enable() again is harmless');
-SELECT is((SELECT count(*)::int FROM tasker_core.disable()), 14, 'disable() removes 7 triggers and restores 6 functions and the view');
+SELECT is((SELECT count(*)::int FROM tasker_core.disable()), 17, 'disable() removes 7 triggers, restores 6 functions and the view, drops the 3 it created');
 SELECT is(pg_get_viewdef('public.tasker_step_dag_relationships'::regclass), (SELECT def FROM before_view), 'Rails'' view is back, byte for byte');
 SELECT hasnt_view('public', 'tasker_step_dag_relationships_before_tasker_core', 'the copy of the view restored from is gone');
 SELECT hasnt_trigger('public', 'tasker_workflow_step_edges', 'tasker_core_step_edge_guard', 'tasker_core_step_edge_guard is not on tasker_workflow_step_edges');

@@ -247,13 +247,13 @@ paths=$(qs -c "SELECT function_name || ': ' || path || ' (' || coalesce(reason, 
 echo "$paths" | sed 's/^/    /'
 nsql=$(qs -c "SELECT count(*) FROM tasker_core.read_paths() WHERE path = 'sql' AND reason LIKE '%built on another server%' AND reason LIKE '%system identifier%'")
 nall=$(qs -c "SELECT count(*) FROM tasker_core.read_paths()")
-[ "$nall" = 6 ] && [ "$nsql" = 6 ] && check ok "read_paths() on the subscriber: 'sql' for all 6 functions, because the copy was built on another server" \
-  || check bad "read_paths() on the subscriber: 'sql' for all 6 functions, because the copy was built on another server ($nsql of $nall)"
+[ "$nall" = 7 ] && [ "$nsql" = 7 ] && check ok "read_paths() on the subscriber: 'sql' for all 7 functions, because the copy was built on another server" \
+  || check bad "read_paths() on the subscriber: 'sql' for all 7 functions, because the copy was built on another server ($nsql of $nall)"
 # Self-check: the replicated row is valid and names the subscriber's own tables (regclass
 # travels as a name), so built_on is all that keeps the subscriber off the copy.
 forged=$(qs -c "BEGIN; UPDATE tasker_core.step_state_source SET built_on = (SELECT system_identifier::text FROM pg_control_system());
                 SELECT count(*) FROM tasker_core.read_paths() WHERE path = 'step_state'; ROLLBACK;")
-[ "$forged" = 6 ] && check ok "self-check: with built_on set to the subscriber's own identifier, read_paths() would say 'step_state' (the check can fail)" \
+[ "$forged" = 7 ] && check ok "self-check: with built_on set to the subscriber's own identifier, read_paths() would say 'step_state' (the check can fail)" \
   || check bad "self-check: with built_on set to the subscriber's own identifier, read_paths() would say 'step_state' (got $forged)"
 res=$(qs <<SQL
 BEGIN ISOLATION LEVEL REPEATABLE READ;
@@ -303,8 +303,8 @@ caught_up_standby && check ok "the standby is in recovery and has replayed the p
   || { tail -5 "$stby/server.log"; check bad "the standby is in recovery and has replayed the primary's WAL"; }
 echo "  system identifier: primary $(qp -c "SELECT system_identifier FROM pg_control_system()"), standby $(qb -c "SELECT system_identifier FROM pg_control_system()")"
 nss=$(qb -c "SELECT count(*) FROM tasker_core.read_paths() WHERE path = 'step_state'")
-[ "$nss" = 6 ] && check ok "read_paths() on the standby: 'step_state' for all 6 functions" \
-  || { qb -c "SELECT function_name || ': ' || path || ' (' || coalesce(reason, '') || ')' FROM tasker_core.read_paths()" | sed 's/^/    /'; check bad "read_paths() on the standby: 'step_state' for all 6 functions ($nss)"; }
+[ "$nss" = 7 ] && check ok "read_paths() on the standby: 'step_state' for all 7 functions" \
+  || { qb -c "SELECT function_name || ': ' || path || ' (' || coalesce(reason, '') || ')' FROM tasker_core.read_paths()" | sed 's/^/    /'; check bad "read_paths() on the standby: 'step_state' for all 7 functions ($nss)"; }
 qp -f "$work/reads.sql" > "$work/reads.primary"
 st=$(qb -c "\\o $work/reads.standby" -f "$work/reads.sql" -c "\\o" -c "$stats")
 if cmp -s "$work/reads.primary" "$work/reads.standby"; then

@@ -192,8 +192,8 @@ for path in - "$PUBFIRST" "$EVIL"; do
   step "[$p] status()" "$dba" "$path" ok <<<"SELECT object, kind, state FROM tasker_core.status()"
   natives=$(out | grep -c '|function|native$' || true); triggers=$(out | grep -c '|trigger|installed$' || true)
   views=$(out | grep -c '|view|native$' || true)
-  [ "$natives" = 6 ] && [ "$triggers" = 7 ] && [ "$views" = 1 ] && check ok "[$p] status(): 6 functions native, 7 triggers installed, the view native" \
-    || check bad "[$p] status(): $natives functions native, $triggers triggers installed, $views views native (want 6, 7 and 1)"
+  [ "$natives" = 9 ] && [ "$triggers" = 7 ] && [ "$views" = 1 ] && check ok "[$p] status(): 9 functions native, 7 triggers installed, the view native" \
+    || check bad "[$p] status(): $natives functions native, $triggers triggers installed, $views views native (want 9, 7 and 1)"
   step "[$p] the native view, whole and by task" "$dba" "$path" ok <<SQL
 SELECT pg_catalog.count(*) FROM public.tasker_step_dag_relationships;
 SELECT v.* FROM public.tasker_step_dag_relationships v WHERE v.task_id OPERATOR(pg_catalog.=) $tt;
@@ -382,9 +382,10 @@ SQL
 step "disable() with a saved copy switched from PL/pgSQL to SQL" "$dba" - ok <<<"SELECT object, action FROM tasker_core.disable()"
 step "enable() again over the SQL-language Rails function" "$dba" - ok <<<"SELECT pg_catalog.count(*) FROM tasker_core.enable()"
 # 5. Values whose input runs a domain CHECK (the app's function) while PostgreSQL parses the
-# definition: an SQL body (checked because check_function_bodies is on), and an argument default
-# (parsed whatever check_function_bodies says). redefine_as() runs the definition under
-# SET ROLE tasker_app inside the DBA's session, where the session user is a superuser.
+# definition: an SQL body (redefine_as() copies with check_function_bodies off, as pg_dump
+# restores, so it is not parsed then; it would run as tasker_app if it were), and an argument
+# default (parsed whatever check_function_bodies says). redefine_as() runs the definition as
+# tasker_app, sandboxed, inside the DBA's session, where the session user is a superuser.
 quiet aq <<SQL
 CREATE OR REPLACE FUNCTION public.calculate_dependency_levels_before_tasker_core(input_task_id bigint)
 RETURNS $lvl_result LANGUAGE sql STABLE

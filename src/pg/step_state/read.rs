@@ -429,6 +429,35 @@ pub fn health(layout: &Layout) -> Result<HealthCounts, TaskerError> {
     }
 }
 
+/// Every row's step id (None: the task's own row), task, current state and that state's time,
+/// from one pass over step_state (the steps' most_recent transitions and the tasks that exist,
+/// while it is valid), to `each`.
+pub fn current_states(
+    layout: &Layout,
+    mut each: impl FnMut(Option<i64>, i64, Option<&[u8]>, Option<i64>),
+) -> Result<(), TaskerError> {
+    let ncols = [layout.step.attno(), layout.task.attno(), layout.state.attno(), layout.state_since.attno()]
+        .into_iter()
+        .max()
+        .unwrap_or(1);
+    let mut scan = SeqScan::open(layout.heap, ncols)
+        .ok_or_else(|| broken("tasker_core.step_state could not be opened"))?
+        .prefix_only();
+    let mut ok = true;
+    scan.each(|row| {
+        let Some(task) = row.i64(layout.task) else {
+            ok = false;
+            return;
+        };
+        each(row.i64(layout.step), task, row.bytes(layout.state), row.timestamp(layout.state_since));
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(broken("a row without task_id"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{order_by_task, runs, sequential_is_cheaper, Rank};
