@@ -16,7 +16,6 @@ set -euo pipefail
 export PGOPTIONS="${PGOPTIONS:-} -c client_min_messages=warning"
 here=$(cd "$(dirname "$0")" && pwd); fixtures="$here/../fixtures"
 conn=${1:?connection string}; seeds=${2:-3}; tasks=${3:-150}
-engine=${TASKER_ENGINE:-/work/.mirror/jcoletaylor+tasker/repo}
 command psql "$conn dbname=postgres" -X -q -v ON_ERROR_STOP=1 \
   -c "DROP DATABASE IF EXISTS tasker_analytics_diff" -c "CREATE DATABASE tasker_analytics_diff" >/dev/null
 db() { command psql "$conn dbname=tasker_analytics_diff" -X -q -At -v ON_ERROR_STOP=1 "$@"; }
@@ -26,12 +25,8 @@ check() { if [ "$2" = 0 ]; then passed=$((passed + 1)); echo "  ok: $1"; else fa
 db -f "$fixtures/${FIXTURE:-tasker_schema.sql}" -f "$fixtures/generator.sql" -c "CREATE EXTENSION tasker_core" \
    -c "CREATE SCHEMA ana_ref" -c "SET search_path = ana_ref, public" -f "$fixtures/reference_analytics.sql" >/dev/null
 
-structure=""
-if git --git-dir="$engine" rev-parse HEAD >/dev/null 2>&1; then
-  structure=$(git --git-dir="$engine" show HEAD:spec/dummy/db/structure.sql 2>/dev/null || true)
-elif [ -f "$engine/spec/dummy/db/structure.sql" ]; then
-  structure=$(cat "$engine/spec/dummy/db/structure.sql")
-fi
+. "$here/engine_structure.sh"
+structure=$(engine_structure)
 if [ -n "$structure" ]; then
   db -c "CREATE SCHEMA ana_engine" >/dev/null
   echo "$structure" | awk '/^CREATE FUNCTION public\.(get_analytics_metrics_v01|get_slowest_steps_v01|get_slowest_tasks_v01)\(/ { on = 1 }

@@ -14,7 +14,6 @@ set -euo pipefail
 export PGOPTIONS="${PGOPTIONS:-} -c client_min_messages=warning"
 here=$(cd "$(dirname "$0")" && pwd); fixtures="$here/../fixtures"
 conn=${1:?connection string}; seeds=${2:-4}; tasks=${3:-150}
-engine=${TASKER_ENGINE:-/work/.mirror/jcoletaylor+tasker/repo}
 command psql "$conn dbname=postgres" -X -q -v ON_ERROR_STOP=1 \
   -c "DROP DATABASE IF EXISTS tasker_dag_diff" -c "CREATE DATABASE tasker_dag_diff" >/dev/null
 db() { command psql "$conn dbname=tasker_dag_diff" -X -q -At -v ON_ERROR_STOP=1 "$@"; }
@@ -28,12 +27,8 @@ db -f "$fixtures/${FIXTURE:-tasker_schema.sql}" -f "$fixtures/generator.sql" -f 
 trap 'db -c "DROP OWNED BY dag_reader_$$" -c "DROP ROLE IF EXISTS dag_reader_$$" >/dev/null 2>&1 || true' EXIT
 
 # The engine's own view, renamed, when its structure.sql is at hand.
-structure=""
-if git --git-dir="$engine" rev-parse HEAD >/dev/null 2>&1; then
-  structure=$(git --git-dir="$engine" show HEAD:spec/dummy/db/structure.sql 2>/dev/null || true)
-elif [ -f "$engine/spec/dummy/db/structure.sql" ]; then
-  structure=$(cat "$engine/spec/dummy/db/structure.sql")
-fi
+. "$here/engine_structure.sh"
+structure=$(engine_structure)
 if [ -n "$structure" ]; then
   echo "$structure" | awk '/^CREATE VIEW public\.tasker_step_dag_relationships AS/ { on = 1 } on { print } on && /;$/ { on = 0 }' \
     | sed 's/^CREATE VIEW public\.tasker_step_dag_relationships AS/CREATE VIEW public.engine_dag_relationships AS/' | db >/dev/null
