@@ -7,8 +7,8 @@
 --
 -- Same rows as Rails' view: parents and children as jsonb arrays sorted ascending with
 -- duplicate edges kept, cross-task edges included, counts of edges, root and leaf flags, and
--- min_depth_from_root from tasker_core.step_min_depth_from_root (src/pg/dag.rs), which searches
--- backwards from the step instead of walking from every root of the database. Each row's
+-- min_depth_from_root from tasker_core.step_min_depth_from_root (src/pg/dag.rs), which reads the
+-- step's task instead of walking from every root of the database. Each row's
 -- columns come from that row's own edges (LATERAL), so `WHERE workflow_step_id = $1` or
 -- `WHERE task_id = $1` costs that step's or that task's rows only.
 

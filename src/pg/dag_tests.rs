@@ -30,6 +30,49 @@ fn min_depth_from_root_by_hand() {
         error_of("SELECT tasker_core.step_min_depth_from_root(4, 'no_such_schema')").as_deref().map(|e| &e[..5]),
         Some("3F000")
     );
+    // No such step: NULL in both forms.
+    assert_eq!(one::<i32>("SELECT tasker_core.step_min_depth_from_root(999, current_schema()::text)"), None);
+    // Task 3's step 8 hangs below step 4 of task 1: its task is not closed, so it is searched
+    // backwards; the other tasks are read whole. read_path_stats() tells the two apart.
+    Spi::run(
+        "SELECT pg_temp.step(8, 3, 8); SELECT pg_temp.step(9, 3, 9); SELECT pg_temp.edge(4, 8); SELECT pg_temp.edge(8, 9);
+         SELECT tasker_core.read_path_stats_reset();",
+    )
+    .unwrap();
+    assert_eq!(depths("8,9"), "8:3 9:4");
+    assert_eq!(
+        text(
+            "SELECT string_agg(path || '=' || calls, ' ' ORDER BY path) FROM tasker_core.read_path_stats()
+              WHERE function_name = 'step_min_depth_from_root'"
+        ),
+        "search=2"
+    );
+    assert_eq!(depths("1,2,3,4"), "1:0 2:1 3:1 4:2");
+    assert_eq!(
+        text(
+            "SELECT string_agg(path || '=' || calls, ' ' ORDER BY path) FROM tasker_core.read_path_stats()
+              WHERE function_name = 'step_min_depth_from_root'"
+        ),
+        "search=2 task=4"
+    );
+}
+
+#[pg_test]
+fn min_depth_kept_only_under_one_snapshot() {
+    diamond();
+    // PL/pgSQL keeps a simple expression's call site for the transaction: the depth read in
+    // the first pass must not be served after the edge 10 -> 4 made step 4 one level deep.
+    Spi::run(
+        "CREATE TEMP TABLE seen (pass int, depth int);
+         DO $$ DECLARE d int; BEGIN
+           FOR pass IN 1..2 LOOP
+             d := tasker_core.step_min_depth_from_root(4::bigint);
+             INSERT INTO seen VALUES (pass, d);
+             IF pass = 1 THEN PERFORM pg_temp.step(10, 1, 10); PERFORM pg_temp.edge(10, 4); END IF;
+           END LOOP; END $$;",
+    )
+    .unwrap();
+    assert_eq!(text("SELECT string_agg(depth::text, ' ' ORDER BY pass) FROM seen"), "2 1");
 }
 
 #[pg_test]

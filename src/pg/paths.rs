@@ -38,6 +38,10 @@ pub enum ReadFn {
     Levels,
     Health,
     Analytics,
+    /// `step_min_depth_from_root`: counted ("task": from its task's edges at once, "search":
+    /// searched backwards, the task having an edge from another task), not listed by
+    /// `read_paths()` (no step state path).
+    MinDepth,
 }
 
 impl ReadFn {
@@ -60,6 +64,7 @@ impl ReadFn {
             ReadFn::Levels => "calculate_dependency_levels",
             ReadFn::Health => "get_system_health_counts_v01",
             ReadFn::Analytics => "get_analytics_metrics_v01",
+            ReadFn::MinDepth => "step_min_depth_from_root",
         }
     }
 }
@@ -89,7 +94,7 @@ pub struct Site {
 /// visible rows: the source row, read under it, and with it the decision, are unchanged.
 /// Privileges are checked once per key, as the executor checks them once per query.
 #[derive(Clone, Copy, PartialEq, Eq)]
-struct Snap {
+pub struct Snap {
     at: usize,
     xmin: pg_sys::TransactionId,
     xmax: pg_sys::TransactionId,
@@ -99,7 +104,7 @@ struct Snap {
 
 impl Snap {
     /// The key of the active snapshot (None: no MVCC snapshot is active: decide every call).
-    fn active() -> Option<Snap> {
+    pub fn active() -> Option<Snap> {
         // SAFETY: reads the active snapshot, which is set while a query runs.
         unsafe {
             if !pg_sys::ActiveSnapshotSet() {

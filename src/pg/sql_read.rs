@@ -187,12 +187,9 @@ pub fn graph(tables: &Tables, task_id: i64) -> TaskGraph {
 }
 
 /// `min_depth_from_root` of step `step` as Rails' view computes it (rules::dag): one query per
-/// level of the search, for the edges into that level's steps. With `must_exist`, a step that
-/// is not in tasker_workflow_steps has none (NULL) rather than being taken for a root.
-pub fn min_depth_from_root(tables: &Tables, step: i64, must_exist: bool) -> Option<i32> {
+/// level of the search, for the edges into that level's steps (the caller knows the step exists).
+pub fn min_depth_from_root(tables: &Tables, step: i64) -> Option<i32> {
     let q = tables.qualified();
-    let exists_sql =
-        format!("SELECT 1 FROM {steps} ws WHERE ws.workflow_step_id OPERATOR(pg_catalog.=) $1", steps = q[STEPS]);
     let one_sql = format!(
         "SELECT e.to_step_id::pg_catalog.int8, e.from_step_id::pg_catalog.int8 FROM {edges} e \
           WHERE {}",
@@ -207,9 +204,6 @@ pub fn min_depth_from_root(tables: &Tables, step: i64, must_exist: bool) -> Opti
     );
     reading(tables, || {
         pgrx::spi::Spi::connect(|_| {
-            if must_exist && spi::run(&exists_sql, &[Arg::Int8(step)], true, |rows| rows.is_empty())? {
-                return Ok(None);
-            }
             dag::min_depth_from_root(step, |frontier, out| {
                 let (sql, arg) = match frontier {
                     [one] => (&one_sql, Arg::Int8(*one)),
@@ -221,6 +215,25 @@ pub fn min_depth_from_root(tables: &Tables, step: i64, must_exist: bool) -> Opti
                 })
             })
         })
+    })
+    .or_raise()
+}
+
+/// The steps of the task of step `step`, each with the step an edge into it comes from (None
+/// for a step without one; one row per edge): what `rules::dag::depths_of_closed_set` needs.
+/// Empty when there is no such step.
+pub fn task_parents_of_step(tables: &Tables, step: i64) -> Vec<(i64, Option<i64>)> {
+    let q = tables.qualified();
+    let sql = format!(
+        "SELECT ws.workflow_step_id::pg_catalog.int8, e.from_step_id::pg_catalog.int8 \
+           FROM {steps} ws LEFT JOIN {edges} e ON e.to_step_id OPERATOR(pg_catalog.=) ws.workflow_step_id \
+          WHERE ws.task_id OPERATOR(pg_catalog.=) \
+                (SELECT s.task_id FROM {steps} s WHERE s.workflow_step_id OPERATOR(pg_catalog.=) $1)",
+        steps = q[STEPS],
+        edges = q[EDGES]
+    );
+    run_by_ids(tables, &sql, &[step], |rows| {
+        (0..rows.len()).filter_map(|r| Some((rows.i64(r, 1)?, rows.i64(r, 2)))).collect()
     })
     .or_raise()
 }

@@ -9,7 +9,7 @@
 //! a later level cannot shorten anything, so each step is expanded once: cycles end, and a
 //! cycle that no root reaches ends with no answer, as Rails' walk (which never enters it) does.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 
 /// Rails' walk extends a path only while its depth is below 50, so 50 is the deepest answer.
 pub const DEPTH_CAP: i32 = 50;
@@ -41,6 +41,46 @@ pub fn min_depth_from_root<E>(
         frontier = next;
     }
     Ok(None)
+}
+
+/// `min_depth_from_root` of every step of `steps` at once, when the set is closed under
+/// parents: `edges` (as `(from_step_id, to_step_id)`) holds every edge into a step of the set,
+/// and each comes from a step of the set (a task whose edges stay inside it). Then a root that
+/// reaches one of the set's steps is in the set, and Rails' walk restricted to the set gives
+/// the same depths: breadth first from the set's roots, not past [`DEPTH_CAP`]. Steps no root
+/// reaches (cycles, and what lies beyond the cap) map to None. Edges that leave the set
+/// (`to` outside it) are ignored.
+pub fn depths_of_closed_set(steps: &[i64], edges: &[(i64, i64)]) -> HashMap<i64, Option<i32>> {
+    let mut depths: HashMap<i64, Option<i32>> = steps.iter().map(|&s| (s, None)).collect();
+    let mut children: HashMap<i64, Vec<i64>> = HashMap::new();
+    let mut has_parent: HashSet<i64> = HashSet::with_capacity(edges.len());
+    for &(from, to) in edges {
+        if depths.contains_key(&to) {
+            children.entry(from).or_default().push(to);
+            has_parent.insert(to);
+        }
+    }
+    let mut queue: VecDeque<(i64, i32)> = VecDeque::new();
+    for &s in steps {
+        if !has_parent.contains(&s) {
+            if let Some(d @ None) = depths.get_mut(&s) {
+                *d = Some(0);
+                queue.push_back((s, 0));
+            }
+        }
+    }
+    while let Some((s, depth)) = queue.pop_front() {
+        if depth == DEPTH_CAP {
+            continue;
+        }
+        for &child in children.get(&s).map_or(&[][..], Vec::as_slice) {
+            if let Some(d @ None) = depths.get_mut(&child) {
+                *d = Some(depth + 1);
+                queue.push_back((child, depth + 1));
+            }
+        }
+    }
+    depths
 }
 
 #[cfg(test)]
@@ -115,7 +155,39 @@ mod tests {
         assert_eq!(r, Err("boom"));
     }
 
+    #[test]
+    fn a_closed_set_at_once() {
+        let chain: Vec<(i64, i64)> = (1..60).map(|i| (i, i + 1)).collect();
+        let steps: Vec<i64> = (1..=60).collect();
+        let d = depths_of_closed_set(&steps, &chain);
+        assert_eq!((d[&1], d[&2], d[&51], d[&52], d[&60]), (Some(0), Some(1), Some(50), None, None));
+        let d = depths_of_closed_set(&[1, 2, 3, 7], &[(1, 2), (2, 3), (3, 1), (7, 7)]);
+        assert!(d.values().all(Option::is_none));
+        // Duplicate edges and duplicate steps change nothing; an edge leaving the set is ignored.
+        let d = depths_of_closed_set(&[1, 2, 2, 3], &[(1, 2), (1, 2), (2, 3), (3, 99)]);
+        assert_eq!((d[&1], d[&2], d[&3], d.get(&99)), (Some(0), Some(1), Some(2), None));
+    }
+
     proptest! {
+        #[test]
+        fn a_closed_set_equals_the_forward_walk(n in 1i64..30, raw in proptest::collection::vec((0i64..30, 0i64..30), 0..80),
+                                               long in 0usize..70) {
+            let mut edges: Vec<(i64, i64)> = raw.into_iter().map(|(a, b)| (a % n, b % n)).collect();
+            let mut steps: Vec<i64> = (0..n).collect();
+            let mut prev = 0;
+            for i in 0..long as i64 {
+                let s = 1000 + i;
+                edges.push((prev, s));
+                steps.push(s);
+                prev = s;
+            }
+            let all = depths_of_closed_set(&steps, &edges);
+            prop_assert_eq!(all.len(), steps.len());
+            for &s in &steps {
+                prop_assert_eq!(all[&s], forward_walk(&steps, &edges, s));
+            }
+        }
+
         #[test]
         fn equals_the_forward_walk(n in 1i64..30, raw in proptest::collection::vec((0i64..30, 0i64..30), 0..80),
                                    long in 0usize..70) {

@@ -78,6 +78,11 @@ SELECT a.workflow_step_id, b.workflow_step_id, 'provides', LOCALTIMESTAMP, LOCAL
 INSERT INTO tasker_workflow_step_edges (from_step_id, to_step_id, name, created_at, updated_at)
 SELECT workflow_step_id, workflow_step_id, 'provides', LOCALTIMESTAMP, LOCALTIMESTAMP
   FROM tasker_workflow_steps WHERE task_id = (SELECT min(task_id) + 2 FROM tasker_tasks) ORDER BY 1 LIMIT 1;
+-- An edge from the last step of one task into the first step of another (legacy data).
+INSERT INTO tasker_workflow_step_edges (from_step_id, to_step_id, name, created_at, updated_at)
+SELECT (SELECT max(workflow_step_id) FROM tasker_workflow_steps WHERE task_id = (SELECT min(task_id) + 3 FROM tasker_tasks)),
+       (SELECT min(workflow_step_id) FROM tasker_workflow_steps WHERE task_id = (SELECT min(task_id) + 5 FROM tasker_tasks)),
+       'provides', LOCALTIMESTAMP, LOCALTIMESTAMP;
 ANALYZE;
 SQL
   db -c "DROP TABLE IF EXISTS before_rows" -c "CREATE TABLE before_rows AS SELECT * FROM tasker_step_dag_relationships" >/dev/null
@@ -94,6 +99,11 @@ SQL
   db -c "SELECT count(*) FROM tasker_core.enable(functions => false, triggers => false)" >/dev/null
   check "status(): native" "$(db -c "SELECT count(*) FROM tasker_core.status() WHERE kind = 'view' AND state <> 'native'")"
   check "whole view: native == Rails' rows" "$(db -c "$(diff_sql before_rows true)")"
+  # Both ways of finding a depth were taken: from the task's edges at once, and the search
+  # backwards for the tasks an edge from another task reaches.
+  paths=$(db -c "SELECT tasker_core.read_path_stats_reset()" -c "SELECT count(*) FROM tasker_step_dag_relationships WHERE min_depth_from_root IS NOT NULL" \
+             -c "SELECT string_agg(path || '=' || (calls > 0), ',' ORDER BY path) FROM tasker_core.read_path_stats() WHERE function_name = 'step_min_depth_from_root'" | tail -1)
+  check "depth paths taken: $paths" "$([ "$paths" = "search=true,task=true" ] && echo 0 || echo 1)"
   out=$(db -c "$(lookups_sql before_rows)" 2>&1)
   check "lookups by step (300) and by task (100)" "$(echo "$out" | sed -n 's/.*lookup differences \([0-9]*\).*/\1/p')" "$out"
   check "the grant and the dependent view survive" \
