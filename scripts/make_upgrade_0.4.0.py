@@ -162,7 +162,8 @@ DROP FUNCTION tasker_core.step_state_refresh_states(bigint[], oid);
 DROP FUNCTION tasker_core.enable(name, boolean, boolean);
 
 -- The step state: a new column order (the columns reads deform first; parents last), parent
--- counters, a replica identity, the identity of the server that built it. The 0.3.0 table steps
+-- counters, the steps' creation times and the index of unsettled steps (analytics), a replica
+-- identity, the identity of the server that built it. The 0.3.0 table steps
 -- aside here, the new one is created below as a fresh install creates it, and it is filled from
 -- the old one at the end (the same rows: a copy that was valid stays valid).
 -- The DDL watch judges the step state after every DDL command; this script's own commands
@@ -228,6 +229,23 @@ BEGIN
     END LOOP;
 END
 $grants$;
+-- The steps' creation times (new in 0.4.0: the analytics read them), from the steps table the
+-- copy mirrors.
+DO $created$
+DECLARE
+    steps text;
+BEGIN
+    SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) INTO steps
+      FROM tasker_core.step_state_source s
+      JOIN pg_catalog.pg_class c ON c.oid = s.steps
+      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace;
+    IF steps IS NOT NULL THEN
+        EXECUTE pg_catalog.format(
+            'UPDATE tasker_core.step_state d SET step_created_at = ws.created_at::pg_catalog."timestamp" FROM %s ws '
+            'WHERE d.workflow_step_id OPERATOR(pg_catalog.=) ws.workflow_step_id', steps);
+    END IF;
+END
+$created$;
 DROP TABLE tasker_core.step_state_0_3_0;
 ANALYZE tasker_core.step_state;
 -- The maintenance now works with the Tasker tables' owner's rights (as step_state_enable()

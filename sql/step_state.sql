@@ -30,6 +30,7 @@ CREATE TABLE tasker_core.step_state (
     last_attempted_at       timestamp,
     current_state           text,      -- to_state of the step's (task's) most_recent transition; NULL: none
     state_since             timestamp, -- created_at of that transition
+    step_created_at         timestamp, -- tasker_workflow_steps.created_at (analytics); NULL on the task's row
     backoff_request_seconds integer,
     named_step_id           integer,   -- NULL on the task's row
     name                    text,      -- tasker_named_steps.name; NULL: no such named step
@@ -40,6 +41,12 @@ CREATE UNIQUE INDEX step_state_by_task ON tasker_core.step_state (task_id, workf
 CREATE UNIQUE INDEX step_state_by_step ON tasker_core.step_state (workflow_step_id) WHERE workflow_step_id IS NOT NULL;
 CREATE UNIQUE INDEX step_state_task_row ON tasker_core.step_state (task_id) WHERE workflow_step_id IS NULL;
 CREATE INDEX step_state_by_named_step ON tasker_core.step_state (named_step_id) WHERE named_step_id IS NOT NULL;
+-- The steps whose current state is not settled, by task: get_analytics_metrics_v01's active
+-- tasks without a pass over every row. Its predicate names current_state, so a change of state
+-- is never a HOT update (the write cost is measured in docs/benchmarks.md).
+CREATE INDEX step_state_unsettled ON tasker_core.step_state (task_id)
+ WHERE workflow_step_id IS NOT NULL
+   AND current_state OPERATOR(pg_catalog.<>) ALL ('{complete,error,skipped,resolved_manually}'::pg_catalog.text[]);
 -- A copy of Tasker data: nobody reads or writes it through SQL but the extension's owner and,
 -- once step_state_enable() grants it, the Tasker tables' owner (the maintenance works with its
 -- rights). The read functions check the caller's SELECT privilege on the Tasker tables themselves.
@@ -88,6 +95,7 @@ AS $$
            ('tasker_workflow_steps', 'attempts', 'integer'),
            ('tasker_workflow_steps', 'last_attempted_at', 'timestamp without time zone'),
            ('tasker_workflow_steps', 'backoff_request_seconds', 'integer'),
+           ('tasker_workflow_steps', 'created_at', 'timestamp without time zone'),
            ('tasker_named_steps', 'named_step_id', 'integer'),
            ('tasker_named_steps', 'name', 'character varying'),
            ('tasker_workflow_step_transitions', 'id', 'bigint'),
@@ -290,16 +298,16 @@ BEGIN
         ELSE
             ids := ARRAY(SELECT c.workflow_step_id FROM (
                 (SELECT workflow_step_id, task_id, named_step_id, retryable, retry_limit, in_process, processed,
-                        attempts, last_attempted_at, backoff_request_seconds FROM new_rows
+                        attempts, last_attempted_at, backoff_request_seconds, created_at FROM new_rows
                  EXCEPT ALL
                  SELECT workflow_step_id, task_id, named_step_id, retryable, retry_limit, in_process, processed,
-                        attempts, last_attempted_at, backoff_request_seconds FROM old_rows)
+                        attempts, last_attempted_at, backoff_request_seconds, created_at FROM old_rows)
                 UNION ALL
                 (SELECT workflow_step_id, task_id, named_step_id, retryable, retry_limit, in_process, processed,
-                        attempts, last_attempted_at, backoff_request_seconds FROM old_rows
+                        attempts, last_attempted_at, backoff_request_seconds, created_at FROM old_rows
                  EXCEPT ALL
                  SELECT workflow_step_id, task_id, named_step_id, retryable, retry_limit, in_process, processed,
-                        attempts, last_attempted_at, backoff_request_seconds FROM new_rows)) c);
+                        attempts, last_attempted_at, backoff_request_seconds, created_at FROM new_rows)) c);
         END IF;
     ELSIF TG_RELID = src.transitions THEN
         IF TG_OP = 'INSERT' THEN

@@ -59,7 +59,8 @@ DROP FUNCTION tasker_core.step_state_refresh_states(bigint[], oid);
 DROP FUNCTION tasker_core.enable(name, boolean, boolean);
 
 -- The step state: a new column order (the columns reads deform first; parents last), parent
--- counters, a replica identity, the identity of the server that built it. The 0.3.0 table steps
+-- counters, the steps' creation times and the index of unsettled steps (analytics), a replica
+-- identity, the identity of the server that built it. The 0.3.0 table steps
 -- aside here, the new one is created below as a fresh install creates it, and it is filled from
 -- the old one at the end (the same rows: a copy that was valid stays valid).
 -- The DDL watch judges the step state after every DDL command; this script's own commands
@@ -899,6 +900,7 @@ CREATE TABLE tasker_core.step_state (
     last_attempted_at       timestamp,
     current_state           text,      -- to_state of the step's (task's) most_recent transition; NULL: none
     state_since             timestamp, -- created_at of that transition
+    step_created_at         timestamp, -- tasker_workflow_steps.created_at (analytics); NULL on the task's row
     backoff_request_seconds integer,
     named_step_id           integer,   -- NULL on the task's row
     name                    text,      -- tasker_named_steps.name; NULL: no such named step
@@ -912,6 +914,10 @@ CREATE UNIQUE INDEX step_state_by_step ON tasker_core.step_state (workflow_step_
 CREATE UNIQUE INDEX step_state_task_row ON tasker_core.step_state (task_id) WHERE workflow_step_id IS NULL;
 
 CREATE INDEX step_state_by_named_step ON tasker_core.step_state (named_step_id) WHERE named_step_id IS NOT NULL;
+
+CREATE INDEX step_state_unsettled ON tasker_core.step_state (task_id)
+ WHERE workflow_step_id IS NOT NULL
+   AND current_state OPERATOR(pg_catalog.<>) ALL ('{complete,error,skipped,resolved_manually}'::pg_catalog.text[]);
 
 REVOKE ALL ON tasker_core.step_state FROM PUBLIC;
 
@@ -936,6 +942,7 @@ AS $$
            ('tasker_workflow_steps', 'attempts', 'integer'),
            ('tasker_workflow_steps', 'last_attempted_at', 'timestamp without time zone'),
            ('tasker_workflow_steps', 'backoff_request_seconds', 'integer'),
+           ('tasker_workflow_steps', 'created_at', 'timestamp without time zone'),
            ('tasker_named_steps', 'named_step_id', 'integer'),
            ('tasker_named_steps', 'name', 'character varying'),
            ('tasker_workflow_step_transitions', 'id', 'bigint'),
@@ -1127,16 +1134,16 @@ BEGIN
         ELSE
             ids := ARRAY(SELECT c.workflow_step_id FROM (
                 (SELECT workflow_step_id, task_id, named_step_id, retryable, retry_limit, in_process, processed,
-                        attempts, last_attempted_at, backoff_request_seconds FROM new_rows
+                        attempts, last_attempted_at, backoff_request_seconds, created_at FROM new_rows
                  EXCEPT ALL
                  SELECT workflow_step_id, task_id, named_step_id, retryable, retry_limit, in_process, processed,
-                        attempts, last_attempted_at, backoff_request_seconds FROM old_rows)
+                        attempts, last_attempted_at, backoff_request_seconds, created_at FROM old_rows)
                 UNION ALL
                 (SELECT workflow_step_id, task_id, named_step_id, retryable, retry_limit, in_process, processed,
-                        attempts, last_attempted_at, backoff_request_seconds FROM old_rows
+                        attempts, last_attempted_at, backoff_request_seconds, created_at FROM old_rows
                  EXCEPT ALL
                  SELECT workflow_step_id, task_id, named_step_id, retryable, retry_limit, in_process, processed,
-                        attempts, last_attempted_at, backoff_request_seconds FROM new_rows)) c);
+                        attempts, last_attempted_at, backoff_request_seconds, created_at FROM new_rows)) c);
         END IF;
     ELSIF TG_RELID = src.transitions THEN
         IF TG_OP = 'INSERT' THEN
@@ -1858,6 +1865,23 @@ BEGIN
     END LOOP;
 END
 $grants$;
+-- The steps' creation times (new in 0.4.0: the analytics read them), from the steps table the
+-- copy mirrors.
+DO $created$
+DECLARE
+    steps text;
+BEGIN
+    SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) INTO steps
+      FROM tasker_core.step_state_source s
+      JOIN pg_catalog.pg_class c ON c.oid = s.steps
+      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace;
+    IF steps IS NOT NULL THEN
+        EXECUTE pg_catalog.format(
+            'UPDATE tasker_core.step_state d SET step_created_at = ws.created_at::pg_catalog."timestamp" FROM %s ws '
+            'WHERE d.workflow_step_id OPERATOR(pg_catalog.=) ws.workflow_step_id', steps);
+    END IF;
+END
+$created$;
 DROP TABLE tasker_core.step_state_0_3_0;
 ANALYZE tasker_core.step_state;
 -- The maintenance now works with the Tasker tables' owner's rights (as step_state_enable()

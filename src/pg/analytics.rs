@@ -1,6 +1,10 @@
 //! The analytics functions (orchestration.md F): the counts behind `get_analytics_metrics_v01`
-//! (rules::analytics), read from the step state when pg::paths allows it (one pass instead of
-//! Rails' joins over every step's transitions) and otherwise with SQL over the Tasker tables.
+//! (rules::analytics), read from the step state when pg::paths allows it, and otherwise with SQL
+//! over the Tasker tables. From the step state: the steps of the period's and the last hour's
+//! tasks by index, and the active tasks from the index of unsettled steps
+//! (`step_state_unsettled`); or, when those tasks are many (`tasker_core.batch_scan`), one pass
+//! over all of it instead of Rails' joins over every step's transitions. `read_path_stats()`
+//! names the three ways `step_state`, `step_state_scan` and `sql`.
 //! sql/analytics.sql turns the counts into Rails' row (its rounding and rates, in numeric), and
 //! holds `get_slowest_steps_v01` and `get_slowest_tasks_v01`, which are plain SQL.
 //!
@@ -16,7 +20,7 @@ use crate::pg::paths::{self, ReadFn};
 use crate::pg::report::OrRaise;
 use crate::pg::sql_read;
 use crate::pg::step_state::read;
-use crate::rules::analytics::{fold, Metrics, StepKind, StepState};
+use crate::rules::analytics::{fold, Active, Fold, Metrics, StepKind, StepState};
 use crate::rules::idhash::IdSet;
 
 /// The counts of `get_analytics_metrics_v01` for the period after `start`: the tasks with a
@@ -50,23 +54,43 @@ fn analytics_counts(
     // SAFETY: CurrentMemoryContext is the call's; the site's lookups live as long as `site`.
     let context = unsafe { pg_sys::CurrentMemoryContext };
     let choice = paths::choose(&mut site, context).or_raise();
-    let facts = sql_read::analytics_facts(&choice.tables, start);
+    let facts = sql_read::analytics_facts(&choice.tables, start, choice.step_state.is_none());
     let m: Metrics = match choice.step_state {
         Some(layout) => {
-            paths::count(ReadFn::Analytics, "step_state");
-            // The task rows of the step state are the tasks that exist (Rails' inner join).
-            let mut steps = Vec::new();
-            let mut tasks = IdSet::default();
-            read::current_states(&layout, |step, task, state, since| match step {
-                Some(step) => {
-                    steps.push(StepState { workflow_step_id: step, task_id: task, kind: StepKind::of(state), since })
+            // The tasks the period and the last hour need the steps of, ascending.
+            let mut wanted: Vec<i64> =
+                facts.tasks.iter().filter(|t| t.in_period || t.in_last_hour).map(|t| t.task_id).collect();
+            wanted.sort_unstable();
+            wanted.dedup();
+            let mut f = Fold::new(&facts.tasks);
+            let mut step = |r: &read::StateRow<'_>| {
+                let Some(workflow_step_id) = r.step else { return };
+                let s = StepState { workflow_step_id, task_id: r.task, kind: StepKind::of(r.state), since: r.since };
+                match r.step_created_at {
+                    Some(created_at) => f.step_created(s, created_at),
+                    // Not one of the period's steps, as a step with no creation time is not in SQL.
+                    None => f.step(s),
                 }
-                None => {
-                    tasks.insert(task);
-                }
-            })
-            .or_raise();
-            fold(&facts.tasks, steps.into_iter().filter(|s| tasks.contains(&s.task_id)), &facts.period_steps)
+            };
+            if read::analytics_reads_all(&layout, wanted.len()) {
+                // One pass: every step, and the task rows (the tasks that exist: Rails' inner join).
+                paths::count(ReadFn::Analytics, "step_state_scan");
+                let mut tasks = IdSet::default();
+                read::current_states(&layout, |r| match r.step {
+                    Some(_) => step(r),
+                    None => {
+                        tasks.insert(r.task);
+                    }
+                })
+                .or_raise();
+                f.finish(&[], Active::SeenIn(&tasks))
+            } else {
+                // The wanted tasks' steps by index; the active tasks from the unsettled steps' index.
+                paths::count(ReadFn::Analytics, "step_state");
+                read::states_of_tasks(&layout, &wanted, step).or_raise();
+                let active = read::active_tasks(&choice.tables).or_raise();
+                f.finish(&[], Active::Counted(active))
+            }
         }
         None => {
             paths::count(ReadFn::Analytics, "sql");

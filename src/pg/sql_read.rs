@@ -238,10 +238,11 @@ pub fn task_parents_of_step(tables: &Tables, step: i64) -> Vec<(i64, Option<i64>
     .or_raise()
 }
 
-/// The tasks, the period's steps and the name counts of `get_analytics_metrics_v01` for the
-/// period after `start` (rules::analytics): the time comparisons are PostgreSQL's, as in Rails'
-/// query (a stored timestamp against a timestamptz, in the session's TimeZone).
-pub fn analytics_facts(tables: &Tables, start: i64) -> Facts {
+/// The tasks, the period's steps (when `with_period_steps`; the step state holds what they
+/// give) and the name counts of `get_analytics_metrics_v01` for the period after `start`
+/// (rules::analytics): the time comparisons are PostgreSQL's, as in Rails' query (a stored
+/// timestamp against a timestamptz, in the session's TimeZone).
+pub fn analytics_facts(tables: &Tables, start: i64, with_period_steps: bool) -> Facts {
     let q = tables.qualified();
     let named_tasks = tasker::qualified(tasker::resolve_table("tasker_named_tasks", None).or_raise());
     let namespaces = tasker::qualified(tasker::resolve_table("tasker_task_namespaces", None).or_raise());
@@ -294,18 +295,22 @@ pub fn analytics_facts(tables: &Tables, start: i64) -> Facts {
             } else {
                 (&steps_by_ids_sql, vec![Arg::Int8Array(&ids)])
             };
-            let period_steps = spi::run(sql, &args, true, |rows| {
-                (0..rows.len())
-                    .filter_map(|r| {
-                        Some(PeriodStep {
-                            workflow_step_id: rows.i64(r, 1)?,
-                            task_id: rows.i64(r, 2)?,
-                            created_at: rows.timestamp(r, 3)?,
+            let period_steps = if !with_period_steps {
+                Vec::new()
+            } else {
+                spi::run(sql, &args, true, |rows| {
+                    (0..rows.len())
+                        .filter_map(|r| {
+                            Some(PeriodStep {
+                                workflow_step_id: rows.i64(r, 1)?,
+                                task_id: rows.i64(r, 2)?,
+                                created_at: rows.timestamp(r, 3)?,
+                            })
                         })
-                    })
-                    .filter(|s| period.contains(&s.task_id))
-                    .collect()
-            })?;
+                        .filter(|s| period.contains(&s.task_id))
+                        .collect()
+                })?
+            };
             let (namespaces, task_types) = spi::run(&names_sql, &[], true, |rows| {
                 (rows.i64(0, 1).unwrap_or_default(), rows.i64(0, 2).unwrap_or_default())
             })?;

@@ -903,7 +903,7 @@ fn on_another_layout(body: fn()) {
     with_flag(&ANOTHER_LAYOUT, || on_step_state(body));
     assert_eq!(
         one::<i64>("SELECT count(*) FROM pg_attribute WHERE attrelid = 'tasker_core.step_state'::regclass AND attnum > 0"),
-        Some(18)
+        Some(19)
     );
 }
 

@@ -98,56 +98,132 @@ pub struct Metrics {
     pub step_n: i64,
 }
 
-/// Folds the metrics. `tasks`: at least every task of the period or the last hour; `steps`:
-/// every step whose task exists (a step with no transition may be left out); `period_steps`:
-/// every step of a period task.
-pub fn fold(tasks: &[TaskFact], steps: impl IntoIterator<Item = StepState>, period_steps: &[PeriodStep]) -> Metrics {
-    let by_id: IdMap<i64, TaskFact> = tasks.iter().map(|t| (t.task_id, *t)).collect();
-    let mut active: IdSet<i64> = IdSet::default();
-    let mut complete: IdSet<i64> = IdSet::default();
-    let mut error: IdSet<i64> = IdSet::default();
-    // Complete transitions of the period tasks' steps: step -> time.
-    let mut completed_at: IdMap<i64, i64> = IdMap::default();
-    for s in steps {
+/// How the active tasks are counted.
+#[derive(Clone, Copy, Debug)]
+pub enum Active<'a> {
+    /// The tasks of the steps folded that have an active step (the steps are those of every
+    /// task that exists).
+    Seen,
+    /// As `Seen`, of the tasks in the set only (the tasks that exist).
+    SeenIn(&'a IdSet<i64>),
+    /// Counted elsewhere.
+    Counted(i64),
+}
+
+/// The metrics folded one step at a time: `tasks` is at least every task of the period or the
+/// last hour; every step of those tasks is handed to `step` (a step with no transition may be
+/// left out) or, with its creation time, to `step_created`; then `finish` takes the period's
+/// steps that `step` did not count (each step of a period task once in all).
+pub struct Fold<'a> {
+    tasks: &'a [TaskFact],
+    by_id: IdMap<i64, TaskFact>,
+    active: IdSet<i64>,
+    complete: IdSet<i64>,
+    error: IdSet<i64>,
+    /// Complete transitions of the period tasks' steps: step -> time.
+    completed_at: IdMap<i64, i64>,
+    m: Metrics,
+}
+
+impl<'a> Fold<'a> {
+    pub fn new(tasks: &'a [TaskFact]) -> Fold<'a> {
+        Fold {
+            tasks,
+            by_id: tasks.iter().map(|t| (t.task_id, *t)).collect(),
+            active: IdSet::default(),
+            complete: IdSet::default(),
+            error: IdSet::default(),
+            completed_at: IdMap::default(),
+            m: Metrics::default(),
+        }
+    }
+
+    fn state(&mut self, s: &StepState) {
         match s.kind {
             StepKind::None | StepKind::Settled => {}
             StepKind::Active => {
-                active.insert(s.task_id);
+                self.active.insert(s.task_id);
             }
             StepKind::Error => {
-                error.insert(s.task_id);
+                self.error.insert(s.task_id);
             }
             StepKind::Complete => {
-                complete.insert(s.task_id);
-                if let (Some(at), Some(true)) = (s.since, by_id.get(&s.task_id).map(|t| t.in_period)) {
-                    completed_at.insert(s.workflow_step_id, at);
-                }
+                self.complete.insert(s.task_id);
             }
         }
     }
-    let mut m = Metrics { active_tasks: active.len() as i64, ..Metrics::default() };
-    for t in tasks {
-        if t.in_last_hour {
-            m.recent_completed += i64::from(complete.contains(&t.task_id));
-            m.recent_errors += i64::from(error.contains(&t.task_id));
-        }
-        if t.in_period {
-            m.throughput += 1;
-            m.completions += i64::from(complete.contains(&t.task_id));
-            m.errors += i64::from(error.contains(&t.task_id));
+
+    /// A step and its current state.
+    pub fn step(&mut self, s: StepState) {
+        self.state(&s);
+        if let (StepKind::Complete, Some(at), Some(true)) =
+            (s.kind, s.since, self.by_id.get(&s.task_id).map(|t| t.in_period))
+        {
+            self.completed_at.insert(s.workflow_step_id, at);
         }
     }
-    for s in period_steps {
-        m.step_count += 1;
-        let (Some(&at), Some(task)) = (completed_at.get(&s.workflow_step_id), by_id.get(&s.task_id)) else {
-            continue;
+
+    /// A step, its current state and its creation time: also one of the period's steps when its
+    /// task is a period task.
+    pub fn step_created(&mut self, s: StepState, created_at: i64) {
+        self.state(&s);
+        let Some(task) = self.by_id.get(&s.task_id).filter(|t| t.in_period) else {
+            return;
         };
-        m.task_us += i128::from(at) - i128::from(task.created_at);
-        m.task_n += 1;
-        m.step_us += i128::from(at) - i128::from(s.created_at);
-        m.step_n += 1;
+        let task_created = task.created_at;
+        self.m.step_count += 1;
+        if let (StepKind::Complete, Some(at)) = (s.kind, s.since) {
+            self.add_durations(at, task_created, created_at);
+        }
     }
-    m
+
+    fn add_durations(&mut self, at: i64, task_created: i64, step_created: i64) {
+        self.m.task_us += i128::from(at) - i128::from(task_created);
+        self.m.task_n += 1;
+        self.m.step_us += i128::from(at) - i128::from(step_created);
+        self.m.step_n += 1;
+    }
+
+    /// The metrics, with the period's steps `step` was handed without their creation time.
+    pub fn finish(mut self, period_steps: &[PeriodStep], active: Active<'_>) -> Metrics {
+        for s in period_steps {
+            self.m.step_count += 1;
+            let (Some(&at), Some(task)) = (self.completed_at.get(&s.workflow_step_id), self.by_id.get(&s.task_id))
+            else {
+                continue;
+            };
+            let task_created = task.created_at;
+            self.add_durations(at, task_created, s.created_at);
+        }
+        let mut m = self.m;
+        m.active_tasks = match active {
+            Active::Seen => self.active.len() as i64,
+            Active::SeenIn(exist) => self.active.iter().filter(|t| exist.contains(t)).count() as i64,
+            Active::Counted(n) => n,
+        };
+        for t in self.tasks {
+            if t.in_last_hour {
+                m.recent_completed += i64::from(self.complete.contains(&t.task_id));
+                m.recent_errors += i64::from(self.error.contains(&t.task_id));
+            }
+            if t.in_period {
+                m.throughput += 1;
+                m.completions += i64::from(self.complete.contains(&t.task_id));
+                m.errors += i64::from(self.error.contains(&t.task_id));
+            }
+        }
+        m
+    }
+}
+
+/// Folds the metrics from `steps` (every step whose task exists; a step with no transition may
+/// be left out) and `period_steps` (every step of a period task).
+pub fn fold(tasks: &[TaskFact], steps: impl IntoIterator<Item = StepState>, period_steps: &[PeriodStep]) -> Metrics {
+    let mut f = Fold::new(tasks);
+    for s in steps {
+        f.step(s);
+    }
+    f.finish(period_steps, Active::Seen)
 }
 
 #[cfg(test)]
@@ -201,6 +277,41 @@ mod tests {
                 step_n: 2,
             }
         );
+    }
+
+    proptest::proptest! {
+        /// Handing each step with its creation time (as the step state holds them) gives the
+        /// numbers of handing the states and the period's steps apart (as SQL reads them), and
+        /// counting the active tasks among those that exist gives those of their steps alone.
+        #[test]
+        fn step_created_equals_the_separate_reads(
+            tasks in proptest::collection::vec((0i64..1000, proptest::bool::ANY, proptest::bool::ANY), 0..12),
+            steps in proptest::collection::vec((0i64..14, 0usize..6, 0i64..5000, 0i64..1000), 0..60),
+            exist in proptest::collection::vec(0i64..14, 0..14),
+        ) {
+            let tasks: Vec<TaskFact> = tasks.iter().enumerate()
+                .map(|(i, &(c, p, h))| task(i as i64, c, p, h)).collect();
+            let states = [None, Some("pending"), Some("complete"), Some("error"), Some("skipped"), Some("cancelled")];
+            let steps: Vec<(StepState, i64)> = steps.iter().enumerate()
+                .map(|(i, &(t, k, since, created))| (step(i as i64, t, states[k], since), created)).collect();
+            let period: Vec<PeriodStep> = steps.iter()
+                .filter(|(s, _)| tasks.iter().any(|t| t.task_id == s.task_id && t.in_period))
+                .map(|(s, c)| PeriodStep { workflow_step_id: s.workflow_step_id, task_id: s.task_id, created_at: *c })
+                .collect();
+            let apart = fold(&tasks, steps.iter().map(|(s, _)| *s), &period);
+            let mut f = Fold::new(&tasks);
+            for (s, c) in &steps {
+                f.step_created(*s, *c);
+            }
+            proptest::prop_assert_eq!(f.finish(&[], Active::Seen), apart);
+            let exist: IdSet<i64> = exist.into_iter().collect();
+            let among = fold(&tasks, steps.iter().map(|(s, _)| *s).filter(|s| exist.contains(&s.task_id)), &[]);
+            let mut f = Fold::new(&tasks);
+            for (s, _) in &steps {
+                f.step(*s);
+            }
+            proptest::prop_assert_eq!(f.finish(&[], Active::SeenIn(&exist)).active_tasks, among.active_tasks);
+        }
     }
 
     #[test]

@@ -9,7 +9,8 @@
 # the metrics for since NULL, 1 h, 4 h, 24 h, 30 days ago and a future time; the slowest
 # functions for those, limits NULL and 1, a namespace, a task name, a version filter and a
 # missing namespace, both step-count modes; under TimeZone UTC, America/New_York and
-# Asia/Kathmandu; on the step state and on SQL (tasker_core.direct_reads = off). A self-check
+# Asia/Kathmandu; on the step state by index and in one pass (tasker_core.batch_scan = index,
+# sequential) and on SQL (tasker_core.direct_reads = off), the path taken asserted. A self-check
 # alters one reference value, which must be caught.
 # Usage: tests/differential/analytics.sh PSQL_CONNINFO [SEEDS] [TASKS_PER_SEED]
 set -euo pipefail
@@ -102,10 +103,17 @@ UPDATE tasker_named_tasks SET task_namespace_id = (SELECT max(task_namespace_id)
 ANALYZE;
 SQL
   db -c "SELECT count(*) FROM tasker_core.step_state_enable()" >/dev/null
+  # Creation times changed after the step state was built: its maintenance must carry them.
+  db -c "UPDATE tasker_workflow_steps SET created_at = created_at - interval '7 minutes' WHERE workflow_step_id % 5 = 0" >/dev/null
+  check "the step state is exact after the creation times changed" "$(db -c "SELECT count(*) FROM tasker_core.step_state_verify()")"
   for tz in UTC America/New_York Asia/Kathmandu; do
-    for path in on off; do
-      set_opts="SET TimeZone = '$tz'; SET tasker_core.direct_reads = $path;"
-      want=$([ "$path" = on ] && echo step_state || echo sql)
+    # The step state by index (the period's tasks, the unsettled steps), in one pass, and SQL.
+    for path in index pass off; do
+      case $path in
+        index) set_opts="SET TimeZone = '$tz'; SET tasker_core.direct_reads = on; SET tasker_core.batch_scan = index;"; want=step_state ;;
+        pass) set_opts="SET TimeZone = '$tz'; SET tasker_core.direct_reads = on; SET tasker_core.batch_scan = sequential;"; want=step_state_scan ;;
+        off) set_opts="SET TimeZone = '$tz'; SET tasker_core.direct_reads = off;"; want=sql ;;
+      esac
       out=$(db -c "$set_opts" -c "SELECT tasker_core.read_path_stats_reset()" -c "$(metrics_sql ana_ref)" \
                -c "SELECT coalesce(string_agg(path, ','), 'none') FROM tasker_core.read_path_stats() WHERE function_name = 'get_analytics_metrics_v01'")
       check "metrics == reference ($tz, direct_reads $path; 6 windows)" "$(echo "$out" | tail -2 | head -1)"

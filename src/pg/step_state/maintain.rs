@@ -36,7 +36,7 @@ fn expected_tasks_sql(tasks: &str, task_transitions: &str, filter: &str) -> Stri
                 NULL::pg_catalog.int4 AS retry_limit, NULL::pg_catalog.bool AS in_process, NULL::pg_catalog.bool AS processed, \
                 NULL::pg_catalog.int4 AS attempts, NULL::pg_catalog.\"timestamp\" AS last_attempted_at, \
                 NULL::pg_catalog.int4 AS backoff_request_seconds, t.named_task_id, \
-                0 AS total_parents, 0 AS done_parents \
+                0 AS total_parents, 0 AS done_parents, NULL::pg_catalog.\"timestamp\" AS step_created_at \
            FROM {tasks} t \
            LEFT JOIN LATERAL (SELECT x.to_state, x.created_at FROM {task_transitions} x \
                                WHERE x.task_id OPERATOR(pg_catalog.=) t.task_id AND x.most_recent \
@@ -61,7 +61,7 @@ fn expected_steps_sql(steps: &str, named: &str, transitions: &str, edges: &str, 
                 ws.named_step_id, ns.name::pg_catalog.text AS name, ws.retryable, ws.retry_limit, ws.in_process, \
                 ws.processed, ws.attempts, ws.last_attempted_at, ws.backoff_request_seconds, \
                 NULL::pg_catalog.int4 AS named_task_id, \
-                {counters} \
+                {counters}, ws.created_at::pg_catalog.\"timestamp\" AS step_created_at \
            FROM {steps} ws \
            LEFT JOIN {named} ns ON ns.named_step_id OPERATOR(pg_catalog.=) ws.named_step_id \
            LEFT JOIN LATERAL (SELECT t.to_state, t.created_at FROM {transitions} t \
@@ -96,16 +96,18 @@ fn expected_all_sql(t: &[String; 6]) -> String {
 
 const COLUMNS: &str = "task_id, parents, current_state, state_since, named_step_id, name, retryable, retry_limit, \
                        in_process, processed, attempts, last_attempted_at, backoff_request_seconds, named_task_id, \
-                       total_parents, done_parents";
+                       total_parents, done_parents, step_created_at";
 
-/// Whether step_state has the parent counters (0.4.0). Between installing a new library and
+/// Whether step_state has the columns 0.4.0 added (the parent counters and step_created_at).
+/// Between installing a new library and
 /// `ALTER EXTENSION tasker_core UPDATE` the table still has the 0.3.0 columns, and the 0.3.0
 /// maintenance triggers call these functions: they then write the columns that exist.
 fn has_counters() -> bool {
     let Some(oid) = crate::pg::step_state::own_table(c"step_state") else {
         return false;
     };
-    Rel::try_open(oid).is_some_and(|rel| rel.column("total_parents").is_some() && rel.column("done_parents").is_some())
+    Rel::try_open(oid)
+        .is_some_and(|rel| ["total_parents", "done_parents", "step_created_at"].iter().all(|c| rel.column(c).is_some()))
 }
 
 /// Runs `f` with the rights of `table`'s owner, sandboxed (pg::sandbox): enable() granted that
@@ -125,7 +127,7 @@ fn columns() -> String {
     if has_counters() {
         COLUMNS.to_string()
     } else {
-        COLUMNS.replace(", total_parents, done_parents", "")
+        COLUMNS.replace(", total_parents, done_parents, step_created_at", "")
     }
 }
 

@@ -58,6 +58,7 @@ pub struct Layout {
     pub named_task: Col<Int4>,
     pub total_parents: Col<Int4>,
     pub done_parents: Col<Int4>,
+    pub step_created_at: Col<Timestamp>,
     /// Columns to deform for a row as readiness, contexts and health read it (not parents),
     /// and for the graph (step, task, parents).
     pub ncols: usize,
@@ -103,6 +104,7 @@ impl Layout {
             named_task: col(&rel, "named_task_id")?,
             total_parents: col(&rel, "total_parents")?,
             done_parents: col(&rel, "done_parents")?,
+            step_created_at: col(&rel, "step_created_at")?,
             ncols: 0,
             graph_ncols: 0,
         };

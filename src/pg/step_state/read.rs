@@ -10,6 +10,8 @@ use crate::pg::access::{IndexRows, IndexScan, Rel, Row, SeqScan};
 use crate::pg::facts::{self, Steps, TaskRow};
 use crate::pg::settings::{BatchScan, BATCH_SCAN};
 use crate::pg::step_state::Layout;
+use crate::pg::tasker::{Tables, STEPS};
+use crate::pg::{sandbox, spi};
 use crate::rules::health::HealthCounts;
 use crate::rules::readiness::{ParentTally, StepFacts};
 use crate::rules::state;
@@ -429,33 +431,113 @@ pub fn health(layout: &Layout) -> Result<HealthCounts, TaskerError> {
     }
 }
 
-/// Every row's step id (None: the task's own row), task, current state and that state's time,
-/// from one pass over step_state (the steps' most_recent transitions and the tasks that exist,
-/// while it is valid), to `each`.
-pub fn current_states(
-    layout: &Layout,
-    mut each: impl FnMut(Option<i64>, i64, Option<&[u8]>, Option<i64>),
-) -> Result<(), TaskerError> {
-    let ncols = [layout.step.attno(), layout.task.attno(), layout.state.attno(), layout.state_since.attno()]
-        .into_iter()
-        .max()
-        .unwrap_or(1);
-    let mut scan = SeqScan::open(layout.heap, ncols)
+/// A row of step_state as the analytics read it.
+pub struct StateRow<'a> {
+    /// None: the task's own row.
+    pub step: Option<i64>,
+    pub task: i64,
+    pub state: Option<&'a [u8]>,
+    pub since: Option<i64>,
+    pub step_created_at: Option<i64>,
+}
+
+fn state_row<'a>(layout: &Layout, row: &Row<'a>) -> Option<StateRow<'a>> {
+    Some(StateRow {
+        step: row.i64(layout.step),
+        task: row.i64(layout.task)?,
+        state: row.bytes(layout.state),
+        since: row.timestamp(layout.state_since),
+        step_created_at: row.timestamp(layout.step_created_at),
+    })
+}
+
+fn state_ncols(layout: &Layout) -> usize {
+    [
+        layout.step.attno(),
+        layout.task.attno(),
+        layout.state.attno(),
+        layout.state_since.attno(),
+        layout.step_created_at.attno(),
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(1)
+}
+
+/// Whether the analytics read all of step_state in one pass rather than the `requested` tasks'
+/// rows by index (and the unsettled steps by their index): `tasker_core.batch_scan` decides as
+/// for the batch functions (auto: when they are at least half of the tasks).
+pub fn analytics_reads_all(layout: &Layout, requested: usize) -> bool {
+    match BATCH_SCAN.get() {
+        BatchScan::Index => false,
+        BatchScan::Sequential => true,
+        BatchScan::Auto => {
+            let (Some(heap), Some(index)) = (Rel::try_open(layout.heap), Rel::try_open(layout.task_rows)) else {
+                return false;
+            };
+            let (blocks, _, pages) = heap.size();
+            let (_, index_tuples, _) = index.size();
+            sequential_is_cheaper(requested, index_tuples, pages, blocks)
+        }
+    }
+}
+
+/// Every row of step_state (the steps' most_recent transitions and the tasks that exist, while
+/// it is valid), from one pass, to `each`.
+pub fn current_states(layout: &Layout, mut each: impl FnMut(&StateRow<'_>)) -> Result<(), TaskerError> {
+    let mut scan = SeqScan::open(layout.heap, state_ncols(layout))
         .ok_or_else(|| broken("tasker_core.step_state could not be opened"))?
         .prefix_only();
     let mut ok = true;
-    scan.each(|row| {
-        let Some(task) = row.i64(layout.task) else {
-            ok = false;
-            return;
-        };
-        each(row.i64(layout.step), task, row.bytes(layout.state), row.timestamp(layout.state_since));
+    scan.each(|row| match state_row(layout, row) {
+        Some(r) => each(&r),
+        None => ok = false,
     });
     if ok {
         Ok(())
     } else {
         Err(broken("a row without task_id"))
     }
+}
+
+/// The step rows of the tasks `tasks` (ascending, distinct), by index, to `each`.
+pub fn states_of_tasks(layout: &Layout, tasks: &[i64], mut each: impl FnMut(&StateRow<'_>)) -> Result<(), TaskerError> {
+    if tasks.is_empty() {
+        return Ok(());
+    }
+    let mut scan = IndexScan::open(layout.heap, layout.by_task, state_ncols(layout), IndexRows::SecondKeyNotNull)
+        .ok_or_else(|| broken("tasker_core.step_state could not be opened"))?;
+    let mut ok = true;
+    for (lo, hi) in runs(tasks) {
+        scan.range(lo, hi, |row| match state_row(layout, row) {
+            Some(r) => each(&r),
+            None => ok = false,
+        });
+    }
+    if ok {
+        Ok(())
+    } else {
+        Err(broken("a row without task_id"))
+    }
+}
+
+/// How many tasks that exist (have their own row in step_state) have a step whose current
+/// state is not settled. PostgreSQL counts them from the index of unsettled steps and the task
+/// rows' index (index-only scans where the visibility map allows), with the rights of the Tasker
+/// tables' owner, who may read step_state (step_state_enable() granted it), sandboxed
+/// (pg::sandbox): the caller may read the Tasker tables (pg::paths decided so), and the count is
+/// what it would compute from them.
+pub fn active_tasks(tables: &Tables) -> Result<i64, TaskerError> {
+    const SQL: &str = "SELECT pg_catalog.count(*) FROM \
+        (SELECT DISTINCT s.task_id FROM tasker_core.step_state s \
+          WHERE s.workflow_step_id IS NOT NULL \
+            AND s.current_state OPERATOR(pg_catalog.<>) ALL ('{complete,error,skipped,resolved_manually}'::pg_catalog.text[])) a \
+        WHERE EXISTS (SELECT 1 FROM tasker_core.step_state t \
+                       WHERE t.task_id OPERATOR(pg_catalog.=) a.task_id AND t.workflow_step_id IS NULL)";
+    let owner = sandbox::owner_of(tables.0[STEPS])?;
+    sandbox::as_owner(owner, || {
+        pgrx::spi::Spi::connect(|_| spi::run(SQL, &[], true, |rows| rows.i64(0, 1).unwrap_or_default()))
+    })
 }
 
 #[cfg(test)]
