@@ -56,6 +56,11 @@ pgrx::extension_sql_file!("../sql/orchestration.sql", name = "orchestration");
 pgrx::extension_sql_file!("../sql/analytics.sql", name = "analytics", requires = [pg::analytics::analytics_counts]);
 pgrx::extension_sql_file!("../sql/views.sql", name = "views", requires = [pg::dag::step_min_depth_from_root_in]);
 pgrx::extension_sql_file!(
+    "../sql/preflight.sql",
+    name = "preflight",
+    requires = ["step_state", pg::preflight::preflight_data, pg::admin::most_recent_index, pg::paths::read_paths]
+);
+pgrx::extension_sql_file!(
     "../sql/admin.sql",
     name = "admin",
     requires = [pg::admin::redefine_as, pg::admin::define_view_as, pg::paths::read_paths, "views", "analytics"],

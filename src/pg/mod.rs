@@ -22,6 +22,9 @@
 //! | `call` | arguments, per-call-site state in `fn_extra` |
 //! | `facts` | what readers hand to the rules (plain Rust) |
 //! | `admin` | the Rust helpers of the admin SQL (index proof, DROP EXTENSION guard) |
+//! | `analytics` | the counts of `get_analytics_metrics_v01` |
+//! | `dag` | `step_min_depth_from_root`, the DAG view's depth column |
+//! | `preflight` | the Rust helpers of `preflight()`: the legal moves, one cycle of the edges |
 //! | `settings`, `clock`, `report` | GUCs, the readiness clock, raising errors |
 pub mod access;
 pub mod admin;
@@ -37,6 +40,7 @@ pub mod functions;
 pub mod guards;
 pub mod output;
 pub mod paths;
+pub mod preflight;
 pub mod report;
 pub mod sandbox;
 pub mod settings;

@@ -219,6 +219,134 @@ pub fn min_depth_from_root(tables: &Tables, step: i64) -> Option<i32> {
     .or_raise()
 }
 
+/// What `preflight()` counts in the Tasker tables, each as (key, count, one example), in this
+/// order: for the steps' and then the tasks' transitions (keys prefixed `step `, `task `):
+/// `several` (owners with more than one most_recent row), `none` (owners with transitions, none
+/// most_recent), `not last` (a most_recent row below another sort_key), `unknown` (to_state
+/// values outside the state machine: how many, listed), `illegal` (owners whose history has a
+/// move outside `step_moves` / `task_moves`, jsonb arrays of {from_state, to_state}); then
+/// `self-loops` and `across tasks` for the edges.
+pub fn anomalies(
+    tables: &Tables,
+    step_moves: &serde_json::Value,
+    task_moves: &serde_json::Value,
+) -> Vec<(&'static str, i64, Option<String>)> {
+    let q = tables.qualified();
+    let known =
+        "ARRAY['pending', 'in_progress', 'complete', 'error', 'cancelled', 'resolved_manually']::pg_catalog.text[]";
+    let mut queries: Vec<(&'static str, String, bool)> = Vec::new();
+    const STEP_KEYS: [&str; 5] = ["step several", "step none", "step not last", "step unknown", "step illegal"];
+    const TASK_KEYS: [&str; 5] = ["task several", "task none", "task not last", "task unknown", "task illegal"];
+    for (kind, rel, owner) in [("step", &q[TRANSITIONS], "workflow_step_id"), ("task", &q[TASK_TRANSITIONS], "task_id")]
+    {
+        let keys = if kind == "step" { &STEP_KEYS } else { &TASK_KEYS };
+        let key = |k: usize| keys[k];
+        queries.push((
+            key(0),
+            format!(
+                "SELECT pg_catalog.count(*), pg_catalog.min(d.o)::pg_catalog.text FROM \
+                   (SELECT x.{owner} AS o FROM {rel} x WHERE x.most_recent \
+                     GROUP BY x.{owner} HAVING pg_catalog.count(*) OPERATOR(pg_catalog.>) 1) d"
+            ),
+            false,
+        ));
+        queries.push((
+            key(1),
+            format!(
+                "SELECT pg_catalog.count(*), pg_catalog.min(d.o)::pg_catalog.text FROM \
+                   (SELECT x.{owner} AS o FROM {rel} x GROUP BY x.{owner} \
+                     HAVING NOT COALESCE(pg_catalog.bool_or(x.most_recent), false)) d"
+            ),
+            false,
+        ));
+        queries.push((
+            key(2),
+            format!(
+                "SELECT pg_catalog.count(*), pg_catalog.min(x.{owner})::pg_catalog.text FROM {rel} x \
+                  WHERE x.most_recent AND EXISTS (SELECT 1 FROM {rel} y WHERE y.{owner} OPERATOR(pg_catalog.=) x.{owner} \
+                                                    AND y.sort_key OPERATOR(pg_catalog.>) x.sort_key)"
+            ),
+            false,
+        ));
+        queries.push((
+            key(3),
+            format!(
+                "SELECT pg_catalog.count(DISTINCT x.to_state), \
+                        pg_catalog.string_agg(DISTINCT x.to_state::pg_catalog.text, ', ') FROM {rel} x \
+                  WHERE x.to_state::pg_catalog.text OPERATOR(pg_catalog.<>) ALL ({known})"
+            ),
+            false,
+        ));
+        queries.push((
+            key(4),
+            format!(
+                "SELECT pg_catalog.count(DISTINCT h.o), \
+                        pg_catalog.min(pg_catalog.format('%s %s: %s -> %s', '{owner}', h.o, COALESCE(h.prev, '(none)'), h.to_state)) \
+                   FROM (SELECT x.{owner} AS o, x.to_state::pg_catalog.text AS to_state, \
+                                pg_catalog.lag(x.to_state::pg_catalog.text) OVER (PARTITION BY x.{owner} ORDER BY x.sort_key) AS prev \
+                           FROM {rel} x) h \
+                  WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.jsonb_to_recordset($1) AS mv(from_state pg_catalog.text, to_state pg_catalog.text) \
+                                     WHERE mv.from_state IS NOT DISTINCT FROM h.prev AND mv.to_state OPERATOR(pg_catalog.=) h.to_state)"
+            ),
+            true,
+        ));
+    }
+    queries.push((
+        "self-loops",
+        format!(
+            "SELECT pg_catalog.count(*), pg_catalog.min(e.from_step_id)::pg_catalog.text FROM {edges} e \
+              WHERE e.from_step_id OPERATOR(pg_catalog.=) e.to_step_id",
+            edges = q[EDGES]
+        ),
+        false,
+    ));
+    queries.push((
+        "across tasks",
+        format!(
+            "SELECT pg_catalog.count(*), \
+                    pg_catalog.min(pg_catalog.format('%s (task %s) -> %s (task %s)', e.from_step_id, a.task_id, e.to_step_id, b.task_id)) \
+               FROM {edges} e JOIN {steps} a ON a.workflow_step_id OPERATOR(pg_catalog.=) e.from_step_id \
+               JOIN {steps} b ON b.workflow_step_id OPERATOR(pg_catalog.=) e.to_step_id \
+              WHERE a.task_id OPERATOR(pg_catalog.<>) b.task_id",
+            edges = q[EDGES],
+            steps = q[STEPS]
+        ),
+        false,
+    ));
+    reading(tables, || {
+        pgrx::spi::Spi::connect(|_| {
+            let mut out = Vec::with_capacity(queries.len());
+            for (key, sql, with_moves) in &queries {
+                let moves = if key.starts_with("step") { step_moves } else { task_moves };
+                let args: Vec<Arg<'_>> = if *with_moves { vec![Arg::Jsonb(Some(moves))] } else { vec![] };
+                let (n, ex) =
+                    spi::run(sql, &args, true, |rows| (rows.i64(0, 1).unwrap_or_default(), rows.string(0, 2)))?;
+                out.push((*key, n, ex));
+            }
+            Ok(out)
+        })
+    })
+    .or_raise()
+}
+
+/// Every step edge `(from_step_id, to_step_id)` but self-loops.
+pub fn all_edges(tables: &Tables) -> Vec<(i64, i64)> {
+    let q = tables.qualified();
+    let sql = format!(
+        "SELECT e.from_step_id::pg_catalog.int8, e.to_step_id::pg_catalog.int8 FROM {edges} e \
+          WHERE e.from_step_id OPERATOR(pg_catalog.<>) e.to_step_id",
+        edges = q[EDGES]
+    );
+    reading(tables, || {
+        pgrx::spi::Spi::connect(|_| {
+            spi::run(&sql, &[], true, |rows| {
+                (0..rows.len()).filter_map(|r| Some((rows.i64(r, 1)?, rows.i64(r, 2)?))).collect()
+            })
+        })
+    })
+    .or_raise()
+}
+
 /// The steps of the task of step `step`, each with the step an edge into it comes from (None
 /// for a step without one; one row per edge): what `rules::dag::depths_of_closed_set` needs.
 /// Empty when there is no such step.

@@ -11,6 +11,8 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
+use petgraph::graph::{DiGraph, NodeIndex};
+
 /// Rails' walk extends a path only while its depth is below 50, so 50 is the deepest answer.
 pub const DEPTH_CAP: i32 = 50;
 
@@ -81,6 +83,23 @@ pub fn depths_of_closed_set(steps: &[i64], edges: &[(i64, i64)]) -> HashMap<i64,
         }
     }
     depths
+}
+
+/// One cycle of the graph `edges` (`(from_step_id, to_step_id)`, any tasks), self-loops left
+/// out, as step ids with the first repeated at the end; None when the rest is acyclic.
+pub fn a_cycle(edges: &[(i64, i64)]) -> Option<Vec<i64>> {
+    let mut graph: DiGraph<i64, ()> = DiGraph::new();
+    let mut nodes: HashMap<i64, NodeIndex> = HashMap::new();
+    let mut node = |g: &mut DiGraph<i64, ()>, id: i64| *nodes.entry(id).or_insert_with(|| g.add_node(id));
+    for &(from, to) in edges {
+        if from != to {
+            let (a, b) = (node(&mut graph, from), node(&mut graph, to));
+            graph.add_edge(a, b, ());
+        }
+    }
+    let all = vec![true; graph.node_count()];
+    let cycle = crate::rules::levels::reachable_cycle(&graph, &all);
+    (!cycle.is_empty()).then_some(cycle)
 }
 
 #[cfg(test)]
@@ -168,7 +187,45 @@ mod tests {
         assert_eq!((d[&1], d[&2], d[&3], d.get(&99)), (Some(0), Some(1), Some(2), None));
     }
 
+    #[test]
+    fn a_cycle_is_found_and_self_loops_are_not_cycles_here() {
+        assert_eq!(a_cycle(&[(1, 2), (2, 3)]), None);
+        assert_eq!(a_cycle(&[(7, 7), (1, 2)]), None);
+        let c = a_cycle(&[(1, 2), (2, 3), (3, 1), (3, 4)]).unwrap();
+        assert_eq!(c.first(), c.last());
+        assert_eq!(c.len(), 4);
+    }
+
     proptest! {
+        /// A cycle is reported exactly when the graph (self-loops aside) has one, and what is
+        /// reported is a closed walk along edges of the graph.
+        #[test]
+        fn a_cycle_is_real_and_found_when_there_is_one(raw in proptest::collection::vec((0i64..12, 0i64..12), 0..30)) {
+            let edges: Vec<(i64, i64)> = raw.into_iter().filter(|(a, b)| a != b).collect();
+            let has_cycle = {
+                // Kahn: acyclic iff every node can be removed.
+                let mut indeg: HashMap<i64, usize> = HashMap::new();
+                for &(a, b) in &edges { indeg.entry(a).or_default(); *indeg.entry(b).or_default() += 1; }
+                let mut queue: Vec<i64> = indeg.iter().filter(|(_, &d)| d == 0).map(|(&n, _)| n).collect();
+                let mut removed = 0;
+                while let Some(n) = queue.pop() {
+                    removed += 1;
+                    for &(a, b) in &edges {
+                        if a == n { let d = indeg.get_mut(&b).unwrap(); *d -= 1; if *d == 0 { queue.push(b); } }
+                    }
+                }
+                removed < indeg.len()
+            };
+            let found = a_cycle(&edges);
+            prop_assert_eq!(found.is_some(), has_cycle);
+            if let Some(c) = found {
+                prop_assert_eq!(c.first(), c.last());
+                for w in c.windows(2) {
+                    prop_assert!(edges.contains(&(w[0], w[1])));
+                }
+            }
+        }
+
         #[test]
         fn a_closed_set_equals_the_forward_walk(n in 1i64..30, raw in proptest::collection::vec((0i64..30, 0i64..30), 0..80),
                                                long in 0usize..70) {

@@ -122,8 +122,9 @@ impl Levels {
     }
 }
 
-/// One cycle among the reachable steps, as step ids with the first repeated at the end.
-fn reachable_cycle(graph: &DiGraph<i64, ()>, reachable: &[bool]) -> Vec<i64> {
+/// One cycle among the reachable steps, as step ids with the first repeated at the end
+/// (empty when there is none).
+pub(crate) fn reachable_cycle(graph: &DiGraph<i64, ()>, reachable: &[bool]) -> Vec<i64> {
     let sub = NodeFiltered::from_fn(graph, |n: NodeIndex| reachable[n.index()]);
     for component in kosaraju_scc(&sub) {
         let start = component[0];

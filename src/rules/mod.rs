@@ -9,6 +9,7 @@ pub mod health;
 pub mod idhash;
 pub mod levels;
 pub mod pgtime;
+pub mod preflight;
 pub mod readiness;
 pub mod state;
 pub mod transition;
