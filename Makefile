@@ -1,5 +1,5 @@
 # tasker_core: the commands a newcomer runs (Debian bookworm, as root). Each installs what is missing.
-.PHONY: demo test setup install bench package clean check-versions
+.PHONY: demo test setup install installcheck bench package clean check-versions
 
 demo:        ## a private cluster, the extension, a sample Tasker database, the functions in action
 	scripts/demo.sh
@@ -12,6 +12,9 @@ setup:       ## just install the toolchain and packages
 
 install: setup
 	cargo pgrx install --release --pg-config /usr/lib/postgresql/15/bin/pg_config
+
+installcheck: ## pg_regress and pgTAP against an existing server (PGHOST, PGPORT, PGUSER), in scratch databases
+	scripts/installcheck.sh
 
 clean:
 	cargo clean

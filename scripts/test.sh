@@ -120,6 +120,11 @@ test_major() {
         --set fixture="tests/fixtures/$fixture" tests/pgtap/*.sql | tee "$log/pgtap-$fixture.log"
     done
 
+    echo "== make installcheck against this server (scratch databases; the server left as it was)"
+    PGHOST="$log/pg" PGPORT="$port" PGUSER=postgres PG_CONFIG="$pg_config" scripts/installcheck.sh 2>&1 | tee "$log/installcheck.log"
+    grep -q "^installcheck: the server's roles, databases and tablespaces are as before the run" "$log/installcheck.log" \
+      || { echo "make installcheck failed on PostgreSQL $v"; exit 1; }
+
     echo "== security suite (a hostile role plants functions and operators)"
     tests/security/run.sh "$conn" | tee "$log/security.log"
   )
@@ -138,6 +143,7 @@ test_major() {
   record "pg$v $(grep '^upgrade:' "$log/upgrade.log" | tr '\n' ' ')"
   record "pg$v $(grep '^dump:' "$log/dump.log")"
   record "pg$v pgTAP: $(cat "$log"/pgtap-*.log | grep -E '^Files=|^Result' | tr '\n' ' ')"
+  record "pg$v installcheck: $(grep -E '^pg_regress: |^Result' "$log/installcheck.log" | tr '\n' ' ')"
   record "pg$v $(grep '^security:' "$log/security.log")"
   record "pg$v $(grep '^replication:' "$log/replication.log")"
 }

@@ -29,10 +29,10 @@ SELECT is((SELECT evtenabled::text || ' ' || evtevent FROM pg_event_trigger WHER
 SELECT is((SELECT relreplident::text FROM pg_class WHERE oid = 'tasker_core.step_state'::regclass), 'f',
           'step_state has a replica identity (a FOR ALL TABLES publication does not break writes)');
 
-CREATE ROLE tasker_app NOLOGIN;
-CREATE ROLE tasker_outsider NOLOGIN;
-CREATE SCHEMA app AUTHORIZATION tasker_app;
-SET LOCAL ROLE tasker_app;
+CREATE ROLE tasker_core_test_app NOLOGIN;
+CREATE ROLE tasker_core_test_outsider NOLOGIN;
+CREATE SCHEMA app AUTHORIZATION tasker_core_test_app;
+SET LOCAL ROLE tasker_core_test_app;
 SET LOCAL search_path = app, public;
 -- The fixture: tests/fixtures/tasker_schema.sql unless pg_prove --set fixture=... names another.
 \if :{?fixture}
@@ -46,18 +46,18 @@ INSERT INTO tasker_named_tasks (named_task_id, name, task_namespace_id, created_
 INSERT INTO tasker_named_steps (named_step_id, dependent_system_id, name, created_at, updated_at) VALUES (1, 1, 'a', now(), now()), (2, 1, 'b', now(), now());
 INSERT INTO tasker_tasks (task_id, named_task_id, requested_at, identity_hash, created_at, updated_at) VALUES (1, 1, now(), 'h', now(), now());
 INSERT INTO tasker_workflow_steps (workflow_step_id, task_id, named_step_id, created_at, updated_at) VALUES (1, 1, 1, now(), now()), (2, 1, 2, now(), now());
-GRANT USAGE ON SCHEMA app TO tasker_outsider;
+GRANT USAGE ON SCHEMA app TO tasker_core_test_outsider;
 RESET ROLE;
 
-SELECT throws_ok($$SET LOCAL ROLE tasker_app; SELECT tasker_core.step_state_rebuild()$$, '42501', NULL, 'an application role cannot rebuild');
-SELECT throws_ok($$SET LOCAL ROLE tasker_app;
+SELECT throws_ok($$SET LOCAL ROLE tasker_core_test_app; SELECT tasker_core.step_state_rebuild()$$, '42501', NULL, 'an application role cannot rebuild');
+SELECT throws_ok($$SET LOCAL ROLE tasker_core_test_app;
                    CREATE TABLE app.mine (x int);
                    CREATE TRIGGER t AFTER TRUNCATE ON app.mine FOR EACH STATEMENT EXECUTE FUNCTION tasker_core.step_state_sync()$$,
                  '42501', NULL, 'nobody can attach the (definer-rights) maintenance function to a table of their own');
 RESET ROLE;
 SELECT is((SELECT action FROM tasker_core.step_state_enable('app') WHERE object = 'tasker_core.step_state'), 'built (2 steps)',
           'a DBA enables it for the app schema; existing steps are built');
-SET LOCAL ROLE tasker_app;
+SET LOCAL ROLE tasker_core_test_app;
 SELECT lives_ok($$INSERT INTO tasker_workflow_step_edges (from_step_id, to_step_id, name, created_at, updated_at) VALUES (1, 2, 'provides', now(), now());
                  INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at)
                  VALUES (1, 'complete', 10, true, now(), now())$$,
@@ -68,7 +68,7 @@ SELECT is((SELECT string_agg(format('%s:%s:%s', workflow_step_id, current_state,
 SELECT is((SELECT string_agg(path, ',') FROM tasker_core.read_path_stats()), 'step_state', 'from the step state');
 RESET ROLE;
 SELECT is((SELECT count(*)::int FROM tasker_core.step_state_verify()), 0, 'step_state is exact after the app role''s writes');
-SET LOCAL ROLE tasker_outsider;
+SET LOCAL ROLE tasker_core_test_outsider;
 SELECT throws_ok($$SELECT * FROM tasker_core.get_step_readiness_status(1)$$, '42501', NULL,
                  'no SELECT on the Tasker tables: permission denied, even though step_state could answer');
 RESET ROLE;
