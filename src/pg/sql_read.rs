@@ -272,7 +272,7 @@ pub fn anomalies(
             key(3),
             format!(
                 "SELECT pg_catalog.count(DISTINCT x.to_state), \
-                        pg_catalog.string_agg(DISTINCT x.to_state::pg_catalog.text, ', ') FROM {rel} x \
+                        pg_catalog.string_agg(DISTINCT pg_catalog.quote_literal(x.to_state::pg_catalog.text), ', ') FROM {rel} x \
                   WHERE x.to_state::pg_catalog.text OPERATOR(pg_catalog.<>) ALL ({known})"
             ),
             false,

@@ -62,7 +62,7 @@ SELECT is(pg_temp.pf('step histories: most_recent not the last'), 'warn: 2 steps
           'most_recent below another sort_key: warn (step 7, and step 5 whose first most_recent row is below its second)');
 INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at)
      VALUES (8, 'paused', 10, true, now(), now());
-SELECT is(pg_temp.pf('step histories: unknown states'), 'warn: 1 to_state values that are not states of the machine, e.g. paused', 'an unknown state: warn, named');
+SELECT is(pg_temp.pf('step histories: unknown states'), 'warn: 1 to_state values that are not states of the machine, e.g. ''paused''', 'an unknown state: warn, named');
 INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at)
      VALUES (9, 'pending', 10, false, now(), now()), (9, 'complete', 20, true, now(), now());
 SELECT matches(pg_temp.pf('step histories: illegal moves'), '^warn: \d+ steps whose history has a move .*, e\.g\. workflow_step_id \d+: ',
