@@ -10,7 +10,7 @@ use crate::pg::report::OrRaise;
 use crate::pg::sql_read;
 use crate::pg::tasker::Tables;
 use crate::rules::dag;
-use crate::rules::preflight::{judge, moves, DataCheck, Finding, Status};
+use crate::rules::preflight::{data_check, judge, moves, Finding, Status};
 use crate::rules::state::Machine;
 
 /// Every legal move of the two state machines (state-machines.md): `from_state` NULL is the
@@ -30,63 +30,6 @@ fn state_machine_moves(
     TableIterator::new(rows)
 }
 
-/// The data checks, by the keys of `sql_read::anomalies`.
-fn check(key: &str) -> DataCheck {
-    let (machine, rest) = key.split_once(' ').unwrap_or(("", key));
-    let step = machine == "step";
-    match (machine, rest) {
-        (_, "several") => DataCheck {
-            name: if step { "step histories: several most_recent rows" } else { "task histories: several most_recent rows" },
-            bad: Status::Fail,
-            counts: if step { "steps with more than one most_recent transition" } else { "tasks with more than one most_recent transition" },
-            clean: "one most_recent transition at most per owner",
-            action: "keep most_recent = true on the highest sort_key only: the read functions assume one, the guards refuse a second",
-        },
-        (_, "none") => DataCheck {
-            name: if step { "step histories: no most_recent row" } else { "task histories: no most_recent row" },
-            bad: Status::Warn,
-            counts: if step { "steps with transitions but none most_recent" } else { "tasks with transitions but none most_recent" },
-            clean: "every history has its most_recent row",
-            action: "set most_recent on each one's highest sort_key: Rails reads such an owner as never moved",
-        },
-        (_, "not last") => DataCheck {
-            name: if step { "step histories: most_recent not the last" } else { "task histories: most_recent not the last" },
-            bad: Status::Warn,
-            counts: if step { "steps whose most_recent row is not the highest sort_key" } else { "tasks whose most_recent row is not the highest sort_key" },
-            clean: "every most_recent row is its history's highest sort_key",
-            action: "move most_recent to the highest sort_key: the guards refuse a new row below it",
-        },
-        (_, "unknown") => DataCheck {
-            name: if step { "step histories: unknown states" } else { "task histories: unknown states" },
-            bad: Status::Warn,
-            counts: "to_state values that are not states of the machine",
-            clean: "every to_state is a state of the machine",
-            action: "the guards refuse any move from these states; the read functions count them as Rails does (not ready, not done)",
-        },
-        (_, "illegal") => DataCheck {
-            name: if step { "step histories: illegal moves" } else { "task histories: illegal moves" },
-            bad: Status::Warn,
-            counts: if step { "steps whose history has a move the state machine does not allow" } else { "tasks whose history has a move the state machine does not allow" },
-            clean: "every history is a legal path of the state machine",
-            action: "rows already written stay; the guards judge only new moves, from the current state (docs/state-machines.md)",
-        },
-        (_, "self-loops") => DataCheck {
-            name: "edges: self-loops",
-            bad: Status::Fail,
-            counts: "edges from a step to itself",
-            clean: "no edge from a step to itself",
-            action: "delete them: such a step is never ready, and its depth in the DAG view is NULL",
-        },
-        _ => DataCheck {
-            name: "edges: across tasks",
-            bad: Status::Warn,
-            counts: "edges between steps of two tasks",
-            clean: "every edge joins two steps of one task",
-            action: "Rails never writes these; the read functions count them as Rails' SQL does, and the guards refuse new ones",
-        },
-    }
-}
-
 /// The checks of `preflight()` that read the rows of the Tasker tables of schema `tasker_schema`:
 /// transition histories (several, no or a misplaced most_recent row; unknown states; moves the
 /// state machine does not allow), self-loops, edges across tasks and one cycle of the edges.
@@ -104,7 +47,7 @@ fn preflight_data(
     let as_json = |m: Machine| serde_json::to_value(moves(m)).unwrap_or_default();
     let mut findings: Vec<Finding> = sql_read::anomalies(&tables, &as_json(Machine::Step), &as_json(Machine::Task))
         .into_iter()
-        .map(|(key, n, example)| judge(&check(key), n, example.as_deref()))
+        .map(|(machine, anomaly, n, example)| judge(&data_check(machine, anomaly), n, example.as_deref()))
         .collect();
     let cycle = dag::a_cycle(&sql_read::all_edges(&tables));
     findings.push(match cycle {

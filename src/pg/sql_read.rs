@@ -29,7 +29,9 @@ use crate::rules::analytics::{Facts, PeriodStep, StepKind, StepState, TaskFact};
 use crate::rules::dag;
 use crate::rules::health::HealthCounts;
 use crate::rules::idhash::IdSet;
+use crate::rules::preflight::Anomaly;
 use crate::rules::readiness::{ParentTally, StepFacts};
+use crate::rules::state::Machine;
 
 /// `column = $1` for one id, `column = ANY ($1)` for many (the argument `run_by_ids` passes).
 fn by_ids(column: &str, ids: &[i64]) -> String {
@@ -219,66 +221,62 @@ pub fn min_depth_from_root(tables: &Tables, step: i64) -> Option<i32> {
     .or_raise()
 }
 
-/// What `preflight()` counts in the Tasker tables, each as (key, count, one example), in this
-/// order: for the steps' and then the tasks' transitions (keys prefixed `step `, `task `):
-/// `several` (owners with more than one most_recent row), `none` (owners with transitions, none
-/// most_recent), `not last` (a most_recent row below another sort_key), `unknown` (to_state
-/// values outside the state machine: how many, listed), `illegal` (owners whose history has a
-/// move outside `step_moves` / `task_moves`, jsonb arrays of {from_state, to_state}); then
-/// `self-loops` and `across tasks` for the edges.
+/// What `preflight()` counts in the Tasker tables, each as (the machine whose transitions were
+/// read, or None for the edges; the anomaly; count; one example): for the steps' and then the
+/// tasks' transitions every history anomaly (`IllegalMoves` judged by `step_moves` /
+/// `task_moves`, jsonb arrays of {from_state, to_state}; `UnknownStates` counts and lists the
+/// states), then the edges' `SelfLoops` and `AcrossTasks`.
 pub fn anomalies(
     tables: &Tables,
     step_moves: &serde_json::Value,
     task_moves: &serde_json::Value,
-) -> Vec<(&'static str, i64, Option<String>)> {
+) -> Vec<(Option<Machine>, Anomaly, i64, Option<String>)> {
     let q = tables.qualified();
     let known =
         "ARRAY['pending', 'in_progress', 'complete', 'error', 'cancelled', 'resolved_manually']::pg_catalog.text[]";
-    let mut queries: Vec<(&'static str, String, bool)> = Vec::new();
-    const STEP_KEYS: [&str; 5] = ["step several", "step none", "step not last", "step unknown", "step illegal"];
-    const TASK_KEYS: [&str; 5] = ["task several", "task none", "task not last", "task unknown", "task illegal"];
-    for (kind, rel, owner) in [("step", &q[TRANSITIONS], "workflow_step_id"), ("task", &q[TASK_TRANSITIONS], "task_id")]
+    let mut queries: Vec<(Option<Machine>, Anomaly, String)> = Vec::new();
+    for (machine, rel, owner) in
+        [(Machine::Step, &q[TRANSITIONS], "workflow_step_id"), (Machine::Task, &q[TASK_TRANSITIONS], "task_id")]
     {
-        let keys = if kind == "step" { &STEP_KEYS } else { &TASK_KEYS };
-        let key = |k: usize| keys[k];
         queries.push((
-            key(0),
+            Some(machine),
+            Anomaly::SeveralMostRecent,
             format!(
                 "SELECT pg_catalog.count(*), pg_catalog.min(d.o)::pg_catalog.text FROM \
                    (SELECT x.{owner} AS o FROM {rel} x WHERE x.most_recent \
                      GROUP BY x.{owner} HAVING pg_catalog.count(*) OPERATOR(pg_catalog.>) 1) d"
             ),
-            false,
         ));
         queries.push((
-            key(1),
+            Some(machine),
+            Anomaly::NoMostRecent,
             format!(
                 "SELECT pg_catalog.count(*), pg_catalog.min(d.o)::pg_catalog.text FROM \
                    (SELECT x.{owner} AS o FROM {rel} x GROUP BY x.{owner} \
                      HAVING NOT COALESCE(pg_catalog.bool_or(x.most_recent), false)) d"
             ),
-            false,
         ));
         queries.push((
-            key(2),
+            Some(machine),
+            Anomaly::MostRecentNotLast,
             format!(
                 "SELECT pg_catalog.count(*), pg_catalog.min(x.{owner})::pg_catalog.text FROM {rel} x \
                   WHERE x.most_recent AND EXISTS (SELECT 1 FROM {rel} y WHERE y.{owner} OPERATOR(pg_catalog.=) x.{owner} \
                                                     AND y.sort_key OPERATOR(pg_catalog.>) x.sort_key)"
             ),
-            false,
         ));
         queries.push((
-            key(3),
+            Some(machine),
+            Anomaly::UnknownStates,
             format!(
                 "SELECT pg_catalog.count(DISTINCT x.to_state), \
                         pg_catalog.string_agg(DISTINCT pg_catalog.quote_literal(x.to_state::pg_catalog.text), ', ') FROM {rel} x \
                   WHERE x.to_state::pg_catalog.text OPERATOR(pg_catalog.<>) ALL ({known})"
             ),
-            false,
         ));
         queries.push((
-            key(4),
+            Some(machine),
+            Anomaly::IllegalMoves,
             format!(
                 "SELECT pg_catalog.count(DISTINCT h.o), \
                         pg_catalog.min(pg_catalog.format('%s %s: %s -> %s', '{owner}', h.o, COALESCE(h.prev, '(none)'), h.to_state)) \
@@ -288,20 +286,20 @@ pub fn anomalies(
                   WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.jsonb_to_recordset($1) AS mv(from_state pg_catalog.text, to_state pg_catalog.text) \
                                      WHERE mv.from_state IS NOT DISTINCT FROM h.prev AND mv.to_state OPERATOR(pg_catalog.=) h.to_state)"
             ),
-            true,
         ));
     }
     queries.push((
-        "self-loops",
+        None,
+        Anomaly::SelfLoops,
         format!(
             "SELECT pg_catalog.count(*), pg_catalog.min(e.from_step_id)::pg_catalog.text FROM {edges} e \
               WHERE e.from_step_id OPERATOR(pg_catalog.=) e.to_step_id",
             edges = q[EDGES]
         ),
-        false,
     ));
     queries.push((
-        "across tasks",
+        None,
+        Anomaly::AcrossTasks,
         format!(
             "SELECT pg_catalog.count(*), \
                     pg_catalog.min(pg_catalog.format('%s (task %s) -> %s (task %s)', e.from_step_id, a.task_id, e.to_step_id, b.task_id)) \
@@ -311,17 +309,17 @@ pub fn anomalies(
             edges = q[EDGES],
             steps = q[STEPS]
         ),
-        false,
     ));
     reading(tables, || {
         pgrx::spi::Spi::connect(|_| {
             let mut out = Vec::with_capacity(queries.len());
-            for (key, sql, with_moves) in &queries {
-                let moves = if key.starts_with("step") { step_moves } else { task_moves };
-                let args: Vec<Arg<'_>> = if *with_moves { vec![Arg::Jsonb(Some(moves))] } else { vec![] };
+            for (machine, anomaly, sql) in &queries {
+                let moves = if *machine == Some(Machine::Step) { step_moves } else { task_moves };
+                let args: Vec<Arg<'_>> =
+                    if *anomaly == Anomaly::IllegalMoves { vec![Arg::Jsonb(Some(moves))] } else { vec![] };
                 let (n, ex) =
                     spi::run(sql, &args, true, |rows| (rows.i64(0, 1).unwrap_or_default(), rows.string(0, 2)))?;
-                out.push((*key, n, ex));
+                out.push((*machine, *anomaly, n, ex));
             }
             Ok(out)
         })
@@ -393,7 +391,6 @@ pub fn analytics_facts(tables: &Tables, start: i64, with_period_steps: bool) -> 
         "SELECT ws.workflow_step_id::pg_catalog.int8, ws.task_id::pg_catalog.int8, ws.created_at FROM {steps} ws",
         steps = q[STEPS]
     );
-    let all_tasks = crate::pg::access::Rel::try_open(tables.0[TASKS]).map_or(0.0, |r| r.size().1);
     let names_sql = format!(
         "SELECT (SELECT pg_catalog.count(DISTINCT tn.name) FROM {namespaces} tn \
                    JOIN {named_tasks} nt ON nt.task_namespace_id OPERATOR(pg_catalog.=) tn.task_namespace_id \
@@ -416,16 +413,15 @@ pub fn analytics_facts(tables: &Tables, start: i64, with_period_steps: bool) -> 
                     })
                     .collect()
             })?;
-            let period: IdSet<i64> = tasks.iter().filter(|t| t.in_period).map(|t| t.task_id).collect();
-            let ids: Vec<i64> = period.iter().copied().collect();
-            let (sql, args) = if (ids.len() as f64) * 8.0 > all_tasks {
-                (&all_steps_sql, vec![])
-            } else {
-                (&steps_by_ids_sql, vec![Arg::Int8Array(&ids)])
-            };
-            let period_steps = if !with_period_steps {
-                Vec::new()
-            } else {
+            let period_steps = if with_period_steps {
+                let period: IdSet<i64> = tasks.iter().filter(|t| t.in_period).map(|t| t.task_id).collect();
+                let ids: Vec<i64> = period.iter().copied().collect();
+                let all_tasks = crate::pg::access::Rel::try_open(tables.0[TASKS]).map_or(0.0, |r| r.size().1);
+                let (sql, args) = if (ids.len() as f64) * 8.0 > all_tasks {
+                    (&all_steps_sql, vec![])
+                } else {
+                    (&steps_by_ids_sql, vec![Arg::Int8Array(&ids)])
+                };
                 spi::run(sql, &args, true, |rows| {
                     (0..rows.len())
                         .filter_map(|r| {
@@ -438,6 +434,8 @@ pub fn analytics_facts(tables: &Tables, start: i64, with_period_steps: bool) -> 
                         .filter(|s| period.contains(&s.task_id))
                         .collect()
                 })?
+            } else {
+                Vec::new()
             };
             let (namespaces, task_types) = spi::run(&names_sql, &[], true, |rows| {
                 (rows.i64(0, 1).unwrap_or_default(), rows.i64(0, 2).unwrap_or_default())

@@ -129,6 +129,21 @@ mod tests {
         best.get(&step).copied()
     }
 
+    /// A random graph over steps 0..n (cycles, duplicates and self-loops included), with a
+    /// chain of `long` more steps hung below step 0 to cross the cap: (steps, edges).
+    fn graph_with_chain(n: i64, raw: Vec<(i64, i64)>, long: usize) -> (Vec<i64>, Vec<(i64, i64)>) {
+        let mut edges: Vec<(i64, i64)> = raw.into_iter().map(|(a, b)| (a % n, b % n)).collect();
+        let mut steps: Vec<i64> = (0..n).collect();
+        let mut prev = 0;
+        for i in 0..long as i64 {
+            let s = 1000 + i;
+            edges.push((prev, s));
+            steps.push(s);
+            prev = s;
+        }
+        (steps, edges)
+    }
+
     fn by_edges(edges: &[(i64, i64)]) -> impl FnMut(&[i64], &mut Vec<(i64, i64)>) -> Result<(), ()> + '_ {
         move |frontier, out| {
             out.extend(edges.iter().filter(|(_, to)| frontier.contains(to)).map(|&(from, to)| (to, from)));
@@ -229,15 +244,7 @@ mod tests {
         #[test]
         fn a_closed_set_equals_the_forward_walk(n in 1i64..30, raw in proptest::collection::vec((0i64..30, 0i64..30), 0..80),
                                                long in 0usize..70) {
-            let mut edges: Vec<(i64, i64)> = raw.into_iter().map(|(a, b)| (a % n, b % n)).collect();
-            let mut steps: Vec<i64> = (0..n).collect();
-            let mut prev = 0;
-            for i in 0..long as i64 {
-                let s = 1000 + i;
-                edges.push((prev, s));
-                steps.push(s);
-                prev = s;
-            }
+            let (steps, edges) = graph_with_chain(n, raw, long);
             let all = depths_of_closed_set(&steps, &edges);
             prop_assert_eq!(all.len(), steps.len());
             for &s in &steps {
@@ -248,17 +255,7 @@ mod tests {
         #[test]
         fn equals_the_forward_walk(n in 1i64..30, raw in proptest::collection::vec((0i64..30, 0i64..30), 0..80),
                                    long in 0usize..70) {
-            // Random graphs over steps 0..n (cycles, duplicates and self-loops included), with
-            // a chain of `long` more steps hung below step 0 to cross the cap.
-            let mut edges: Vec<(i64, i64)> = raw.into_iter().map(|(a, b)| (a % n, b % n)).collect();
-            let mut steps: Vec<i64> = (0..n).collect();
-            let mut prev = 0;
-            for i in 0..long as i64 {
-                let s = 1000 + i;
-                edges.push((prev, s));
-                steps.push(s);
-                prev = s;
-            }
+            let (steps, edges) = graph_with_chain(n, raw, long);
             for &s in &steps {
                 prop_assert_eq!(min_depth_from_root(s, by_edges(&edges)).unwrap(), forward_walk(&steps, &edges, s));
             }

@@ -63,6 +63,81 @@ pub fn judge(check: &DataCheck, count: i64, example: Option<&str>) -> Finding {
     Finding { name: check.name.to_string(), status: check.bad, detail, action: Some(check.action.to_string()) }
 }
 
+/// What the preflight counts in the rows of the Tasker tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Anomaly {
+    /// Owners with more than one most_recent transition.
+    SeveralMostRecent,
+    /// Owners with transitions, none most_recent.
+    NoMostRecent,
+    /// A most_recent row below another row's sort_key.
+    MostRecentNotLast,
+    /// to_state values that are not states of the machine.
+    UnknownStates,
+    /// Histories with a move the state machine does not allow.
+    IllegalMoves,
+    /// Edges from a step to itself.
+    SelfLoops,
+    /// Edges between steps of two tasks.
+    AcrossTasks,
+}
+
+/// The check of `anomaly` in the transitions of `machine` (None: the edges).
+pub fn data_check(machine: Option<Machine>, anomaly: Anomaly) -> DataCheck {
+    let step = machine == Some(Machine::Step);
+    match anomaly {
+        Anomaly::SeveralMostRecent => DataCheck {
+            name: if step { "step histories: several most_recent rows" } else { "task histories: several most_recent rows" },
+            bad: Status::Fail,
+            counts: if step { "steps with more than one most_recent transition" } else { "tasks with more than one most_recent transition" },
+            clean: "one most_recent transition at most per owner",
+            action: "keep most_recent = true on the highest sort_key only: the read functions assume one, the guards refuse a second",
+        },
+        Anomaly::NoMostRecent => DataCheck {
+            name: if step { "step histories: no most_recent row" } else { "task histories: no most_recent row" },
+            bad: Status::Warn,
+            counts: if step { "steps with transitions but none most_recent" } else { "tasks with transitions but none most_recent" },
+            clean: "every history has its most_recent row",
+            action: "set most_recent on each one's highest sort_key: Rails reads such an owner as never moved",
+        },
+        Anomaly::MostRecentNotLast => DataCheck {
+            name: if step { "step histories: most_recent not the last" } else { "task histories: most_recent not the last" },
+            bad: Status::Warn,
+            counts: if step { "steps whose most_recent row is not the highest sort_key" } else { "tasks whose most_recent row is not the highest sort_key" },
+            clean: "every most_recent row is its history's highest sort_key",
+            action: "move most_recent to the highest sort_key: the guards refuse a new row below it",
+        },
+        Anomaly::UnknownStates => DataCheck {
+            name: if step { "step histories: unknown states" } else { "task histories: unknown states" },
+            bad: Status::Warn,
+            counts: "to_state values that are not states of the machine",
+            clean: "every to_state is a state of the machine",
+            action: "the guards refuse any move from these states; the read functions count them as Rails does (not ready, not done)",
+        },
+        Anomaly::IllegalMoves => DataCheck {
+            name: if step { "step histories: illegal moves" } else { "task histories: illegal moves" },
+            bad: Status::Warn,
+            counts: if step { "steps whose history has a move the state machine does not allow" } else { "tasks whose history has a move the state machine does not allow" },
+            clean: "every history is a legal path of the state machine",
+            action: "rows already written stay; the guards judge only new moves, from the current state (docs/state-machines.md)",
+        },
+        Anomaly::SelfLoops => DataCheck {
+            name: "edges: self-loops",
+            bad: Status::Fail,
+            counts: "edges from a step to itself",
+            clean: "no edge from a step to itself",
+            action: "delete them: such a step is never ready, and its depth in the DAG view is NULL",
+        },
+        Anomaly::AcrossTasks => DataCheck {
+            name: "edges: across tasks",
+            bad: Status::Warn,
+            counts: "edges between steps of two tasks",
+            clean: "every edge joins two steps of one task",
+            action: "Rails never writes these; the read functions count them as Rails' SQL does, and the guards refuse new ones",
+        },
+    }
+}
+
 /// A legal move of a state machine: `from_state` None is a history's first transition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Move {

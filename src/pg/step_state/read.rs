@@ -178,15 +178,19 @@ fn read_sequentially(layout: &Layout, requested: usize) -> bool {
         BatchScan::Index => false,
         BatchScan::Sequential => requested >= 2,
         BatchScan::Auto if requested < 2 => false,
-        BatchScan::Auto => {
-            let (Some(heap), Some(index)) = (Rel::try_open(layout.heap), Rel::try_open(layout.task_rows)) else {
-                return false;
-            };
-            let (blocks, _, pages) = heap.size();
-            let (_, index_tuples, _) = index.size();
-            sequential_is_cheaper(requested, index_tuples, pages, blocks)
-        }
+        BatchScan::Auto => sequential_by_statistics(layout, requested),
     }
+}
+
+/// `sequential_is_cheaper` for `requested` tasks, with step_state's statistics (false when it
+/// cannot be opened).
+fn sequential_by_statistics(layout: &Layout, requested: usize) -> bool {
+    let (Some(heap), Some(index)) = (Rel::try_open(layout.heap), Rel::try_open(layout.task_rows)) else {
+        return false;
+    };
+    let (blocks, _, pages) = heap.size();
+    let (_, index_tuples, _) = index.size();
+    sequential_is_cheaper(requested, index_tuples, pages, blocks)
 }
 
 /// The rows of a sequential pass, kept until they are put in order.
@@ -471,14 +475,7 @@ pub fn analytics_reads_all(layout: &Layout, requested: usize) -> bool {
     match BATCH_SCAN.get() {
         BatchScan::Index => false,
         BatchScan::Sequential => true,
-        BatchScan::Auto => {
-            let (Some(heap), Some(index)) = (Rel::try_open(layout.heap), Rel::try_open(layout.task_rows)) else {
-                return false;
-            };
-            let (blocks, _, pages) = heap.size();
-            let (_, index_tuples, _) = index.size();
-            sequential_is_cheaper(requested, index_tuples, pages, blocks)
-        }
+        BatchScan::Auto => sequential_by_statistics(layout, requested),
     }
 }
 
