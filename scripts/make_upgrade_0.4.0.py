@@ -74,10 +74,12 @@ def code(stmt):
     return '\n'.join(lines).strip()
 
 
-KEEP_AS_IS = ('REVOKE ', 'GRANT ', 'ALTER FUNCTION ', 'ALTER EVENT TRIGGER ', 'ALTER TABLE tasker_core.step_state REPLICA')
+KEEP_AS_IS = ('REVOKE ', 'GRANT ', 'ALTER FUNCTION ', 'ALTER EVENT TRIGGER ', 'ALTER TABLE tasker_core.step_state REPLICA',
+              'ALTER TABLE tasker_core.step_state_log REPLICA')
 SKIP = ('CREATE TABLE ', 'CREATE INDEX ', 'CREATE UNIQUE INDEX ', 'CREATE EVENT TRIGGER tasker_core_step_state_watch', 'DO $check$')
 # The step state's table and indexes are created anew (PREAMBLE moves the 0.3.0 ones aside).
-RECREATED = re.compile(r'^CREATE (TABLE tasker_core\.step_state \(|(UNIQUE )?INDEX step_state_\w+ ON tasker_core\.step_state )')
+RECREATED = re.compile(r'^CREATE (TABLE tasker_core\.step_state \(|(UNIQUE )?INDEX step_state_\w+ ON tasker_core\.step_state )'
+                       r'|^CREATE TABLE tasker_core\.step_state_log \(')
 NEW_EVENT_TRIGGERS = ('CREATE EVENT TRIGGER tasker_core_before_drop', 'CREATE EVENT TRIGGER tasker_core_step_state_rewrite')
 
 body = []
@@ -90,7 +92,9 @@ for stmt in statements(schema):
         continue
     if c.startswith(SKIP):
         continue
-    if c.startswith(('CREATE FUNCTION ', 'CREATE  FUNCTION ')):
+    if c.startswith('CREATE PROCEDURE '):
+        body.append(re.sub(r'^CREATE PROCEDURE ', 'CREATE OR REPLACE PROCEDURE ', c))
+    elif c.startswith(('CREATE FUNCTION ', 'CREATE  FUNCTION ')):
         c = re.sub(r'^CREATE\s+FUNCTION\s+"([a-z_0-9]+)"', r'CREATE OR REPLACE FUNCTION tasker_core."\1"', c)
         c = re.sub(r'^CREATE\s+FUNCTION\s+', 'CREATE OR REPLACE FUNCTION ', c)
         body.append(c)
@@ -158,6 +162,8 @@ DROP TABLE tasker_core.replaced_functions;
 -- Result types that changed, and functions 0.4.0 no longer has.
 DROP FUNCTION tasker_core.guard_triggers();
 DROP FUNCTION tasker_core.step_state_refresh_states(bigint[], oid);
+-- The REPEATABLE READ writers' check now compares the snapshot's mode with the latest.
+DROP FUNCTION tasker_core.step_state_check_not_missed();
 -- enable() gained its views argument.
 DROP FUNCTION tasker_core.enable(name, boolean, boolean);
 
@@ -175,7 +181,8 @@ ALTER INDEX tasker_core.step_state_by_task RENAME TO step_state_0_3_0_by_task;
 ALTER INDEX tasker_core.step_state_by_step RENAME TO step_state_0_3_0_by_step;
 ALTER INDEX tasker_core.step_state_task_row RENAME TO step_state_0_3_0_task_row;
 ALTER INDEX tasker_core.step_state_by_named_step RENAME TO step_state_0_3_0_by_named_step;
-ALTER TABLE tasker_core.step_state_source ADD COLUMN built_on text, ADD COLUMN fingerprint text;
+ALTER TABLE tasker_core.step_state_source ADD COLUMN built_on text, ADD COLUMN fingerprint text,
+    ADD COLUMN building text CHECK (building IN ('capture', 'catch_up')), ADD CHECK (NOT (valid AND building IS NOT NULL));
 '''
 
 POSTAMBLE = r'''

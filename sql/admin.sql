@@ -78,6 +78,17 @@ BEGIN
         RAISE EXCEPTION 'schema "%" does not exist', schema USING ERRCODE = '3F000';
     END IF;
     IF triggers THEN
+        -- CREATE TRIGGER locks its table against writers until the commit. Lock all the tables
+        -- that get one at once first, giving way to writers: asked one by one, a writer holding
+        -- one and waiting for another would deadlock with this transaction (and one of the two
+        -- would fail after deadlock_timeout).
+        PERFORM tasker_core.lock_briefly(ARRAY(
+            SELECT DISTINCT pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, gt.table_name))
+              FROM tasker_core.guard_triggers() gt
+             WHERE pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, gt.table_name)) IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                                WHERE t.tgrelid = pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, gt.table_name))
+                                  AND t.tgname = gt.trigger_name)));
         FOR g IN SELECT * FROM tasker_core.guard_triggers() LOOP
             object := pg_catalog.format('trigger %I on %I.%I', g.trigger_name, schema, g.table_name);
             IF pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, g.table_name)) IS NULL THEN

@@ -55,6 +55,8 @@ DROP TABLE tasker_core.replaced_functions;
 -- Result types that changed, and functions 0.4.0 no longer has.
 DROP FUNCTION tasker_core.guard_triggers();
 DROP FUNCTION tasker_core.step_state_refresh_states(bigint[], oid);
+-- The REPEATABLE READ writers' check now compares the snapshot's mode with the latest.
+DROP FUNCTION tasker_core.step_state_check_not_missed();
 -- enable() gained its views argument.
 DROP FUNCTION tasker_core.enable(name, boolean, boolean);
 
@@ -72,7 +74,8 @@ ALTER INDEX tasker_core.step_state_by_task RENAME TO step_state_0_3_0_by_task;
 ALTER INDEX tasker_core.step_state_by_step RENAME TO step_state_0_3_0_by_step;
 ALTER INDEX tasker_core.step_state_task_row RENAME TO step_state_0_3_0_task_row;
 ALTER INDEX tasker_core.step_state_by_named_step RENAME TO step_state_0_3_0_by_named_step;
-ALTER TABLE tasker_core.step_state_source ADD COLUMN built_on text, ADD COLUMN fingerprint text;
+ALTER TABLE tasker_core.step_state_source ADD COLUMN built_on text, ADD COLUMN fingerprint text,
+    ADD COLUMN building text CHECK (building IN ('capture', 'catch_up')), ADD CHECK (NOT (valid AND building IS NOT NULL));
 
 CREATE OR REPLACE FUNCTION tasker_core."get_step_readiness_status"(
 	"input_task_id" bigint,
@@ -840,11 +843,26 @@ AS $$
                       AND p.pronamespace = 'tasker_core'::pg_catalog.regnamespace)
 $$;
 
-CREATE OR REPLACE FUNCTION tasker_core."step_state_check_not_missed"() RETURNS void
+CREATE OR REPLACE FUNCTION tasker_core."step_state_build_online"() RETURNS bigint 
 STRICT VOLATILE PARALLEL UNSAFE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c 
-AS 'MODULE_PATHNAME', 'step_state_check_not_missed_wrapper';
+AS 'MODULE_PATHNAME', 'step_state_build_online_wrapper';
+
+CREATE OR REPLACE FUNCTION tasker_core."step_state_check_snapshot"(
+	"valid" bool, 
+	"building" TEXT 
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'step_state_check_snapshot_wrapper';
+
+CREATE OR REPLACE FUNCTION tasker_core."step_state_check_top_level"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'step_state_check_top_level_wrapper';
 
 CREATE OR REPLACE FUNCTION tasker_core."step_state_lock_named"(
 	"named" INT[], 
@@ -949,6 +967,15 @@ ALTER TABLE tasker_core.step_state REPLICA IDENTITY FULL;
 REVOKE ALL ON tasker_core.step_state_source FROM PUBLIC;
 
 GRANT SELECT ON tasker_core.step_state_source TO PUBLIC;
+
+CREATE TABLE tasker_core.step_state_log (
+    kind "char" NOT NULL,
+    id   bigint NOT NULL
+);
+
+REVOKE ALL ON tasker_core.step_state_log FROM PUBLIC;
+
+ALTER TABLE tasker_core.step_state_log REPLICA IDENTITY FULL;
 
 CREATE OR REPLACE FUNCTION tasker_core.step_state_columns()
 RETURNS TABLE (table_name name, column_name name, column_type text)
@@ -1112,11 +1139,19 @@ CREATE OR REPLACE FUNCTION tasker_core.step_state_invalidate(why text)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    was_valid boolean;
 BEGIN
-    UPDATE tasker_core.step_state_source SET valid = false, reason = why, changed_at = pg_catalog.now() WHERE valid;
-    IF FOUND THEN
+    -- (An online build under way stops: its next step finds building NULL and says why.)
+    SELECT s.valid INTO was_valid FROM tasker_core.step_state_source s WHERE s.valid OR s.building IS NOT NULL FOR UPDATE;
+    UPDATE tasker_core.step_state_source s SET valid = false, building = NULL, reason = why, changed_at = pg_catalog.now()
+     WHERE s.valid OR s.building IS NOT NULL;
+    IF was_valid THEN
         RAISE WARNING 'tasker_core: the derived step state is no longer used: %', why
             USING HINT = 'The read functions read the Tasker tables until SELECT tasker_core.step_state_rebuild() runs.';
+    ELSIF FOUND THEN
+        RAISE WARNING 'tasker_core: the online build of the step state stops: %', why
+            USING HINT = 'Run CALL tasker_core.step_state_enable_concurrently() again.';
     END IF;
 END
 $$;
@@ -1131,16 +1166,20 @@ DECLARE
     src tasker_core.step_state_source;
     ids bigint[];
     named integer[];
+    logging boolean;
 BEGIN
-    SELECT * INTO src FROM tasker_core.step_state_source s WHERE s.valid;
-    IF NOT FOUND THEN
-        -- Under REPEATABLE READ the snapshot may predate a rebuild that committed since: the
-        -- copy is valid for everyone else but would miss this write. Refuse (40001) then.
-        IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
-            PERFORM tasker_core.step_state_check_not_missed();
-        END IF;
+    SELECT * INTO src FROM tasker_core.step_state_source s;
+    -- Under REPEATABLE READ the snapshot may predate a rebuild, or a step of an online build,
+    -- that committed since: this write would then be left out of a copy everyone else trusts (or
+    -- is about to). Refuse (40001) then.
+    IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
+        PERFORM tasker_core.step_state_check_snapshot(COALESCE(src.valid, false), src.building);
+    END IF;
+    IF NOT (COALESCE(src.valid, false) OR src.building IS NOT NULL) THEN
         RETURN NULL;
     END IF;
+    -- An online build reading the tables: log what this write touched, for it to replay.
+    logging := src.building IS NOT DISTINCT FROM 'capture';
     IF TG_RELID NOT IN (src.steps, src.named_steps, src.transitions, src.edges, src.tasks, src.task_transitions) THEN
         RETURN NULL;
     END IF;
@@ -1183,7 +1222,9 @@ BEGIN
         END IF;
         -- Transitions decide only the state columns (and the children's done_parents where a
         -- step became done or stopped being done): the cheaper refresh of just those.
-        IF pg_catalog.cardinality(ids) > 0 THEN
+        IF logging THEN
+            INSERT INTO tasker_core.step_state_log (kind, id) SELECT 'x', i FROM pg_catalog.unnest(ids) i;
+        ELSIF pg_catalog.cardinality(ids) > 0 THEN
             PERFORM tasker_core.step_state_refresh_transitions(ids, src.transitions::pg_catalog.oid, src.edges::pg_catalog.oid);
         END IF;
         RETURN NULL;
@@ -1216,7 +1257,9 @@ BEGIN
                 (SELECT id, task_id, to_state, most_recent, created_at FROM old_rows
                  EXCEPT ALL SELECT id, task_id, to_state, most_recent, created_at FROM new_rows)) c);
         END IF;
-        IF pg_catalog.cardinality(ids) > 0 THEN
+        IF logging THEN
+            INSERT INTO tasker_core.step_state_log (kind, id) SELECT 't', i FROM pg_catalog.unnest(ids) i;
+        ELSIF pg_catalog.cardinality(ids) > 0 THEN
             PERFORM tasker_core.step_state_refresh_tasks(ids, src.tasks::pg_catalog.oid, src.task_transitions::pg_catalog.oid);
         END IF;
         RETURN NULL;
@@ -1234,6 +1277,12 @@ BEGIN
         IF pg_catalog.cardinality(named) = 0 THEN
             RETURN NULL;
         END IF;
+        IF logging THEN
+            -- The build renames the steps of these named steps that it finds when it replays
+            -- the log; a step inserted since is in the log itself.
+            INSERT INTO tasker_core.step_state_log (kind, id) SELECT 'n', i FROM pg_catalog.unnest(named) i;
+            RETURN NULL;
+        END IF;
         -- A step inserted (or re-pointed) concurrently with this rename must not keep the old
         -- name. Its foreign key check holds FOR KEY SHARE on the named step, which FOR UPDATE
         -- waits for (then, under READ COMMITTED, the query below sees that step); a later one
@@ -1249,7 +1298,9 @@ BEGIN
     ELSE
         RETURN NULL;
     END IF;
-    IF pg_catalog.cardinality(ids) > 0 THEN
+    IF logging THEN
+        INSERT INTO tasker_core.step_state_log (kind, id) SELECT 's', i FROM pg_catalog.unnest(ids) i;
+    ELSIF pg_catalog.cardinality(ids) > 0 THEN
         PERFORM tasker_core.step_state_refresh(ids, src.steps::pg_catalog.oid, src.named_steps::pg_catalog.oid,
                                                 src.transitions::pg_catalog.oid, src.edges::pg_catalog.oid);
     END IF;
@@ -1265,7 +1316,7 @@ DECLARE
     src tasker_core.step_state_source;
     why text;
 BEGIN
-    SELECT * INTO src FROM tasker_core.step_state_source s WHERE s.valid;
+    SELECT * INTO src FROM tasker_core.step_state_source s WHERE s.valid OR s.building IS NOT NULL;
     IF NOT FOUND THEN
         RETURN;
     END IF;
@@ -1291,7 +1342,7 @@ DECLARE
     src tasker_core.step_state_source;
     rel pg_catalog.oid := pg_catalog.pg_event_trigger_table_rewrite_oid();
 BEGIN
-    SELECT * INTO src FROM tasker_core.step_state_source s WHERE s.valid;
+    SELECT * INTO src FROM tasker_core.step_state_source s WHERE s.valid OR s.building IS NOT NULL;
     IF FOUND AND rel OPERATOR(pg_catalog.=) ANY (ARRAY[src.steps, src.named_steps, src.transitions, src.edges,
                                                       src.tasks, src.task_transitions]::pg_catalog.oid[]) THEN
         -- The catalog already has the new column types: say so when one is why a rebuild
@@ -1313,16 +1364,13 @@ ALTER EVENT TRIGGER tasker_core_step_state_rewrite ENABLE ALWAYS;
 
 REVOKE ALL ON FUNCTION tasker_core.step_state_problem(tasker_core.step_state_source) FROM PUBLIC;
 
-CREATE OR REPLACE FUNCTION tasker_core.step_state_enable(schema name DEFAULT 'public')
-RETURNS TABLE (object text, action text)
-LANGUAGE plpgsql
+CREATE OR REPLACE FUNCTION tasker_core.step_state_tables_of(schema name)
+RETURNS regclass[]
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    src tasker_core.step_state_source;
     tbl name;
-    g record;
-    why text;
 BEGIN
     IF pg_catalog.to_regnamespace(pg_catalog.quote_ident(schema)) IS NULL THEN
         RAISE EXCEPTION 'schema "%" does not exist', schema USING ERRCODE = '3F000';
@@ -1338,34 +1386,83 @@ BEGIN
         RAISE EXCEPTION 'the step state already mirrors %', (SELECT s.steps FROM tasker_core.step_state_source s)
             USING ERRCODE = '55000', HINT = 'Run tasker_core.step_state_disable() for that schema first.';
     END IF;
-    -- Not valid while the triggers are (re)installed and the rows rebuilt.
+    RETURN ARRAY(SELECT pg_catalog.format('%I.%I', schema, t)::pg_catalog.regclass FROM tasker_core.step_state_tables() t);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tasker_core.step_state_install_triggers(rel regclass)
+RETURNS TABLE (object text, action text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    g record;
+BEGIN
+    FOR g IN SELECT t.*, x.tgfoid, x.tgenabled
+               FROM tasker_core.step_state_triggers() WITH ORDINALITY t(trigger_name, event, referencing, n)
+               LEFT JOIN pg_catalog.pg_trigger x ON x.tgrelid = rel AND x.tgname = t.trigger_name
+              ORDER BY t.n LOOP
+        object := pg_catalog.format('trigger %I on %s', g.trigger_name, rel);
+        IF g.tgfoid = 'tasker_core.step_state_sync()'::pg_catalog.regprocedure THEN
+            IF g.tgenabled = 'A' THEN
+                action := 'already installed';
+            ELSE
+                EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ALWAYS TRIGGER %I', rel, g.trigger_name);
+                action := 'set to ENABLE ALWAYS';
+            END IF;
+        ELSE
+            IF g.tgfoid IS NOT NULL THEN
+                EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', g.trigger_name, rel);
+                action := 'reinstalled';
+            ELSE
+                action := 'installed';
+            END IF;
+            EXECUTE pg_catalog.format('CREATE TRIGGER %I AFTER %s ON %s %s EXECUTE FUNCTION tasker_core.step_state_sync()',
+                                      g.trigger_name, g.event, rel, g.referencing);
+            EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ALWAYS TRIGGER %I', rel, g.trigger_name);
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tasker_core.step_state_record(schema name)
+RETURNS tasker_core.step_state_source
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    src tasker_core.step_state_source;
+BEGIN
     INSERT INTO tasker_core.step_state_source AS s (steps, named_steps, transitions, edges, tasks, task_transitions, valid, reason)
     VALUES (pg_catalog.format('%I.tasker_workflow_steps', schema)::pg_catalog.regclass, pg_catalog.format('%I.tasker_named_steps', schema)::pg_catalog.regclass,
             pg_catalog.format('%I.tasker_workflow_step_transitions', schema)::pg_catalog.regclass,
             pg_catalog.format('%I.tasker_workflow_step_edges', schema)::pg_catalog.regclass, pg_catalog.format('%I.tasker_tasks', schema)::pg_catalog.regclass,
             pg_catalog.format('%I.tasker_task_transitions', schema)::pg_catalog.regclass, false, 'being built')
-    ON CONFLICT (only_row) DO UPDATE SET valid = false, reason = 'being rebuilt', changed_at = pg_catalog.now()
+    ON CONFLICT (only_row) DO UPDATE SET valid = false, building = NULL, reason = 'being rebuilt', changed_at = pg_catalog.now()
     RETURNING * INTO src;
-    FOR tbl IN SELECT * FROM tasker_core.step_state_tables() LOOP
-        FOR g IN SELECT * FROM tasker_core.step_state_triggers() LOOP
-            object := pg_catalog.format('trigger %I on %I.%I', g.trigger_name, schema, tbl);
-            IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgrelid = pg_catalog.format('%I.%I', schema, tbl)::pg_catalog.regclass
-                                                     AND t.tgname = g.trigger_name) THEN
-                EXECUTE pg_catalog.format('DROP TRIGGER %I ON %I.%I', g.trigger_name, schema, tbl);
-                action := 'reinstalled';
-            ELSE
-                action := 'installed';
-            END IF;
-            EXECUTE pg_catalog.format('CREATE TRIGGER %I AFTER %s ON %I.%I %s EXECUTE FUNCTION tasker_core.step_state_sync()',
-                           g.trigger_name, g.event, schema, tbl, g.referencing);
-            EXECUTE pg_catalog.format('ALTER TABLE %I.%I ENABLE ALWAYS TRIGGER %I', schema, tbl, g.trigger_name);
-            RETURN NEXT;
-        END LOOP;
-    END LOOP;
-    -- The maintenance works with the Tasker tables' owner's rights (src/pg/sandbox.rs): that
-    -- role writes the copy of its own rows.
     EXECUTE pg_catalog.format('GRANT SELECT, INSERT, UPDATE, DELETE ON tasker_core.step_state TO %s',
                               (SELECT c.relowner::pg_catalog.regrole FROM pg_catalog.pg_class c WHERE c.oid = src.steps));
+    RETURN src;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tasker_core.step_state_enable(schema name DEFAULT 'public')
+RETURNS TABLE (object text, action text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tables regclass[] := tasker_core.step_state_tables_of(schema);
+    src tasker_core.step_state_source := tasker_core.step_state_record(schema);
+    rel regclass;
+    why text;
+BEGIN
+    -- All six at once, giving way to writers (rather than deadlocking with one).
+    PERFORM tasker_core.lock_briefly(tables);
+    FOREACH rel IN ARRAY tables LOOP
+        RETURN QUERY SELECT * FROM tasker_core.step_state_install_triggers(rel);
+    END LOOP;
     why := tasker_core.step_state_problem(src);
     IF why IS NOT NULL THEN
         RAISE EXCEPTION 'cannot enable the step state: %', why USING ERRCODE = '55000';
@@ -1373,6 +1470,315 @@ BEGIN
     object := 'tasker_core.step_state';
     action := pg_catalog.format('built (%s steps)', tasker_core.step_state_rebuild());
     RETURN NEXT;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tasker_core.lock_briefly(rels regclass[], wait interval DEFAULT '20ms', tries integer DEFAULT 100)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    before text := pg_catalog.current_setting('lock_timeout');
+    names text := (SELECT pg_catalog.string_agg(r::text, ', ' ORDER BY n) FROM pg_catalog.unnest(rels) WITH ORDINALITY u(r, n));
+BEGIN
+    IF names IS NULL THEN
+        RETURN 0;
+    END IF;
+    FOR attempt IN 1..tries LOOP
+        BEGIN
+            PERFORM pg_catalog.set_config('lock_timeout', pg_catalog.ceil(pg_catalog.date_part('epoch', wait) * 1000)::bigint::text || 'ms', true);
+            EXECUTE pg_catalog.format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', names);
+            PERFORM pg_catalog.set_config('lock_timeout', before, true);
+            RETURN attempt;
+        EXCEPTION WHEN lock_not_available THEN
+            PERFORM pg_catalog.pg_sleep(0.02 + 0.08 * pg_catalog.random());
+        END;
+    END LOOP;
+    RAISE EXCEPTION 'could not lock % against writers in % tries of at most %', names, tries, wait
+        USING ERRCODE = '55P03',
+              HINT = 'A long transaction writes one of them. Try again when that is over.';
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tasker_core.step_state_prepare_online(schema name)
+RETURNS regclass[]
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tables regclass[] := tasker_core.step_state_tables_of(schema);
+    missing regclass[];
+    key integer := 'tasker_core.step_state_log'::regclass::oid::integer;
+BEGIN
+    -- (Held already by this session if an earlier CALL here failed: not taken twice.)
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_locks l
+                    WHERE l.locktype = 'advisory' AND l.pid = pg_catalog.pg_backend_pid() AND l.granted
+                      AND l.classid::integer = key AND l.objid::integer = 1 AND l.objsubid = 2)
+       AND NOT pg_catalog.pg_try_advisory_lock(key, 1) THEN
+        RAISE EXCEPTION 'another session is building the step state online (pid %)',
+            (SELECT pg_catalog.string_agg(l.pid::text, ', ') FROM pg_catalog.pg_locks l
+              WHERE l.locktype = 'advisory' AND l.granted AND l.classid::integer = key AND l.objid::integer = 1 AND l.objsubid = 2)
+            USING ERRCODE = '55006', HINT = 'Wait for its CALL to end; pg_stat_activity shows it.';
+    END IF;
+    missing := ARRAY(SELECT t FROM pg_catalog.unnest(tables) WITH ORDINALITY u(t, n)
+                      WHERE EXISTS (SELECT 1 FROM tasker_core.step_state_triggers() g
+                                     WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger x
+                                                        WHERE x.tgrelid = u.t AND x.tgname = g.trigger_name AND x.tgenabled = 'A'
+                                                          AND x.tgfoid = 'tasker_core.step_state_sync()'::pg_catalog.regprocedure))
+                      ORDER BY u.n);
+    IF NOT EXISTS (SELECT 1 FROM tasker_core.step_state_source s WHERE s.valid) OR pg_catalog.cardinality(missing) > 0 THEN
+        PERFORM tasker_core.step_state_record(schema);
+    END IF;
+    RETURN missing;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tasker_core.step_state_install_online(rel regclass, lock_wait interval)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tries integer := tasker_core.lock_briefly(ARRAY[rel], lock_wait, 100);
+BEGIN
+    PERFORM 1 FROM tasker_core.step_state_install_triggers(rel);
+    RETURN tries;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tasker_core.step_state_capture()
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    src tasker_core.step_state_source;
+    why text;
+BEGIN
+    SELECT * INTO src FROM tasker_core.step_state_source s FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'the step state is not enabled' USING ERRCODE = '55000';
+    END IF;
+    why := tasker_core.step_state_problem(src);
+    IF why IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot enable the step state: %', why USING ERRCODE = '55000';
+    END IF;
+    DELETE FROM tasker_core.step_state_log;
+    UPDATE tasker_core.step_state_source s
+       SET valid = false, building = 'capture', reason = 'being built online', changed_at = pg_catalog.now(),
+           fingerprint = tasker_core.step_state_fingerprint(s);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tasker_core.step_state_wait_for_writers()
+RETURNS numeric
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    src tasker_core.step_state_source;
+    writers text[];
+    started timestamptz := pg_catalog.clock_timestamp();
+    told timestamptz := pg_catalog.clock_timestamp();
+BEGIN
+    SELECT * INTO src FROM tasker_core.step_state_source s;
+    writers := ARRAY(SELECT DISTINCT l.virtualtransaction FROM pg_catalog.pg_locks l
+                      WHERE l.locktype = 'relation' AND l.granted
+                        AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
+                        AND l.relation = ANY (ARRAY[src.steps, src.named_steps, src.transitions, src.edges, src.tasks,
+                                                    src.task_transitions]::pg_catalog.oid[])
+                        -- The modes of writes (not of VACUUM, ANALYZE or CREATE INDEX, which write no rows).
+                        AND l.mode IN ('RowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')
+                        AND l.pid IS DISTINCT FROM pg_catalog.pg_backend_pid());
+    -- A transaction holds locks under its virtual transaction id until it ends.
+    WHILE EXISTS (SELECT 1 FROM pg_catalog.pg_locks l WHERE l.virtualtransaction = ANY (writers)) LOOP
+        IF pg_catalog.clock_timestamp() - told > interval '10 seconds' THEN
+            RAISE NOTICE 'tasker_core: waiting for transactions that write the Tasker tables to end: %',
+                (SELECT pg_catalog.string_agg(DISTINCT COALESCE('pid ' || l.pid, 'prepared transaction ' || l.virtualtransaction), ', ')
+                   FROM pg_catalog.pg_locks l WHERE l.virtualtransaction = ANY (writers));
+            told := pg_catalog.clock_timestamp();
+        END IF;
+        PERFORM pg_catalog.pg_sleep(0.005);
+    END LOOP;
+    RETURN pg_catalog.round(pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - started)::numeric, 3);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tasker_core.step_state_replay()
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    src tasker_core.step_state_source;
+    n bigint;
+    steps bigint[];
+    moved bigint[];
+    tasks bigint[];
+    named bigint[];
+    children bigint[];
+BEGIN
+    SELECT * INTO src FROM tasker_core.step_state_source s;
+    IF NOT FOUND OR src.building IS NULL THEN
+        RAISE EXCEPTION 'cannot build the step state online: it stopped: %',
+            COALESCE(src.reason, CASE WHEN src.valid THEN 'step_state_rebuild() or step_state_enable() ran meanwhile'
+                                      ELSE 'the step state is not enabled' END)
+            USING ERRCODE = '55000', HINT = 'Run CALL tasker_core.step_state_enable_concurrently() again.';
+    END IF;
+    FOR attempt IN 1..10 LOOP
+        BEGIN
+            WITH taken AS (DELETE FROM tasker_core.step_state_log RETURNING kind, id)
+            SELECT pg_catalog.count(*),
+                   pg_catalog.array_agg(DISTINCT t.id) FILTER (WHERE t.kind = 's'),
+                   pg_catalog.array_agg(DISTINCT t.id) FILTER (WHERE t.kind = 'x'),
+                   pg_catalog.array_agg(DISTINCT t.id) FILTER (WHERE t.kind = 't'),
+                   pg_catalog.array_agg(DISTINCT t.id) FILTER (WHERE t.kind = 'n')
+              INTO n, steps, moved, tasks, named FROM taken t;
+            -- A step whose transitions changed may have become done or stopped being done: its
+            -- children's parent counters are recomputed too.
+            IF moved IS NOT NULL THEN
+                EXECUTE pg_catalog.format('SELECT pg_catalog.array_agg(e.to_step_id) FROM %s e WHERE e.from_step_id = ANY ($1)', src.edges)
+                   INTO children USING moved;
+                steps := steps || moved || children;
+            END IF;
+            IF named IS NOT NULL THEN
+                steps := steps || ARRAY(SELECT d.workflow_step_id FROM tasker_core.step_state d WHERE d.named_step_id = ANY (named));
+            END IF;
+            IF steps IS NOT NULL THEN
+                PERFORM tasker_core.step_state_refresh(steps, src.steps::pg_catalog.oid, src.named_steps::pg_catalog.oid,
+                                                        src.transitions::pg_catalog.oid, src.edges::pg_catalog.oid);
+            END IF;
+            IF tasks IS NOT NULL THEN
+                PERFORM tasker_core.step_state_refresh_tasks(tasks, src.tasks::pg_catalog.oid, src.task_transitions::pg_catalog.oid);
+            END IF;
+            RETURN n;
+        EXCEPTION WHEN deadlock_detected THEN
+            IF attempt = 10 THEN
+                RAISE;
+            END IF;
+        END;
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tasker_core.step_state_catch_up()
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM tasker_core.step_state_replay();
+    UPDATE tasker_core.step_state_source s SET building = 'catch_up', changed_at = pg_catalog.now();
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tasker_core.step_state_finish_online()
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    src tasker_core.step_state_source;
+    n bigint := tasker_core.step_state_replay();
+    why text;
+BEGIN
+    SELECT * INTO src FROM tasker_core.step_state_source s FOR UPDATE;
+    IF src.building IS DISTINCT FROM 'catch_up' THEN
+        RAISE EXCEPTION 'cannot build the step state online: step_state_catch_up() has not run' USING ERRCODE = '55000';
+    END IF;
+    why := tasker_core.step_state_problem(src);
+    IF why IS NULL AND src.fingerprint IS DISTINCT FROM tasker_core.step_state_fingerprint(src) THEN
+        why := 'a mirrored column was replaced or retyped during the build';
+    END IF;
+    IF why IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot build the step state online: %', why USING ERRCODE = '55000';
+    END IF;
+    UPDATE tasker_core.step_state_source s
+       SET valid = true, building = NULL, reason = NULL, changed_at = pg_catalog.now(),
+           built_on = tasker_core.server_identity(), fingerprint = tasker_core.step_state_fingerprint(s);
+    PERFORM pg_catalog.pg_advisory_unlock('tasker_core.step_state_log'::regclass::oid::integer, 1);
+    RETURN n;
+END
+$$;
+
+CREATE OR REPLACE PROCEDURE tasker_core.step_state_enable_concurrently(schema name DEFAULT 'public', lock_wait interval DEFAULT '20ms')
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    missing pg_catalog.regclass[];
+    rel pg_catalog.regclass;
+    tries pg_catalog.int4 := 0;
+    waited pg_catalog.numeric;
+    steps pg_catalog.int8;
+    n pg_catalog.int8;
+    previous pg_catalog.int8;
+    rounds pg_catalog.int4 := 0;
+    started pg_catalog.timestamptz;
+BEGIN
+    -- Each step commits: outside a transaction block or not at all (25001).
+    PERFORM tasker_core.step_state_check_top_level();
+    COMMIT;
+    missing := tasker_core.step_state_prepare_online(schema);
+    COMMIT;
+    FOREACH rel IN ARRAY missing LOOP
+        tries := tries OPERATOR(pg_catalog.+) tasker_core.step_state_install_online(rel, lock_wait);
+        COMMIT;
+    END LOOP;
+    RAISE NOTICE 'tasker_core: step 1 of 5: maintenance triggers installed on % tables (% lock tries)', pg_catalog.cardinality(missing), tries;
+    PERFORM tasker_core.step_state_capture();
+    COMMIT;
+    waited := tasker_core.step_state_wait_for_writers();
+    COMMIT;
+    RAISE NOTICE 'tasker_core: step 2 of 5: each write now logs what it touched (waited % s for the writes under way)', waited;
+    started := pg_catalog.clock_timestamp();
+    steps := tasker_core.step_state_build_online();
+    COMMIT;
+    RAISE NOTICE 'tasker_core: step 3 of 5: built % steps from one snapshot in % s', steps,
+        pg_catalog.round(pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) started)::pg_catalog.numeric, 1);
+    -- Replay until a round is small or stops shrinking (writers as fast as the replay).
+    LOOP
+        n := tasker_core.step_state_replay();
+        COMMIT;
+        rounds := rounds OPERATOR(pg_catalog.+) 1;
+        RAISE NOTICE 'tasker_core: step 4 of 5: round %: replayed % logged writes', rounds, n;
+        EXIT WHEN n OPERATOR(pg_catalog.<=) 256 OR rounds OPERATOR(pg_catalog.>=) 50
+               OR (previous IS NOT NULL AND n OPERATOR(pg_catalog.>=) previous);
+        previous := n;
+    END LOOP;
+    PERFORM tasker_core.step_state_catch_up();
+    COMMIT;
+    waited := tasker_core.step_state_wait_for_writers();
+    COMMIT;
+    n := tasker_core.step_state_finish_online();
+    COMMIT;
+    RAISE NOTICE 'tasker_core: step 5 of 5: valid; replayed the last % logged writes (waited % s for the writes that logged)', n, waited;
+END
+$$;
+
+CREATE OR REPLACE PROCEDURE tasker_core.step_state_rebuild_concurrently(lock_wait interval DEFAULT '20ms')
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    CALL tasker_core.step_state_enable_concurrently(tasker_core.step_state_schema(), lock_wait);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tasker_core.step_state_schema()
+RETURNS name
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    found_schema name;
+BEGIN
+    SELECT n.nspname INTO found_schema FROM tasker_core.step_state_source s
+      JOIN pg_catalog.pg_class c ON c.oid = s.steps JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace;
+    IF found_schema IS NULL THEN
+        RAISE EXCEPTION 'the step state is not enabled' USING ERRCODE = '55000',
+            HINT = 'Run CALL tasker_core.step_state_enable_concurrently(''public'') with the schema of the Tasker tables.';
+    END IF;
+    RETURN found_schema;
 END
 $$;
 
@@ -1412,6 +1818,7 @@ BEGIN
         END LOOP;
     END LOOP;
     DELETE FROM tasker_core.step_state;
+    DELETE FROM tasker_core.step_state_log;
     object := 'tasker_core.step_state';
     action := 'emptied';
     RETURN NEXT;
@@ -1430,7 +1837,35 @@ REVOKE ALL ON FUNCTION tasker_core.step_state_rebuild() FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION tasker_core.step_state_verify() FROM PUBLIC;
 
-REVOKE ALL ON FUNCTION tasker_core.step_state_check_not_missed() FROM PUBLIC;
+REVOKE ALL ON FUNCTION tasker_core.step_state_check_snapshot(boolean, text) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION tasker_core.step_state_build_online() FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION tasker_core.step_state_check_top_level() FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION tasker_core.step_state_tables_of(name) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION tasker_core.step_state_install_triggers(regclass) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION tasker_core.step_state_record(name) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION tasker_core.step_state_prepare_online(name) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION tasker_core.step_state_install_online(regclass, interval) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION tasker_core.step_state_capture() FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION tasker_core.step_state_wait_for_writers() FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION tasker_core.step_state_replay() FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION tasker_core.step_state_catch_up() FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION tasker_core.step_state_finish_online() FROM PUBLIC;
+
+REVOKE ALL ON PROCEDURE tasker_core.step_state_enable_concurrently(name, interval) FROM PUBLIC;
+
+REVOKE ALL ON PROCEDURE tasker_core.step_state_rebuild_concurrently(interval) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION tasker_core.step_state_sync() FROM PUBLIC;
 
@@ -1738,6 +2173,17 @@ BEGIN
         RAISE EXCEPTION 'schema "%" does not exist', schema USING ERRCODE = '3F000';
     END IF;
     IF triggers THEN
+        -- CREATE TRIGGER locks its table against writers until the commit. Lock all the tables
+        -- that get one at once first, giving way to writers: asked one by one, a writer holding
+        -- one and waiting for another would deadlock with this transaction (and one of the two
+        -- would fail after deadlock_timeout).
+        PERFORM tasker_core.lock_briefly(ARRAY(
+            SELECT DISTINCT pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, gt.table_name))
+              FROM tasker_core.guard_triggers() gt
+             WHERE pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, gt.table_name)) IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                                WHERE t.tgrelid = pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, gt.table_name))
+                                  AND t.tgname = gt.trigger_name)));
         FOR g IN SELECT * FROM tasker_core.guard_triggers() LOOP
             object := pg_catalog.format('trigger %I on %I.%I', g.trigger_name, schema, g.table_name);
             IF pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, g.table_name)) IS NULL THEN

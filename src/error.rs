@@ -56,9 +56,12 @@ pub enum TaskerError {
     NeedsReadCommitted { function: &'static str },
     /// A snapshot older than a step-state rebuild would write outside the copy everyone trusts.
     #[error(
-        "could not serialize access: the step state was enabled or rebuilt after this transaction's snapshot was taken"
+        "could not serialize access: the step state was enabled, rebuilt or switched to an online build after this transaction's snapshot was taken"
     )]
     StaleSnapshot,
+    /// The online build commits between its steps: not inside a transaction block.
+    #[error("CALL tasker_core.step_state_enable_concurrently() cannot run inside a transaction block")]
+    InTransactionBlock,
     /// An event trigger function called some other way.
     #[error("tasker_core.before_drop() can only be called as an event trigger")]
     NotAnEventTrigger,
@@ -117,6 +120,7 @@ impl TaskerError {
             TaskerError::StepStateCorrupted(_) => ERRCODE_DATA_CORRUPTED,
             TaskerError::NeedsReadCommitted { .. } => ERRCODE_INVALID_TRANSACTION_STATE,
             TaskerError::StaleSnapshot => ERRCODE_T_R_SERIALIZATION_FAILURE,
+            TaskerError::InTransactionBlock => ERRCODE_ACTIVE_SQL_TRANSACTION,
             TaskerError::NotAnEventTrigger => ERRCODE_E_R_I_E_EVENT_TRIGGER_PROTOCOL_VIOLATED,
             TaskerError::UndefinedTable(_) => ERRCODE_UNDEFINED_TABLE,
             TaskerError::UndefinedSchema(_) => ERRCODE_INVALID_SCHEMA_NAME,
@@ -147,8 +151,8 @@ impl TaskerError {
                 Some("The installed SQL objects and the loaded library are of different versions.".into())
             }
             TaskerError::StaleSnapshot => Some(
-                "This REPEATABLE READ or SERIALIZABLE transaction started before the step state was last rebuilt; \
-                 its write would be missing from the copy."
+                "This REPEATABLE READ or SERIALIZABLE transaction started before the step state was last rebuilt \
+                 (or before an online build started or finished); its write would be missing from the copy."
                     .into(),
             ),
             _ => None,
@@ -197,6 +201,11 @@ impl TaskerError {
                 "Under REPEATABLE READ or SERIALIZABLE its snapshot could predate writes it must include.".into(),
             ),
             TaskerError::StaleSnapshot => Some("Retry the transaction.".into()),
+            TaskerError::InTransactionBlock => Some(
+                "Each of its steps commits, as CREATE INDEX CONCURRENTLY does: run the CALL on its own. Inside a transaction, \
+                 SELECT * FROM tasker_core.step_state_enable() builds the step state while blocking writers."
+                    .into(),
+            ),
             TaskerError::NoSafeReader { reader, table, .. } => Some(format!(
                 "Grant {reader} SELECT on {table} (with no row level security applying to it), or call the function as a \
                  role that is not a superuser; docs/security.md explains why a superuser does not read with its own rights."
@@ -241,6 +250,7 @@ mod tests {
         assert_eq!(TaskerError::MirroredTableGone(1).sqlstate(), "42P01");
         assert_eq!(TaskerError::NeedsReadCommitted { function: "x" }.sqlstate(), "25000");
         assert_eq!(TaskerError::StaleSnapshot.sqlstate(), "40001");
+        assert_eq!(TaskerError::InTransactionBlock.sqlstate(), "25001");
         assert_eq!(TaskerError::UnknownMachine("x".into()).sqlstate(), "22023");
     }
 }

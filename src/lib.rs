@@ -47,7 +47,9 @@ pgrx::extension_sql_file!(
         pg::step_state::maintain::step_state_lock_named,
         pg::step_state::maintain::step_state_rebuild,
         pg::step_state::maintain::step_state_verify,
-        pg::step_state::maintain::step_state_check_not_missed,
+        pg::step_state::maintain::step_state_check_snapshot,
+        pg::step_state::maintain::step_state_build_online,
+        pg::step_state::maintain::step_state_check_top_level,
         pg::admin::most_recent_index,
         pg::admin::server_identity
     ]

@@ -118,7 +118,13 @@ landed=$(edge_races 3)
 q -c "SELECT count(*) FROM tasker_core.enable(functions => false)" >/dev/null
 
 echo "== the step state under concurrent writers of the same steps (pgbench)"
-state_race() { # $1 = isolation level
+# $clients pgbench clients run $work/state.sql (written by state_race) $1 times each.
+state_writers() {
+  PGOPTIONS="-c client_min_messages=warning -c tasker_core.guard_mode=off -c deadlock_timeout=20ms" pgbench -n -c "$clients" -j 2 -t "$1" \
+    --max-tries=50 -f "$work/state.sql" "$db" 2>&1
+}
+# Writes $work/state.sql for isolation level $1 (and the steps it writes).
+state_script() {
   # Renames too under READ COMMITTED; under REPEATABLE READ a rename marks the copy stale by
   # design (tested below), so that run leaves them out.
   local rename=""
@@ -146,9 +152,11 @@ DELETE FROM tasker_workflow_step_edges WHERE :k = 7 AND id = (SELECT min(id) FRO
 $rename
 END;
 SQL
+}
+state_race() { # $1 = isolation level
+  state_script "$1"
   local out rc=0
-  out=$(PGOPTIONS="-c client_min_messages=warning -c tasker_core.guard_mode=off -c deadlock_timeout=20ms" pgbench -n -c "$clients" -j 2 -t 150 \
-          --max-tries=50 -f "$work/state.sql" "$db" 2>&1) || rc=$?
+  out=$(state_writers 150) || rc=$?
   local tx; tx=$(echo "$out" | sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p')
   local retried; retried=$(echo "$out" | sed -n 's/^number of transactions retried: \([0-9]*\).*/\1/p')
   local bad; bad=$(q -c "SELECT count(*) FROM tasker_core.step_state_verify()")
@@ -182,6 +190,84 @@ renamed=$(q -c "BEGIN ISOLATION LEVEL REPEATABLE READ; UPDATE tasker_named_steps
                 SELECT valid FROM tasker_core.step_state_source; ROLLBACK;" 2>/dev/null | tail -1)
 [ "$renamed" = f ] && check ok "a rename under REPEATABLE READ marks the step state stale (it could miss concurrent steps)" \
   || check bad "a rename under REPEATABLE READ marks the step state stale (got valid=$renamed)"
+
+echo "== the step state built online while writers write"
+# 1. CALL step_state_rebuild_concurrently() while $clients pgbench clients write the same steps
+#    (READ COMMITTED, renames included): afterwards the copy is valid and exact, and the build
+#    says it replayed logged writes (the capture path was taken).
+state_script "READ COMMITTED"
+state_writers 30 >"$work/online.pgbench" 2>&1 &
+writers=$!
+sleep 0.3
+q -c "SET client_min_messages = notice" -c "CALL tasker_core.step_state_rebuild_concurrently()" >"$work/online.out" 2>&1 || cat "$work/online.out"
+wait $writers || { grep -iE "error|abort" "$work/online.pgbench" | head -5; }
+replayed=$(sed -n 's/.*replayed \(the last \)\{0,1\}\([0-9]*\) logged writes.*/\2/p' "$work/online.out" | awk '{s += $1} END {print s + 0}')
+waited_for=$(sed -n 's/.*step 2 of 5.*waited \([0-9.]*\) s.*/\1/p' "$work/online.out")
+bad=$(q -c "SELECT count(*) FROM tasker_core.step_state_verify()")
+valid=$(q -c "SELECT valid FROM tasker_core.step_state_source")
+echo "  $(grep -c 'step 4 of 5' "$work/online.out") replay rounds, $replayed logged writes replayed (waited ${waited_for:-?} s for writes under way); valid=$valid, rows that differ: $bad"
+[ "$valid" = t ] && [ "$bad" = 0 ] && [ "$replayed" -gt 0 ] && check ok "an online rebuild under concurrent writers ends valid and exact, having replayed their writes" \
+  || { cat "$work/online.out"; check bad "an online rebuild under concurrent writers ends valid and exact, having replayed their writes"; }
+# 2. The same steps by hand, with writes between the build and the end: marked valid without
+#    the replay, the copy differs (so the check above can fail); with it, it is exact.
+online_writes() {
+  q -c "SELECT tasker_core.step_state_capture()" -c "SELECT tasker_core.step_state_wait_for_writers()" \
+    -c "SELECT tasker_core.step_state_build_online()" >/dev/null
+  state_writers 1 >/dev/null 2>&1
+}
+online_writes
+q -c "UPDATE tasker_core.step_state_source SET valid = true, building = NULL"
+skipped=$(q -c "SELECT count(*) FROM tasker_core.step_state_verify()")
+online_writes
+logged=$(q -c "SELECT count(*) FROM tasker_core.step_state_log")
+q -c "SELECT tasker_core.step_state_catch_up()" -c "SELECT tasker_core.step_state_wait_for_writers()" \
+  -c "SELECT tasker_core.step_state_finish_online()" >/dev/null
+bad=$(q -c "SELECT count(*) FROM tasker_core.step_state_verify()")
+echo "  writes after the build: $logged logged; rows that differ without the replay: $skipped, with it: $bad"
+[ "$skipped" -gt 0 ] && [ "$bad" = 0 ] && [ "$logged" -gt 0 ] && check ok "without the log's replay the copy would differ; with it, it is exact (the test can fail)" \
+  || check bad "without the log's replay the copy would differ; with it, it is exact"
+# 3. REPEATABLE READ writers whose snapshot predates the start or the end of the capture must
+#    fail with 40001: the first would write the copy the build replaces, the second would log
+#    what the build may no longer replay.
+rr_across() { # $1 = SQL run while the writer sleeps; prints the writer's output
+  (set +e; PGOPTIONS="-c client_min_messages=warning -c tasker_core.guard_mode=off" command psql "$db" -X -q -v ON_ERROR_STOP=1 -c "\\set VERBOSITY verbose" \
+     -c "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM tasker_core.step_state_source; SELECT pg_sleep(1.5);
+         UPDATE tasker_workflow_steps SET attempts = coalesce(attempts, 0) + 1 WHERE workflow_step_id = $step; COMMIT;" 2>&1) &
+  local w=$!
+  sleep 0.5
+  q -c "$1" >/dev/null
+  wait $w || true
+}
+start_out=$(rr_across "SELECT tasker_core.step_state_capture()")
+q -c "SELECT tasker_core.step_state_build_online()" >/dev/null
+end_out=$(rr_across "SELECT tasker_core.step_state_catch_up()")
+q -c "SELECT tasker_core.step_state_finish_online()" >/dev/null
+bad=$(q -c "SELECT count(*) FROM tasker_core.step_state_verify()")
+if echo "$start_out" | grep -q 40001 && echo "$end_out" | grep -q 40001 && [ "$bad" = 0 ]; then
+  check ok "REPEATABLE READ writers whose snapshot predates an online build's start or end got 40001; the copy stayed exact"
+else
+  echo "$start_out" "$end_out" | grep -m3 -E "ERROR|40001" || true
+  check bad "REPEATABLE READ writers across an online build's start and end got 40001 (verify: $bad)"
+fi
+# 4. DDL that makes the copy untrustworthy stops a build under way, and says why.
+q -c "SELECT tasker_core.step_state_capture()" >/dev/null
+q -c "ALTER TABLE tasker_workflow_step_edges DISABLE TRIGGER tasker_core_state_insert" 2>/dev/null
+stopped=$(q -c "SELECT tasker_core.step_state_replay()" 2>&1 || true)
+q -c "ALTER TABLE tasker_workflow_step_edges ENABLE ALWAYS TRIGGER tasker_core_state_insert"
+echo "$stopped" | grep -q "it stopped: after ALTER TABLE: trigger tasker_core_state_insert on public.tasker_workflow_step_edges is not ENABLE ALWAYS" \
+  && check ok "DDL during an online build stops it, saying why" || { echo "  $stopped"; check bad "DDL during an online build stops it, saying why"; }
+q -c "SET client_min_messages = warning" -c "CALL tasker_core.step_state_enable_concurrently()"
+[ "$(q -c "SELECT valid FROM tasker_core.step_state_source")" = t ] && check ok "after the stop, CALL step_state_enable_concurrently() makes it valid again" \
+  || check bad "after the stop, CALL step_state_enable_concurrently() makes it valid again"
+
+# 5. One online build at a time: while another session holds the build's lock, a CALL is refused.
+key=$(q -c "SELECT 'tasker_core.step_state_log'::regclass::oid::integer")
+(command psql "$db" -X -q -c "SELECT pg_advisory_lock($key, 1), pg_sleep(2)" >/dev/null 2>&1 &)
+sleep 0.5
+second=$(q -c "CALL tasker_core.step_state_rebuild_concurrently()" 2>&1 || true)
+echo "$second" | grep -q "another session is building the step state online" \
+  && check ok "a second online build is refused (55006) while one runs" || { echo "  $second"; check bad "a second online build is refused while one runs"; }
+sleep 2
 
 echo "== what a backend keeps between queries follows other sessions' DDL"
 # A session resolves the Tasker tables and the step state's layout (which it then keeps between

@@ -78,14 +78,16 @@ SELECT has_function('tasker_core', 'analytics_counts', ARRAY['timestamp with tim
 -- Every function of the extension runs with search_path = pg_catalog, pg_temp, but those that
 -- find the Tasker tables through the caller's search_path, as Rails' functions and statements
 -- do (the six read functions, read_paths, step_min_depth_from_root, and the orchestration
--- functions that read or write the Tasker tables; docs/security.md), and the event trigger written in C.
+-- functions that read or write the Tasker tables; docs/security.md), the event trigger written in C,
+-- and the two procedures of the online build (one with a SET clause could not COMMIT; they call
+-- only pinned functions and qualify every name and operator).
 SELECT is(
   (SELECT string_agg(p.oid::regprocedure::text, ', ' ORDER BY p.oid::regprocedure::text)
      FROM pg_depend d JOIN pg_proc p ON p.oid = d.objid
     WHERE d.refclassid = 'pg_extension'::regclass AND d.classid = 'pg_proc'::regclass AND d.deptype = 'e'
       AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'tasker_core')
       AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false)),
-  'tasker_core.analytics_counts(timestamp with time zone), tasker_core.before_drop(), tasker_core.calculate_dependency_levels(bigint), tasker_core.claim_ready_steps(bigint,integer,bigint[],jsonb,boolean), tasker_core.finalize_task(bigint,boolean,jsonb), tasker_core.get_analytics_metrics_v01(timestamp with time zone), tasker_core.get_slowest_steps_v01(timestamp with time zone,integer,text,text,text), tasker_core.get_slowest_tasks_v01(timestamp with time zone,integer,text,text,text), tasker_core.get_step_readiness_status(bigint,bigint[]), tasker_core.get_step_readiness_status_batch(bigint[]), tasker_core.get_system_health_counts_v01(), tasker_core.get_task_execution_context(bigint), tasker_core.get_task_execution_contexts_batch(bigint[]), tasker_core.read_paths(text), tasker_core.record_step_failure(bigint,jsonb,integer,boolean,jsonb), tasker_core.record_step_success(bigint,jsonb,jsonb), tasker_core.reenqueue_delay_seconds(bigint,jsonb), tasker_core.step_min_depth_from_root(bigint), tasker_core.transition_step(bigint,text,text,jsonb), tasker_core.transition_task(bigint,text,text,jsonb,boolean)',
+  'tasker_core.analytics_counts(timestamp with time zone), tasker_core.before_drop(), tasker_core.calculate_dependency_levels(bigint), tasker_core.claim_ready_steps(bigint,integer,bigint[],jsonb,boolean), tasker_core.finalize_task(bigint,boolean,jsonb), tasker_core.get_analytics_metrics_v01(timestamp with time zone), tasker_core.get_slowest_steps_v01(timestamp with time zone,integer,text,text,text), tasker_core.get_slowest_tasks_v01(timestamp with time zone,integer,text,text,text), tasker_core.get_step_readiness_status(bigint,bigint[]), tasker_core.get_step_readiness_status_batch(bigint[]), tasker_core.get_system_health_counts_v01(), tasker_core.get_task_execution_context(bigint), tasker_core.get_task_execution_contexts_batch(bigint[]), tasker_core.read_paths(text), tasker_core.record_step_failure(bigint,jsonb,integer,boolean,jsonb), tasker_core.record_step_success(bigint,jsonb,jsonb), tasker_core.reenqueue_delay_seconds(bigint,jsonb), tasker_core.step_min_depth_from_root(bigint), tasker_core.step_state_enable_concurrently(name,interval), tasker_core.step_state_rebuild_concurrently(interval), tasker_core.transition_step(bigint,text,text,jsonb), tasker_core.transition_task(bigint,text,text,jsonb,boolean)',
   'every other function pins search_path = pg_catalog, pg_temp');
 
 SELECT * FROM finish();

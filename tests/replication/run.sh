@@ -172,8 +172,8 @@ qp -c "CREATE PUBLICATION p FOR ALL TABLES"
 published=$(qp -c "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_publication_tables WHERE pubname = 'p' AND schemaname = 'tasker_core'")
 echo "  tasker_core tables in the publication: $published"
 identity=$(qp -c "SELECT relreplident FROM pg_class WHERE oid = 'tasker_core.step_state'::regclass")
-[ "$published" = "step_state,step_state_source" ] && check ok "the publication includes step_state and step_state_source (the case under test)" \
-  || check bad "the publication includes step_state and step_state_source (got: $published)"
+[ "$published" = "step_state,step_state_log,step_state_source" ] && check ok "the publication includes step_state, step_state_log and step_state_source (the case under test)" \
+  || check bad "the publication includes step_state, step_state_log and step_state_source (got: $published)"
 echo "  step_state replica identity: $identity (f = FULL)"
 
 # Each write in its own statement and transaction, as Rails sends them; every one must commit.
@@ -204,6 +204,10 @@ w "step $s2 -> pending, in_progress in one transaction" "BEGIN; CALL repl_test.m
 w "named step rename" "UPDATE tasker_named_steps SET name = name || '_x' WHERE name = 'repl_3'; UPDATE tasker_named_steps SET name = 'repl_3' WHERE name = 'repl_3_x'"
 w "edge delete" "DELETE FROM tasker_workflow_step_edges WHERE to_step_id = $s2"
 w "the writer procedure (one second)" "CALL repl_test.writer(1)"
+# The online build logs each write and deletes what it replays: published deletes, too.
+qp -c "CALL repl_test.writer(2)" >/dev/null 2>&1 &
+w "an online rebuild while the writer procedure writes" "CALL tasker_core.step_state_rebuild_concurrently()"
+wait
 [ "$write_fail" = 0 ] && check ok "every step, transition, edge and task write committed with the publication in place" \
   || check bad "every step, transition, edge and task write committed with the publication in place ($write_fail failed)"
 bad=$(qp -c "SELECT count(*) FROM tasker_core.step_state_verify()"); valid=$(qp -c "SELECT valid FROM tasker_core.step_state_source")

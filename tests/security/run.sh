@@ -208,7 +208,12 @@ SQL
   step "[$p] step_state_rebuild()" "$dba" "$path" ok <<<"SELECT tasker_core.step_state_rebuild()"
   step "[$p] step_state_verify()" "$dba" "$path" ok <<<"SELECT * FROM tasker_core.step_state_verify()"
   [ -z "$(out)" ] && check ok "[$p] step_state_verify(): the step state is exact" || check bad "[$p] step_state_verify() found: $(out | head -3 | tr '\n' ' ')"
+  step "[$p] CALL step_state_rebuild_concurrently()" "$dba" "$path" ok <<<"CALL tasker_core.step_state_rebuild_concurrently()"
   step "[$p] step_state_disable()" "$dba" "$path" ok <<<"SELECT object, action FROM tasker_core.step_state_disable()"
+  step "[$p] CALL step_state_enable_concurrently()" "$dba" "$path" ok <<<"CALL tasker_core.step_state_enable_concurrently()"
+  step "[$p] step_state_verify() after the online build" "$dba" "$path" ok <<<"SELECT * FROM tasker_core.step_state_verify()"
+  [ -z "$(out)" ] && check ok "[$p] the online build is exact" || check bad "[$p] step_state_verify() after the online build found: $(out | head -3 | tr '\n' ' ')"
+  step "[$p] step_state_disable() again" "$dba" "$path" ok <<<"SELECT object, action FROM tasker_core.step_state_disable()"
   step "[$p] disable()" "$dba" "$path" ok <<<"SELECT object, action FROM tasker_core.disable()"
   restored=$(sq -c "SELECT count(*) FROM pg_proc p JOIN pg_language l ON l.oid OPERATOR(pg_catalog.=) p.prolang
                     WHERE p.pronamespace OPERATOR(pg_catalog.=) 'public'::regnamespace AND l.lanname OPERATOR(pg_catalog.=) 'plpgsql'

@@ -350,34 +350,73 @@ fn step_state_refresh_tasks(ids: Option<Vec<Option<i64>>>, tasks: pg_sys::Oid, t
     lock_then_run(tasks, LOCK_TASKS, &upsert, &ids);
 }
 
-/// Raises 40001 when the step state is valid in the latest committed state but not in this
-/// transaction's snapshot: a REPEATABLE READ or SERIALIZABLE writer whose snapshot predates an
-/// enable or rebuild that has committed since, so the maintenance trigger (which reads the
-/// flag with that snapshot) would leave this write out of a copy everyone else trusts.
+/// What the maintenance trigger does with a write, by `step_state_source`'s `valid` and
+/// `building` (sql/step_state.sql, step_state_sync).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Upkeep {
+    /// Nothing: the copy is not in use nor being built.
+    Nothing,
+    /// Logs what the write touched (an online build reading the tables).
+    Log,
+    /// Refreshes the copy's rows.
+    Refresh,
+}
+
+impl Upkeep {
+    fn of(valid: bool, building: Option<&[u8]>) -> Upkeep {
+        match building {
+            Some(b"capture") => Upkeep::Log,
+            Some(_) => Upkeep::Refresh,
+            None if valid => Upkeep::Refresh,
+            None => Upkeep::Nothing,
+        }
+    }
+}
+
+/// Raises 40001 when the maintenance trigger of a REPEATABLE READ or SERIALIZABLE writer read
+/// `step_state_source` as (`valid`, `building`) with its snapshot and would treat the write
+/// otherwise than the latest committed row says, while the copy is in use or being built: an
+/// enable, a rebuild, or a step of an online build committed after the snapshot was taken. The
+/// write would then be left out of a copy everyone else trusts (or of the online build's log).
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
-fn step_state_check_not_missed() {
-    if latest_source_valid() {
+fn step_state_check_snapshot(valid: bool, building: Option<&str>) {
+    let latest = latest_upkeep();
+    if latest != Upkeep::Nothing && latest != Upkeep::of(valid, building.map(str::as_bytes)) {
         crate::pg::report::raise(TaskerError::StaleSnapshot);
     }
 }
 
-/// Whether `step_state_source` says valid under the latest snapshot (not the transaction's).
-fn latest_source_valid() -> bool {
+/// The 0.3.0 check, kept (without an SQL declaration of its own) for the 0.3.0 maintenance
+/// trigger that calls it until `ALTER EXTENSION tasker_core UPDATE` runs: 40001 when the copy is
+/// in use in the latest committed state (that trigger calls it only when its snapshot says not).
+#[pg_extern(volatile, parallel_unsafe, sql = false)]
+fn step_state_check_not_missed() {
+    if latest_upkeep() != Upkeep::Nothing {
+        crate::pg::report::raise(TaskerError::StaleSnapshot);
+    }
+}
+
+/// What `step_state_source` says under the latest snapshot (not the transaction's). The 0.3.0
+/// table has no `building`.
+fn latest_upkeep() -> Upkeep {
     let Some(oid) = crate::pg::step_state::own_table(c"step_state_source") else {
-        return false;
+        return Upkeep::Nothing;
     };
     let Some(rel) = Rel::try_open(oid) else {
-        return false;
+        return Upkeep::Nothing;
     };
     let Ok(valid) = rel.col::<crate::pg::access::Bool>("valid") else {
-        return false;
+        return Upkeep::Nothing;
     };
-    let mut any = false;
+    let building = rel.col::<crate::pg::access::Text>("building").ok();
+    let mut upkeep = Upkeep::Nothing;
     if let Some(mut scan) = SeqScan::open_with(oid, rel.natts(), Snap::Latest) {
-        scan.each(|row| any |= row.bool(valid) == Some(true));
+        scan.each(|row| {
+            upkeep = Upkeep::of(row.bool(valid) == Some(true), building.and_then(|b| row.bytes(b)));
+        });
     }
-    any
+    upkeep
 }
 
 /// The recorded source tables and what `step_state_problem` says about them.
@@ -402,19 +441,18 @@ fn recorded_source() -> Result<(Tables, Option<String>), TaskerError> {
 /// Rebuilds every step_state row from the Tasker tables and marks it valid (built on this
 /// server); returns the number of steps. Blocks writers of the six tables while it runs
 /// (SHARE ROW EXCLUSIVE), so nothing can change between reading them and marking the result
-/// valid. Maintenance triggers that a data-only restore turned into ordinary ones (its ENABLE
+/// valid; `CALL tasker_core.step_state_rebuild_concurrently()` does not (sql/step_state.sql).
+/// Maintenance triggers that a data-only restore turned into ordinary ones (its ENABLE
 /// TRIGGER ALL leaves them ENABLE instead of ENABLE ALWAYS) are set back to ENABLE ALWAYS
-/// first; triggers disabled outright stay so, and the rebuild refuses.
+/// first; triggers disabled outright stay so, and the rebuild refuses. An online build under way
+/// stops (its log is emptied; the procedure then says so).
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn step_state_rebuild() -> i64 {
-    // SAFETY: a plain read of the transaction's isolation level.
-    if unsafe { pg_sys::XactIsoLevel } > pg_sys::XACT_READ_COMMITTED as i32 {
-        crate::pg::report::raise(TaskerError::NeedsReadCommitted { function: "step_state_rebuild" });
-    }
+    require_read_committed("step_state_rebuild");
     Spi::connect(|_| {
         // Between installing this library and ALTER EXTENSION UPDATE, the 0.3.0 SQL calls it:
-        // its step_state_source has no built_on nor fingerprint, and no trigger repair.
+        // its step_state_source has no built_on, fingerprint nor building, and no trigger repair.
         let current = spi::run(
             "SELECT pg_catalog.to_regprocedure('tasker_core.step_state_enable_always(tasker_core.step_state_source)') IS NOT NULL",
             &[],
@@ -433,48 +471,10 @@ fn step_state_rebuild() -> i64 {
         if let Some(reason) = problem {
             return Err(TaskerError::StepStateUnusable { action: "rebuild", reason });
         }
-        let t: [String; 6] = {
-            let mut names: [String; 6] = Default::default();
-            for (n, &oid) in names.iter_mut().zip(tables.0.iter()) {
-                *n = mirrored(oid)?;
-            }
-            names
-        };
-        let once = |sql: String| spi::run(&sql, &[], false, |_| ());
-        // Reading the Tasker tables (and writing the copy) with their owner's rights, sandboxed.
-        as_maintainer(tables.0[STEPS], || -> Result<(), TaskerError> {
-            once(format!("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE", t.join(", ")))?;
-            once("DELETE FROM tasker_core.step_state".into())?;
-            // In index order, so a task's rows (its steps, then its own row) share heap pages.
-            let columns = columns();
-            once(format!(
-                "INSERT INTO tasker_core.step_state (workflow_step_id, {columns}) \
-                 SELECT workflow_step_id, {columns} FROM ({}) e ORDER BY e.task_id, e.workflow_step_id NULLS LAST",
-                expected_all_sql(&t)
-            ))
-        })?;
-        // Statistics now rather than when autovacuum gets to it: the batch functions choose how
-        // to read step_state from them (tasker_core.batch_scan = auto), and so does the planner.
-        // Only an owner may analyze a table (others would get a WARNING and nothing else).
-        let may_analyze = spi::run(
-            "SELECT pg_catalog.pg_has_role(c.relowner, 'USAGE') FROM pg_catalog.pg_class c \
-              WHERE c.oid OPERATOR(pg_catalog.=) 'tasker_core.step_state'::pg_catalog.regclass",
-            &[],
-            false,
-            |rows| rows.bool(0, 1).unwrap_or_default(),
-        )?;
-        if may_analyze {
-            once("ANALYZE tasker_core.step_state".into())?;
-        }
-        let n = spi::run(
-            "SELECT pg_catalog.count(*) FROM tasker_core.step_state WHERE workflow_step_id IS NOT NULL",
-            &[],
-            false,
-            |rows| rows.i64(0, 1).unwrap_or_default(),
-        )?;
+        let n = fill(&tables, if current { Lock::GivingWay } else { Lock::Plain })?;
         let identity = if current {
             format!(
-                ", built_on = {}, fingerprint = tasker_core.step_state_fingerprint(s)",
+                ", building = NULL, built_on = {}, fingerprint = tasker_core.step_state_fingerprint(s)",
                 pgrx::spi::quote_literal(system_identifier())
             )
         } else {
@@ -488,9 +488,129 @@ fn step_state_rebuild() -> i64 {
             false,
             |_| (),
         )?;
+        if current {
+            spi::run("DELETE FROM tasker_core.step_state_log", &[], false, |_| ())?;
+        }
         Ok(n)
     })
     .or_raise()
+}
+
+/// The second step of an online build (`CALL tasker_core.step_state_enable_concurrently()`,
+/// sql/step_state.sql): with the maintenance triggers logging what each write touches
+/// (`building` = 'capture'), rebuilds every step_state row from one snapshot without locking the Tasker
+/// tables; returns the number of steps. The copy stays not valid until the log is replayed.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn step_state_build_online() -> i64 {
+    require_read_committed("step_state_build_online");
+    Spi::connect(|_| {
+        let stopped = spi::run(
+            "SELECT s.building OPERATOR(pg_catalog.=) 'capture', s.reason FROM tasker_core.step_state_source s",
+            &[],
+            false,
+            |rows| match rows.bool(0, 1) {
+                Some(true) => None,
+                _ => Some(rows.string(0, 2).unwrap_or_else(|| "it was not started".into())),
+            },
+        )?;
+        if let Some(reason) = stopped {
+            return Err(TaskerError::StepStateUnusable {
+                action: "build",
+                reason: format!("the online build stopped: {reason}"),
+            });
+        }
+        let (tables, problem) = recorded_source()?;
+        if let Some(reason) = problem {
+            return Err(TaskerError::StepStateUnusable { action: "build", reason });
+        }
+        fill(&tables, Lock::None)
+    })
+    .or_raise()
+}
+
+/// Raises 25001 inside a transaction block (or a subtransaction): the online build commits
+/// between its steps (`CALL tasker_core.step_state_enable_concurrently()` checks first).
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn step_state_check_top_level() {
+    // SAFETY: plain reads of the transaction state.
+    if unsafe { pg_sys::IsTransactionBlock() || pg_sys::IsSubTransaction() } {
+        crate::pg::report::raise(TaskerError::InTransactionBlock);
+    }
+}
+
+/// Raises 25000 unless the transaction is READ COMMITTED: under REPEATABLE READ or SERIALIZABLE
+/// a build's snapshot could predate writes it must include.
+fn require_read_committed(function: &'static str) {
+    // SAFETY: a plain read of the transaction's isolation level.
+    if unsafe { pg_sys::XactIsoLevel } > pg_sys::XACT_READ_COMMITTED as i32 {
+        crate::pg::report::raise(TaskerError::NeedsReadCommitted { function });
+    }
+}
+
+/// How `fill` locks the Tasker tables against writers first.
+#[derive(Clone, Copy)]
+enum Lock {
+    /// Not at all (the online build).
+    None,
+    /// `tasker_core.lock_briefly`: tries of at most 20 ms that give way to writers.
+    GivingWay,
+    /// One LOCK TABLE (0.3.0's SQL has no lock_briefly).
+    Plain,
+}
+
+/// Replaces every row of step_state with what the Tasker tables say, read with one snapshot
+/// (one INSERT ... SELECT), after locking the tables against writers as `lock` says; analyzes
+/// step_state and returns the number of steps.
+fn fill(tables: &Tables, lock: Lock) -> Result<i64, TaskerError> {
+    let t: [String; 6] = {
+        let mut names: [String; 6] = Default::default();
+        for (n, &oid) in names.iter_mut().zip(tables.0.iter()) {
+            *n = mirrored(oid)?;
+        }
+        names
+    };
+    let once = |sql: String| spi::run(&sql, &[], false, |_| ());
+    // Reading the Tasker tables (and writing the copy) with their owner's rights, sandboxed.
+    as_maintainer(tables.0[STEPS], || -> Result<(), TaskerError> {
+        match lock {
+            Lock::None => {}
+            Lock::GivingWay => {
+                let oids: Vec<String> =
+                    tables.0.iter().map(|oid| format!("{}::pg_catalog.oid", oid.to_u32())).collect();
+                once(format!("SELECT tasker_core.lock_briefly(ARRAY[{}]::pg_catalog.regclass[])", oids.join(", ")))?;
+            }
+            Lock::Plain => once(format!("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE", t.join(", ")))?,
+        }
+        once("DELETE FROM tasker_core.step_state".into())?;
+        // In index order, so a task's rows (its steps, then its own row) share heap pages.
+        let columns = columns();
+        once(format!(
+            "INSERT INTO tasker_core.step_state (workflow_step_id, {columns}) \
+             SELECT workflow_step_id, {columns} FROM ({}) e ORDER BY e.task_id, e.workflow_step_id NULLS LAST",
+            expected_all_sql(&t)
+        ))
+    })?;
+    // Statistics now rather than when autovacuum gets to it: the batch functions choose how
+    // to read step_state from them (tasker_core.batch_scan = auto), and so does the planner.
+    // Only an owner may analyze a table (others would get a WARNING and nothing else).
+    let may_analyze = spi::run(
+        "SELECT pg_catalog.pg_has_role(c.relowner, 'USAGE') FROM pg_catalog.pg_class c \
+          WHERE c.oid OPERATOR(pg_catalog.=) 'tasker_core.step_state'::pg_catalog.regclass",
+        &[],
+        false,
+        |rows| rows.bool(0, 1).unwrap_or_default(),
+    )?;
+    if may_analyze {
+        once("ANALYZE tasker_core.step_state".into())?;
+    }
+    spi::run(
+        "SELECT pg_catalog.count(*) FROM tasker_core.step_state WHERE workflow_step_id IS NOT NULL",
+        &[],
+        false,
+        |rows| rows.i64(0, 1).unwrap_or_default(),
+    )
 }
 
 /// Every row of step_state that is not what the Tasker tables say it must be: missing, extra,
