@@ -1172,7 +1172,9 @@ BEGIN
     -- Under REPEATABLE READ the snapshot may predate a rebuild, or a step of an online build,
     -- that committed since: this write would then be left out of a copy everyone else trusts (or
     -- is about to). Refuse (40001) then.
-    IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
+    -- (Writers of tables it does not mirror, as far as the snapshot knows, are left alone.)
+    IF pg_catalog.current_setting('transaction_isolation') <> 'read committed'
+       AND (src.steps IS NULL OR TG_RELID IN (src.steps, src.named_steps, src.transitions, src.edges, src.tasks, src.task_transitions)) THEN
         PERFORM tasker_core.step_state_check_snapshot(COALESCE(src.valid, false), src.building);
     END IF;
     IF NOT (COALESCE(src.valid, false) OR src.building IS NOT NULL) THEN
@@ -1482,12 +1484,17 @@ DECLARE
     before text := pg_catalog.current_setting('lock_timeout');
     names text := (SELECT pg_catalog.string_agg(r::text, ', ' ORDER BY n) FROM pg_catalog.unnest(rels) WITH ORDINALITY u(r, n));
 BEGIN
+    IF wait IS NULL OR wait <= interval '0' THEN
+        RAISE EXCEPTION 'lock_wait must be a positive interval, not %', COALESCE(wait::text, 'NULL') USING ERRCODE = '22023',
+            HINT = 'It bounds how long each try to lock waits, and so how long writers queue behind it (20 ms by default).';
+    END IF;
     IF names IS NULL THEN
         RETURN 0;
     END IF;
     FOR attempt IN 1..tries LOOP
         BEGIN
-            PERFORM pg_catalog.set_config('lock_timeout', pg_catalog.ceil(pg_catalog.date_part('epoch', wait) * 1000)::bigint::text || 'ms', true);
+            PERFORM pg_catalog.set_config('lock_timeout',
+                pg_catalog.ceil(LEAST(pg_catalog.date_part('epoch', wait) * 1000 * 2 ^ ((attempt - 1) / 10), 1000.0))::bigint::text || 'ms', true);
             EXECUTE pg_catalog.format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', names);
             PERFORM pg_catalog.set_config('lock_timeout', before, true);
             RETURN attempt;
@@ -1516,10 +1523,13 @@ BEGIN
                     WHERE l.locktype = 'advisory' AND l.pid = pg_catalog.pg_backend_pid() AND l.granted
                       AND l.classid::integer = key AND l.objid::integer = 1 AND l.objsubid = 2)
        AND NOT pg_catalog.pg_try_advisory_lock(key, 1) THEN
-        RAISE EXCEPTION 'another session is building the step state online (pid %)',
-            (SELECT pg_catalog.string_agg(l.pid::text, ', ') FROM pg_catalog.pg_locks l
+        RAISE EXCEPTION 'another session is building the step state online (%)',
+            (SELECT pg_catalog.string_agg(pg_catalog.format('pid %s, %s', l.pid, COALESCE(a.state, 'gone')), '; ')
+               FROM pg_catalog.pg_locks l LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
               WHERE l.locktype = 'advisory' AND l.granted AND l.classid::integer = key AND l.objid::integer = 1 AND l.objsubid = 2)
-            USING ERRCODE = '55006', HINT = 'Wait for its CALL to end; pg_stat_activity shows it.';
+            USING ERRCODE = '55006',
+                  HINT = 'Wait for its CALL to end. If that session is idle, its CALL failed and it still holds the build''s lock: '
+                         'run the CALL again in that session, or end the session (pg_terminate_backend).';
     END IF;
     missing := ARRAY(SELECT t FROM pg_catalog.unnest(tables) WITH ORDINALITY u(t, n)
                       WHERE EXISTS (SELECT 1 FROM tasker_core.step_state_triggers() g
@@ -1579,20 +1589,32 @@ AS $$
 DECLARE
     src tasker_core.step_state_source;
     writers text[];
+    xids xid[];
     started timestamptz := pg_catalog.clock_timestamp();
     told timestamptz := pg_catalog.clock_timestamp();
 BEGIN
     SELECT * INTO src FROM tasker_core.step_state_source s;
-    writers := ARRAY(SELECT DISTINCT l.virtualtransaction FROM pg_catalog.pg_locks l
-                      WHERE l.locktype = 'relation' AND l.granted
-                        AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
-                        AND l.relation = ANY (ARRAY[src.steps, src.named_steps, src.transitions, src.edges, src.tasks,
-                                                    src.task_transitions]::pg_catalog.oid[])
-                        -- The modes of writes (not of VACUUM, ANALYZE or CREATE INDEX, which write no rows).
-                        AND l.mode IN ('RowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')
-                        AND l.pid IS DISTINCT FROM pg_catalog.pg_backend_pid());
-    -- A transaction holds locks under its virtual transaction id until it ends.
-    WHILE EXISTS (SELECT 1 FROM pg_catalog.pg_locks l WHERE l.virtualtransaction = ANY (writers)) LOOP
+    -- One read of the lock table: the writers by virtual transaction id, and the transaction ids
+    -- they have (a writer that runs PREPARE TRANSACTION meanwhile moves its locks from the one to
+    -- the other, and keeps them until COMMIT PREPARED).
+    WITH l AS (SELECT * FROM pg_catalog.pg_locks),
+         w AS (SELECT DISTINCT l.virtualtransaction FROM l
+                WHERE l.locktype = 'relation' AND l.granted
+                  AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
+                  AND l.relation = ANY (ARRAY[src.steps, src.named_steps, src.transitions, src.edges, src.tasks,
+                                              src.task_transitions]::pg_catalog.oid[])
+                  -- The modes of writes (not of VACUUM, ANALYZE or CREATE INDEX, which write no rows).
+                  AND l.mode IN ('RowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')
+                  AND l.pid IS DISTINCT FROM pg_catalog.pg_backend_pid())
+    SELECT ARRAY(SELECT w.virtualtransaction FROM w),
+           ARRAY(SELECT l.transactionid FROM l JOIN w USING (virtualtransaction)
+                  WHERE l.locktype = 'transactionid' AND l.granted AND l.mode = 'ExclusiveLock')
+      INTO writers, xids;
+    -- A transaction holds locks under its virtual transaction id, and its transaction id's lock,
+    -- until it ends.
+    WHILE EXISTS (SELECT 1 FROM pg_catalog.pg_locks l
+                   WHERE l.virtualtransaction = ANY (writers)
+                      OR (l.locktype = 'transactionid' AND l.granted AND l.mode = 'ExclusiveLock' AND l.transactionid = ANY (xids))) LOOP
         IF pg_catalog.clock_timestamp() - told > interval '10 seconds' THEN
             RAISE NOTICE 'tasker_core: waiting for transactions that write the Tasker tables to end: %',
                 (SELECT pg_catalog.string_agg(DISTINCT COALESCE('pid ' || l.pid, 'prepared transaction ' || l.virtualtransaction), ', ')
@@ -1673,20 +1695,29 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION tasker_core.step_state_finish_online()
-RETURNS bigint
+CREATE OR REPLACE FUNCTION tasker_core.step_state_finish_online(lock_wait interval DEFAULT '20ms',
+                                                     OUT replayed bigint, OUT tries integer, OUT held_ms numeric)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     src tasker_core.step_state_source;
-    n bigint := tasker_core.step_state_replay();
     why text;
+    locked timestamptz;
 BEGIN
-    SELECT * INTO src FROM tasker_core.step_state_source s FOR UPDATE;
+    SELECT * INTO src FROM tasker_core.step_state_source s;
     IF src.building IS DISTINCT FROM 'catch_up' THEN
-        RAISE EXCEPTION 'cannot build the step state online: step_state_catch_up() has not run' USING ERRCODE = '55000';
+        RAISE EXCEPTION 'cannot build the step state online: %',
+            CASE WHEN src.building = 'capture' THEN 'step_state_catch_up() has not run'
+                 ELSE pg_catalog.format('it stopped: %s', COALESCE(src.reason, CASE WHEN src.valid THEN 'step_state_rebuild() or step_state_enable() ran meanwhile'
+                                                                                    ELSE 'the step state is not enabled' END)) END
+            USING ERRCODE = '55000';
     END IF;
+    tries := tasker_core.lock_briefly(ARRAY[src.steps, src.named_steps, src.transitions, src.edges, src.tasks, src.task_transitions],
+                                      lock_wait, 100);
+    locked := pg_catalog.clock_timestamp();
+    replayed := tasker_core.step_state_replay();
+    SELECT * INTO src FROM tasker_core.step_state_source s FOR UPDATE;
     why := tasker_core.step_state_problem(src);
     IF why IS NULL AND src.fingerprint IS DISTINCT FROM tasker_core.step_state_fingerprint(src) THEN
         why := 'a mirrored column was replaced or retyped during the build';
@@ -1697,8 +1728,12 @@ BEGIN
     UPDATE tasker_core.step_state_source s
        SET valid = true, building = NULL, reason = NULL, changed_at = pg_catalog.now(),
            built_on = tasker_core.server_identity(), fingerprint = tasker_core.step_state_fingerprint(s);
-    PERFORM pg_catalog.pg_advisory_unlock('tasker_core.step_state_log'::regclass::oid::integer, 1);
-    RETURN n;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_locks l
+                WHERE l.locktype = 'advisory' AND l.pid = pg_catalog.pg_backend_pid() AND l.granted
+                  AND l.classid::integer = 'tasker_core.step_state_log'::regclass::oid::integer AND l.objid::integer = 1 AND l.objsubid = 2) THEN
+        PERFORM pg_catalog.pg_advisory_unlock('tasker_core.step_state_log'::regclass::oid::integer, 1);
+    END IF;
+    held_ms := pg_catalog.round((pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - locked) * 1000)::numeric, 1);
 END
 $$;
 
@@ -1715,6 +1750,7 @@ DECLARE
     previous pg_catalog.int8;
     rounds pg_catalog.int4 := 0;
     started pg_catalog.timestamptz;
+    done record;
 BEGIN
     -- Each step commits: outside a transaction block or not at all (25001).
     PERFORM tasker_core.step_state_check_top_level();
@@ -1750,9 +1786,10 @@ BEGIN
     COMMIT;
     waited := tasker_core.step_state_wait_for_writers();
     COMMIT;
-    n := tasker_core.step_state_finish_online();
+    SELECT * INTO done FROM tasker_core.step_state_finish_online(lock_wait);
     COMMIT;
-    RAISE NOTICE 'tasker_core: step 5 of 5: valid; replayed the last % logged writes (waited % s for the writes that logged)', n, waited;
+    RAISE NOTICE 'tasker_core: step 5 of 5: valid; waited % s for the writes that logged, then held writers back for % ms (lock taken in % tries) to replay the last % logged writes',
+        waited, done.held_ms, done.tries, done.replayed;
 END
 $$;
 
@@ -1861,7 +1898,7 @@ REVOKE ALL ON FUNCTION tasker_core.step_state_replay() FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION tasker_core.step_state_catch_up() FROM PUBLIC;
 
-REVOKE ALL ON FUNCTION tasker_core.step_state_finish_online() FROM PUBLIC;
+REVOKE ALL ON FUNCTION tasker_core.step_state_finish_online(interval) FROM PUBLIC;
 
 REVOKE ALL ON PROCEDURE tasker_core.step_state_enable_concurrently(name, interval) FROM PUBLIC;
 

@@ -198,7 +198,9 @@ impl TaskerError {
                 Some("SELECT * FROM tasker_core.status() says why; docs/step_state.md explains each requirement.".into())
             }
             TaskerError::NeedsReadCommitted { .. } => Some(
-                "Under REPEATABLE READ or SERIALIZABLE its snapshot could predate writes it must include.".into(),
+                "Under REPEATABLE READ or SERIALIZABLE its snapshot could predate writes it must include: run it under READ \
+                 COMMITTED (for a CALL, SET default_transaction_isolation = 'read committed' first)."
+                    .into(),
             ),
             TaskerError::StaleSnapshot => Some("Retry the transaction.".into()),
             TaskerError::InTransactionBlock => Some(

@@ -260,7 +260,39 @@ q -c "SET client_min_messages = warning" -c "CALL tasker_core.step_state_enable_
 [ "$(q -c "SELECT valid FROM tasker_core.step_state_source")" = t ] && check ok "after the stop, CALL step_state_enable_concurrently() makes it valid again" \
   || check bad "after the stop, CALL step_state_enable_concurrently() makes it valid again"
 
-# 5. One online build at a time: while another session holds the build's lock, a CALL is refused.
+# 5. A step created during the capture is missing from the copy until the log is replayed, so a
+#    catch-up writer that moves it refreshes nothing. The last replay must therefore hold the
+#    writers back: here the finishing transaction stays open 2 s while a writer completes the
+#    step; the writer must wait for it (the path taken), and the child's parent count be exact.
+q -c "SELECT tasker_core.step_state_capture()" -c "SELECT tasker_core.step_state_wait_for_writers()" \
+  -c "SELECT tasker_core.step_state_build_online()" >/dev/null
+pc=$(q <<'SQL'
+INSERT INTO tasker_tasks (named_task_id, requested_at, identity_hash, created_at, updated_at) VALUES (1, now(), md5(random()::text), now(), now());
+INSERT INTO tasker_workflow_steps (task_id, named_step_id, created_at, updated_at)
+SELECT currval(pg_get_serial_sequence('tasker_tasks', 'task_id')), 1, now(), now() FROM generate_series(1, 2) RETURNING workflow_step_id;
+SQL
+)
+p=$(echo "$pc" | sed -n 1p); c=$(echo "$pc" | sed -n 2p)
+q -c "INSERT INTO tasker_workflow_step_edges (from_step_id, to_step_id, name, created_at, updated_at) VALUES ($p, $c, 'provides', now(), now())" \
+  -c "INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at) VALUES ($p, 'pending', 10, true, now(), now()), ($c, 'pending', 10, true, now(), now())"
+# Catch-up without its replay, so that the new rows are still missing from the copy.
+q -c "UPDATE tasker_core.step_state_source SET building = 'catch_up'" -c "SELECT tasker_core.step_state_wait_for_writers()" >/dev/null
+(command psql "$db" -X -q -c "BEGIN" -c "SELECT * FROM tasker_core.step_state_finish_online()" -c "SELECT pg_sleep(2)" -c "COMMIT" >/dev/null 2>&1 &)
+sleep 0.5
+t0=$(date +%s%N)
+PGOPTIONS="-c client_min_messages=warning -c tasker_core.guard_mode=off" command psql "$db" -X -q -c "BEGIN;
+  UPDATE tasker_workflow_step_transitions SET most_recent = false WHERE workflow_step_id = $p AND most_recent;
+  INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at) VALUES ($p, 'complete', 20, true, now(), now());
+  COMMIT;" >/dev/null
+held=$(( ($(date +%s%N) - t0) / 1000000 ))
+sleep 2
+bad=$(q -c "SELECT count(*) FROM tasker_core.step_state_verify()")
+done_parents=$(q -c "SELECT done_parents FROM tasker_core.step_state WHERE workflow_step_id = $c")
+echo "  the writer completing the new step waited $held ms for the finishing build; its child's done_parents: $done_parents; rows that differ: $bad"
+[ "$held" -ge 1000 ] && [ "$bad" = 0 ] && [ "$done_parents" = 1 ] \
+  && check ok "a step created during the capture and completed while the build finishes: the writer waits for the last replay, the copy is exact" \
+  || check bad "a step created during the capture and completed while the build finishes (held $held ms, done_parents $done_parents, differ $bad)"
+# 6. One online build at a time: while another session holds the build's lock, a CALL is refused.
 key=$(q -c "SELECT 'tasker_core.step_state_log'::regclass::oid::integer")
 (command psql "$db" -X -q -c "SELECT pg_advisory_lock($key, 1), pg_sleep(2)" >/dev/null 2>&1 &)
 sleep 0.5

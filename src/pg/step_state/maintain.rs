@@ -511,7 +511,9 @@ fn step_state_build_online() -> i64 {
             false,
             |rows| match rows.bool(0, 1) {
                 Some(true) => None,
-                _ => Some(rows.string(0, 2).unwrap_or_else(|| "it was not started".into())),
+                _ => Some(rows.string(0, 2).unwrap_or_else(|| {
+                    "it was not started, or step_state_rebuild() or step_state_enable() ran meanwhile".into()
+                })),
             },
         )?;
         if let Some(reason) = stopped {
@@ -530,13 +532,22 @@ fn step_state_build_online() -> i64 {
 }
 
 /// Raises 25001 inside a transaction block (or a subtransaction): the online build commits
-/// between its steps (`CALL tasker_core.step_state_enable_concurrently()` checks first).
+/// between its steps (`CALL tasker_core.step_state_enable_concurrently()` checks first, before
+/// anything changes). Raises 25000 when this transaction or the ones its COMMITs start would not
+/// be READ COMMITTED (`default_transaction_isolation`): the build's steps read with one snapshot
+/// per statement.
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn step_state_check_top_level() {
-    // SAFETY: plain reads of the transaction state.
-    if unsafe { pg_sys::IsTransactionBlock() || pg_sys::IsSubTransaction() } {
+    // SAFETY: plain reads of the transaction state and of two settings' variables.
+    let (in_block, isolation, default) = unsafe {
+        (pg_sys::IsTransactionBlock() || pg_sys::IsSubTransaction(), pg_sys::XactIsoLevel, pg_sys::DefaultXactIsoLevel)
+    };
+    if in_block {
         crate::pg::report::raise(TaskerError::InTransactionBlock);
+    }
+    if isolation.max(default) > pg_sys::XACT_READ_COMMITTED as i32 {
+        crate::pg::report::raise(TaskerError::NeedsReadCommitted { function: "step_state_enable_concurrently" });
     }
 }
 

@@ -61,9 +61,15 @@ RESET client_min_messages;
 SELECT valid, building, reason FROM tasker_core.step_state_source;
 SELECT * FROM tasker_core.step_state_verify();
 -- Inside a transaction block it refuses before doing anything.
+\set SHOW_CONTEXT never
 BEGIN;
 CALL tasker_core.step_state_enable_concurrently('admin_demo');
 ROLLBACK;
+-- So it does when the transactions it would start are not READ COMMITTED.
+SET default_transaction_isolation = 'repeatable read';
+CALL tasker_core.step_state_enable_concurrently('admin_demo');
+RESET default_transaction_isolation;
+\set SHOW_CONTEXT errors
 SELECT * FROM tasker_core.step_state_disable('admin_demo');
 -- Without an enabled step state there is nothing to rebuild.
 CALL tasker_core.step_state_rebuild_concurrently();
