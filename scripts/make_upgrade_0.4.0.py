@@ -75,11 +75,12 @@ def code(stmt):
 
 
 KEEP_AS_IS = ('REVOKE ', 'GRANT ', 'ALTER FUNCTION ', 'ALTER EVENT TRIGGER ', 'ALTER TABLE tasker_core.step_state REPLICA',
-              'ALTER TABLE tasker_core.step_state_log REPLICA')
+              'ALTER TABLE tasker_core.step_state_log REPLICA', 'COMMENT ON TABLE tasker_core.events ')
 SKIP = ('CREATE TABLE ', 'CREATE INDEX ', 'CREATE UNIQUE INDEX ', 'CREATE EVENT TRIGGER tasker_core_step_state_watch', 'DO $check$')
 # The step state's table and indexes are created anew (PREAMBLE moves the 0.3.0 ones aside).
 RECREATED = re.compile(r'^CREATE (TABLE tasker_core\.step_state \(|(UNIQUE )?INDEX step_state_\w+ ON tasker_core\.step_state )'
-                       r'|^CREATE TABLE tasker_core\.step_state_log \(')
+                       r'|^CREATE TABLE tasker_core\.step_state_log \('
+                       r'|^CREATE TABLE tasker_core\.events \(|^CREATE INDEX events_\w+ ON tasker_core\.events ')
 NEW_EVENT_TRIGGERS = ('CREATE EVENT TRIGGER tasker_core_before_drop', 'CREATE EVENT TRIGGER tasker_core_step_state_rewrite')
 
 body = []
@@ -164,7 +165,7 @@ DROP FUNCTION tasker_core.guard_triggers();
 DROP FUNCTION tasker_core.step_state_refresh_states(bigint[], oid);
 -- The REPEATABLE READ writers' check now compares the snapshot's mode with the latest.
 DROP FUNCTION tasker_core.step_state_check_not_missed();
--- enable() gained its views argument.
+-- enable() gained its views and events arguments.
 DROP FUNCTION tasker_core.enable(name, boolean, boolean);
 
 -- The step state: a new column order (the columns reads deform first; parents last), parent

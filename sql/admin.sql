@@ -57,7 +57,7 @@ $$;
 
 -- The guard triggers enable() attaches (sql/guards.sql lists them).
 CREATE FUNCTION tasker_core.enable(schema name DEFAULT 'public', functions boolean DEFAULT true, triggers boolean DEFAULT true,
-                                   views boolean DEFAULT true)
+                                   views boolean DEFAULT true, events boolean DEFAULT false)
 RETURNS TABLE (object text, action text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -102,6 +102,50 @@ BEGIN
             ELSE
                 EXECUTE pg_catalog.format('CREATE TRIGGER %I %s ON %I.%I FOR EACH ROW %s EXECUTE FUNCTION %s',
                                           g.trigger_name, g.events, schema, g.table_name, g.condition, g.function_name);
+                action := 'installed';
+            END IF;
+            RETURN NEXT;
+        END LOOP;
+    END IF;
+    IF events THEN
+        -- The event trigger reads the steps and tasks a transition belongs to with the rights of
+        -- the transitions table's owner (src/pg/events.rs): that role must be able to.
+        FOR g IN SELECT t.table_name, x.sibling
+                   FROM tasker_core.event_triggers() t,
+                        LATERAL (SELECT pg_catalog.unnest(CASE WHEN t.table_name = 'tasker_task_transitions'
+                                     THEN ARRAY['tasker_tasks', 'tasker_named_tasks']::name[]
+                                     ELSE ARRAY['tasker_workflow_steps', 'tasker_named_steps', 'tasker_workflow_step_edges']::name[] END)) x(sibling)
+        LOOP
+            IF pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, g.table_name)) IS NULL
+               OR pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, g.sibling)) IS NULL THEN
+                RAISE EXCEPTION 'cannot enable tasker_core events: table %.% does not exist', schema,
+                    CASE WHEN pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, g.table_name)) IS NULL THEN g.table_name ELSE g.sibling END
+                    USING ERRCODE = '42P01', HINT = 'Run enable() in the schema that holds the Tasker tables.';
+            END IF;
+            SELECT c.relowner INTO owner FROM pg_catalog.pg_class c
+             WHERE c.oid = pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, g.table_name));
+            IF NOT pg_catalog.has_table_privilege(owner, pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, g.sibling)), 'SELECT') THEN
+                RAISE EXCEPTION 'cannot enable tasker_core events: %, the owner of %.%, may not read %.%',
+                    owner::pg_catalog.regrole, schema, g.table_name, schema, g.sibling
+                    USING ERRCODE = '42501', HINT = 'The event trigger reads the steps and tasks with that role''s rights; grant it SELECT.';
+            END IF;
+        END LOOP;
+        PERFORM tasker_core.lock_briefly(ARRAY(
+            SELECT pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, et.table_name))
+              FROM tasker_core.event_triggers() et
+             WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                                WHERE t.tgrelid = pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, et.table_name))
+                                  AND t.tgname = et.trigger_name)));
+        FOR g IN SELECT * FROM tasker_core.event_triggers() LOOP
+            object := pg_catalog.format('trigger %I on %I.%I', g.trigger_name, schema, g.table_name);
+            IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                        WHERE t.tgrelid = pg_catalog.format('%I.%I', schema, g.table_name)::pg_catalog.regclass
+                          AND t.tgname = g.trigger_name) THEN
+                action := 'already installed';
+            ELSE
+                EXECUTE pg_catalog.format('CREATE TRIGGER %I AFTER INSERT ON %I.%I REFERENCING NEW TABLE AS new_rows '
+                                          'FOR EACH STATEMENT EXECUTE FUNCTION tasker_core.events_capture()',
+                                          g.trigger_name, schema, g.table_name);
                 action := 'installed';
             END IF;
             RETURN NEXT;
@@ -245,7 +289,8 @@ BEGIN
         action := 'restored';
         RETURN NEXT;
     END LOOP;
-    FOR g IN SELECT * FROM tasker_core.guard_triggers() LOOP
+    FOR g IN SELECT gt.trigger_name, gt.table_name FROM tasker_core.guard_triggers() gt
+             UNION ALL SELECT et.trigger_name, et.table_name FROM tasker_core.event_triggers() et LOOP
         IF pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, g.table_name)) IS NOT NULL
            AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
                         WHERE t.tgrelid = pg_catalog.format('%I.%I', schema, g.table_name)::pg_catalog.regclass
@@ -303,6 +348,8 @@ BEGIN
         SELECT DISTINCT n.nspname FROM pg_catalog.pg_trigger t
           JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
          WHERE t.tgname IN (SELECT g.trigger_name FROM tasker_core.guard_triggers() g)
+            OR (t.tgname IN (SELECT e.trigger_name FROM tasker_core.event_triggers() e)
+                AND t.tgfoid = 'tasker_core.events_capture()'::pg_catalog.regprocedure)
         UNION
         SELECT n.nspname FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
           JOIN tasker_core.drop_in_functions() f ON f.function_name = p.proname
@@ -340,6 +387,17 @@ BEGIN
     FOR g IN SELECT * FROM tasker_core.guard_triggers() LOOP
         object := pg_catalog.format('trigger %I on %I.%I', g.trigger_name, schema, g.table_name);
         kind := 'trigger';
+        state := CASE
+            WHEN pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, g.table_name)) IS NULL THEN 'missing table'
+            WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                          WHERE t.tgrelid = pg_catalog.format('%I.%I', schema, g.table_name)::pg_catalog.regclass
+                            AND t.tgname = g.trigger_name) THEN 'installed'
+            ELSE 'absent' END;
+        RETURN NEXT;
+    END LOOP;
+    FOR g IN SELECT * FROM tasker_core.event_triggers() LOOP
+        object := pg_catalog.format('trigger %I on %I.%I', g.trigger_name, schema, g.table_name);
+        kind := 'events';
         state := CASE
             WHEN pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, g.table_name)) IS NULL THEN 'missing table'
             WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t

@@ -57,7 +57,7 @@ DROP FUNCTION tasker_core.guard_triggers();
 DROP FUNCTION tasker_core.step_state_refresh_states(bigint[], oid);
 -- The REPEATABLE READ writers' check now compares the snapshot's mode with the latest.
 DROP FUNCTION tasker_core.step_state_check_not_missed();
--- enable() gained its views argument.
+-- enable() gained its views and events arguments.
 DROP FUNCTION tasker_core.enable(name, boolean, boolean);
 
 -- The step state: a new column order (the columns reads deform first; parents last), parent
@@ -601,6 +601,132 @@ STRICT VOLATILE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c 
 AS 'MODULE_PATHNAME', 'define_view_as_wrapper';
+
+CREATE OR REPLACE FUNCTION tasker_core."events_record"(
+	"transitions" oid, 
+	"ids" bigint[] 
+) RETURNS bigint 
+VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'events_record_wrapper';
+
+CREATE TABLE tasker_core.events (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    -- The recording transaction (top level).
+    xid xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
+    name text NOT NULL,
+    task_id bigint NOT NULL,
+    step_id bigint,
+    -- The state before the transition (the one with the next lower sort_key; NULL for the first).
+    from_state text,
+    to_state text NOT NULL,
+    transition_id bigint NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.statement_timestamp(),
+    payload jsonb NOT NULL
+);
+
+CREATE INDEX events_delivery_order ON tasker_core.events (xid, id);
+
+CREATE INDEX events_created_at ON tasker_core.events USING brin (created_at);
+
+REVOKE ALL ON tasker_core.events FROM PUBLIC;
+
+COMMENT ON TABLE tasker_core.events IS
+    'Lifecycle events of committed transitions (docs/events.md). Read with tasker_core.events_since(); prune with tasker_core.prune_events().';
+
+CREATE OR REPLACE FUNCTION tasker_core.event_triggers()
+RETURNS TABLE (trigger_name name, table_name name)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    VALUES ('tasker_core_events'::name, 'tasker_workflow_step_transitions'::name),
+           ('tasker_core_events', 'tasker_task_transitions')
+$$;
+
+CREATE OR REPLACE FUNCTION tasker_core.events_capture()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM tasker_core.events_record(TG_RELID, ARRAY(SELECT n.id FROM new_rows n));
+    RETURN NULL;
+END
+$$;
+
+REVOKE ALL ON FUNCTION tasker_core.events_capture() FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION tasker_core.events_record(oid, bigint[]) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION tasker_core.events_since(after bigint, max integer DEFAULT 1000)
+RETURNS SETOF tasker_core.events
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    horizon xid8 := pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot());
+    seen xid8;
+BEGIN
+    IF max IS NULL OR max OPERATOR(pg_catalog.<) 1 THEN
+        RAISE EXCEPTION 'events_since: max must be a positive number of events, not %', COALESCE(max::text, 'NULL')
+            USING ERRCODE = '22023';
+    END IF;
+    IF after IS NULL OR after OPERATOR(pg_catalog.<) 0 THEN
+        RAISE EXCEPTION 'events_since: after must be the id of an event, or 0 for the oldest, not %', COALESCE(after::text, 'NULL')
+            USING ERRCODE = '22023';
+    END IF;
+    IF after OPERATOR(pg_catalog.=) 0 THEN
+        RETURN QUERY SELECT e.* FROM tasker_core.events e
+                      WHERE e.xid OPERATOR(pg_catalog.<) horizon
+                      ORDER BY e.xid, e.id LIMIT max;
+        RETURN;
+    END IF;
+    SELECT e.xid INTO seen FROM tasker_core.events e WHERE e.id OPERATOR(pg_catalog.=) after;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'events_since: event % is not in tasker_core.events', after
+            USING ERRCODE = '22023',
+                  DETAIL = 'It was pruned (tasker_core.prune_events keeps the last event handed out, and no event not yet handed out), or it never existed.',
+                  HINT = 'The events after it that were pruned are gone. Read from the oldest kept with events_since(0).';
+    END IF;
+    RETURN QUERY SELECT e.* FROM tasker_core.events e
+                  WHERE e.xid OPERATOR(pg_catalog.>=) seen AND e.xid OPERATOR(pg_catalog.<) horizon
+                    AND (e.xid OPERATOR(pg_catalog.>) seen OR e.id OPERATOR(pg_catalog.>) after)
+                  ORDER BY e.xid, e.id LIMIT max;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tasker_core.prune_events(older_than interval, max_rows integer DEFAULT 100000)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    horizon xid8 := pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot());
+    keep bigint;
+    deleted bigint;
+BEGIN
+    IF older_than IS NULL OR older_than OPERATOR(pg_catalog.<) '0'::interval THEN
+        RAISE EXCEPTION 'prune_events: older_than must be an interval of 0 or more, not %', COALESCE(older_than::text, 'NULL')
+            USING ERRCODE = '22023';
+    END IF;
+    IF max_rows IS NULL OR max_rows OPERATOR(pg_catalog.<) 1 THEN
+        RAISE EXCEPTION 'prune_events: max_rows must be positive, not %', COALESCE(max_rows::text, 'NULL')
+            USING ERRCODE = '22023';
+    END IF;
+    SELECT e.id INTO keep FROM tasker_core.events e WHERE e.xid OPERATOR(pg_catalog.<) horizon
+     ORDER BY e.xid DESC, e.id DESC LIMIT 1;
+    DELETE FROM tasker_core.events e
+     WHERE e.id IN (SELECT d.id FROM tasker_core.events d
+                     WHERE d.created_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) older_than)
+                       AND d.xid OPERATOR(pg_catalog.<) horizon
+                       AND d.id OPERATOR(pg_catalog.<>) keep
+                     LIMIT max_rows);
+    GET DIAGNOSTICS deleted = ROW_COUNT;
+    RETURN deleted;
+END
+$$;
+
+REVOKE ALL ON FUNCTION tasker_core.prune_events(interval, integer) FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION tasker_core."finalization_plan"(
 	"execution_status" TEXT, 
@@ -2198,7 +2324,7 @@ AS $$
 $$;
 
 CREATE OR REPLACE FUNCTION tasker_core.enable(schema name DEFAULT 'public', functions boolean DEFAULT true, triggers boolean DEFAULT true,
-                                   views boolean DEFAULT true)
+                                   views boolean DEFAULT true, events boolean DEFAULT false)
 RETURNS TABLE (object text, action text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -2243,6 +2369,50 @@ BEGIN
             ELSE
                 EXECUTE pg_catalog.format('CREATE TRIGGER %I %s ON %I.%I FOR EACH ROW %s EXECUTE FUNCTION %s',
                                           g.trigger_name, g.events, schema, g.table_name, g.condition, g.function_name);
+                action := 'installed';
+            END IF;
+            RETURN NEXT;
+        END LOOP;
+    END IF;
+    IF events THEN
+        -- The event trigger reads the steps and tasks a transition belongs to with the rights of
+        -- the transitions table's owner (src/pg/events.rs): that role must be able to.
+        FOR g IN SELECT t.table_name, x.sibling
+                   FROM tasker_core.event_triggers() t,
+                        LATERAL (SELECT pg_catalog.unnest(CASE WHEN t.table_name = 'tasker_task_transitions'
+                                     THEN ARRAY['tasker_tasks', 'tasker_named_tasks']::name[]
+                                     ELSE ARRAY['tasker_workflow_steps', 'tasker_named_steps', 'tasker_workflow_step_edges']::name[] END)) x(sibling)
+        LOOP
+            IF pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, g.table_name)) IS NULL
+               OR pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, g.sibling)) IS NULL THEN
+                RAISE EXCEPTION 'cannot enable tasker_core events: table %.% does not exist', schema,
+                    CASE WHEN pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, g.table_name)) IS NULL THEN g.table_name ELSE g.sibling END
+                    USING ERRCODE = '42P01', HINT = 'Run enable() in the schema that holds the Tasker tables.';
+            END IF;
+            SELECT c.relowner INTO owner FROM pg_catalog.pg_class c
+             WHERE c.oid = pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, g.table_name));
+            IF NOT pg_catalog.has_table_privilege(owner, pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, g.sibling)), 'SELECT') THEN
+                RAISE EXCEPTION 'cannot enable tasker_core events: %, the owner of %.%, may not read %.%',
+                    owner::pg_catalog.regrole, schema, g.table_name, schema, g.sibling
+                    USING ERRCODE = '42501', HINT = 'The event trigger reads the steps and tasks with that role''s rights; grant it SELECT.';
+            END IF;
+        END LOOP;
+        PERFORM tasker_core.lock_briefly(ARRAY(
+            SELECT pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, et.table_name))
+              FROM tasker_core.event_triggers() et
+             WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                                WHERE t.tgrelid = pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, et.table_name))
+                                  AND t.tgname = et.trigger_name)));
+        FOR g IN SELECT * FROM tasker_core.event_triggers() LOOP
+            object := pg_catalog.format('trigger %I on %I.%I', g.trigger_name, schema, g.table_name);
+            IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                        WHERE t.tgrelid = pg_catalog.format('%I.%I', schema, g.table_name)::pg_catalog.regclass
+                          AND t.tgname = g.trigger_name) THEN
+                action := 'already installed';
+            ELSE
+                EXECUTE pg_catalog.format('CREATE TRIGGER %I AFTER INSERT ON %I.%I REFERENCING NEW TABLE AS new_rows '
+                                          'FOR EACH STATEMENT EXECUTE FUNCTION tasker_core.events_capture()',
+                                          g.trigger_name, schema, g.table_name);
                 action := 'installed';
             END IF;
             RETURN NEXT;
@@ -2386,7 +2556,8 @@ BEGIN
         action := 'restored';
         RETURN NEXT;
     END LOOP;
-    FOR g IN SELECT * FROM tasker_core.guard_triggers() LOOP
+    FOR g IN SELECT gt.trigger_name, gt.table_name FROM tasker_core.guard_triggers() gt
+             UNION ALL SELECT et.trigger_name, et.table_name FROM tasker_core.event_triggers() et LOOP
         IF pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, g.table_name)) IS NOT NULL
            AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
                         WHERE t.tgrelid = pg_catalog.format('%I.%I', schema, g.table_name)::pg_catalog.regclass
@@ -2442,6 +2613,8 @@ BEGIN
         SELECT DISTINCT n.nspname FROM pg_catalog.pg_trigger t
           JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
          WHERE t.tgname IN (SELECT g.trigger_name FROM tasker_core.guard_triggers() g)
+            OR (t.tgname IN (SELECT e.trigger_name FROM tasker_core.event_triggers() e)
+                AND t.tgfoid = 'tasker_core.events_capture()'::pg_catalog.regprocedure)
         UNION
         SELECT n.nspname FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
           JOIN tasker_core.drop_in_functions() f ON f.function_name = p.proname
@@ -2480,6 +2653,17 @@ BEGIN
     FOR g IN SELECT * FROM tasker_core.guard_triggers() LOOP
         object := pg_catalog.format('trigger %I on %I.%I', g.trigger_name, schema, g.table_name);
         kind := 'trigger';
+        state := CASE
+            WHEN pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, g.table_name)) IS NULL THEN 'missing table'
+            WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                          WHERE t.tgrelid = pg_catalog.format('%I.%I', schema, g.table_name)::pg_catalog.regclass
+                            AND t.tgname = g.trigger_name) THEN 'installed'
+            ELSE 'absent' END;
+        RETURN NEXT;
+    END LOOP;
+    FOR g IN SELECT * FROM tasker_core.event_triggers() LOOP
+        object := pg_catalog.format('trigger %I on %I.%I', g.trigger_name, schema, g.table_name);
+        kind := 'events';
         state := CASE
             WHEN pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, g.table_name)) IS NULL THEN 'missing table'
             WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t

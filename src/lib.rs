@@ -55,6 +55,7 @@ pgrx::extension_sql_file!(
     ]
 );
 pgrx::extension_sql_file!("../sql/orchestration.sql", name = "orchestration");
+pgrx::extension_sql_file!("../sql/events.sql", name = "events", requires = [pg::events::events_record]);
 pgrx::extension_sql_file!("../sql/analytics.sql", name = "analytics", requires = [pg::analytics::analytics_counts]);
 pgrx::extension_sql_file!("../sql/views.sql", name = "views", requires = [pg::dag::step_min_depth_from_root_in]);
 pgrx::extension_sql_file!(
@@ -65,7 +66,8 @@ pgrx::extension_sql_file!(
 pgrx::extension_sql_file!(
     "../sql/admin.sql",
     name = "admin",
-    requires = [pg::admin::redefine_as, pg::admin::define_view_as, pg::paths::read_paths, "views", "analytics"],
+    requires =
+        [pg::admin::redefine_as, pg::admin::define_view_as, pg::paths::read_paths, "views", "analytics", "events"],
     finalize
 );
 

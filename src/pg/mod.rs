@@ -23,6 +23,7 @@
 //! | `facts` | what readers hand to the rules (plain Rust) |
 //! | `admin` | the Rust helpers of the admin SQL (index proof, DROP EXTENSION guard) |
 //! | `analytics` | the counts of `get_analytics_metrics_v01` |
+//! | `events` | the event trigger's work: reading a statement's transitions, writing `tasker_core.events`, NOTIFY |
 //! | `dag` | `step_min_depth_from_root`, the DAG view's depth column |
 //! | `preflight` | the Rust helpers of `preflight()`: the legal moves, one cycle of the edges |
 //! | `settings`, `clock`, `report` | GUCs, the readiness clock, raising errors |
@@ -33,6 +34,7 @@ pub mod call;
 pub mod claiming;
 pub mod clock;
 pub mod dag;
+pub mod events;
 pub mod facts;
 pub mod finalization;
 pub mod former;

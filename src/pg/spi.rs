@@ -107,6 +107,11 @@ impl Rows {
         self.datum(row, col, pg_sys::TIMESTAMPOID).map(|d| d.value() as i64)
     }
 
+    /// A `timestamp with time zone` (microseconds since 2000-01-01 UTC).
+    pub fn timestamptz(&self, row: usize, col: usize) -> Option<i64> {
+        self.datum(row, col, pg_sys::TIMESTAMPTZOID).map(|d| d.value() as i64)
+    }
+
     pub fn oid(&self, row: usize, col: usize) -> Option<pg_sys::Oid> {
         self.datum(row, col, pg_sys::OIDOID).map(|d| pg_sys::Oid::from(d.value() as u32))
     }
@@ -138,6 +143,8 @@ pub enum Arg<'a> {
     /// A `boolean` (None: NULL).
     Bool(Option<bool>),
     Text(&'a str),
+    /// A `text[]` (elements may be NULL).
+    TextArray(&'a [Option<String>]),
     /// A `jsonb` (None: NULL).
     Jsonb(Option<&'a serde_json::Value>),
     /// A `timestamp with time zone` (microseconds since 2000-01-01 UTC).
@@ -154,6 +161,7 @@ impl Arg<'_> {
             Arg::Int4(_) => pg_sys::INT4OID,
             Arg::Bool(_) => pg_sys::BOOLOID,
             Arg::Text(_) => pg_sys::TEXTOID,
+            Arg::TextArray(_) => pg_sys::TEXTARRAYOID,
             Arg::Jsonb(_) => pg_sys::JSONBOID,
             Arg::TimestampTz(_) => pg_sys::TIMESTAMPTZOID,
         }
@@ -173,6 +181,7 @@ impl Arg<'_> {
             Arg::Int4(v) => pg_sys::Datum::from(v.unwrap_or_default()),
             Arg::Bool(v) => pg_sys::Datum::from(v.unwrap_or_default()),
             Arg::Text(v) => v.into_datum().expect("a text datum"),
+            Arg::TextArray(v) => v.to_vec().into_datum().expect("an array datum"),
             Arg::Jsonb(None) => pg_sys::Datum::from(0),
             Arg::Jsonb(Some(v)) => pgrx::JsonB((*v).clone()).into_datum().expect("a jsonb datum"),
         }

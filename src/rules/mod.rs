@@ -3,6 +3,7 @@ pub mod analytics;
 pub mod backoff;
 pub mod context;
 pub mod dag;
+pub mod events;
 pub mod finalize;
 pub mod guards;
 pub mod health;

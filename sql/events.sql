@@ -1,0 +1,134 @@
+-- tasker_core: lifecycle events (docs/events.md).
+-- Hand-written; loaded into the install script by extension_sql_file! (src/lib.rs).
+--
+-- With enable(events => true), every committed step or task transition becomes one row of
+-- tasker_core.events, named and with the payload Rails' state machines publish for it; each
+-- transaction that recorded events sends one NOTIFY on channel tasker_core_events; consumers
+-- read with events_since(), which never skips an event that commits late.
+
+-- The events, in delivery order (xid, id): a transaction's events follow every event of the
+-- transactions whose ids are lower than its own. events_since() hands out an event only once
+-- every transaction that could still commit an event before it has ended.
+CREATE TABLE tasker_core.events (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    -- The recording transaction (top level).
+    xid xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
+    name text NOT NULL,
+    task_id bigint NOT NULL,
+    step_id bigint,
+    -- The state before the transition (the one with the next lower sort_key; NULL for the first).
+    from_state text,
+    to_state text NOT NULL,
+    transition_id bigint NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.statement_timestamp(),
+    payload jsonb NOT NULL
+);
+CREATE INDEX events_delivery_order ON tasker_core.events (xid, id);
+CREATE INDEX events_created_at ON tasker_core.events USING brin (created_at);
+REVOKE ALL ON tasker_core.events FROM PUBLIC;
+COMMENT ON TABLE tasker_core.events IS
+    'Lifecycle events of committed transitions (docs/events.md). Read with tasker_core.events_since(); prune with tasker_core.prune_events().';
+
+-- The event triggers enable(events => true) attaches: (trigger, table).
+CREATE FUNCTION tasker_core.event_triggers()
+RETURNS TABLE (trigger_name name, table_name name)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    VALUES ('tasker_core_events'::name, 'tasker_workflow_step_transitions'::name),
+           ('tasker_core_events', 'tasker_task_transitions')
+$$;
+
+-- The event trigger (AFTER INSERT, per statement, with the inserted rows): records the events
+-- of the statement's transitions (tasker_core.events_record).
+-- SECURITY DEFINER: writers of the Tasker tables get no privilege on tasker_core.events.
+CREATE FUNCTION tasker_core.events_capture()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM tasker_core.events_record(TG_RELID, ARRAY(SELECT n.id FROM new_rows n));
+    RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION tasker_core.events_capture() FROM PUBLIC;
+REVOKE ALL ON FUNCTION tasker_core.events_record(oid, bigint[]) FROM PUBLIC;
+
+-- Up to `max` events after event `after` (0: from the oldest kept), in delivery order.
+-- An event is handed out once every transaction that was running when this call's snapshot was
+-- taken has ended (its xid is below the snapshot's xmin), so nothing can later commit before
+-- it: a consumer that stores the id of the last event it received and calls again never
+-- misses one. Ids are unique but do not follow delivery order; store the last one received.
+CREATE FUNCTION tasker_core.events_since(after bigint, max integer DEFAULT 1000)
+RETURNS SETOF tasker_core.events
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    horizon xid8 := pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot());
+    seen xid8;
+BEGIN
+    IF max IS NULL OR max OPERATOR(pg_catalog.<) 1 THEN
+        RAISE EXCEPTION 'events_since: max must be a positive number of events, not %', COALESCE(max::text, 'NULL')
+            USING ERRCODE = '22023';
+    END IF;
+    IF after IS NULL OR after OPERATOR(pg_catalog.<) 0 THEN
+        RAISE EXCEPTION 'events_since: after must be the id of an event, or 0 for the oldest, not %', COALESCE(after::text, 'NULL')
+            USING ERRCODE = '22023';
+    END IF;
+    IF after OPERATOR(pg_catalog.=) 0 THEN
+        RETURN QUERY SELECT e.* FROM tasker_core.events e
+                      WHERE e.xid OPERATOR(pg_catalog.<) horizon
+                      ORDER BY e.xid, e.id LIMIT max;
+        RETURN;
+    END IF;
+    SELECT e.xid INTO seen FROM tasker_core.events e WHERE e.id OPERATOR(pg_catalog.=) after;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'events_since: event % is not in tasker_core.events', after
+            USING ERRCODE = '22023',
+                  DETAIL = 'It was pruned (tasker_core.prune_events keeps the last event handed out, and no event not yet handed out), or it never existed.',
+                  HINT = 'The events after it that were pruned are gone. Read from the oldest kept with events_since(0).';
+    END IF;
+    RETURN QUERY SELECT e.* FROM tasker_core.events e
+                  WHERE e.xid OPERATOR(pg_catalog.>=) seen AND e.xid OPERATOR(pg_catalog.<) horizon
+                    AND (e.xid OPERATOR(pg_catalog.>) seen OR e.id OPERATOR(pg_catalog.>) after)
+                  ORDER BY e.xid, e.id LIMIT max;
+END
+$$;
+
+-- Deletes up to `max_rows` events recorded more than `older_than` ago that events_since() has
+-- already handed out, keeping the last one (a consumer that is up to date stores its id).
+-- Returns how many it deleted; call it again until it returns 0. A DELETE takes no lock that
+-- writers wait for; batches keep each transaction short, because events_since() hands out no
+-- event newer than the oldest transaction still running.
+CREATE FUNCTION tasker_core.prune_events(older_than interval, max_rows integer DEFAULT 100000)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    horizon xid8 := pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot());
+    keep bigint;
+    deleted bigint;
+BEGIN
+    IF older_than IS NULL OR older_than OPERATOR(pg_catalog.<) '0'::interval THEN
+        RAISE EXCEPTION 'prune_events: older_than must be an interval of 0 or more, not %', COALESCE(older_than::text, 'NULL')
+            USING ERRCODE = '22023';
+    END IF;
+    IF max_rows IS NULL OR max_rows OPERATOR(pg_catalog.<) 1 THEN
+        RAISE EXCEPTION 'prune_events: max_rows must be positive, not %', COALESCE(max_rows::text, 'NULL')
+            USING ERRCODE = '22023';
+    END IF;
+    SELECT e.id INTO keep FROM tasker_core.events e WHERE e.xid OPERATOR(pg_catalog.<) horizon
+     ORDER BY e.xid DESC, e.id DESC LIMIT 1;
+    DELETE FROM tasker_core.events e
+     WHERE e.id IN (SELECT d.id FROM tasker_core.events d
+                     WHERE d.created_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) older_than)
+                       AND d.xid OPERATOR(pg_catalog.<) horizon
+                       AND d.id OPERATOR(pg_catalog.<>) keep
+                     LIMIT max_rows);
+    GET DIAGNOSTICS deleted = ROW_COUNT;
+    RETURN deleted;
+END
+$$;
+REVOKE ALL ON FUNCTION tasker_core.prune_events(interval, integer) FROM PUBLIC;
