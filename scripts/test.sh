@@ -105,6 +105,9 @@ test_major() {
     FIXTURE=tasker_schema.sql tests/concurrency/run.sh "$conn" 8 20 | tee "$log/race.log"
     FIXTURE=tasker_schema_minimal.sql tests/concurrency/run.sh "$conn" 8 10 | tee -a "$log/race.log"
 
+    echo "== lifecycle events (catalog payloads, late commits, concurrent consumers)"
+    tests/events/run.sh "$conn" 4 8 | tee "$log/events.log"
+
     echo "== upgrade test (released versions + ALTER EXTENSION UPDATE == fresh install)"
     FIXTURE=tasker_schema.sql tests/upgrade/run.sh "$conn" | tee "$log/upgrade.log"
     FIXTURE=tasker_schema_minimal.sql tests/upgrade/run.sh "$conn" | tee -a "$log/upgrade.log"
@@ -140,6 +143,7 @@ test_major() {
   record "pg$v $(grep '^dag view differential:' "$log/dag.log" | tr '\n' ' ')"
   record "pg$v $(grep '^analytics differential:' "$log/analytics.log" | tr '\n' ' ')"
   record "pg$v concurrency: $(grep '^concurrency:' "$log/race.log" | tr '\n' ' ')"
+  record "pg$v $(grep '^events:' "$log/events.log")"
   record "pg$v $(grep '^upgrade:' "$log/upgrade.log" | tr '\n' ' ')"
   record "pg$v $(grep '^dump:' "$log/dump.log")"
   record "pg$v pgTAP: $(cat "$log"/pgtap-*.log | grep -E '^Files=|^Result' | tr '\n' ' ')"
@@ -168,6 +172,8 @@ for fixture in tasker_schema.sql tasker_schema_minimal.sql; do
     -f tests/fixtures/reference_view.sql -c "CREATE EXTENSION tasker_core"
   PGHOST="$work/rails-pg" PGPORT="$((base_port + 8))" PGUSER=postgres PGDATABASE=tasker_rails ruby tests/rails/client_test.rb | tee "$work/rails-$fixture.log"
   record "rails client ($fixture): $(grep -E 'runs, .* assertions' "$work/rails-$fixture.log")"
+  PGHOST="$work/rails-pg" PGPORT="$((base_port + 8))" PGUSER=postgres PGDATABASE=tasker_rails ruby tests/rails/events_listener_test.rb | tee "$work/listener-$fixture.log"
+  record "rails events listener ($fixture): $(grep -E 'runs, .* assertions' "$work/listener-$fixture.log")"
 done
 
 echo "== package (cargo pgrx package)"

@@ -1,6 +1,6 @@
 -- The extension's objects: exact signatures, volatility, strictness, security, and schema.
 BEGIN;
-SELECT plan(56);
+SELECT plan(60);
 
 SELECT has_extension('tasker_core');
 SELECT has_schema('tasker_core');
@@ -41,12 +41,20 @@ SELECT is(pg_get_function_result('tasker_core.get_system_health_counts_v01()'::r
   'health counts result columns');
 
 -- Admin functions.
-SELECT has_function('tasker_core', 'enable', ARRAY['name', 'boolean', 'boolean', 'boolean']);
+SELECT has_function('tasker_core', 'enable', ARRAY['name', 'boolean', 'boolean', 'boolean', 'boolean']);
+-- The lifecycle events (docs/events.md).
+SELECT has_table('tasker_core', 'events', 'the events table');
+SELECT has_function('tasker_core', 'events_since', ARRAY['bigint', 'integer']);
+SELECT has_function('tasker_core', 'prune_events', ARRAY['interval', 'integer']);
+SELECT ok(NOT has_function_privilege('public', 'tasker_core.prune_events(interval, integer)', 'EXECUTE')
+          AND NOT has_function_privilege('public', 'tasker_core.events_record(oid, bigint[])', 'EXECUTE')
+          AND NOT has_table_privilege('public', 'tasker_core.events', 'SELECT'),
+          'PUBLIC may not prune, record or read events');
 SELECT has_function('tasker_core', 'disable', ARRAY['name']);
 SELECT has_function('tasker_core', 'status', ARRAY['name']);
 SELECT has_function('tasker_core', 'read_paths', ARRAY['text']);
 SELECT has_function('tasker_core', 'read_path_stats', ARRAY[]::text[]);
-SELECT isnt_definer('tasker_core', 'enable', ARRAY['name', 'boolean', 'boolean', 'boolean']);
+SELECT isnt_definer('tasker_core', 'enable', ARRAY['name', 'boolean', 'boolean', 'boolean', 'boolean']);
 SELECT isnt_definer('tasker_core', 'disable', ARRAY['name']);
 SELECT isnt_definer('tasker_core', 'redefine_as', ARRAY['oid', 'text', 'text', 'oid'], 'the restorer runs with its caller''s rights');
 SELECT ok(NOT has_function_privilege('public', 'tasker_core.release_all()', 'EXECUTE'), 'PUBLIC cannot release everything');

@@ -188,7 +188,7 @@ echo "== the DBA (superuser) runs every admin function"
 tt=$(sq -c "SELECT min(task_id) FROM public.tasker_workflow_steps")
 for path in - "$PUBFIRST" "$EVIL"; do
   p=${path/-/\"\$user\", public}
-  step "[$p] enable()" "$dba" "$path" ok <<<"SELECT object, action FROM tasker_core.enable()"
+  step "[$p] enable(events => true)" "$dba" "$path" ok <<<"SELECT object, action FROM tasker_core.enable(events => true)"
   step "[$p] status()" "$dba" "$path" ok <<<"SELECT object, kind, state FROM tasker_core.status()"
   natives=$(out | grep -c '|function|native$' || true); triggers=$(out | grep -c '|trigger|installed$' || true)
   views=$(out | grep -c '|view|native$' || true)
@@ -198,6 +198,7 @@ for path in - "$PUBFIRST" "$EVIL"; do
 SELECT pg_catalog.count(*) FROM public.tasker_step_dag_relationships;
 SELECT v.* FROM public.tasker_step_dag_relationships v WHERE v.task_id OPERATOR(pg_catalog.=) $tt;
 SQL
+  step "[$p] events_since(0) and prune_events('1 year')" "$dba" "$path" ok <<<"SELECT pg_catalog.count(*) FROM tasker_core.events_since(0); SELECT tasker_core.prune_events('1 year');"
   step "[$p] read_paths() and read_paths('public')" "$dba" "$path" ok <<<"SELECT * FROM tasker_core.read_paths(); SELECT * FROM tasker_core.read_paths('public');"
   step "[$p] server_identity(), most_recent_index()" "$dba" "$path" ok <<SQL
 SELECT tasker_core.server_identity();
@@ -220,12 +221,12 @@ SQL
                       AND p.proname OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT function_name FROM tasker_core.drop_in_functions()))")
   [ "$restored" = 6 ] && check ok "[$p] disable() put Rails' 6 PL/pgSQL functions back" || check bad "[$p] disable() restored $restored of 6 Rails functions"
   step "[$p] enable() again, step_state_enable() again, then release_all()" "$dba" "$path" ok <<SQL
-SELECT pg_catalog.count(*) FROM tasker_core.enable();
+SELECT pg_catalog.count(*) FROM tasker_core.enable(events => true);
 SELECT pg_catalog.count(*) FROM tasker_core.step_state_enable();
 SELECT object, action FROM tasker_core.release_all();
 SQL
   step "[$p] enable() and step_state_enable() after release_all()" "$dba" "$path" ok <<SQL
-SELECT pg_catalog.count(*) FROM tasker_core.enable();
+SELECT pg_catalog.count(*) FROM tasker_core.enable(events => true);
 SELECT pg_catalog.count(*) FROM tasker_core.step_state_enable();
 SQL
 done
@@ -280,6 +281,9 @@ SQL
 valid=$(sq -c "SELECT valid FROM tasker_core.step_state_source"); bad=$(sq -c "SELECT count(*) FROM tasker_core.step_state_verify()")
 [ "$valid" = t ] && [ "$bad" = 0 ] && check ok "the step state stayed valid and exact through the hostile-path writes and DDL" \
   || check bad "after the hostile-path writes the step state is valid=$valid with $bad rows that differ"
+evs=$(sq -c "SELECT pg_catalog.string_agg(e.name, ' ' ORDER BY e.xid, e.id) FROM tasker_core.events e WHERE e.step_id OPERATOR(pg_catalog.=) $s1")
+[ "$evs" = "step.initialize_requested step.execution_requested step.completed" ] && check ok "the event trigger recorded the app's moves of step $s1 with search_path evil first" \
+  || check bad "the events of step $s1 are '$evs'"
 
 echo "== readers (search_path evil first), both read paths"
 batch="'{$tt,$t1}'::pg_catalog.int8[]"
