@@ -227,6 +227,11 @@ extras() {
 "
   done < <(PGHOST="$dir" PGPORT="$port" PGUSER=postgres PGDATABASE=$o ruby tests/bench/drain.rb 8 "${BENCH_DRAIN_TASKS:-1000}")
   psql_ "$conn" postgres -q -c "DROP DATABASE $o"
+  log "== lifecycle events: write cost per layer, the pipeline"
+  local ev_layers ev_pipeline
+  ev_layers=$(PATH="$bindir:$PATH" tests/bench/events_write.sh "$conn dbname=$db" 4 15 | sed 1d)
+  ev_pipeline=$(PATH="$bindir:$PATH" tests/bench/events_pipeline.sh "$conn dbname=$db" "${BENCH_PIPELINE_SECONDS:-60}" 2 | sed 1d)
+  psql_ "$conn" "$db" -qAt -c "SELECT count(*) FROM tasker_core.disable()" -c "SELECT count(*) FROM tasker_core.step_state_enable()" >/dev/null
   cat <<MD
 ### Tasks of growing size
 
@@ -305,6 +310,23 @@ a lost race (the step written to \`error\`, or a completion rolled back).
 | way | workers | tasks | steps completed | seconds | steps/s | double executions | errors |
 |---|---|---|---|---|---|---|---|
 $drain
+### Lifecycle events
+
+Write cost of each layer for single-row writers (tests/bench/events_write.sh: pgbench, 4
+clients, 15 s per layer; a new step moved pending -> in_progress -> complete, each move its own
+transaction, as Statesman writes it):
+
+\`\`\`
+$ev_layers
+\`\`\`
+
+The pipeline (tests/bench/events_pipeline.sh: guards, step state and events on; 2 pgbench
+writers for ${BENCH_PIPELINE_SECONDS:-60} s; a Ruby listener, tests/bench/events_drain.rb,
+LISTENs and drains with events_since):
+
+\`\`\`
+$ev_pipeline
+\`\`\`
 MD
 }
 

@@ -4,6 +4,8 @@
 //! lets the rules name each event and build its payload (`crate::rules::events`), writes them
 //! to `tasker_core.events` (one statement), and asks for one NOTIFY per transaction.
 
+use std::collections::HashMap;
+
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -13,6 +15,7 @@ use crate::pg::sandbox::{as_owner, owner_of};
 use crate::pg::spi::{self, Arg, Rows};
 use crate::pg::tasker::{qualified, resolve_table};
 use crate::rules::events::{StepFacts, TaskFacts};
+use crate::rules::state::IN_PROGRESS;
 
 /// The channel of the NOTIFY sent once per transaction that recorded events.
 pub const CHANNEL: &str = "tasker_core_events";
@@ -59,25 +62,37 @@ fn record(transitions: pg_sys::Oid, ids: &[i64]) -> Result<i64, TaskerError> {
     let table = qualified(transitions);
     let owner = owner_of(transitions)?;
     let rows = if step {
-        let sql = step_facts_sql(
-            &table,
-            &sibling(transitions, "tasker_workflow_steps")?,
-            &sibling(transitions, "tasker_named_steps")?,
-            &sibling(transitions, "tasker_workflow_step_edges")?,
-        );
-        as_owner(owner, || Spi::connect(|_| spi::run(&sql, &[Arg::Int8Array(ids)], true, step_events)))?
+        let steps = sibling(transitions, "tasker_workflow_steps")?;
+        let named = sibling(transitions, "tasker_named_steps")?;
+        let sql = step_facts_sql(&table, &steps, &named);
+        as_owner(owner, || {
+            Spi::connect(|_| {
+                let mut facts = spi::run(&sql, &[Arg::Int8Array(ids)], true, step_facts)??;
+                // The parents' names, for the steps starting (their payload lists them).
+                let starting: Vec<i64> =
+                    facts.iter().filter(|(_, f, _)| f.to_state == IN_PROGRESS).map(|(_, f, _)| f.step_id).collect();
+                if !starting.is_empty() {
+                    let sql = parents_sql(&sibling(transitions, "tasker_workflow_step_edges")?, &steps, &named);
+                    let parents = spi::run(&sql, &[Arg::Int8Array(&starting)], true, parent_names)??;
+                    for (_, f, _) in facts.iter_mut().filter(|(_, f, _)| f.to_state == IN_PROGRESS) {
+                        f.parents = parents.get(&f.step_id).cloned().unwrap_or_default();
+                    }
+                }
+                Ok::<_, TaskerError>(step_events(&facts))
+            })
+        })?
     } else {
         let sql = task_facts_sql(
             &table,
             &sibling(transitions, "tasker_tasks")?,
             &sibling(transitions, "tasker_named_tasks")?,
         );
-        as_owner(owner, || Spi::connect(|_| spi::run(&sql, &[Arg::Int8Array(ids)], true, task_events)))?
-    }?;
+        as_owner(owner, || Spi::connect(|_| spi::run(&sql, &[Arg::Int8Array(ids)], true, task_events)))??
+    };
     let n = rows.names.len() as i64;
     Spi::connect(|_| {
         spi::run(
-            INSERT,
+            INSERT_AND_NOTIFY,
             &[
                 Arg::TextArray(&rows.names),
                 Arg::Int8Array(&rows.task_ids),
@@ -86,11 +101,11 @@ fn record(transitions: pg_sys::Oid, ids: &[i64]) -> Result<i64, TaskerError> {
                 Arg::TextArray(&rows.to_states),
                 Arg::Int8Array(&rows.transition_ids),
                 Arg::TextArray(&rows.payloads),
+                Arg::Text(CHANNEL),
             ],
             false,
             |_| (),
-        )?;
-        notify()
+        )
     })?;
     Ok(n)
 }
@@ -131,40 +146,28 @@ impl EventRows {
 }
 
 /// Every column is written from the statement's arrays, in their order (the ids then follow
-/// the transitions' order).
-const INSERT: &str = "INSERT INTO tasker_core.events (name, task_id, step_id, from_state, to_state, transition_id, payload) \
+/// the transitions' order). The same statement asks for the NOTIFY: its payload (the
+/// transaction's id) is the same for every statement of a transaction, and PostgreSQL sends
+/// equal notifications of a transaction once, at commit.
+const INSERT_AND_NOTIFY: &str = "WITH recorded AS (INSERT INTO tasker_core.events (name, task_id, step_id, from_state, to_state, transition_id, payload) \
     SELECT r.name, r.task_id, r.step_id::pg_catalog.int8, r.from_state, r.to_state, r.transition_id, r.payload::pg_catalog.jsonb \
     FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.int8[]), \
                     pg_catalog.unnest($3::pg_catalog.text[]), pg_catalog.unnest($4::pg_catalog.text[]), \
                     pg_catalog.unnest($5::pg_catalog.text[]), pg_catalog.unnest($6::pg_catalog.int8[]), \
                     pg_catalog.unnest($7::pg_catalog.text[])) \
          WITH ORDINALITY r(name, task_id, step_id, from_state, to_state, transition_id, payload, n) \
-    ORDER BY r.n";
-
-/// One NOTIFY per transaction: its payload (the transaction's id) is the same for every
-/// statement, and PostgreSQL sends equal notifications of a transaction once, at commit.
-fn notify() -> Result<(), TaskerError> {
-    spi::run(
-        "SELECT pg_catalog.pg_notify($1, pg_catalog.pg_current_xact_id()::pg_catalog.text)",
-        &[Arg::Text(CHANNEL)],
-        false,
-        |_| (),
-    )
-}
+    ORDER BY r.n RETURNING 1) \
+    SELECT pg_catalog.pg_notify($8, pg_catalog.pg_current_xact_id()::pg_catalog.text)";
 
 /// The transitions `$1` of `t`, with their steps, the steps' names, the state before each
 /// (the latest transition with a lower sort_key), the parents' names of steps starting, and
 /// the statement's time.
-fn step_facts_sql(t: &str, steps: &str, named: &str, edges: &str) -> String {
+fn step_facts_sql(t: &str, steps: &str, named: &str) -> String {
     format!(
-        "SELECT t.id, t.workflow_step_id, s.task_id, n.name::pg_catalog.text, t.to_state::pg_catalog.text, t.created_at::pg_catalog.\"timestamp\", \
+        "SELECT t.id, t.workflow_step_id, s.task_id, n.name::pg_catalog.text, t.to_state::pg_catalog.text, \
+                t.created_at::pg_catalog.\"timestamp\", \
                 s.last_attempted_at::pg_catalog.\"timestamp\", s.processed_at::pg_catalog.\"timestamp\", \
                 s.attempts::pg_catalog.int4, s.retry_limit::pg_catalog.int4, s.inputs::pg_catalog.text, s.results::pg_catalog.text, \
-                CASE WHEN t.to_state OPERATOR(pg_catalog.=) 'in_progress' THEN pg_catalog.array_to_json(ARRAY( \
-                    SELECT pn.name::pg_catalog.text FROM {edges} e \
-                      JOIN {steps} ps ON ps.workflow_step_id OPERATOR(pg_catalog.=) e.from_step_id \
-                      JOIN {named} pn ON pn.named_step_id OPERATOR(pg_catalog.=) ps.named_step_id \
-                     WHERE e.to_step_id OPERATOR(pg_catalog.=) t.workflow_step_id ORDER BY e.from_step_id))::pg_catalog.text END, \
                 (SELECT p.to_state::pg_catalog.text FROM {t} p \
                   WHERE p.workflow_step_id OPERATOR(pg_catalog.=) t.workflow_step_id AND p.sort_key OPERATOR(pg_catalog.<) t.sort_key \
                   ORDER BY p.sort_key DESC LIMIT 1), \
@@ -173,6 +176,17 @@ fn step_facts_sql(t: &str, steps: &str, named: &str, edges: &str) -> String {
            JOIN {steps} s ON s.workflow_step_id OPERATOR(pg_catalog.=) t.workflow_step_id \
            JOIN {named} n ON n.named_step_id OPERATOR(pg_catalog.=) s.named_step_id \
           WHERE t.id OPERATOR(pg_catalog.=) ANY ($1) ORDER BY t.id"
+    )
+}
+
+/// The parents' names of the steps `$1` (as a JSON array, in the order of the parents' ids).
+fn parents_sql(edges: &str, steps: &str, named: &str) -> String {
+    format!(
+        "SELECT e.to_step_id, pg_catalog.array_to_json(pg_catalog.array_agg(pn.name::pg_catalog.text ORDER BY e.from_step_id))::pg_catalog.text \
+           FROM {edges} e \
+           JOIN {steps} ps ON ps.workflow_step_id OPERATOR(pg_catalog.=) e.from_step_id \
+           JOIN {named} pn ON pn.named_step_id OPERATOR(pg_catalog.=) ps.named_step_id \
+          WHERE e.to_step_id OPERATOR(pg_catalog.=) ANY ($1) GROUP BY e.to_step_id"
     )
 }
 
@@ -201,35 +215,49 @@ fn json(rows: &Rows, row: usize, col: usize) -> Result<Option<serde_json::Value>
         .map_err(|e| TaskerError::InvalidArgument { argument: "jsonb value", reason: e.to_string() })
 }
 
-fn step_events(rows: &Rows) -> Result<EventRows, TaskerError> {
+/// The transition id, the facts (without the parents) and the statement's time of each row.
+fn step_facts(rows: &Rows) -> Result<Vec<(i64, StepFacts, i64)>, TaskerError> {
+    (0..rows.len())
+        .map(|r| {
+            let facts = StepFacts {
+                task_id: rows.i64(r, 3).unwrap_or_default(),
+                step_id: rows.i64(r, 2).unwrap_or_default(),
+                step_name: rows.string(r, 4).unwrap_or_default(),
+                to_state: rows.string(r, 5).unwrap_or_default(),
+                transitioned_at: rows.timestamp(r, 6).unwrap_or_default(),
+                last_attempted_at: rows.timestamp(r, 7),
+                processed_at: rows.timestamp(r, 8),
+                attempts: rows.i32(r, 9),
+                retry_limit: rows.i32(r, 10),
+                inputs: json(rows, r, 11)?,
+                results: json(rows, r, 12)?,
+                parents: vec![],
+                from_state: rows.string(r, 13),
+            };
+            Ok((rows.i64(r, 1).unwrap_or_default(), facts, rows.timestamptz(r, 14).unwrap_or_default()))
+        })
+        .collect()
+}
+
+/// Step id -> its parents' names.
+fn parent_names(rows: &Rows) -> Result<HashMap<i64, Vec<String>>, TaskerError> {
+    (0..rows.len())
+        .map(|r| {
+            let names = serde_json::from_slice(rows.bytes(r, 2).unwrap_or(b"[]"))
+                .map_err(|e| TaskerError::InvalidArgument { argument: "parents", reason: e.to_string() })?;
+            Ok((rows.i64(r, 1).unwrap_or_default(), names))
+        })
+        .collect()
+}
+
+fn step_events(facts: &[(i64, StepFacts, i64)]) -> EventRows {
     let mut out = EventRows::default();
-    for r in 0..rows.len() {
-        let parents: Vec<String> = match rows.bytes(r, 13) {
-            Some(b) => serde_json::from_slice(b)
-                .map_err(|e| TaskerError::InvalidArgument { argument: "parents", reason: e.to_string() })?,
-            None => vec![],
-        };
-        let facts = StepFacts {
-            task_id: rows.i64(r, 3).unwrap_or_default(),
-            step_id: rows.i64(r, 2).unwrap_or_default(),
-            step_name: rows.string(r, 4).unwrap_or_default(),
-            to_state: rows.string(r, 5).unwrap_or_default(),
-            transitioned_at: rows.timestamp(r, 6).unwrap_or_default(),
-            last_attempted_at: rows.timestamp(r, 7),
-            processed_at: rows.timestamp(r, 8),
-            attempts: rows.i32(r, 9),
-            retry_limit: rows.i32(r, 10),
-            inputs: json(rows, r, 11)?,
-            results: json(rows, r, 12)?,
-            parents,
-            from_state: rows.string(r, 14),
-        };
-        let (name, payload) = facts.payload(rows.timestamptz(r, 15).unwrap_or_default());
+    for (transition, f, now) in facts {
+        let (name, payload) = f.payload(*now);
         let payload = serde_json::to_string(&payload).expect("a payload serializes");
-        let transition = rows.i64(r, 1).unwrap_or_default();
-        out.push(name, facts.task_id, Some(facts.step_id), &facts.from_state, &facts.to_state, transition, payload);
+        out.push(name, f.task_id, Some(f.step_id), &f.from_state, &f.to_state, *transition, payload);
     }
-    Ok(out)
+    out
 }
 
 fn task_events(rows: &Rows) -> Result<EventRows, TaskerError> {
