@@ -80,7 +80,8 @@ SKIP = ('CREATE TABLE ', 'CREATE INDEX ', 'CREATE UNIQUE INDEX ', 'CREATE EVENT 
 # The step state's table and indexes are created anew (PREAMBLE moves the 0.3.0 ones aside).
 RECREATED = re.compile(r'^CREATE (TABLE tasker_core\.step_state \(|(UNIQUE )?INDEX step_state_\w+ ON tasker_core\.step_state )'
                        r'|^CREATE TABLE tasker_core\.step_state_log \('
-                       r'|^CREATE TABLE tasker_core\.events \(|^CREATE INDEX events_\w+ ON tasker_core\.events ')
+                       r'|^CREATE TABLE tasker_core\.events \(|^CREATE INDEX events_\w+ ON tasker_core\.events '
+                       r'|^CREATE TABLE tasker_core\.event_consumers \(')
 NEW_EVENT_TRIGGERS = ('CREATE EVENT TRIGGER tasker_core_before_drop', 'CREATE EVENT TRIGGER tasker_core_step_state_rewrite')
 
 body = []

@@ -695,6 +695,98 @@ BEGIN
 END
 $$;
 
+CREATE TABLE tasker_core.event_consumers (
+    name text PRIMARY KEY CHECK (name <> ''),
+    -- The last event acknowledged (0: none yet, read from the oldest kept).
+    last_event bigint NOT NULL DEFAULT 0,
+    -- Its transaction id (NULL with last_event 0): what prune_events() keeps after.
+    last_xid xid8,
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    acked_at timestamptz
+);
+
+REVOKE ALL ON tasker_core.event_consumers FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION tasker_core.subscribe(consumer text, from_oldest boolean DEFAULT false)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    horizon xid8 := pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot());
+    latest_id bigint;
+    latest_xid xid8;
+    pos bigint;
+BEGIN
+    IF consumer IS NULL OR consumer OPERATOR(pg_catalog.=) '' THEN
+        RAISE EXCEPTION 'subscribe: a consumer needs a name' USING ERRCODE = '22023';
+    END IF;
+    IF NOT from_oldest THEN
+        SELECT e.id, e.xid INTO latest_id, latest_xid FROM tasker_core.events e WHERE e.xid OPERATOR(pg_catalog.<) horizon
+         ORDER BY e.xid DESC, e.id DESC LIMIT 1;
+    END IF;
+    INSERT INTO tasker_core.event_consumers AS c (name, last_event, last_xid)
+    VALUES (consumer, COALESCE(latest_id, 0), latest_xid)
+    ON CONFLICT (name) DO NOTHING;
+    SELECT c.last_event INTO pos FROM tasker_core.event_consumers c WHERE c.name OPERATOR(pg_catalog.=) consumer;
+    RETURN pos;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tasker_core.unsubscribe(consumer text)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    DELETE FROM tasker_core.event_consumers c WHERE c.name OPERATOR(pg_catalog.=) consumer;
+    RETURN FOUND;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tasker_core.consumer_events(consumer text, max integer DEFAULT 1000)
+RETURNS SETOF tasker_core.events
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    pos bigint;
+BEGIN
+    SELECT c.last_event INTO pos FROM tasker_core.event_consumers c WHERE c.name OPERATOR(pg_catalog.=) consumer;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'consumer_events: there is no consumer %', pg_catalog.quote_literal(consumer) USING ERRCODE = '42704',
+            HINT = 'Register it first: SELECT tasker_core.subscribe(name).';
+    END IF;
+    RETURN QUERY SELECT * FROM tasker_core.events_since(pos, max);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tasker_core.ack(consumer text, event_id bigint)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    at xid8;
+BEGIN
+    IF event_id IS NULL OR event_id OPERATOR(pg_catalog.<) 0 THEN
+        RAISE EXCEPTION 'ack: event_id must be the id of an event, or 0, not %', COALESCE(event_id::text, 'NULL') USING ERRCODE = '22023';
+    END IF;
+    IF event_id OPERATOR(pg_catalog.<>) 0 THEN
+        SELECT e.xid INTO at FROM tasker_core.events e WHERE e.id OPERATOR(pg_catalog.=) event_id;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'ack: event % is not in tasker_core.events', event_id USING ERRCODE = '22023';
+        END IF;
+    END IF;
+    UPDATE tasker_core.event_consumers c SET last_event = event_id, last_xid = at, acked_at = pg_catalog.now()
+     WHERE c.name OPERATOR(pg_catalog.=) consumer;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'ack: there is no consumer %', pg_catalog.quote_literal(consumer) USING ERRCODE = '42704',
+            HINT = 'Register it first: SELECT tasker_core.subscribe(name).';
+    END IF;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION tasker_core.prune_events(older_than interval, max_rows integer DEFAULT 100000)
 RETURNS bigint
 LANGUAGE plpgsql
@@ -703,6 +795,8 @@ AS $$
 DECLARE
     horizon xid8 := pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot());
     keep bigint;
+    slowest_xid xid8;
+    slowest_id bigint;
     deleted bigint;
 BEGIN
     IF older_than IS NULL OR older_than OPERATOR(pg_catalog.<) '0'::interval THEN
@@ -715,11 +809,20 @@ BEGIN
     END IF;
     SELECT e.id INTO keep FROM tasker_core.events e WHERE e.xid OPERATOR(pg_catalog.<) horizon
      ORDER BY e.xid DESC, e.id DESC LIMIT 1;
+    -- Nothing after the slowest named consumer's position: before it only (a consumer at 0 keeps
+    -- everything).
+    IF EXISTS (SELECT 1 FROM tasker_core.event_consumers c WHERE c.last_xid IS NULL) THEN
+        RETURN 0;
+    END IF;
+    SELECT c.last_xid, c.last_event INTO slowest_xid, slowest_id FROM tasker_core.event_consumers c
+     ORDER BY c.last_xid, c.last_event LIMIT 1;
     DELETE FROM tasker_core.events e
      WHERE e.id IN (SELECT d.id FROM tasker_core.events d
                      WHERE d.created_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) older_than)
                        AND d.xid OPERATOR(pg_catalog.<) horizon
                        AND d.id OPERATOR(pg_catalog.<>) keep
+                       AND (slowest_xid IS NULL OR d.xid OPERATOR(pg_catalog.<) slowest_xid
+                            OR (d.xid OPERATOR(pg_catalog.=) slowest_xid AND d.id OPERATOR(pg_catalog.<) slowest_id))
                      LIMIT max_rows);
     GET DIAGNOSTICS deleted = ROW_COUNT;
     RETURN deleted;
@@ -727,6 +830,14 @@ END
 $$;
 
 REVOKE ALL ON FUNCTION tasker_core.prune_events(interval, integer) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION tasker_core.subscribe(text, boolean) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION tasker_core.unsubscribe(text) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION tasker_core.consumer_events(text, integer) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION tasker_core.ack(text, bigint) FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION tasker_core."finalization_plan"(
 	"execution_status" TEXT, 

@@ -4,7 +4,7 @@
 #      three session TimeZones: one event each, with the catalog's name, the state before,
 #      and a payload equal to one computed here in SQL from Rails' rules (events.md 3.1, 4);
 #   2. rolled back transactions and savepoints, refused moves: no event;
-#   3. a 100-row INSERT and COPY: one event per row, in the rows' order;
+#   3. a 100-row INSERT and COPY: one event per row, in the rows' order; a replay in pages;
 #   4. NOTIFY: one notification per committed transaction that recorded events, none else;
 #   5. the late commit: a transaction that took its id first and commits last is handed out,
 #      before the events after it (a consumer storing the last id would otherwise miss it);
@@ -12,7 +12,9 @@
 #      every event received exactly once, none missed, in delivery order; no writer error;
 #   7. disable() and enable() again: the history stays, events stop and resume;
 #   8. refusals: bad arguments and a pruned cursor (22023), the trigger's function and the
-#      recorder are not for PUBLIC, a writer without rights on the events still records them.
+#      recorder are not for PUBLIC, a writer without rights on the events still records them;
+#   9. named consumers: subscribe, consumer_events, ack, unsubscribe; pruning keeps what the
+#      slowest consumer has not acknowledged.
 # Usage: tests/events/run.sh PSQL_CONNINFO [CLIENTS] [SECONDS]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -211,6 +213,12 @@ is "$(q -c "SELECT count(*), count(DISTINCT xid) FROM tasker_core.events e JOIN 
 is "$(q -c "SELECT count(*) FROM (SELECT e.transition_id, lag(e.transition_id) OVER (ORDER BY e.xid, e.id) prev FROM tasker_core.events e
             JOIN tasker_workflow_steps s ON s.workflow_step_id = e.step_id WHERE s.task_id = $t) x WHERE x.transition_id < x.prev")" 0 "in the rows' order"
 is "$(mismatches)/$(one_each)" "0/0" "their payloads are Rails', one event per row"
+# Replay: reading again from an older id, in pages of 7, gives the same events in the same order.
+from=$(q -c "SELECT id FROM tasker_core.events e JOIN tasker_workflow_steps s ON s.workflow_step_id = e.step_id WHERE s.task_id = $t ORDER BY e.xid, e.id LIMIT 1")
+once=$(q -c "SELECT string_agg(id::text, ' ' ORDER BY xid, id) FROM tasker_core.events_since($from, 100000)")
+paged=""; c=$from
+while :; do page=$(q -c "SELECT id FROM tasker_core.events_since($c, 7)" | tr '\n' ' '); [ -n "$page" ] || break; paged="$paged$page"; c=$(echo $page | awk '{print $NF}'); done
+is "$(echo $paged)" "$once" "a replay in pages of 7 gives the same $(echo $once | wc -w) events in the same order as one call"
 
 echo "== 4. NOTIFY: one per committed transaction that recorded events"
 t=$(q -c "SELECT ev.new_task()")
@@ -326,6 +334,36 @@ command psql "$conn dbname=tasker_events user=ev_writer" -X -q -v ON_ERROR_STOP=
   && check ok "a writer with no right on tasker_core.events moves a task" || check bad "a writer with no right on the events: $(cat "$work/writer.err")"
 is "$(q -c "SELECT count(*) FROM tasker_core.events") $(code "SET ROLE ev_writer; SELECT * FROM tasker_core.events_since(0)")" "$((before + 1)) 42501" "its event is recorded; it may not read the events unless granted"
 q -c "SELECT count(*) FROM tasker_core.disable()" -c "DROP OWNED BY ev_writer" -c "DROP ROLE ev_writer" >/dev/null
+
+echo "== 9. named consumers"
+q -c "SELECT count(*) FROM tasker_core.enable(functions => false, views => false, events => true)" >/dev/null
+q -c "SELECT tasker_core.prune_events('0 s', 1000000)" >/dev/null
+last=$(q -c "SELECT id FROM tasker_core.events_since(0, 1000000) ORDER BY xid DESC, id DESC LIMIT 1")
+is "$(q -c "SELECT tasker_core.subscribe('billing')")/$(q -c "SELECT tasker_core.subscribe('billing')")" "$last/$last" "subscribe() positions a consumer at the last event handed out; again, nothing changes"
+t=$(q -c "SELECT ev.new_task()")
+for st in pending in_progress; do q -c "SELECT ev.task_move($t, '$st')" >/dev/null; done
+is "$(q -c "SELECT string_agg(name, ' ' ORDER BY xid, id) FROM tasker_core.consumer_events('billing')")" "task.initialize_requested task.start_requested" "consumer_events() returns what came after its position"
+q -c "SELECT tasker_core.ack('billing', (SELECT max(id) FROM tasker_core.events WHERE task_id = $t))" >/dev/null
+is "$(q -c "SELECT count(*) FROM tasker_core.consumer_events('billing')")" 0 "after ack(), nothing more"
+q -c "SELECT tasker_core.subscribe('slow')" >/dev/null
+for st in complete; do q -c "SELECT ev.task_move($t, '$st')" >/dev/null; done
+t2=$(q -c "SELECT ev.new_task()"); for st in pending in_progress cancelled; do q -c "SELECT ev.task_move($t2, '$st')" >/dev/null; done
+q -c "SELECT tasker_core.prune_events('0 s')" >/dev/null
+is "$(q -c "SELECT count(*) FROM tasker_core.consumer_events('slow')")/$(q -c "SELECT count(*) FROM tasker_core.consumer_events('billing')")" "4/4" \
+   "prune_events() keeps what the slowest consumer has not acknowledged"
+q -c "SELECT tasker_core.ack('slow', (SELECT id FROM tasker_core.consumer_events('slow') ORDER BY xid DESC, id DESC LIMIT 1))" >/dev/null
+q -c "SELECT tasker_core.prune_events('0 s')" >/dev/null
+is "$(q -c "SELECT count(*) FROM tasker_core.consumer_events('slow')")/$(q -c "SELECT count(*) FROM tasker_core.consumer_events('billing')")" "0/4" \
+   "once acknowledged by the slowest, still kept for the other"
+q -c "SELECT tasker_core.ack('billing', (SELECT id FROM tasker_core.consumer_events('billing') ORDER BY xid DESC, id DESC LIMIT 1))" >/dev/null
+is "$(q -c "SELECT tasker_core.prune_events('0 s')")/$(q -c "SELECT count(*) FROM tasker_core.events")" "4/1" "acknowledged by all: pruned but the last"
+q -c "SELECT tasker_core.subscribe('replayer', from_oldest => true)" >/dev/null
+t3=$(q -c "SELECT ev.new_task()"); q -c "SELECT ev.task_move($t3, 'pending')" >/dev/null
+is "$(q -c "SELECT tasker_core.prune_events('0 s')")/$(q -c "SELECT count(*) FROM tasker_core.consumer_events('replayer')")" "0/2" "a consumer at 0 keeps everything"
+is "$(q -c "SELECT tasker_core.unsubscribe('replayer')")/$(q -c "SELECT tasker_core.unsubscribe('replayer')")" "t/f" "unsubscribe() forgets a consumer once"
+is "$(code "SELECT * FROM tasker_core.consumer_events('nobody')")/$(code "SELECT tasker_core.ack('nobody', 0)")/$(code "SELECT tasker_core.ack('billing', -1)")/$(code "SELECT tasker_core.ack('billing', 999999999)")/$(code "SELECT tasker_core.subscribe('')")" \
+   "42704/42704/22023/22023/22023" "refusals: unknown consumer 42704, bad event or name 22023"
+q -c "SELECT count(*) FROM tasker_core.disable()" >/dev/null
 
 echo "events: $passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -1,6 +1,6 @@
 -- The extension's objects: exact signatures, volatility, strictness, security, and schema.
 BEGIN;
-SELECT plan(60);
+SELECT plan(64);
 
 SELECT has_extension('tasker_core');
 SELECT has_schema('tasker_core');
@@ -46,10 +46,17 @@ SELECT has_function('tasker_core', 'enable', ARRAY['name', 'boolean', 'boolean',
 SELECT has_table('tasker_core', 'events', 'the events table');
 SELECT has_function('tasker_core', 'events_since', ARRAY['bigint', 'integer']);
 SELECT has_function('tasker_core', 'prune_events', ARRAY['interval', 'integer']);
+SELECT has_function('tasker_core', 'subscribe', ARRAY['text', 'boolean']);
+SELECT has_function('tasker_core', 'consumer_events', ARRAY['text', 'integer']);
+SELECT has_function('tasker_core', 'ack', ARRAY['text', 'bigint']);
+SELECT has_function('tasker_core', 'unsubscribe', ARRAY['text']);
 SELECT ok(NOT has_function_privilege('public', 'tasker_core.prune_events(interval, integer)', 'EXECUTE')
           AND NOT has_function_privilege('public', 'tasker_core.events_record(oid, bigint[])', 'EXECUTE')
-          AND NOT has_table_privilege('public', 'tasker_core.events', 'SELECT'),
-          'PUBLIC may not prune, record or read events');
+          AND NOT has_table_privilege('public', 'tasker_core.events', 'SELECT')
+          AND NOT has_table_privilege('public', 'tasker_core.event_consumers', 'SELECT')
+          AND NOT has_function_privilege('public', 'tasker_core.subscribe(text, boolean)', 'EXECUTE')
+          AND NOT has_function_privilege('public', 'tasker_core.ack(text, bigint)', 'EXECUTE'),
+          'PUBLIC may not prune, record or read events, nor register or move consumers');
 SELECT has_function('tasker_core', 'disable', ARRAY['name']);
 SELECT has_function('tasker_core', 'status', ARRAY['name']);
 SELECT has_function('tasker_core', 'read_paths', ARRAY['text']);
