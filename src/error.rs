@@ -90,6 +90,9 @@ pub enum TaskerError {
     /// A task the caller named does not exist.
     #[error("task {0} does not exist")]
     TaskNotFound(i64),
+    /// A transition whose step or task the event trigger cannot find.
+    #[error("no event for transition {transition} of {table}: its {owner} is not there")]
+    EventWithoutOwner { transition: i64, table: String, owner: &'static str },
     /// SPI failed in a way that is a bug of tasker_core, not of the caller.
     #[error("internal error: {what} failed (SPI code {code})")]
     Spi { what: &'static str, code: i32 },
@@ -130,6 +133,7 @@ impl TaskerError {
             TaskerError::NoSafeReader { .. } => ERRCODE_INSUFFICIENT_PRIVILEGE,
             TaskerError::InvalidArgument { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
             TaskerError::TaskNotFound(_) => ERRCODE_NO_DATA_FOUND,
+            TaskerError::EventWithoutOwner { .. } => ERRCODE_FOREIGN_KEY_VIOLATION,
             TaskerError::Spi { .. } => ERRCODE_INTERNAL_ERROR,
         }
     }
@@ -213,6 +217,10 @@ impl TaskerError {
                  role that is not a superuser; docs/security.md explains why a superuser does not read with its own rights."
             )),
             TaskerError::Spi { .. } => Some("This is a bug of tasker_core; please report it with the statement that ran.".into()),
+            TaskerError::EventWithoutOwner { owner, .. } => Some(format!(
+                "The event trigger reads the {owner} (and its name) when the transition is inserted, so every transition gets \
+                 its event; insert the {owner} first (a deferred or dropped foreign key lets the transition come first)."
+            )),
             TaskerError::InvalidArgument { argument: "backoff config", .. } => Some(
                 "Keys are BackoffConfig's: default_backoff_seconds, max_backoff_seconds, backoff_multiplier, jitter_enabled, \
                  jitter_max_percentage, reenqueue_delays {has_ready_steps, waiting_for_dependencies, processing}, \

@@ -89,6 +89,16 @@ fn record(transitions: pg_sys::Oid, ids: &[i64]) -> Result<i64, TaskerError> {
         );
         as_owner(owner, || Spi::connect(|_| spi::run(&sql, &[Arg::Int8Array(ids)], true, task_events)))??
     };
+    // One event per transition: a transition whose step or task (or its named step or task) is
+    // missing is refused rather than left without its event.
+    if rows.transition_ids.len() != ids.len() {
+        let missing = ids.iter().find(|id| !rows.transition_ids.contains(id)).copied().unwrap_or_default();
+        return Err(TaskerError::EventWithoutOwner {
+            transition: missing,
+            table,
+            owner: if step { "step" } else { "task" },
+        });
+    }
     let n = rows.names.len() as i64;
     Spi::connect(|_| {
         spi::run(

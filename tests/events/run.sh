@@ -321,6 +321,13 @@ q -c "SELECT ev.task_move(ev.new_task(), 'pending')" >/dev/null
 q -c "SELECT tasker_core.prune_events('0 s')" >/dev/null
 is "$(code "SELECT * FROM tasker_core.events_since($gone)")" 22023 "a pruned cursor: 22023, with a hint"
 is "$(code "SELECT tasker_core.prune_events(NULL)")/$(code "SELECT tasker_core.prune_events('-1 s')")/$(code "SELECT tasker_core.prune_events('1 s', 0)")" "22023/22023/22023" "prune_events' bad arguments: 22023"
+orphan=$(command psql "$db" -X -q -At -v ON_ERROR_STOP=1 -c "\\set VERBOSITY verbose" -c "BEGIN;
+  ALTER TABLE tasker_workflow_step_transitions DROP CONSTRAINT fk_rails_6e0f6eb833;
+  ALTER TABLE tasker_workflow_step_transitions DISABLE TRIGGER tasker_core_step_transition_insert;
+  INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at)
+  VALUES (999999999, 'pending', 1, true, now(), now());" 2>&1 | grep -m1 ERROR || true)
+case "$orphan" in *23503*"no event for transition"*"its step is not there"*) check ok "a transition whose step is missing is refused (23503), not left without its event" ;;
+  *) check bad "a transition whose step is missing: '$orphan'" ;; esac
 q -c "DROP ROLE IF EXISTS ev_writer" -c "CREATE ROLE ev_writer LOGIN" \
   -c "GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO ev_writer" -c "GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO ev_writer" >/dev/null
 is "$(q -c "SELECT has_function_privilege('ev_writer', 'tasker_core.events_record(oid, bigint[])', 'EXECUTE'),
