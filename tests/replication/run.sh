@@ -172,8 +172,8 @@ qp -c "CREATE PUBLICATION p FOR ALL TABLES"
 published=$(qp -c "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_publication_tables WHERE pubname = 'p' AND schemaname = 'tasker_core'")
 echo "  tasker_core tables in the publication: $published"
 identity=$(qp -c "SELECT relreplident FROM pg_class WHERE oid = 'tasker_core.step_state'::regclass")
-[ "$published" = "step_state,step_state_log,step_state_source" ] && check ok "the publication includes step_state, step_state_log and step_state_source (the case under test)" \
-  || check bad "the publication includes step_state, step_state_log and step_state_source (got: $published)"
+[ "$published" = "event_consumers,events,step_state,step_state_log,step_state_source" ] && check ok "the publication includes the extension's tables: step_state, step_state_log and step_state_source (the case under test), events and event_consumers" \
+  || check bad "the publication includes step_state, step_state_log, step_state_source, events and event_consumers (got: $published)"
 echo "  step_state replica identity: $identity (f = FULL)"
 
 # Each write in its own statement and transaction, as Rails sends them; every one must commit.
