@@ -4,6 +4,7 @@
 #   scripts/cluster.sh start DIR PORT   # initdb (if needed) and start; prints nothing on success
 #   scripts/cluster.sh stop DIR         # fast shutdown (no error if not running)
 # Connect with: psql -h DIR -p PORT -U postgres
+# (max_prepared_transactions = 10: the tests prepare transactions.)
 set -euo pipefail
 PGBIN=${PGBIN:-$(/usr/lib/postgresql/15/bin/pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)}
 as_pg() { if [ "$(id -un)" = postgres ]; then "$@"; else sudo -u postgres -- "$@"; fi; }
@@ -18,7 +19,7 @@ case "$cmd" in
         || { cat "$dir/initdb.log" >&2; exit 1; }
     fi
     as_pg "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-      -o "-p $port -k $dir -c listen_addresses='' -c track_functions=all -c fsync=off ${PGOPTS:-}" start >/dev/null \
+      -o "-p $port -k $dir -c listen_addresses='' -c track_functions=all -c fsync=off -c max_prepared_transactions=10 ${PGOPTS:-}" start >/dev/null \
       || { tail -20 "$dir/server.log" >&2; exit 1; }
     ;;
   stop)

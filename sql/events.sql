@@ -47,6 +47,14 @@ RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- The ids are cast to bigint[] with this function's (the extension owner's) rights: a
+    -- column retyped to a type of the table owner's could make that cast run the owner's code.
+    IF (SELECT a.atttypid FROM pg_catalog.pg_attribute a
+         WHERE a.attrelid OPERATOR(pg_catalog.=) TG_RELID AND a.attname OPERATOR(pg_catalog.=) 'id' AND NOT a.attisdropped)
+       IS DISTINCT FROM 'pg_catalog.int8'::pg_catalog.regtype::pg_catalog.oid THEN
+        RAISE EXCEPTION 'tasker_core events: column id of % is not a bigint', TG_RELID::pg_catalog.regclass
+            USING ERRCODE = '42804', HINT = 'Rails'' transitions tables have a bigint id; restore it, or disable the events (disable()).';
+    END IF;
     PERFORM tasker_core.events_record(TG_RELID, ARRAY(SELECT n.id FROM new_rows n));
     RETURN NULL;
 END
@@ -100,7 +108,7 @@ $$;
 -- event a consumer has not acknowledged, as a replication slot keeps WAL (unsubscribe a consumer
 -- that is gone, or it keeps every event from its position on).
 CREATE TABLE tasker_core.event_consumers (
-    name text PRIMARY KEY CHECK (name <> ''),
+    name text PRIMARY KEY CHECK (name OPERATOR(pg_catalog.<>) ''),
     -- The last event acknowledged (0: none yet, read from the oldest kept).
     last_event bigint NOT NULL DEFAULT 0,
     -- Its transaction id (NULL with last_event 0): what prune_events() keeps after.
@@ -119,7 +127,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    horizon xid8 := pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot());
+    horizon xid8;
     latest_id bigint;
     latest_xid xid8;
     pos bigint;
@@ -127,7 +135,10 @@ BEGIN
     IF consumer IS NULL OR consumer OPERATOR(pg_catalog.=) '' THEN
         RAISE EXCEPTION 'subscribe: a consumer needs a name' USING ERRCODE = '22023';
     END IF;
-    IF NOT from_oldest THEN
+    -- No prune_events() under way while the position is read and stored (it waits, or this does).
+    LOCK TABLE tasker_core.event_consumers IN ROW EXCLUSIVE MODE;
+    horizon := pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot());
+    IF NOT COALESCE(from_oldest, false) THEN
         SELECT e.id, e.xid INTO latest_id, latest_xid FROM tasker_core.events e WHERE e.xid OPERATOR(pg_catalog.<) horizon
          ORDER BY e.xid DESC, e.id DESC LIMIT 1;
     END IF;
@@ -184,10 +195,18 @@ BEGIN
     IF event_id IS NULL OR event_id OPERATOR(pg_catalog.<) 0 THEN
         RAISE EXCEPTION 'ack: event_id must be the id of an event, or 0, not %', COALESCE(event_id::text, 'NULL') USING ERRCODE = '22023';
     END IF;
+    -- No prune_events() under way while the event is checked and the position stored.
+    LOCK TABLE tasker_core.event_consumers IN ROW EXCLUSIVE MODE;
     IF event_id OPERATOR(pg_catalog.<>) 0 THEN
         SELECT e.xid INTO at FROM tasker_core.events e WHERE e.id OPERATOR(pg_catalog.=) event_id;
         IF NOT FOUND THEN
             RAISE EXCEPTION 'ack: event % is not in tasker_core.events', event_id USING ERRCODE = '22023';
+        END IF;
+        -- An event events_since() would not hand out yet: past it, a late commit would be skipped.
+        IF at OPERATOR(pg_catalog.>=) pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot()) THEN
+            RAISE EXCEPTION 'ack: event % has not been handed out yet', event_id USING ERRCODE = '22023',
+                DETAIL = 'A transaction that could still commit events before it is running.',
+                HINT = 'Acknowledge only events that consumer_events() or events_since() returned.';
         END IF;
     END IF;
     UPDATE tasker_core.event_consumers c SET last_event = event_id, last_xid = at, acked_at = pg_catalog.now()
@@ -211,7 +230,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    horizon xid8 := pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot());
+    horizon xid8;
     keep bigint;
     slowest_xid xid8;
     slowest_id bigint;
@@ -225,6 +244,10 @@ BEGIN
         RAISE EXCEPTION 'prune_events: max_rows must be positive, not %', COALESCE(max_rows::text, 'NULL')
             USING ERRCODE = '22023';
     END IF;
+    -- The consumers' positions as committed, with no ack() or subscribe() under way until this
+    -- transaction ends (they wait; writers of the Tasker tables never touch this table).
+    LOCK TABLE tasker_core.event_consumers IN SHARE MODE;
+    horizon := pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot());
     SELECT e.id INTO keep FROM tasker_core.events e WHERE e.xid OPERATOR(pg_catalog.<) horizon
      ORDER BY e.xid DESC, e.id DESC LIMIT 1;
     -- Nothing after the slowest named consumer's position: before it only (a consumer at 0 keeps
@@ -235,13 +258,13 @@ BEGIN
     SELECT c.last_xid, c.last_event INTO slowest_xid, slowest_id FROM tasker_core.event_consumers c
      ORDER BY c.last_xid, c.last_event LIMIT 1;
     DELETE FROM tasker_core.events e
-     WHERE e.id IN (SELECT d.id FROM tasker_core.events d
+     WHERE e.id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT d.id FROM tasker_core.events d
                      WHERE d.created_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) older_than)
                        AND d.xid OPERATOR(pg_catalog.<) horizon
                        AND d.id OPERATOR(pg_catalog.<>) keep
                        AND (slowest_xid IS NULL OR d.xid OPERATOR(pg_catalog.<) slowest_xid
                             OR (d.xid OPERATOR(pg_catalog.=) slowest_xid AND d.id OPERATOR(pg_catalog.<) slowest_id))
-                     LIMIT max_rows);
+                     LIMIT max_rows));
     GET DIAGNOSTICS deleted = ROW_COUNT;
     RETURN deleted;
 END

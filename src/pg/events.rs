@@ -100,23 +100,20 @@ fn record(transitions: pg_sys::Oid, ids: &[i64]) -> Result<i64, TaskerError> {
         });
     }
     let n = rows.names.len() as i64;
-    Spi::connect(|_| {
-        spi::run(
-            INSERT_AND_NOTIFY,
-            &[
-                Arg::TextArray(&rows.names),
-                Arg::Int8Array(&rows.task_ids),
-                Arg::TextArray(&rows.step_ids),
-                Arg::TextArray(&rows.from_states),
-                Arg::TextArray(&rows.to_states),
-                Arg::Int8Array(&rows.transition_ids),
-                Arg::TextArray(&rows.payloads),
-                Arg::Text(CHANNEL),
-            ],
-            false,
-            |_| (),
-        )
-    })?;
+    let notify = crate::pg::settings::EVENTS_NOTIFY.get();
+    let mut args = vec![
+        Arg::TextArray(&rows.names),
+        Arg::Int8Array(&rows.task_ids),
+        Arg::TextArray(&rows.step_ids),
+        Arg::TextArray(&rows.from_states),
+        Arg::TextArray(&rows.to_states),
+        Arg::Int8Array(&rows.transition_ids),
+        Arg::TextArray(&rows.payloads),
+    ];
+    if notify {
+        args.push(Arg::Text(CHANNEL));
+    }
+    Spi::connect(|_| spi::run(if notify { INSERT_AND_NOTIFY } else { INSERT }, &args, false, |_| ()))?;
     Ok(n)
 }
 
@@ -155,19 +152,33 @@ impl EventRows {
     }
 }
 
-/// Every column is written from the statement's arrays, in their order (the ids then follow
-/// the transitions' order). The same statement asks for the NOTIFY: its payload (the
+/// The events of a statement, written from its arrays, in their order (the ids then follow
+/// the transitions' order).
+macro_rules! insert_events {
+    () => {
+        "INSERT INTO tasker_core.events (name, task_id, step_id, from_state, to_state, transition_id, payload) \
+         SELECT r.name, r.task_id, r.step_id::pg_catalog.int8, r.from_state, r.to_state, r.transition_id, \
+                r.payload::pg_catalog.jsonb \
+           FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.int8[]), \
+                           pg_catalog.unnest($3::pg_catalog.text[]), pg_catalog.unnest($4::pg_catalog.text[]), \
+                           pg_catalog.unnest($5::pg_catalog.text[]), pg_catalog.unnest($6::pg_catalog.int8[]), \
+                           pg_catalog.unnest($7::pg_catalog.text[])) \
+                WITH ORDINALITY r(name, task_id, step_id, from_state, to_state, transition_id, payload, n) \
+          ORDER BY r.n"
+    };
+}
+
+/// The events, without the NOTIFY (`tasker_core.events_notify` off).
+const INSERT: &str = insert_events!();
+
+/// The events, and the NOTIFY on channel `$8` in the same statement: its payload (the
 /// transaction's id) is the same for every statement of a transaction, and PostgreSQL sends
 /// equal notifications of a transaction once, at commit.
-const INSERT_AND_NOTIFY: &str = "WITH recorded AS (INSERT INTO tasker_core.events (name, task_id, step_id, from_state, to_state, transition_id, payload) \
-    SELECT r.name, r.task_id, r.step_id::pg_catalog.int8, r.from_state, r.to_state, r.transition_id, r.payload::pg_catalog.jsonb \
-    FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.int8[]), \
-                    pg_catalog.unnest($3::pg_catalog.text[]), pg_catalog.unnest($4::pg_catalog.text[]), \
-                    pg_catalog.unnest($5::pg_catalog.text[]), pg_catalog.unnest($6::pg_catalog.int8[]), \
-                    pg_catalog.unnest($7::pg_catalog.text[])) \
-         WITH ORDINALITY r(name, task_id, step_id, from_state, to_state, transition_id, payload, n) \
-    ORDER BY r.n RETURNING 1) \
-    SELECT pg_catalog.pg_notify($8, pg_catalog.pg_current_xact_id()::pg_catalog.text)";
+const INSERT_AND_NOTIFY: &str = concat!(
+    "WITH recorded AS (",
+    insert_events!(),
+    " RETURNING 1) SELECT pg_catalog.pg_notify($8, pg_catalog.pg_current_xact_id()::pg_catalog.text)"
+);
 
 /// The transitions `$1` of `t`, with their steps, the steps' names, the state before each
 /// (the latest transition with a lower sort_key), the parents' names of steps starting, and

@@ -72,6 +72,11 @@ pub static GUARD_MODE: GucSetting<GuardMode> = GucSetting::<GuardMode>::new(Guar
 /// run its SQL over the Tasker tables (for comparison, or as an escape hatch).
 pub static DIRECT_READS: GucSetting<bool> = GucSetting::<bool>::new(true);
 
+/// `tasker_core.events_notify`: whether a transaction that records events sends the NOTIFY
+/// (docs/events.md). PostgreSQL refuses PREPARE TRANSACTION after a NOTIFY, so writers that
+/// use two-phase commit turn it off; their events are recorded all the same.
+pub static EVENTS_NOTIFY: GucSetting<bool> = GucSetting::<bool>::new(true);
+
 pub fn register() {
     GucRegistry::define_enum_guc(
         c"tasker_core.guard_mode",
@@ -88,6 +93,14 @@ pub fn register() {
         c"Read the derived step state without the executor when it is exact and permitted.",
         c"off makes the read functions use their SQL queries (same results; slower).",
         &DIRECT_READS,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"tasker_core.events_notify",
+        c"Send a NOTIFY on tasker_core_events when a transaction recorded events.",
+        c"off for writers that use PREPARE TRANSACTION (refused after a NOTIFY); their events are recorded all the same.",
+        &EVENTS_NOTIFY,
         GucContext::Userset,
         GucFlags::default(),
     );

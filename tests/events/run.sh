@@ -14,7 +14,8 @@
 #   8. refusals: bad arguments and a pruned cursor (22023), the trigger's function and the
 #      recorder are not for PUBLIC, a writer without rights on the events still records them;
 #   9. named consumers: subscribe, consumer_events, ack, unsubscribe; pruning keeps what the
-#      slowest consumer has not acknowledged.
+#      slowest consumer has not acknowledged;
+#  10. two-phase commit with tasker_core.events_notify off (PREPARE refuses a NOTIFY).
 # Usage: tests/events/run.sh PSQL_CONNINFO [CLIENTS] [SECONDS]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -370,6 +371,32 @@ is "$(q -c "SELECT tasker_core.prune_events('0 s')")/$(q -c "SELECT count(*) FRO
 is "$(q -c "SELECT tasker_core.unsubscribe('replayer')")/$(q -c "SELECT tasker_core.unsubscribe('replayer')")" "t/f" "unsubscribe() forgets a consumer once"
 is "$(code "SELECT * FROM tasker_core.consumer_events('nobody')")/$(code "SELECT tasker_core.ack('nobody', 0)")/$(code "SELECT tasker_core.ack('billing', -1)")/$(code "SELECT tasker_core.ack('billing', 999999999)")/$(code "SELECT tasker_core.subscribe('')")" \
    "42704/42704/22023/22023/22023" "refusals: unknown consumer 42704, bad event or name 22023"
+is "$(q -c "SELECT tasker_core.subscribe('nulls', NULL) = (SELECT id FROM tasker_core.events_since(0, 1000000) ORDER BY xid DESC, id DESC LIMIT 1)")" t \
+   "subscribe(name, NULL) positions at the last event handed out, as the default does"
+# An event whose transaction is younger than a running one is not handed out yet: acking it is refused.
+t4=$(q -c "SELECT ev.new_task()")
+(command psql "$db" -X -q -c "BEGIN; SELECT ev.task_move($t4, 'pending'); SELECT pg_sleep(2); COMMIT;" >/dev/null) &
+sleep 0.7
+q -c "SELECT ev.task_move(ev.new_task(), 'pending')" >/dev/null
+young=$(q -c "SELECT max(id) FROM tasker_core.events")
+is "$(code "SELECT tasker_core.ack('billing', $young)" || true)" 22023 "ack() of an event not handed out yet (an older transaction is open): 22023"
+wait
+q -c "SELECT count(*) FROM tasker_core.disable()" >/dev/null
+
+echo "== 10. two-phase commit: PREPARE TRANSACTION needs tasker_core.events_notify off"
+q -c "SELECT count(*) FROM tasker_core.enable(functions => false, views => false, events => true)" >/dev/null
+t=$(q -c "SELECT ev.new_task()")
+cursor=$(q -c "SELECT coalesce((SELECT id FROM tasker_core.events_since(0, 1000000) ORDER BY xid DESC, id DESC LIMIT 1), 0)")
+refused=$(code "BEGIN; SELECT ev.task_move($t, 'pending'); PREPARE TRANSACTION 'ev_2pc_notify';" || true)
+is "$refused/$(q -c "SELECT count(*) FROM pg_prepared_xacts WHERE gid = 'ev_2pc_notify'")" "0A000/0" "with the NOTIFY on, PostgreSQL refuses PREPARE TRANSACTION (0A000)"
+(command psql "$db" -X -c "LISTEN tasker_core_events" -c "SELECT pg_sleep(2)" -c "SELECT 1" >"$work/listen2.out" 2>&1) &
+sleep 0.5
+q -c "SET tasker_core.events_notify = off" -c "BEGIN" -c "SELECT ev.task_move($t, 'pending')" -c "PREPARE TRANSACTION 'ev_2pc'" >/dev/null
+is "$(q -c "SELECT count(*) FROM tasker_core.events_since($cursor)")" 0 "prepared: its event is not handed out, nor anything after it"
+q -c "COMMIT PREPARED 'ev_2pc'" >/dev/null
+wait
+is "$(q -c "SELECT string_agg(name, ' ') FROM tasker_core.events_since($cursor)")/$(grep -c 'Asynchronous notification' "$work/listen2.out" || true)" "task.initialize_requested/0" \
+   "with events_notify off: PREPARE and COMMIT PREPARED work, the event is recorded, no notification"
 q -c "SELECT count(*) FROM tasker_core.disable()" >/dev/null
 
 echo "events: $passed passed, $failed failed"

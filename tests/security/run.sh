@@ -278,6 +278,22 @@ DROP TRIGGER tasker_app_audit ON public.tasker_workflow_steps;
 ALTER FUNCTION public.tasker_app_helper() RENAME TO tasker_app_helper2;
 DROP FUNCTION public.tasker_app_helper2();
 SQL
+# The event trigger casts the inserted ids to bigint[] as the extension owner: an id column
+# retyped to the app's own type with an implicit cast of its own must not run that cast there.
+step "a transitions id retyped to the app's type with an implicit cast to bigint: the event trigger refuses it (42804), the cast never runs" tasker_app "$EVIL" any <<SQL
+BEGIN;
+CREATE TYPE public.evil_id AS RANGE (subtype = pg_catalog.int8);
+CREATE FUNCTION public.evil_id_to_int8(public.evil_id) RETURNS pg_catalog.int8 LANGUAGE plpgsql
+  AS \$\$ BEGIN PERFORM public.tasker_pwn('an implicit cast evil_id -> bigint'); RETURN pg_catalog.lower(\$1); END \$\$;
+CREATE CAST (public.evil_id AS pg_catalog.int8) WITH FUNCTION public.evil_id_to_int8(public.evil_id) AS IMPLICIT;
+ALTER TABLE public.tasker_task_transitions ALTER COLUMN id DROP DEFAULT;
+ALTER TABLE public.tasker_task_transitions ALTER COLUMN id TYPE public.evil_id USING public.evil_id(id, id OPERATOR(pg_catalog.+) 1);
+INSERT INTO public.tasker_task_transitions (id, task_id, to_state, sort_key, most_recent, created_at, updated_at)
+VALUES (public.evil_id(999999, 1000000), $t1, 'error', 30, true, LOCALTIMESTAMP, LOCALTIMESTAMP);
+ROLLBACK;
+SQL
+grep -q "ERROR: *42804: tasker_core events: column id of public.tasker_task_transitions is not a bigint" "$work/$last.out" \
+  && check ok "the retyped id was refused with 42804 by the event trigger" || check bad "the retyped id: $(grep -m1 ERROR "$work/$last.out")"
 valid=$(sq -c "SELECT valid FROM tasker_core.step_state_source"); bad=$(sq -c "SELECT count(*) FROM tasker_core.step_state_verify()")
 [ "$valid" = t ] && [ "$bad" = 0 ] && check ok "the step state stayed valid and exact through the hostile-path writes and DDL" \
   || check bad "after the hostile-path writes the step state is valid=$valid with $bad rows that differ"
