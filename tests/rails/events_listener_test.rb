@@ -19,73 +19,7 @@ CONFIG = {
 ActiveRecord::Base.establish_connection(CONFIG)
 ActiveRecord::Base.logger = nil
 
-module Tasker
-  class ApplicationRecord < ActiveRecord::Base
-    self.abstract_class = true
-  end
-
-  class TaskNamespace < ApplicationRecord
-    self.table_name = 'tasker_task_namespaces'
-    self.primary_key = 'task_namespace_id'
-  end
-
-  class DependentSystem < ApplicationRecord
-    self.table_name = 'tasker_dependent_systems'
-    self.primary_key = 'dependent_system_id'
-  end
-
-  class NamedTask < ApplicationRecord
-    self.table_name = 'tasker_named_tasks'
-    self.primary_key = 'named_task_id'
-  end
-
-  class NamedStep < ApplicationRecord
-    self.table_name = 'tasker_named_steps'
-    self.primary_key = 'named_step_id'
-  end
-
-  class Task < ApplicationRecord
-    self.table_name = 'tasker_tasks'
-    self.primary_key = 'task_id'
-  end
-
-  class WorkflowStep < ApplicationRecord
-    self.table_name = 'tasker_workflow_steps'
-    self.primary_key = 'workflow_step_id'
-  end
-
-  class WorkflowStepTransition < ApplicationRecord
-    self.table_name = 'tasker_workflow_step_transitions'
-  end
-
-  class TaskTransition < ApplicationRecord
-    self.table_name = 'tasker_task_transitions'
-  end
-
-  # Statesman's write path (as in client_test.rb): clear the old most_recent, insert
-  # sort_key + 10, one transaction (joining the caller's, if any). Returns the new row.
-  module Statesman
-    def self.transition_step(step, to_state, metadata = {})
-      ActiveRecord::Base.transaction do
-        now = Time.now.utc
-        WorkflowStepTransition.where(workflow_step_id: step.workflow_step_id, most_recent: true).update_all(most_recent: false, updated_at: now)
-        last = WorkflowStepTransition.where(workflow_step_id: step.workflow_step_id).maximum(:sort_key) || 0
-        WorkflowStepTransition.create!(workflow_step_id: step.workflow_step_id, to_state: to_state, sort_key: last + 10,
-                                       most_recent: true, metadata: metadata, created_at: now, updated_at: now)
-      end
-    end
-
-    def self.transition_task(task, to_state)
-      ActiveRecord::Base.transaction do
-        now = Time.now.utc
-        TaskTransition.where(task_id: task.task_id, most_recent: true).update_all(most_recent: false, updated_at: now)
-        last = TaskTransition.where(task_id: task.task_id).maximum(:sort_key) || 0
-        TaskTransition.create!(task_id: task.task_id, to_state: to_state, sort_key: last + 10, most_recent: true,
-                               metadata: {}, created_at: now, updated_at: now)
-      end
-    end
-  end
-end
+require_relative 'tasker_models'
 
 # The listener's own connection pool: a connection of its own, closed and reopened at will.
 class ListenerRecord < ActiveRecord::Base
