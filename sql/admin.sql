@@ -384,20 +384,10 @@ DECLARE
     p record;
     target regprocedure;
 BEGIN
-    FOR g IN SELECT * FROM tasker_core.guard_triggers() LOOP
+    FOR g IN SELECT gt.trigger_name, gt.table_name, 'trigger' AS kind FROM tasker_core.guard_triggers() gt
+             UNION ALL SELECT et.trigger_name, et.table_name, 'events' FROM tasker_core.event_triggers() et LOOP
         object := pg_catalog.format('trigger %I on %I.%I', g.trigger_name, schema, g.table_name);
-        kind := 'trigger';
-        state := CASE
-            WHEN pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, g.table_name)) IS NULL THEN 'missing table'
-            WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
-                          WHERE t.tgrelid = pg_catalog.format('%I.%I', schema, g.table_name)::pg_catalog.regclass
-                            AND t.tgname = g.trigger_name) THEN 'installed'
-            ELSE 'absent' END;
-        RETURN NEXT;
-    END LOOP;
-    FOR g IN SELECT * FROM tasker_core.event_triggers() LOOP
-        object := pg_catalog.format('trigger %I on %I.%I', g.trigger_name, schema, g.table_name);
-        kind := 'events';
+        kind := g.kind;
         state := CASE
             WHEN pg_catalog.to_regclass(pg_catalog.format('%I.%I', schema, g.table_name)) IS NULL THEN 'missing table'
             WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
