@@ -1176,7 +1176,7 @@ CREATE OR REPLACE FUNCTION tasker_core."step_state_verify"() RETURNS TABLE (
 	"task_id" bigint,  
 	"problem" TEXT  
 )
-STRICT STABLE PARALLEL SAFE
+STRICT VOLATILE PARALLEL UNSAFE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c 
 AS 'MODULE_PATHNAME', 'step_state_verify_wrapper';

@@ -7,7 +7,9 @@
 //!   from without row level security (so a plain SELECT would see every row);
 //! - `tasker_core.step_state_source`, read under the caller's snapshot, names exactly those six
 //!   tables, says `valid`, and was written on this server (not replicated from another);
-//! - `tasker_core.step_state` has the columns and types the reader reads.
+//! - `tasker_core.step_state` has the columns and types the reader reads;
+//! - this transaction has not written step transitions that the copy shows only from its
+//!   commit on (pg::step_state::deferred).
 //!
 //! What a call site resolved (the tables, the step state's layout) is kept in `fn_extra` for
 //! the query that holds the call, keyed by the user and the search_path; the source row and
@@ -310,7 +312,8 @@ pub fn choose(site: &mut Site, context: pg_sys::MemoryContext) -> Result<Choice,
             why
         }
     };
-    let step_state = if why.is_none() { layout.ok() } else { None };
+    // Checked on every call: a statement of this transaction may have noted moves since.
+    let step_state = if why.is_none() && !step_state::deferred::noted() { layout.ok() } else { None };
     Ok(Choice { tables, step_state })
 }
 
@@ -356,6 +359,12 @@ fn why_not_step_state(
     }
     if let Err(why) = layout {
         return Some(format!("the step state's table has been altered: {why}"));
+    }
+    if step_state::deferred::noted() {
+        return Some(
+            "this transaction wrote step transitions that the step state shows from its commit on: SQL reads them"
+                .into(),
+        );
     }
     None
 }

@@ -131,12 +131,22 @@ fn tasker_db() {
         CREATE OR REPLACE FUNCTION pg_temp.move(s bigint, state text, at timestamp DEFAULT (now() AT TIME ZONE 'UTC')) RETURNS void LANGUAGE sql AS $$
             UPDATE tasker_workflow_step_transitions SET most_recent = false WHERE workflow_step_id = s AND most_recent;
             INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at)
-            SELECT s, state, coalesce(max(sort_key), 0) + 10, true, at, at FROM tasker_workflow_step_transitions WHERE workflow_step_id = s $$;
+            SELECT s, state, coalesce(max(sort_key), 0) + 10, true, at, at FROM tasker_workflow_step_transitions WHERE workflow_step_id = s;
+            SELECT tests.as_at_commit() $$;
         CREATE OR REPLACE FUNCTION pg_temp.edge(a bigint, b bigint) RETURNS void LANGUAGE sql AS $$
             INSERT INTO tasker_workflow_step_edges (from_step_id, to_step_id, name, created_at, updated_at) VALUES (a, b, 'provides', now(), now()) $$;
         "#,
     )
     .unwrap();
+}
+
+/// Does to the step state what a commit of the test's transaction would (each test runs in one
+/// rolled-back transaction): refreshes the steps whose transitions it wrote
+/// (pg::step_state::deferred). `pg_temp.move` calls it, so the reads that follow use the step
+/// state, as after a commit; until then they read with SQL.
+#[pg_extern]
+fn as_at_commit() {
+    crate::pg::step_state::deferred::apply();
 }
 
 /// Runs `sql`; returns "SQLSTATE: message" if it raised, None otherwise.

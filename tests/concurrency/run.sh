@@ -411,5 +411,54 @@ echo "  claimed by the claimers: $(wc -l <"$work/claimed"), by the Rails-style w
   || check bad "every step started exactly once ($per_step steps with another number of in_progress rows; total $total, late $late)"
 grep -qi deadlock "$work"/claim.*.err "$work"/rails.*.err && check bad "claiming: no deadlock" || check ok "claiming: no deadlock"
 
+echo "== transition writes: the step state refreshed once, at commit"
+# A parent that completes in a transaction whose savepoint refreshed its row early and then
+# rolled back: the commit must still refresh the parent and recount its child.
+p=$(new_step)
+task=$(q -c "SELECT task_id FROM tasker_workflow_steps WHERE workflow_step_id = $p")
+c=$(q -c "INSERT INTO tasker_workflow_steps (task_id, named_step_id, created_at, updated_at) VALUES ($task, 1, now(), now()) RETURNING workflow_step_id")
+q -c "INSERT INTO tasker_workflow_step_edges (from_step_id, to_step_id, name, created_at, updated_at) VALUES ($p, $c, 'provides', now(), now())"
+q <<SQL
+BEGIN;
+INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at) VALUES ($p, 'in_progress', 1, true, now(), now());
+UPDATE tasker_workflow_step_transitions SET most_recent = false WHERE workflow_step_id = $p AND most_recent;
+INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at) VALUES ($p, 'complete', 2, true, now(), now());
+SAVEPOINT early;
+UPDATE tasker_workflow_steps SET attempts = 1 WHERE workflow_step_id = $p;
+ROLLBACK TO SAVEPOINT early;
+COMMIT;
+SQL
+row=$(q -c "SELECT (SELECT current_state FROM tasker_core.step_state WHERE workflow_step_id = $p) || ',' || (SELECT done_parents FROM tasker_core.step_state WHERE workflow_step_id = $c)")
+[ "$row" = "complete,1" ] && [ "$(q -c "SELECT count(*) FROM tasker_core.step_state_verify()")" = 0 ] \
+  && check ok "a savepoint that refreshed early and rolled back: the commit refreshed the parent and recounted its child" \
+  || check bad "a savepoint that refreshed early and rolled back (parent state, child's done_parents: $row)"
+# Two-phase commit: the refresh runs when the transaction prepares.
+s2=$(new_step)
+q <<SQL
+BEGIN;
+INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at) VALUES ($s2, 'in_progress', 1, true, now(), now());
+PREPARE TRANSACTION 'tasker_core_at_commit';
+SQL
+q -c "COMMIT PREPARED 'tasker_core_at_commit'"
+[ "$(q -c "SELECT current_state FROM tasker_core.step_state WHERE workflow_step_id = $s2")" = in_progress ] \
+  && [ "$(q -c "SELECT count(*) FROM tasker_core.step_state_verify()")" = 0 ] \
+  && check ok "PREPARE TRANSACTION refreshes the step state; COMMIT PREPARED makes it visible" \
+  || check bad "PREPARE TRANSACTION refreshes the step state"
+# A rolled-back transaction leaves nothing noted: the next one reads from the step state.
+paths=$(q <<SQL
+SELECT tasker_core.read_path_stats_reset();
+BEGIN;
+UPDATE tasker_workflow_step_transitions SET most_recent = false WHERE workflow_step_id = $s2 AND most_recent;
+INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at) VALUES ($s2, 'complete', 2, true, now(), now());
+SELECT count(*) FROM tasker_core.get_step_readiness_status($task);
+ROLLBACK;
+SELECT count(*) FROM tasker_core.get_step_readiness_status($task);
+SELECT string_agg(path, ',' ORDER BY path) FROM tasker_core.read_path_stats();
+SQL
+)
+[ "$(echo "$paths" | tail -1)" = "sql,step_state" ] \
+  && check ok "inside the writing transaction SQL reads; after its rollback the step state again" \
+  || check bad "read paths in and after a rolled-back writing transaction: $(echo "$paths" | tail -1)"
+
 echo "concurrency: $passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -3,7 +3,7 @@
 -- tables' owner gets its rights from step_state_enable() (the maintenance works as that owner,
 -- sandboxed: docs/security.md).
 BEGIN;
-SELECT plan(24);
+SELECT plan(28);
 
 SELECT has_table('tasker_core', 'step_state', 'step_state exists');
 SELECT has_table('tasker_core', 'step_state_source', 'step_state_source exists');
@@ -65,9 +65,18 @@ SELECT lives_ok($$INSERT INTO tasker_workflow_step_edges (from_step_id, to_step_
 SELECT lives_ok('SELECT tasker_core.read_path_stats_reset()', 'statistics reset');
 SELECT is((SELECT string_agg(format('%s:%s:%s', workflow_step_id, current_state, ready_for_execution), ' ' ORDER BY 1)
              FROM tasker_core.get_step_readiness_status(1)), '1:complete:f 2:pending:t', 'and reads the result');
-SELECT is((SELECT string_agg(path, ',') FROM tasker_core.read_path_stats()), 'step_state', 'from the step state');
+-- The step state shows this transaction's moves from its commit on: until then, SQL reads them.
+SELECT is((SELECT string_agg(path, ',') FROM tasker_core.read_path_stats()), 'sql', 'from SQL within the writing transaction');
+SELECT matches((SELECT reason FROM tasker_core.read_paths() WHERE function_name = 'get_step_readiness_status'),
+               'this transaction wrote step transitions', 'read_paths() says why');
 RESET ROLE;
-SELECT is((SELECT count(*)::int FROM tasker_core.step_state_verify()), 0, 'step_state is exact after the app role''s writes');
+SELECT is((SELECT count(*)::int FROM tasker_core.step_state_verify()), 0, 'step_state is exact after the app role''s writes (verify refreshes them first)');
+SET LOCAL ROLE tasker_core_test_app;
+SELECT lives_ok('SELECT tasker_core.read_path_stats_reset()', 'statistics reset');
+SELECT is((SELECT string_agg(format('%s:%s:%s', workflow_step_id, current_state, ready_for_execution), ' ' ORDER BY 1)
+             FROM tasker_core.get_step_readiness_status(1)), '1:complete:f 2:pending:t', 'the same result');
+SELECT is((SELECT string_agg(path, ',') FROM tasker_core.read_path_stats()), 'step_state', 'now from the step state');
+RESET ROLE;
 SET LOCAL ROLE tasker_core_test_outsider;
 SELECT throws_ok($$SELECT * FROM tasker_core.get_step_readiness_status(1)$$, '42501', NULL,
                  'no SELECT on the Tasker tables: permission denied, even though step_state could answer');

@@ -181,6 +181,8 @@ fn step_state_refresh(
     if ids.is_empty() {
         return;
     }
+    // The transitions this transaction wrote first (pg::step_state::deferred).
+    crate::pg::step_state::deferred::apply();
     let name = |oid| mirrored(oid).or_raise();
     let columns = columns();
     let (set, changed) = upsert_clauses(&columns);
@@ -230,19 +232,25 @@ fn states_update_sql(transitions: &str, returning: &str) -> String {
     )
 }
 
+/// Notes the steps `ids` whose transitions a statement inserted, changed or deleted; their
+/// rows are refreshed when the transaction commits (`refresh_transitions_now`, through
+/// pg::step_state::deferred, which says why). Called by the maintenance trigger only.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn step_state_refresh_transitions(ids: Option<Vec<Option<i64>>>, transitions: pg_sys::Oid, edges: pg_sys::Oid) {
+    crate::pg::step_state::deferred::note(distinct_ids(ids), transitions, edges);
+}
+
 /// What a write to the step transitions can change: `current_state` and `state_since` of the
 /// steps `ids`, and, where a step became done or stopped being done, `done_parents` of its
-/// children. Called by the maintenance trigger only.
+/// children. `ids` sorted and distinct; pg::step_state::deferred calls it.
 ///
 /// Locks as `step_state_refresh` does: the steps' rows first (the lock also reads their state
 /// before the change), then the update in a statement of its own; then the children's rows, and
 /// their recount in another statement. Under READ COMMITTED each recount sees what a concurrent
 /// writer of the same rows committed while we waited, so two parents finishing at once both
 /// count; under REPEATABLE READ the lock raises 40001 instead (the writer retries).
-#[pg_extern(volatile, parallel_unsafe)]
-#[search_path(pg_catalog, pg_temp)]
-fn step_state_refresh_transitions(ids: Option<Vec<Option<i64>>>, transitions: pg_sys::Oid, edges: pg_sys::Oid) {
-    let ids = distinct_ids(ids);
+pub(super) fn refresh_transitions_now(ids: &[i64], transitions: pg_sys::Oid, edges: pg_sys::Oid) {
     if ids.is_empty() {
         return;
     }
@@ -255,12 +263,12 @@ fn step_state_refresh_transitions(ids: Option<Vec<Option<i64>>>, transitions: pg
         Spi::connect(|_| {
             let lock = "SELECT workflow_step_id, current_state FROM tasker_core.step_state \
                      WHERE workflow_step_id OPERATOR(pg_catalog.=) ANY ($1) ORDER BY workflow_step_id FOR UPDATE";
-            let before: Vec<(i64, bool)> = spi::run(lock, &[Arg::Int8Array(&ids)], false, |rows| {
+            let before: Vec<(i64, bool)> = spi::run(lock, &[Arg::Int8Array(ids)], false, |rows| {
                 (0..rows.len())
                     .map(|r| (rows.i64(r, 1).unwrap_or_default(), rows.bytes(r, 2).is_some_and(is_done)))
                     .collect()
             })?;
-            let after: Vec<(i64, bool)> = spi::run(&update, &[Arg::Int8Array(&ids)], false, |rows| {
+            let after: Vec<(i64, bool)> = spi::run(&update, &[Arg::Int8Array(ids)], false, |rows| {
                 (0..rows.len())
                     .map(|r| (rows.i64(r, 1).unwrap_or_default(), rows.bytes(r, 2).is_some_and(is_done)))
                     .collect()
@@ -353,7 +361,7 @@ fn step_state_refresh_tasks(ids: Option<Vec<Option<i64>>>, tasks: pg_sys::Oid, t
 /// What the maintenance trigger does with a write, by `step_state_source`'s `valid` and
 /// `building` (sql/step_state.sql, step_state_sync).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Upkeep {
+pub(super) enum Upkeep {
     /// Nothing: the copy is not in use nor being built.
     Nothing,
     /// Logs what the write touched (an online build reading the tables).
@@ -399,7 +407,7 @@ fn step_state_check_not_missed() {
 
 /// What `step_state_source` says under the latest snapshot (not the transaction's). The 0.3.0
 /// table has no `building`.
-fn latest_upkeep() -> Upkeep {
+pub(super) fn latest_upkeep() -> Upkeep {
     let Some(oid) = crate::pg::step_state::own_table(c"step_state_source") else {
         return Upkeep::Nothing;
     };
@@ -626,11 +634,19 @@ fn fill(tables: &Tables, lock: Lock) -> Result<i64, TaskerError> {
 
 /// Every row of step_state that is not what the Tasker tables say it must be: missing, extra,
 /// or with the differing columns named (workflow_step_id NULL: the task's own row). No rows:
-/// step_state is exact for this snapshot.
-#[pg_extern(stable, parallel_safe)]
+/// step_state is exact for this snapshot. In a transaction that wrote step transitions, their
+/// refresh (otherwise done at commit: pg::step_state::deferred) is done first, so the answer is
+/// about the copy as the transaction will commit it.
+#[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn step_state_verify(
 ) -> TableIterator<'static, (name!(workflow_step_id, Option<i64>), name!(task_id, i64), name!(problem, String))> {
+    // Moves this transaction wrote are refreshed now rather than at commit, and the comparison
+    // then reads under a snapshot that sees that refresh.
+    let applied = crate::pg::step_state::deferred::noted();
+    if applied {
+        crate::pg::step_state::deferred::apply();
+    }
     let rows = Spi::connect(|_| {
         let (tables, _) = recorded_source()?;
         let mut t: [String; 6] = Default::default();
@@ -658,7 +674,7 @@ fn step_state_verify(
             expected = expected_all_sql(&t),
         );
         as_maintainer(tables.0[STEPS], || {
-            spi::run(&sql, &[], true, |rows| {
+            spi::run(&sql, &[], !applied, |rows| {
                 (0..rows.len())
                     .map(|r| (rows.i64(r, 1), rows.i64(r, 2).unwrap_or_default(), rows.string(r, 3).unwrap_or_default()))
                     .collect::<Vec<_>>()

@@ -8,6 +8,7 @@
 //! `tasker_core.step_state_source` (one row) names the six tables and says whether the copy is
 //! valid; it is read under the caller's snapshot on every call.
 
+pub mod deferred;
 pub mod maintain;
 pub mod read;
 
