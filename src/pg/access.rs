@@ -111,6 +111,23 @@ pub struct Rel {
     rel: NonNull<pg_sys::RelationData>,
 }
 
+/// The attributes of a tuple descriptor.
+///
+/// # Safety
+/// `desc` is a valid descriptor that outlives the returned slice.
+pub unsafe fn desc_attrs<'a>(desc: pg_sys::TupleDesc) -> &'a [pg_sys::FormData_pg_attribute] {
+    // SAFETY: (the caller's) natts attributes follow the header; PostgreSQL 18 stores them
+    // after an array of compact attributes.
+    unsafe {
+        let natts = (*desc).natts.max(0) as usize;
+        #[cfg(not(feature = "pg18"))]
+        let first = (*desc).attrs.as_ptr();
+        #[cfg(feature = "pg18")]
+        let first = (*desc).compact_attrs.as_ptr().add(natts) as *const pg_sys::FormData_pg_attribute;
+        std::slice::from_raw_parts(first, natts)
+    }
+}
+
 impl Rel {
     /// Opens relation `oid` with `AccessShareLock`; None if it no longer exists.
     pub fn try_open(oid: pg_sys::Oid) -> Option<Rel> {
@@ -150,16 +167,7 @@ impl Rel {
     /// The attributes of the relation's tuple descriptor.
     fn attrs(&self) -> &[pg_sys::FormData_pg_attribute] {
         // SAFETY: the descriptor belongs to the open relation and lives as long as `self`.
-        // PostgreSQL 18 stores the attributes after an array of compact attributes.
-        unsafe {
-            let desc = (*self.raw()).rd_att;
-            let natts = (*desc).natts.max(0) as usize;
-            #[cfg(not(feature = "pg18"))]
-            let first = (*desc).attrs.as_ptr();
-            #[cfg(feature = "pg18")]
-            let first = (*desc).compact_attrs.as_ptr().add(natts) as *const pg_sys::FormData_pg_attribute;
-            std::slice::from_raw_parts(first, natts)
-        }
+        unsafe { desc_attrs((*self.raw()).rd_att) }
     }
 
     /// The live column named `name`: (attno, type OID, NOT NULL).

@@ -8,8 +8,8 @@
 //! - `tasker_core.step_state_source`, read under the caller's snapshot, names exactly those six
 //!   tables, says `valid`, and was written on this server (not replicated from another);
 //! - `tasker_core.step_state` has the columns and types the reader reads;
-//! - this transaction has not written step transitions that the copy shows only from its
-//!   commit on (pg::step_state::deferred).
+//! - this transaction has not written to the Tasker tables (the copy shows its writes from its
+//!   commit on: pg::step_state::deferred).
 //!
 //! What a call site resolved (the tables, the step state's layout) is kept in `fn_extra` for
 //! the query that holds the call, keyed by the user and the search_path; the source row and
@@ -312,7 +312,7 @@ pub fn choose(site: &mut Site, context: pg_sys::MemoryContext) -> Result<Choice,
             why
         }
     };
-    // Checked on every call: a statement of this transaction may have noted moves since.
+    // Checked on every call: a statement of this transaction may have written since.
     let step_state = if why.is_none() && !step_state::deferred::noted() { layout.ok() } else { None };
     Ok(Choice { tables, step_state })
 }
@@ -362,7 +362,8 @@ fn why_not_step_state(
     }
     if step_state::deferred::noted() {
         return Some(
-            "this transaction wrote step transitions that the step state shows from its commit on: SQL reads them"
+            "this transaction wrote to the Tasker tables, and the step state shows those writes from its commit on: \
+             SQL reads them"
                 .into(),
         );
     }

@@ -127,23 +127,25 @@ fn tasker_db() {
              SELECT g, 7, now(), 'h' || g, now(), now() FROM generate_series(1, 5) g;
         CREATE OR REPLACE FUNCTION pg_temp.step(id bigint, task bigint, named integer) RETURNS void LANGUAGE sql AS $$
             INSERT INTO tasker_workflow_steps (workflow_step_id, task_id, named_step_id, attempts, created_at, updated_at)
-            VALUES (id, task, named, 0, now(), now()) $$;
+            VALUES (id, task, named, 0, now(), now());
+            SELECT tests.as_at_commit() $$;
         CREATE OR REPLACE FUNCTION pg_temp.move(s bigint, state text, at timestamp DEFAULT (now() AT TIME ZONE 'UTC')) RETURNS void LANGUAGE sql AS $$
             UPDATE tasker_workflow_step_transitions SET most_recent = false WHERE workflow_step_id = s AND most_recent;
             INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at)
             SELECT s, state, coalesce(max(sort_key), 0) + 10, true, at, at FROM tasker_workflow_step_transitions WHERE workflow_step_id = s;
             SELECT tests.as_at_commit() $$;
         CREATE OR REPLACE FUNCTION pg_temp.edge(a bigint, b bigint) RETURNS void LANGUAGE sql AS $$
-            INSERT INTO tasker_workflow_step_edges (from_step_id, to_step_id, name, created_at, updated_at) VALUES (a, b, 'provides', now(), now()) $$;
+            INSERT INTO tasker_workflow_step_edges (from_step_id, to_step_id, name, created_at, updated_at) VALUES (a, b, 'provides', now(), now());
+            SELECT tests.as_at_commit() $$;
         "#,
     )
     .unwrap();
 }
 
 /// Does to the step state what a commit of the test's transaction would (each test runs in one
-/// rolled-back transaction): refreshes the steps whose transitions it wrote
-/// (pg::step_state::deferred). `pg_temp.move` calls it, so the reads that follow use the step
-/// state, as after a commit; until then they read with SQL.
+/// rolled-back transaction): refreshes the rows of what it wrote (pg::step_state::deferred).
+/// `pg_temp.move`, `pg_temp.step` and `pg_temp.edge` call it, so the reads that follow use the
+/// step state, as after a commit; until then they read with SQL.
 #[pg_extern]
 fn as_at_commit() {
     crate::pg::step_state::deferred::apply();
@@ -274,7 +276,8 @@ fn retry_backoff_rules() {
          -- 4: retries used up (NULL limit means 3).
          UPDATE tasker_workflow_steps SET attempts = 3, retry_limit = NULL WHERE workflow_step_id = 4;
          -- 5: not retryable.
-         UPDATE tasker_workflow_steps SET retryable = false WHERE workflow_step_id = 5;",
+         UPDATE tasker_workflow_steps SET retryable = false WHERE workflow_step_id = 5;
+         SELECT tests.as_at_commit();",
     )
     .unwrap();
     Spi::run("SET LOCAL TimeZone = 'UTC'").unwrap();
@@ -295,7 +298,8 @@ fn session_time_zone_reads_stored_timestamps_as_local() {
     // Rails stores UTC. A 60 s backoff that started "now" in UTC terms:
     Spi::run(
         "SELECT pg_temp.step(1, 1, 1);
-         UPDATE tasker_workflow_steps SET backoff_request_seconds = 60, last_attempted_at = now() AT TIME ZONE 'UTC';",
+         UPDATE tasker_workflow_steps SET backoff_request_seconds = 60, last_attempted_at = now() AT TIME ZONE 'UTC';
+         SELECT tests.as_at_commit();",
     )
     .unwrap();
     // Under UTC the backoff runs for another minute.
@@ -322,7 +326,8 @@ fn execution_context() {
     diamond();
     Spi::run(
         "INSERT INTO tasker_task_transitions (task_id, to_state, sort_key, most_recent, created_at, updated_at)
-         VALUES (1, 'in_progress', 10, true, now(), now())",
+         VALUES (1, 'in_progress', 10, true, now(), now());
+         SELECT tests.as_at_commit();",
     )
     .unwrap();
     assert_eq!(
@@ -848,7 +853,8 @@ fn health_counts_match_the_reference() {
     Spi::run(
         "SELECT pg_temp.step(5, 2, 5); SELECT pg_temp.move(5, 'pending'), pg_temp.move(5, 'error');
          UPDATE tasker_workflow_steps SET attempts = 1, retry_limit = 3, last_attempted_at = now() AT TIME ZONE 'UTC'
-          WHERE workflow_step_id = 5;",
+          WHERE workflow_step_id = 5;
+         SELECT tests.as_at_commit();",
     )
     .unwrap();
     let cols = "total_tasks, pending_tasks, total_steps, pending_steps, complete_steps, error_steps,

@@ -65,10 +65,10 @@ SELECT lives_ok($$INSERT INTO tasker_workflow_step_edges (from_step_id, to_step_
 SELECT lives_ok('SELECT tasker_core.read_path_stats_reset()', 'statistics reset');
 SELECT is((SELECT string_agg(format('%s:%s:%s', workflow_step_id, current_state, ready_for_execution), ' ' ORDER BY 1)
              FROM tasker_core.get_step_readiness_status(1)), '1:complete:f 2:pending:t', 'and reads the result');
--- The step state shows this transaction's moves from its commit on: until then, SQL reads them.
+-- The step state shows this transaction's writes from its commit on: until then, SQL reads them.
 SELECT is((SELECT string_agg(path, ',') FROM tasker_core.read_path_stats()), 'sql', 'from SQL within the writing transaction');
 SELECT matches((SELECT reason FROM tasker_core.read_paths() WHERE function_name = 'get_step_readiness_status'),
-               'this transaction wrote step transitions', 'read_paths() says why');
+               'this transaction wrote to the Tasker tables', 'read_paths() says why');
 RESET ROLE;
 SELECT is((SELECT count(*)::int FROM tasker_core.step_state_verify()), 0, 'step_state is exact after the app role''s writes (verify refreshes them first)');
 SET LOCAL ROLE tasker_core_test_app;

@@ -1,30 +1,33 @@
 //! The step state's work a transaction leaves for its commit.
 //!
-//! Statesman writes each move as two statements on the step transitions (the old row's
-//! `most_recent` cleared, the new row inserted), and a transaction often moves a step more than
-//! once. Refreshing the copy after every statement refreshed the same rows again and again: in a
-//! transaction that moved a new step pending -> in_progress -> complete, five times. So the
-//! maintenance trigger of the step transitions only notes the steps
-//! (`step_state_refresh_transitions`), and their rows are refreshed once, with what the
-//! transaction finally wrote:
+//! Statesman writes each move as two statements on the transitions (the old row's
+//! `most_recent` cleared, the new row inserted), a transaction often moves a step more than
+//! once, and a step is often written in the same transaction as its moves. Refreshing the copy
+//! after every statement refreshed the same rows again and again: in a transaction that inserted
+//! a step and moved it pending -> in_progress -> complete, six times. So the maintenance trigger
+//! (pg::step_state::sync) only notes what a statement touched, and the rows are refreshed once,
+//! with what the transaction finally wrote:
 //! - just before the transaction commits or prepares (a transaction callback, at
 //!   `XACT_EVENT_PRE_COMMIT` / `XACT_EVENT_PRE_PREPARE`: after the deferred triggers, while the
 //!   transaction can still fail; an error there aborts the commit);
-//! - and before any other refresh of step rows in the same transaction (`apply`), so a refresh
-//!   always starts from rows that show every earlier write, as when each statement refreshed
-//!   its own (a step that became done is seen to flip, and its children are recounted).
+//! - or when `step_state_verify()` or a direct call of `step_state_refresh` asks (`apply`).
 //!
-//! Until then this backend's copy does not show its own transaction's moves; the read functions
+//! Applying refreshes the noted steps' rows (`refresh_steps_now`), then the state columns of
+//! steps noted only for their transitions (`refresh_transitions_now`), then the noted tasks'
+//! rows. Both step refreshes recount the children of a step that existed and became, or stopped
+//! being, done; a step new in the transaction has no children whose rows are not refreshed too.
+//!
+//! Until then this backend's copy does not show its own transaction's writes; the read functions
 //! read with SQL while any are noted (`noted`, paths.rs), and `read_paths()` says why. Other
-//! sessions see the moves only once committed, with the copy refreshed in the same commit, as
-//! before. Notes survive a rolled-back subtransaction (refreshing a step that did not change
+//! sessions see the writes only once committed, with the copy refreshed in the same commit, as
+//! before. Notes survive a rolled-back subtransaction (refreshing a row that did not change
 //! recomputes the same row) and are dropped when the transaction ends. An `apply` inside a
 //! subtransaction refreshes but keeps the notes, so that if the subtransaction rolls back, the
 //! commit refreshes again from what is left.
 //!
-//! What the commit does with the notes is what the trigger would do at that moment: refresh the
-//! rows while the copy is in use, log the steps while an online build captures writes, nothing
-//! once the copy was disabled.
+//! What applying does is what the trigger would do at that moment: refresh the rows while the
+//! copy is in use, log them while an online build captures writes, nothing once the copy was
+//! disabled.
 
 use std::cell::{Cell, RefCell};
 
@@ -36,11 +39,24 @@ use crate::pg::sandbox::{as_owner, owner_of};
 use crate::pg::spi::{self, Arg};
 use crate::pg::step_state::maintain::{self, Upkeep};
 
-/// Steps whose transitions this transaction wrote, not yet refreshed in the copy.
+/// What this transaction wrote and the copy does not show yet, for the tables `tables` (the
+/// source row's six, in its order).
+#[derive(Clone)]
 struct Noted {
-    transitions: pg_sys::Oid,
-    edges: pg_sys::Oid,
+    tables: [pg_sys::Oid; 6],
+    /// Steps whose rows to refresh (written, or their edges or named step).
     steps: Vec<i64>,
+    /// Steps whose transitions were written.
+    moved: Vec<i64>,
+    tasks: Vec<i64>,
+}
+
+/// What a note is about.
+#[derive(Clone, Copy)]
+pub enum Kind {
+    Steps,
+    Moved,
+    Tasks,
 }
 
 thread_local! {
@@ -48,63 +64,80 @@ thread_local! {
     static REGISTERED: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Whether this transaction has step moves the copy does not show yet.
+/// Whether this transaction has writes the copy does not show yet.
 pub fn noted() -> bool {
     NOTED.with(|n| n.borrow().is_some())
 }
 
-/// Notes the steps `ids` (sorted, distinct) of the step transitions `transitions` (with their
-/// edges `edges`) for the refresh at commit.
-pub fn note(ids: Vec<i64>, transitions: pg_sys::Oid, edges: pg_sys::Oid) {
+/// Notes the ids (steps, or tasks for `Kind::Tasks`) a statement touched on one of the tables
+/// `tables` (the source row's six).
+pub fn note(kind: Kind, ids: Vec<i64>, tables: [pg_sys::Oid; 6]) {
     if ids.is_empty() {
         return;
     }
     register();
     // The copy mirrors one set of tables; notes of others (the source re-pointed within this
     // transaction) are applied first.
-    let other = NOTED.with(|n| n.borrow().as_ref().is_some_and(|n| n.transitions != transitions || n.edges != edges));
-    if other {
+    if NOTED.with(|n| n.borrow().as_ref().is_some_and(|n| n.tables != tables)) {
         apply();
     }
     NOTED.with(|n| {
         let mut n = n.borrow_mut();
-        match n.as_mut() {
-            Some(n) => n.steps.extend(ids),
-            None => *n = Some(Noted { transitions, edges, steps: ids }),
+        let n = n.get_or_insert_with(|| Noted { tables, steps: Vec::new(), moved: Vec::new(), tasks: Vec::new() });
+        match kind {
+            Kind::Steps => n.steps.extend(ids),
+            Kind::Moved => n.moved.extend(ids),
+            Kind::Tasks => n.tasks.extend(ids),
         }
     });
 }
 
-/// Refreshes the noted steps now (see the module comment).
+fn sorted(mut ids: Vec<i64>) -> Vec<i64> {
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// Refreshes (or logs) what is noted now (see the module comment).
 pub fn apply() {
     // SAFETY: reads the transaction's nesting level.
     let nested = unsafe { pg_sys::GetCurrentTransactionNestLevel() } > 1;
     let taken = NOTED.with(|n| {
         let mut n = n.borrow_mut();
         if nested {
-            n.as_ref().map(|n| Noted { transitions: n.transitions, edges: n.edges, steps: n.steps.clone() })
+            n.clone()
         } else {
             n.take()
         }
     });
-    let Some(Noted { transitions, edges, mut steps }) = taken else {
+    let Some(Noted { tables: t, steps, moved, tasks }) = taken else {
         return;
     };
-    steps.sort_unstable();
-    steps.dedup();
+    let steps = sorted(steps);
+    let moved: Vec<i64> = sorted(moved).into_iter().filter(|id| steps.binary_search(id).is_err()).collect();
+    let tasks = sorted(tasks);
     match maintain::latest_upkeep() {
-        Upkeep::Refresh => maintain::refresh_transitions_now(&steps, transitions, edges),
+        Upkeep::Refresh => {
+            maintain::refresh_steps_now(&steps, t[0], t[1], t[2], t[3]);
+            maintain::refresh_transitions_now(&moved, t[2], t[3]);
+            maintain::refresh_tasks_now(&tasks, t[4], t[5]);
+        }
         Upkeep::Log => {
             let Some(log) = crate::pg::step_state::own_table(c"step_state_log") else {
                 return;
             };
             as_owner(owner_of(log).or_raise(), || {
-                spi::query(
-                    "INSERT INTO tasker_core.step_state_log (kind, id) SELECT 'x', i FROM pg_catalog.unnest($1::pg_catalog.int8[]) i",
-                    &[Arg::Int8Array(&steps)],
-                    false,
-                    |_| (),
-                )
+                for (kind, ids) in [("s", &steps), ("x", &moved), ("t", &tasks)] {
+                    if !ids.is_empty() {
+                        spi::query(
+                            "INSERT INTO tasker_core.step_state_log (kind, id) \
+                             SELECT $1, i FROM pg_catalog.unnest($2::pg_catalog.int8[]) i",
+                            &[Arg::Text(kind), Arg::Int8Array(ids)],
+                            false,
+                            |_| (),
+                        );
+                    }
+                }
             })
         }
         Upkeep::Nothing => {}

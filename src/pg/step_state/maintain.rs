@@ -14,7 +14,7 @@ use crate::pg::access::{Rel, SeqScan, Snap};
 use crate::pg::call::distinct_ids;
 use crate::pg::report::OrRaise;
 use crate::pg::sandbox::{as_owner, owner_of};
-use crate::pg::spi::{self, Arg};
+use crate::pg::spi::{self, Arg, Rows};
 use crate::pg::step_state::system_identifier;
 use crate::pg::tasker::{self, Tables, EDGES, NAMED_STEPS, STEPS, TASKS, TASK_TRANSITIONS, TRANSITIONS};
 
@@ -47,23 +47,41 @@ fn expected_tasks_sql(tasks: &str, task_transitions: &str, filter: &str) -> Stri
 /// What step_state must hold, in its column order, for the steps `filter` selects (a WHERE
 /// clause on `ws`, or empty for all steps).
 ///
+/// The step's name: for a few steps (`filter` given), looked up by the named steps' primary key
+/// per step; for all of them, by a join. Both give the name of the one named step or NULL. A
+/// join in the refresh's generic plan read and hashed every named step on every refresh (0.4 ms
+/// of a 0.8 ms refresh of one step, with 1,000 named steps).
+///
 /// A step has at most one most_recent transition (the unique index step_state_problem requires).
 /// `LIMIT 1` only keeps a second one from reaching ON CONFLICT; it has no ORDER BY on purpose:
 /// ordering by id made the planner walk the transitions' primary key backwards for every step
 /// instead of using the index.
 fn expected_steps_sql(steps: &str, named: &str, transitions: &str, edges: &str, filter: &str) -> String {
     let counters = parent_counters_sql("ws.workflow_step_id", transitions, edges);
+    let (name, join) = if filter.is_empty() {
+        (
+            "ns.name::pg_catalog.text".to_string(),
+            format!("LEFT JOIN {named} ns ON ns.named_step_id OPERATOR(pg_catalog.=) ws.named_step_id"),
+        )
+    } else {
+        (
+            format!(
+                "(SELECT ns.name::pg_catalog.text FROM {named} ns \
+                   WHERE ns.named_step_id OPERATOR(pg_catalog.=) ws.named_step_id)"
+            ),
+            String::new(),
+        )
+    };
     format!(
         "SELECT ws.workflow_step_id, ws.task_id, \
                 ARRAY(SELECT e.from_step_id FROM {edges} e \
                        WHERE e.to_step_id OPERATOR(pg_catalog.=) ws.workflow_step_id ORDER BY e.from_step_id) AS parents, \
                 tr.to_state::pg_catalog.text AS current_state, tr.created_at::pg_catalog.\"timestamp\" AS state_since, \
-                ws.named_step_id, ns.name::pg_catalog.text AS name, ws.retryable, ws.retry_limit, ws.in_process, \
+                ws.named_step_id, {name} AS name, ws.retryable, ws.retry_limit, ws.in_process, \
                 ws.processed, ws.attempts, ws.last_attempted_at, ws.backoff_request_seconds, \
                 NULL::pg_catalog.int4 AS named_task_id, \
                 {counters}, ws.created_at::pg_catalog.\"timestamp\" AS step_created_at \
-           FROM {steps} ws \
-           LEFT JOIN {named} ns ON ns.named_step_id OPERATOR(pg_catalog.=) ws.named_step_id \
+           FROM {steps} ws {join} \
            LEFT JOIN LATERAL (SELECT t.to_state, t.created_at FROM {transitions} t \
                                WHERE t.workflow_step_id OPERATOR(pg_catalog.=) ws.workflow_step_id AND t.most_recent \
                                LIMIT 1) tr ON true {filter}"
@@ -141,8 +159,8 @@ fn upsert_clauses(columns: &str) -> (String, String) {
 }
 
 /// Locks the step rows of step_state for `$1`, in id order.
-const LOCK_STEPS: &str = "SELECT 1 FROM tasker_core.step_state WHERE workflow_step_id OPERATOR(pg_catalog.=) ANY ($1) \
-                          ORDER BY workflow_step_id FOR UPDATE";
+const LOCK_STEPS: &str = "SELECT workflow_step_id, current_state FROM tasker_core.step_state \
+                          WHERE workflow_step_id OPERATOR(pg_catalog.=) ANY ($1) ORDER BY workflow_step_id FOR UPDATE";
 /// Locks the task rows of step_state for `$1`, in id order.
 const LOCK_TASKS: &str = "SELECT 1 FROM tasker_core.step_state WHERE workflow_step_id IS NULL \
                           AND task_id OPERATOR(pg_catalog.=) ANY ($1) ORDER BY task_id FOR UPDATE";
@@ -181,27 +199,93 @@ fn step_state_refresh(
     if ids.is_empty() {
         return;
     }
-    // The transitions this transaction wrote first (pg::step_state::deferred).
+    // What this transaction's own writes left for its commit first (pg::step_state::deferred).
     crate::pg::step_state::deferred::apply();
+    refresh_steps_now(&ids, steps, named_steps, transitions, edges);
+}
+
+/// The work of `step_state_refresh` for `ids` (sorted, distinct). A step whose row existed and
+/// whose done-ness the refresh flips (a transition written in the same transaction and noted
+/// with it: pg::step_state::deferred) has its children's counters recounted, as
+/// `refresh_transitions_now` does; a new step has no children yet whose rows would not be
+/// refreshed too (an edge to a child refreshes the child).
+pub(super) fn refresh_steps_now(
+    ids: &[i64],
+    steps: pg_sys::Oid,
+    named_steps: pg_sys::Oid,
+    transitions: pg_sys::Oid,
+    edges: pg_sys::Oid,
+) {
+    if ids.is_empty() {
+        return;
+    }
     let name = |oid| mirrored(oid).or_raise();
     let columns = columns();
+    let counters = has_counters();
     let (set, changed) = upsert_clauses(&columns);
+    let transitions_name = name(transitions);
+    let edges_name = name(edges);
     let upsert = format!(
         "WITH src AS ({expected}), \
               gone AS (DELETE FROM tasker_core.step_state d \
                         WHERE d.workflow_step_id OPERATOR(pg_catalog.=) ANY ($1) \
                           AND NOT EXISTS (SELECT 1 FROM src WHERE src.workflow_step_id OPERATOR(pg_catalog.=) d.workflow_step_id)) \
          INSERT INTO tasker_core.step_state AS d (workflow_step_id, {columns}) SELECT workflow_step_id, {columns} FROM src \
-         ON CONFLICT (workflow_step_id) WHERE workflow_step_id IS NOT NULL DO UPDATE SET {set} WHERE {changed}",
+         ON CONFLICT (workflow_step_id) WHERE workflow_step_id IS NOT NULL DO UPDATE SET {set} WHERE {changed} \
+         RETURNING d.workflow_step_id, d.current_state",
         expected = expected_steps_sql(
             &name(steps),
             &name(named_steps),
-            &name(transitions),
-            &name(edges),
+            &transitions_name,
+            &edges_name,
             "WHERE ws.workflow_step_id OPERATOR(pg_catalog.=) ANY ($1)"
         ),
     );
-    lock_then_run(steps, LOCK_STEPS, &upsert, &ids);
+    as_maintainer(steps, || {
+        Spi::connect(|_| {
+            let before = spi::run(LOCK_STEPS, &[Arg::Int8Array(ids)], false, done_of)?;
+            let after = spi::run(&upsert, &[Arg::Int8Array(ids)], false, done_of)?;
+            if !counters {
+                return Ok(());
+            }
+            let flipped: Vec<i64> = after
+                .iter()
+                .filter(|(id, done)| before.iter().any(|(b, was)| b == id && was != done))
+                .map(|&(id, _)| id)
+                .collect();
+            recount_children(flipped, &transitions_name, &edges_name)
+        })
+        .or_raise()
+    })
+}
+
+/// (workflow_step_id, whether current_state is done) of each row (columns 1 and 2).
+fn done_of(rows: &Rows) -> Vec<(i64, bool)> {
+    (0..rows.len()).map(|r| (rows.i64(r, 1).unwrap_or_default(), rows.bytes(r, 2).is_some_and(is_done))).collect()
+}
+
+/// Recounts `total_parents` and `done_parents` of the children of the steps `flipped` (whose
+/// done-ness changed): their rows locked first, in id order, then recounted in a statement of
+/// its own (which under READ COMMITTED sees what a concurrent writer committed meanwhile).
+fn recount_children(mut flipped: Vec<i64>, transitions: &str, edges: &str) -> Result<(), TaskerError> {
+    if flipped.is_empty() {
+        return Ok(());
+    }
+    flipped.sort_unstable();
+    let children = format!("SELECT e.to_step_id FROM {edges} e WHERE e.from_step_id OPERATOR(pg_catalog.=) ANY ($1)");
+    let lock_children = format!(
+        "SELECT 1 FROM tasker_core.step_state WHERE workflow_step_id IN ({children}) \
+          ORDER BY workflow_step_id FOR UPDATE"
+    );
+    let recount = format!(
+        "UPDATE tasker_core.step_state d SET total_parents = x.total_parents, done_parents = x.done_parents \
+           FROM (SELECT c.id, {counters} FROM (SELECT DISTINCT x.to_step_id AS id FROM ({children}) x) c) x \
+          WHERE d.workflow_step_id OPERATOR(pg_catalog.=) x.id \
+            AND (d.total_parents, d.done_parents) IS DISTINCT FROM (x.total_parents, x.done_parents)",
+        counters = parent_counters_sql("c.id", transitions, edges),
+    );
+    spi::run(&lock_children, &[Arg::Int8Array(&flipped)], false, |_| ())?;
+    spi::run(&recount, &[Arg::Int8Array(&flipped)], false, |_| ())
 }
 
 /// The 0.3.0 refresh of the state columns, kept (without an SQL declaration of its own) for the
@@ -232,13 +316,19 @@ fn states_update_sql(transitions: &str, returning: &str) -> String {
     )
 }
 
-/// Notes the steps `ids` whose transitions a statement inserted, changed or deleted; their
-/// rows are refreshed when the transaction commits (`refresh_transitions_now`, through
-/// pg::step_state::deferred, which says why). Called by the maintenance trigger only.
+/// Recomputes the state columns of the steps `ids` from their transitions (and recounts the
+/// children of those whose done-ness flips), after what this transaction noted for its commit.
+/// The maintenance trigger notes transition writes instead (pg::step_state::deferred), which
+/// calls `refresh_transitions_now` at commit.
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn step_state_refresh_transitions(ids: Option<Vec<Option<i64>>>, transitions: pg_sys::Oid, edges: pg_sys::Oid) {
-    crate::pg::step_state::deferred::note(distinct_ids(ids), transitions, edges);
+    let ids = distinct_ids(ids);
+    if ids.is_empty() {
+        return;
+    }
+    crate::pg::step_state::deferred::apply();
+    refresh_transitions_now(&ids, transitions, edges);
 }
 
 /// What a write to the step transitions can change: `current_state` and `state_since` of the
@@ -261,45 +351,17 @@ pub(super) fn refresh_transitions_now(ids: &[i64], transitions: pg_sys::Oid, edg
     let counters = has_counters();
     as_maintainer(table, || {
         Spi::connect(|_| {
-            let lock = "SELECT workflow_step_id, current_state FROM tasker_core.step_state \
-                     WHERE workflow_step_id OPERATOR(pg_catalog.=) ANY ($1) ORDER BY workflow_step_id FOR UPDATE";
-            let before: Vec<(i64, bool)> = spi::run(lock, &[Arg::Int8Array(ids)], false, |rows| {
-                (0..rows.len())
-                    .map(|r| (rows.i64(r, 1).unwrap_or_default(), rows.bytes(r, 2).is_some_and(is_done)))
-                    .collect()
-            })?;
-            let after: Vec<(i64, bool)> = spi::run(&update, &[Arg::Int8Array(ids)], false, |rows| {
-                (0..rows.len())
-                    .map(|r| (rows.i64(r, 1).unwrap_or_default(), rows.bytes(r, 2).is_some_and(is_done)))
-                    .collect()
-            })?;
+            let before = spi::run(LOCK_STEPS, &[Arg::Int8Array(ids)], false, done_of)?;
+            let after = spi::run(&update, &[Arg::Int8Array(ids)], false, done_of)?;
             if !counters {
                 return Ok(());
             }
-            let mut flipped: Vec<i64> = after
+            let flipped: Vec<i64> = after
                 .iter()
                 .filter(|(id, done)| before.iter().find(|(b, _)| b == id).is_none_or(|(_, was)| was != done))
                 .map(|&(id, _)| id)
                 .collect();
-            if flipped.is_empty() {
-                return Ok(());
-            }
-            flipped.sort_unstable();
-            let children =
-                format!("SELECT e.to_step_id FROM {edges} e WHERE e.from_step_id OPERATOR(pg_catalog.=) ANY ($1)");
-            let lock_children = format!(
-                "SELECT 1 FROM tasker_core.step_state WHERE workflow_step_id IN ({children}) \
-              ORDER BY workflow_step_id FOR UPDATE"
-            );
-            let recount = format!(
-                "UPDATE tasker_core.step_state d SET total_parents = x.total_parents, done_parents = x.done_parents \
-               FROM (SELECT c.id, {counters} FROM (SELECT DISTINCT x.to_step_id AS id FROM ({children}) x) c) x \
-              WHERE d.workflow_step_id OPERATOR(pg_catalog.=) x.id \
-                AND (d.total_parents, d.done_parents) IS DISTINCT FROM (x.total_parents, x.done_parents)",
-                counters = parent_counters_sql("c.id", &transitions, &edges),
-            );
-            spi::run(&lock_children, &[Arg::Int8Array(&flipped)], false, |_| ())?;
-            spi::run(&recount, &[Arg::Int8Array(&flipped)], false, |_| ())
+            recount_children(flipped, &transitions, &edges)
         })
         .or_raise()
     })
@@ -336,7 +398,11 @@ fn is_done(state: &[u8]) -> bool {
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn step_state_refresh_tasks(ids: Option<Vec<Option<i64>>>, tasks: pg_sys::Oid, task_transitions: pg_sys::Oid) {
-    let ids = distinct_ids(ids);
+    refresh_tasks_now(&distinct_ids(ids), tasks, task_transitions);
+}
+
+/// The work of `step_state_refresh_tasks` for `ids` (sorted, distinct).
+pub(super) fn refresh_tasks_now(ids: &[i64], tasks: pg_sys::Oid, task_transitions: pg_sys::Oid) {
     if ids.is_empty() {
         return;
     }
@@ -355,7 +421,7 @@ fn step_state_refresh_tasks(ids: Option<Vec<Option<i64>>>, tasks: pg_sys::Oid, t
             "WHERE t.task_id OPERATOR(pg_catalog.=) ANY ($1)"
         ),
     );
-    lock_then_run(tasks, LOCK_TASKS, &upsert, &ids);
+    lock_then_run(tasks, LOCK_TASKS, &upsert, ids);
 }
 
 /// What the maintenance trigger does with a write, by `step_state_source`'s `valid` and
@@ -621,8 +687,13 @@ fn fill(tables: &Tables, lock: Lock) -> Result<i64, TaskerError> {
         false,
         |rows| rows.bool(0, 1).unwrap_or_default(),
     )?;
+    // SKIP_LOCKED: an autovacuum worker already processing step_state holds the lock ANALYZE
+    // needs, and (PostgreSQL 15.9, 16.5 and later) waits for this transaction before it
+    // updates step_state's pg_class row, which step_state_enable() changed (its GRANT): waiting
+    // here was a deadlock (40P01, reproduced by enabling right after a write benchmark). Then
+    // autovacuum's statistics stand.
     if may_analyze {
-        once("ANALYZE tasker_core.step_state".into())?;
+        once("ANALYZE (SKIP_LOCKED) tasker_core.step_state".into())?;
     }
     spi::run(
         "SELECT pg_catalog.count(*) FROM tasker_core.step_state WHERE workflow_step_id IS NOT NULL",
@@ -683,4 +754,14 @@ fn step_state_verify(
     })
     .or_raise();
     TableIterator::new(rows)
+}
+
+/// `step_state_lock_named` for the maintenance trigger.
+pub(super) fn lock_named(named: &[i32], named_steps: pg_sys::Oid) {
+    step_state_lock_named(Some(named.iter().copied().map(Some).collect()), named_steps);
+}
+
+/// `step_state_check_snapshot` for the maintenance trigger.
+pub(super) fn check_snapshot(valid: bool, building: Option<&str>) {
+    step_state_check_snapshot(valid, building);
 }

@@ -3,14 +3,17 @@
 //!
 //! step_state holds one row per Tasker workflow step with everything the read functions need
 //! about it (its own columns, its named step's name, its current state and its parents' ids),
-//! and one row per task (workflow_step_id NULL). Statement triggers on the six Tasker tables keep
-//! it exact in the same transactions as the Tasker rows, so under any snapshot the two agree.
+//! and one row per task (workflow_step_id NULL). Statement triggers on the six Tasker tables
+//! (`sync`) note what each write touched, and the rows are refreshed when the writing transaction
+//! commits (`deferred`), in that commit: under any other session's snapshot the two agree; the
+//! writing transaction itself reads with SQL until then.
 //! `tasker_core.step_state_source` (one row) names the six tables and says whether the copy is
 //! valid; it is read under the caller's snapshot on every call.
 
 pub mod deferred;
 pub mod maintain;
 pub mod read;
+pub mod sync;
 
 use std::ffi::CStr;
 

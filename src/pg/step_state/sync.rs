@@ -1,0 +1,334 @@
+//! The maintenance trigger (`tasker_core.step_state_sync()`, declared in sql/step_state.sql):
+//! statement level, with transition tables, on each of the six Tasker tables. It finds the rows
+//! a statement touched and notes them for the refresh at commit (`deferred`, which says why)
+//! or, while an online build captures writes, logs them for it to replay.
+//!
+//! It was PL/pgSQL; here it reads the statement's transition tables directly (PostgreSQL's
+//! tuplestore and slot APIs) instead of querying them: the queries were most of a
+//! transition write's maintenance cost once the refresh moved to commit. What it decides, and
+//! when, is unchanged:
+//! - the source row is read as the PL/pgSQL function read it (one SPI query: under READ
+//!   COMMITTED a new snapshot, otherwise the transaction's);
+//! - a writer not under READ COMMITTED whose snapshot saw the copy otherwise than the latest
+//!   committed source row gets 40001 (`step_state_check_snapshot`);
+//! - TRUNCATE marks the copy stale; renaming a named step under another isolation level too;
+//! - an UPDATE counts only rows whose mirrored columns changed. Rows are compared by their
+//!   stored bytes (as a multiset: old rows not among the new, and new rows not among the old,
+//!   as `EXCEPT ALL` both ways did): equal bytes are equal values, and values equal in other
+//!   ways (none of these columns has such a type) would only cost a refresh that changes
+//!   nothing.
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use crate::error::TaskerError;
+use crate::pg::report::OrRaise;
+use crate::pg::spi::{self, Arg};
+use crate::pg::step_state::deferred::{self, Kind};
+use crate::pg::step_state::maintain;
+
+/// The source row as the trigger needs it.
+struct Src {
+    valid: Option<bool>,
+    building: Option<String>,
+    /// steps, named_steps, transitions, edges, tasks, task_transitions (None: no source row).
+    tables: Option<[pg_sys::Oid; 6]>,
+}
+
+const STEPS: usize = 0;
+const NAMED_STEPS: usize = 1;
+const TRANSITIONS: usize = 2;
+const EDGES: usize = 3;
+const TASKS: usize = 4;
+const TASK_TRANSITIONS: usize = 5;
+
+fn read_source() -> Src {
+    spi::query(
+        "SELECT s.valid, s.building, s.steps::pg_catalog.oid, s.named_steps::pg_catalog.oid, s.transitions::pg_catalog.oid, \
+                s.edges::pg_catalog.oid, s.tasks::pg_catalog.oid, s.task_transitions::pg_catalog.oid \
+           FROM tasker_core.step_state_source s",
+        &[],
+        false,
+        |rows| {
+            if rows.is_empty() {
+                return Src { valid: None, building: None, tables: None };
+            }
+            let oid = |c| rows.oid(0, c).unwrap_or(pg_sys::InvalidOid);
+            Src {
+                valid: rows.bool(0, 1),
+                building: rows.string(0, 2),
+                tables: Some([oid(3), oid(4), oid(5), oid(6), oid(7), oid(8)]),
+            }
+        },
+    )
+}
+
+/// One transition table of the statement.
+#[derive(Clone, Copy)]
+enum Side {
+    Old,
+    New,
+}
+
+/// The column `id` (int8 or int4, widened) and the stored bytes of the columns `cols` of every
+/// row of one transition table.
+type Rows = Vec<(Option<i64>, Vec<Option<Vec<u8>>>)>;
+
+/// Reads `side` of the statement's transition tables: for each row, column `id` and the bytes
+/// of `cols` (columns of the trigger's table, by name).
+fn rows_of(data: &pg_sys::TriggerData, side: Side, id: &str, cols: &[&str]) -> Result<Rows, TaskerError> {
+    let store = match side {
+        Side::Old => data.tg_oldtable,
+        Side::New => data.tg_newtable,
+    };
+    if store.is_null() {
+        return Ok(Vec::new());
+    }
+    // SAFETY: tg_relation is the trigger's open relation; its descriptor is that of the rows
+    // of its transition tables.
+    let desc = unsafe { (*data.tg_relation).rd_att };
+    // SAFETY: the relation stays open (and its descriptor alive) while the trigger runs.
+    let attrs = unsafe { crate::pg::access::desc_attrs(desc) };
+    let attnum = |name: &str| -> Result<usize, TaskerError> {
+        attrs
+            .iter()
+            .position(|att| {
+                // SAFETY: attname is a NUL-terminated NameData.
+                let n = unsafe { std::ffi::CStr::from_ptr(att.attname.data.as_ptr()) };
+                !att.attisdropped && n.to_bytes() == name.as_bytes()
+            })
+            .ok_or_else(|| TaskerError::StepStateCorrupted(format!("the trigger's table has no column {name}")))
+    };
+    let id_at = attnum(id)?;
+    let at: Vec<usize> = cols.iter().map(|c| attnum(c)).collect::<Result<_, _>>()?;
+    let upto = at.iter().copied().chain([id_at]).max().unwrap_or(0) + 1;
+    let mut out = Vec::new();
+    // SAFETY: PostgreSQL's own calls for reading a transition table (as
+    // nodeNamedtuplestorescan.c does): a read pointer of our own, rewound; each row stored in a
+    // minimal-tuple slot of the relation's descriptor and deformed up to the last column read;
+    // values copied out before the next row; the slot dropped after. attlen/attbyval describe
+    // each value: by-value ones are the Datum itself, fixed-length ones `attlen` bytes,
+    // varlenas detoasted (a copy in the current context), cstrings up to their NUL.
+    unsafe {
+        let slot = pg_sys::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsMinimalTuple);
+        let pointer = pg_sys::tuplestore_alloc_read_pointer(store, pg_sys::EXEC_FLAG_REWIND as i32);
+        pg_sys::tuplestore_select_read_pointer(store, pointer);
+        pg_sys::tuplestore_rescan(store);
+        while pg_sys::tuplestore_gettupleslot(store, true, false, slot) {
+            pg_sys::slot_getsomeattrs_int(slot, upto as i32);
+            let value = |i: usize| -> Option<(pg_sys::Datum, &pg_sys::FormData_pg_attribute)> {
+                let isnull = *(*slot).tts_isnull.add(i);
+                (!isnull).then(|| (*(*slot).tts_values.add(i), &attrs[i]))
+            };
+            let id = value(id_at).map(|(d, att)| match att.attlen {
+                8 => d.value() as i64,
+                4 => i64::from(d.value() as i32),
+                _ => i64::from(d.value() as i16),
+            });
+            let images = at
+                .iter()
+                .map(|&i| {
+                    value(i).map(|(d, att)| {
+                        if att.attbyval {
+                            (d.value() as u64).to_ne_bytes().to_vec()
+                        } else if att.attlen > 0 {
+                            std::slice::from_raw_parts(d.cast_mut_ptr::<u8>(), att.attlen as usize).to_vec()
+                        } else if att.attlen == -1 {
+                            let v = pg_sys::pg_detoast_datum_packed(d.cast_mut_ptr());
+                            std::slice::from_raw_parts(pgrx::vardata_any(v) as *const u8, pgrx::varsize_any_exhdr(v))
+                                .to_vec()
+                        } else {
+                            std::ffi::CStr::from_ptr(d.cast_mut_ptr()).to_bytes().to_vec()
+                        }
+                    })
+                })
+                .collect();
+            out.push((id, images));
+        }
+        pg_sys::ExecDropSingleTupleTableSlot(slot);
+    }
+    Ok(out)
+}
+
+/// The ids (column `id`) of the rows the statement touched: every inserted or deleted row, and
+/// for an UPDATE the rows whose columns `cols` changed (see the module comment).
+fn touched(data: &pg_sys::TriggerData, id: &str, cols: &[&str]) -> Result<Vec<i64>, TaskerError> {
+    let event = data.tg_event;
+    let ids = |rows: Rows| rows.into_iter().filter_map(|(id, _)| id).collect();
+    if pgrx::trigger_support::trigger_fired_by_insert(event) {
+        return Ok(ids(rows_of(data, Side::New, id, &[])?));
+    }
+    if pgrx::trigger_support::trigger_fired_by_delete(event) {
+        return Ok(ids(rows_of(data, Side::Old, id, &[])?));
+    }
+    let mut old = rows_of(data, Side::Old, id, cols)?;
+    let mut new = rows_of(data, Side::New, id, cols)?;
+    // Sorted by the columns' bytes, the multiset difference is one merge.
+    old.sort_unstable_by(|a, b| (&a.1, a.0).cmp(&(&b.1, b.0)));
+    new.sort_unstable_by(|a, b| (&a.1, a.0).cmp(&(&b.1, b.0)));
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < old.len() || j < new.len() {
+        match (old.get(i), new.get(j)) {
+            (Some(a), Some(b)) if a.1 == b.1 => {
+                i += 1;
+                j += 1;
+            }
+            (Some(a), Some(b)) if a.1 < b.1 => {
+                out.extend(a.0);
+                i += 1;
+            }
+            (Some(_), Some(b)) => {
+                out.extend(b.0);
+                j += 1;
+            }
+            (Some(a), None) => {
+                out.extend(a.0);
+                i += 1;
+            }
+            (None, Some(b)) => {
+                out.extend(b.0);
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    Ok(out)
+}
+
+fn log(kind: &str, ids: &[i64]) {
+    spi::query(
+        "INSERT INTO tasker_core.step_state_log (kind, id) SELECT $1, i FROM pg_catalog.unnest($2::pg_catalog.int8[]) i",
+        &[Arg::Text(kind), Arg::Int8Array(ids)],
+        false,
+        |_| (),
+    )
+}
+
+fn invalidate(why: String) {
+    spi::query("SELECT tasker_core.step_state_invalidate($1)", &[Arg::Text(&why)], false, |_| ())
+}
+
+fn regclass(oid: pg_sys::Oid) -> String {
+    crate::pg::tasker::qualified(oid)
+}
+
+/// The trigger. SECURITY DEFINER with `search_path = pg_catalog, pg_temp` (sql/step_state.sql):
+/// writers of the Tasker tables get no privilege on the extension's tables.
+#[pg_trigger(sql = false)]
+fn step_state_sync<'a>(
+    trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, TaskerError> {
+    let data = trigger.trigger_data();
+    let relid = trigger.relid().map_err(|e| TaskerError::StepStateCorrupted(e.to_string()))?;
+    sync(data, relid);
+    Ok(None)
+}
+
+fn sync(data: &pg_sys::TriggerData, relid: pg_sys::Oid) {
+    let src = read_source();
+    let mirrors = src.tables.is_some_and(|t| t.contains(&relid));
+    // Under REPEATABLE READ the snapshot may predate a rebuild, or a step of an online build,
+    // that committed since: this write would then be left out of a copy everyone else trusts
+    // (or is about to). Refuse (40001) then. Writers of tables it does not mirror, as far as
+    // the snapshot knows, are left alone.
+    // SAFETY: reads the transaction's isolation level.
+    let read_committed = unsafe { pg_sys::XactIsoLevel } == pg_sys::XACT_READ_COMMITTED as i32;
+    if !read_committed && (src.tables.is_none() || mirrors) {
+        maintain::check_snapshot(src.valid.unwrap_or(false), src.building.as_deref());
+    }
+    if !(src.valid.unwrap_or(false) || src.building.is_some()) {
+        return;
+    }
+    // An online build reading the tables: log what this write touched, for it to replay.
+    let logging = src.building.as_deref() == Some("capture");
+    let Some(t) = src.tables.filter(|_| mirrors) else {
+        return;
+    };
+    if pgrx::trigger_support::trigger_fired_by_truncate(data.tg_event) {
+        invalidate(format!("{} was truncated", regclass(relid)));
+        return;
+    }
+    let ids = if relid == t[STEPS] {
+        touched(
+            data,
+            "workflow_step_id",
+            &[
+                "workflow_step_id",
+                "task_id",
+                "named_step_id",
+                "retryable",
+                "retry_limit",
+                "in_process",
+                "processed",
+                "attempts",
+                "last_attempted_at",
+                "backoff_request_seconds",
+                "created_at",
+            ],
+        )
+    } else if relid == t[TRANSITIONS] {
+        // Transitions decide only the state columns (and the children's done_parents where a
+        // step became done or stopped being done): noted for the refresh at commit.
+        let ids = touched(data, "workflow_step_id", &["id", "workflow_step_id", "to_state", "most_recent", "created_at"])
+            .or_raise();
+        if logging {
+            log("x", &ids);
+        } else {
+            deferred::note(Kind::Moved, ids, t);
+        }
+        return;
+    } else if relid == t[EDGES] {
+        touched(data, "to_step_id", &["id", "from_step_id", "to_step_id"])
+    } else if relid == t[TASKS] || relid == t[TASK_TRANSITIONS] {
+        let ids = if relid == t[TASKS] {
+            touched(data, "task_id", &["task_id", "named_task_id"])
+        } else {
+            touched(data, "task_id", &["id", "task_id", "to_state", "most_recent", "created_at"])
+        }
+        .or_raise();
+        if logging {
+            log("t", &ids);
+        } else {
+            deferred::note(Kind::Tasks, ids, t);
+        }
+        return;
+    } else if relid == t[NAMED_STEPS] {
+        let named = touched(data, "named_step_id", &["named_step_id", "name"]).or_raise();
+        if named.is_empty() {
+            return;
+        }
+        if logging {
+            // The build renames the steps of these named steps that it finds when it replays
+            // the log; a step inserted since is in the log itself.
+            log("n", &named);
+            return;
+        }
+        // A step inserted (or re-pointed) concurrently with this rename must not keep the old
+        // name. Its foreign key check holds FOR KEY SHARE on the named step, which FOR UPDATE
+        // waits for (then, under READ COMMITTED, the query below sees that step); a later one
+        // waits for this transaction. Under REPEATABLE READ this snapshot could not see such a
+        // step, so a rename there marks the copy stale instead (renames are rare).
+        if !read_committed {
+            // SAFETY: reads the setting's current value.
+            let level = unsafe { std::ffi::CStr::from_ptr(pg_sys::GetConfigOptionByName(c"transaction_isolation".as_ptr(), std::ptr::null_mut(), false)) };
+            invalidate(format!("a named step of {} was renamed under {}", regclass(relid), level.to_string_lossy()));
+            return;
+        }
+        let named: Vec<i32> = named.into_iter().map(|n| n as i32).collect();
+        maintain::lock_named(&named, t[NAMED_STEPS]);
+        Ok(spi::query(
+            "SELECT s.workflow_step_id FROM tasker_core.step_state s WHERE s.named_step_id OPERATOR(pg_catalog.=) ANY ($1)",
+            &[Arg::Int4Array(&named)],
+            false,
+            |rows| (0..rows.len()).filter_map(|r| rows.i64(r, 1)).collect::<Vec<i64>>(),
+        ))
+    } else {
+        return;
+    }
+    .or_raise();
+    if logging {
+        log("s", &ids);
+    } else {
+        deferred::note(Kind::Steps, ids, t);
+    }
+}
