@@ -39,26 +39,13 @@ AS $$
            ('tasker_core_events', 'tasker_task_transitions')
 $$;
 
--- The event trigger (AFTER INSERT, per statement, with the inserted rows): records the events
--- of the statement's transitions (tasker_core.events_record).
+-- The event trigger (AFTER INSERT, per statement, with the inserted rows): notes the
+-- statement's transitions, whose events are recorded at commit (src/pg/events.rs).
 -- SECURITY DEFINER: writers of the Tasker tables get no privilege on tasker_core.events.
 CREATE FUNCTION tasker_core.events_capture()
 RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    -- The ids are cast to bigint[] with this function's (the extension owner's) rights: a
-    -- column retyped to a type of the table owner's could make that cast run the owner's code.
-    IF (SELECT a.atttypid FROM pg_catalog.pg_attribute a
-         WHERE a.attrelid OPERATOR(pg_catalog.=) TG_RELID AND a.attname OPERATOR(pg_catalog.=) 'id' AND NOT a.attisdropped)
-       IS DISTINCT FROM 'pg_catalog.int8'::pg_catalog.regtype::pg_catalog.oid THEN
-        RAISE EXCEPTION 'tasker_core events: column id of % is not a bigint', TG_RELID::pg_catalog.regclass
-            USING ERRCODE = '42804', HINT = 'Rails'' transitions tables have a bigint id; restore it, or disable the events (disable()).';
-    END IF;
-    PERFORM tasker_core.events_record(TG_RELID, ARRAY(SELECT n.id FROM new_rows n));
-    RETURN NULL;
-END
-$$;
+LANGUAGE c SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'events_capture_wrapper';
 REVOKE ALL ON FUNCTION tasker_core.events_capture() FROM PUBLIC;
 REVOKE ALL ON FUNCTION tasker_core.events_record(oid, bigint[]) FROM PUBLIC;
 

@@ -646,21 +646,8 @@ $$;
 
 CREATE OR REPLACE FUNCTION tasker_core.events_capture()
 RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    -- The ids are cast to bigint[] with this function's (the extension owner's) rights: a
-    -- column retyped to a type of the table owner's could make that cast run the owner's code.
-    IF (SELECT a.atttypid FROM pg_catalog.pg_attribute a
-         WHERE a.attrelid OPERATOR(pg_catalog.=) TG_RELID AND a.attname OPERATOR(pg_catalog.=) 'id' AND NOT a.attisdropped)
-       IS DISTINCT FROM 'pg_catalog.int8'::pg_catalog.regtype::pg_catalog.oid THEN
-        RAISE EXCEPTION 'tasker_core events: column id of % is not a bigint', TG_RELID::pg_catalog.regclass
-            USING ERRCODE = '42804', HINT = 'Rails'' transitions tables have a bigint id; restore it, or disable the events (disable()).';
-    END IF;
-    PERFORM tasker_core.events_record(TG_RELID, ARRAY(SELECT n.id FROM new_rows n));
-    RETURN NULL;
-END
-$$;
+LANGUAGE c SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'events_capture_wrapper';
 
 REVOKE ALL ON FUNCTION tasker_core.events_capture() FROM PUBLIC;
 

@@ -93,6 +93,9 @@ pub enum TaskerError {
     /// A transition whose step or task the event trigger cannot find.
     #[error("no event for transition {transition} of {table}: its {owner} is not there")]
     EventWithoutOwner { transition: i64, table: String, owner: &'static str },
+    /// A transitions table whose `id` the event trigger cannot read as a bigint.
+    #[error("tasker_core events: column id of {0} is not a bigint")]
+    EventIdNotBigint(String),
     /// SPI failed in a way that is a bug of tasker_core, not of the caller.
     #[error("internal error: {what} failed (SPI code {code})")]
     Spi { what: &'static str, code: i32 },
@@ -134,6 +137,7 @@ impl TaskerError {
             TaskerError::InvalidArgument { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
             TaskerError::TaskNotFound(_) => ERRCODE_NO_DATA_FOUND,
             TaskerError::EventWithoutOwner { .. } => ERRCODE_FOREIGN_KEY_VIOLATION,
+            TaskerError::EventIdNotBigint(_) => ERRCODE_DATATYPE_MISMATCH,
             TaskerError::Spi { .. } => ERRCODE_INTERNAL_ERROR,
         }
     }
@@ -217,6 +221,9 @@ impl TaskerError {
                  role that is not a superuser; docs/security.md explains why a superuser does not read with its own rights."
             )),
             TaskerError::Spi { .. } => Some("This is a bug of tasker_core; please report it with the statement that ran.".into()),
+            TaskerError::EventIdNotBigint(_) => Some(
+                "Rails' transitions tables have a bigint id; restore it, or disable the events (disable()).".into(),
+            ),
             TaskerError::EventWithoutOwner { owner, .. } => Some(format!(
                 "The event trigger reads the {owner} (and its name) when the transition is inserted, so every transition gets \
                  its event; insert the {owner} first (a deferred or dropped foreign key lets the transition come first)."

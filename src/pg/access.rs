@@ -735,3 +735,98 @@ impl Drop for SeqScan {
         }
     }
 }
+
+/// One transition table of the statement.
+#[derive(Clone, Copy)]
+pub enum Side {
+    Old,
+    New,
+}
+
+/// The column `id` (int8 or int4, widened) and the stored bytes of the columns `cols` of every
+/// row of one transition table.
+pub type TransitionRows = Vec<(Option<i64>, Vec<Option<Vec<u8>>>)>;
+
+/// Reads `side` of an AFTER statement trigger's transition tables (PostgreSQL's tuplestore and
+/// slot calls, as a scan of a named tuplestore makes them): for each row, column `id` and the bytes
+/// of `cols` (columns of the trigger's table, by name).
+pub fn transition_rows(
+    data: &pg_sys::TriggerData,
+    side: Side,
+    id: &str,
+    cols: &[&str],
+) -> Result<TransitionRows, crate::error::TaskerError> {
+    let store = match side {
+        Side::Old => data.tg_oldtable,
+        Side::New => data.tg_newtable,
+    };
+    if store.is_null() {
+        return Ok(Vec::new());
+    }
+    // SAFETY: tg_relation is the trigger's open relation; its descriptor is that of the rows
+    // of its transition tables.
+    let desc = unsafe { (*data.tg_relation).rd_att };
+    // SAFETY: the relation stays open (and its descriptor alive) while the trigger runs.
+    let attrs = unsafe { desc_attrs(desc) };
+    let attnum = |name: &str| -> Result<usize, crate::error::TaskerError> {
+        attrs
+            .iter()
+            .position(|att| {
+                // SAFETY: attname is a NUL-terminated NameData.
+                let n = unsafe { std::ffi::CStr::from_ptr(att.attname.data.as_ptr()) };
+                !att.attisdropped && n.to_bytes() == name.as_bytes()
+            })
+            .ok_or_else(|| {
+                crate::error::TaskerError::StepStateCorrupted(format!("the trigger's table has no column {name}"))
+            })
+    };
+    let id_at = attnum(id)?;
+    let at: Vec<usize> = cols.iter().map(|c| attnum(c)).collect::<Result<_, _>>()?;
+    let upto = at.iter().copied().chain([id_at]).max().unwrap_or(0) + 1;
+    let mut out = Vec::new();
+    // SAFETY: PostgreSQL's own calls for reading a transition table (as
+    // nodeNamedtuplestorescan.c does): a read pointer of our own, rewound; each row stored in a
+    // minimal-tuple slot of the relation's descriptor and deformed up to the last column read;
+    // values copied out before the next row; the slot dropped after. attlen/attbyval describe
+    // each value: by-value ones are the Datum itself, fixed-length ones `attlen` bytes,
+    // varlenas detoasted (a copy in the current context), cstrings up to their NUL.
+    unsafe {
+        let slot = pg_sys::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsMinimalTuple);
+        let pointer = pg_sys::tuplestore_alloc_read_pointer(store, pg_sys::EXEC_FLAG_REWIND as i32);
+        pg_sys::tuplestore_select_read_pointer(store, pointer);
+        pg_sys::tuplestore_rescan(store);
+        while pg_sys::tuplestore_gettupleslot(store, true, false, slot) {
+            pg_sys::slot_getsomeattrs_int(slot, upto as i32);
+            let value = |i: usize| -> Option<(pg_sys::Datum, &pg_sys::FormData_pg_attribute)> {
+                let isnull = *(*slot).tts_isnull.add(i);
+                (!isnull).then(|| (*(*slot).tts_values.add(i), &attrs[i]))
+            };
+            let id = value(id_at).map(|(d, att)| match att.attlen {
+                8 => d.value() as i64,
+                4 => i64::from(d.value() as i32),
+                _ => i64::from(d.value() as i16),
+            });
+            let images = at
+                .iter()
+                .map(|&i| {
+                    value(i).map(|(d, att)| {
+                        if att.attbyval {
+                            (d.value() as u64).to_ne_bytes().to_vec()
+                        } else if att.attlen > 0 {
+                            std::slice::from_raw_parts(d.cast_mut_ptr::<u8>(), att.attlen as usize).to_vec()
+                        } else if att.attlen == -1 {
+                            let v = pg_sys::pg_detoast_datum_packed(d.cast_mut_ptr());
+                            std::slice::from_raw_parts(pgrx::vardata_any(v) as *const u8, pgrx::varsize_any_exhdr(v))
+                                .to_vec()
+                        } else {
+                            std::ffi::CStr::from_ptr(d.cast_mut_ptr()).to_bytes().to_vec()
+                        }
+                    })
+                })
+                .collect();
+            out.push((id, images));
+        }
+        pg_sys::ExecDropSingleTupleTableSlot(slot);
+    }
+    Ok(out)
+}

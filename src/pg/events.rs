@@ -20,16 +20,135 @@ use crate::rules::state::IN_PROGRESS;
 /// The channel of the NOTIFY sent once per transaction that recorded events.
 pub const CHANNEL: &str = "tasker_core_events";
 
-/// The events of the transitions `ids` of `transitions`, a Tasker transitions table. Called by
-/// the event trigger only (EXECUTE is revoked from PUBLIC); returns how many it recorded.
+/// Notes the transitions `ids` of `transitions`, a Tasker transitions table, whose events are
+/// recorded when the transaction commits (`at_transaction_end`). Called by the event trigger
+/// only (EXECUTE is revoked from PUBLIC); returns how many it noted.
+///
+/// Why at commit: a transaction that moves a step three times wrote its events in three
+/// statements (a facts query, an INSERT and a NOTIFY each); at commit it is one of each. The
+/// events are the same: one per committed transition (a transition of a rolled-back
+/// subtransaction is gone by then, and has none), in the order the transitions were written,
+/// with payloads of the steps and tasks as the transaction commits them (docs/events.md).
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn events_record(transitions: pg_sys::Oid, ids: Option<Vec<Option<i64>>>) -> i64 {
     let ids: Vec<i64> = ids.unwrap_or_default().into_iter().flatten().collect();
-    if ids.is_empty() {
+    let n = ids.len() as i64;
+    if n == 0 {
         return 0;
     }
-    record(transitions, &ids).or_raise()
+    register();
+    NOTED.with(|noted| noted.borrow_mut().push((transitions, ids)));
+    n
+}
+
+/// The event trigger (AFTER INSERT, per statement, with the inserted rows; sql/events.sql):
+/// notes the statement's transitions (`events_record`). SECURITY DEFINER with `search_path =
+/// pg_catalog, pg_temp`: writers of the Tasker tables get no privilege on tasker_core.events.
+/// The ids are read from the transition table as they are stored: only from a bigint column (a
+/// column retyped to another type is refused, 42804, rather than read as what it is not).
+#[pg_trigger(sql = false)]
+fn events_capture<'a>(
+    trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, TaskerError> {
+    let data = trigger.trigger_data();
+    let relid = trigger.relid().map_err(|e| TaskerError::StepStateCorrupted(e.to_string())).or_raise();
+    // SAFETY: tg_relation is the trigger's open relation; its descriptor outlives this call.
+    let attrs = unsafe { crate::pg::access::desc_attrs((*data.tg_relation).rd_att) };
+    let bigint = attrs.iter().any(|a| {
+        // SAFETY: attname is a NUL-terminated NameData.
+        let name = unsafe { std::ffi::CStr::from_ptr(a.attname.data.as_ptr()) };
+        !a.attisdropped && name.to_bytes() == b"id" && a.atttypid == pg_sys::INT8OID
+    });
+    if !bigint {
+        crate::pg::report::raise(TaskerError::EventIdNotBigint(qualified(relid)));
+    }
+    let ids: Vec<Option<i64>> = crate::pg::access::transition_rows(data, crate::pg::access::Side::New, "id", &[])
+        .or_raise()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    events_record(relid, Some(ids));
+    Ok(None)
+}
+
+thread_local! {
+    /// The transitions whose events this transaction records at commit: per statement, in order.
+    static NOTED: std::cell::RefCell<Vec<(pg_sys::Oid, Vec<i64>)>> = const { std::cell::RefCell::new(Vec::new()) };
+    static REGISTERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Registers the transaction callback, once per backend (it does nothing in a transaction
+/// without noted transitions).
+fn register() {
+    if REGISTERED.get() {
+        return;
+    }
+    // SAFETY: registers a function PostgreSQL calls at each transaction event; it is never
+    // unregistered (the library is not unloaded).
+    unsafe { pg_sys::RegisterXactCallback(Some(at_transaction_end), std::ptr::null_mut()) };
+    REGISTERED.set(true);
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn at_transaction_end(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+    match event {
+        pg_sys::XactEvent::XACT_EVENT_PRE_COMMIT | pg_sys::XactEvent::XACT_EVENT_PRE_PREPARE
+            if NOTED.with(|n| !n.borrow().is_empty()) =>
+        {
+            let noted = NOTED.with(|n| std::mem::take(&mut *n.borrow_mut()));
+            // The portal of the last statement is gone: the work runs under the transaction's
+            // snapshot (READ COMMITTED: a new one, as each statement takes).
+            // SAFETY: pushed and popped around the work; an error in between aborts the
+            // transaction, whose cleanup pops it.
+            // The command counter moves on first, so the snapshot sees the last statement's rows.
+            unsafe {
+                pg_sys::CommandCounterIncrement();
+                pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+            }
+            record_all(&noted).or_raise();
+            unsafe { pg_sys::PopActiveSnapshot() };
+        }
+        pg_sys::XactEvent::XACT_EVENT_COMMIT
+        | pg_sys::XactEvent::XACT_EVENT_ABORT
+        | pg_sys::XactEvent::XACT_EVENT_PREPARE
+        | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT
+        | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
+            NOTED.with(|n| n.borrow_mut().clear());
+        }
+        _ => {}
+    }
+}
+
+/// Records the events of every noted transition in one INSERT (and NOTIFY), in the order they
+/// were noted: one facts query per transitions table.
+fn record_all(noted: &[(pg_sys::Oid, Vec<i64>)]) -> Result<(), TaskerError> {
+    let mut tables: Vec<pg_sys::Oid> = noted.iter().map(|(t, _)| *t).collect();
+    tables.sort_unstable_by_key(|t| t.to_u32());
+    tables.dedup();
+    // Each transition's place in the order noted (ids are unique across both tables' sequence
+    // only per table: the place is kept per table).
+    let mut place: HashMap<(pg_sys::Oid, i64), usize> = HashMap::new();
+    for (t, ids) in noted {
+        for id in ids {
+            let next = place.len();
+            place.entry((*t, *id)).or_insert(next);
+        }
+    }
+    let mut rows = EventRows::default();
+    let mut keys: Vec<(usize, i64)> = Vec::new();
+    for table in tables {
+        let ids: Vec<i64> =
+            noted.iter().filter(|(t, _)| *t == table).flat_map(|(_, ids)| ids.iter().copied()).collect();
+        let found = facts(table, &ids)?;
+        keys.extend(
+            found.transition_ids.iter().map(|id| (place.get(&(table, *id)).copied().unwrap_or(usize::MAX), *id)),
+        );
+        rows.append(found);
+    }
+    let mut order: Vec<usize> = (0..keys.len()).collect();
+    order.sort_by_key(|&i| keys[i]);
+    write(&rows.reordered(&order))
 }
 
 /// A table next to `transitions` (same schema), quoted and qualified.
@@ -48,7 +167,9 @@ fn relation_name(rel: pg_sys::Oid) -> Option<String> {
     }
 }
 
-fn record(transitions: pg_sys::Oid, ids: &[i64]) -> Result<i64, TaskerError> {
+/// The events of the transitions `ids` of `transitions` that still exist (a transition of a
+/// rolled-back subtransaction is gone, and has none), in id order.
+fn facts(transitions: pg_sys::Oid, ids: &[i64]) -> Result<EventRows, TaskerError> {
     let step = match relation_name(transitions).as_deref() {
         Some("tasker_workflow_step_transitions") => true,
         Some("tasker_task_transitions") => false,
@@ -67,7 +188,7 @@ fn record(transitions: pg_sys::Oid, ids: &[i64]) -> Result<i64, TaskerError> {
         let sql = step_facts_sql(&table, &steps, &named);
         as_owner(owner, || {
             Spi::connect(|_| {
-                let mut facts = spi::run(&sql, &[Arg::Int8Array(ids)], true, step_facts)??;
+                let (mut facts, orphans) = spi::run(&sql, &[Arg::Int8Array(ids)], true, step_facts)??;
                 // The parents' names, for the steps starting (their payload lists them).
                 let starting: Vec<i64> =
                     facts.iter().filter(|(_, f, _)| f.to_state == IN_PROGRESS).map(|(_, f, _)| f.step_id).collect();
@@ -78,7 +199,9 @@ fn record(transitions: pg_sys::Oid, ids: &[i64]) -> Result<i64, TaskerError> {
                         f.parents = parents.get(&f.step_id).cloned().unwrap_or_default();
                     }
                 }
-                Ok::<_, TaskerError>(step_events(&facts))
+                let mut events = step_events(&facts);
+                events.orphans = orphans;
+                Ok::<_, TaskerError>(events)
             })
         })?
     } else {
@@ -91,15 +214,21 @@ fn record(transitions: pg_sys::Oid, ids: &[i64]) -> Result<i64, TaskerError> {
     };
     // One event per transition: a transition whose step or task (or its named step or task) is
     // missing is refused rather than left without its event.
-    if rows.transition_ids.len() != ids.len() {
-        let missing = ids.iter().find(|id| !rows.transition_ids.contains(id)).copied().unwrap_or_default();
+    if let Some(&missing) = rows.orphans.first() {
         return Err(TaskerError::EventWithoutOwner {
             transition: missing,
             table,
             owner: if step { "step" } else { "task" },
         });
     }
-    let n = rows.names.len() as i64;
+    Ok(rows)
+}
+
+/// Writes `rows` to tasker_core.events (as its owner, in the sandbox) and asks for the NOTIFY.
+fn write(rows: &EventRows) -> Result<(), TaskerError> {
+    if rows.names.is_empty() {
+        return Ok(());
+    }
     let notify = crate::pg::settings::EVENTS_NOTIFY.get();
     let mut args = vec![
         Arg::TextArray(&rows.names),
@@ -113,8 +242,11 @@ fn record(transitions: pg_sys::Oid, ids: &[i64]) -> Result<i64, TaskerError> {
     if notify {
         args.push(Arg::Text(CHANNEL));
     }
-    Spi::connect(|_| spi::run(if notify { INSERT_AND_NOTIFY } else { INSERT }, &args, false, |_| ()))?;
-    Ok(n)
+    let events = crate::pg::step_state::own_table(c"events")
+        .ok_or(TaskerError::StepStateCorrupted("tasker_core.events is missing".into()))?;
+    as_owner(owner_of(events)?, || {
+        Spi::connect(|_| spi::run(if notify { INSERT_AND_NOTIFY } else { INSERT }, &args, false, |_| ()))
+    })
 }
 
 /// The events of one statement, column by column (as the INSERT takes them).
@@ -128,9 +260,36 @@ struct EventRows {
     to_states: Vec<Option<String>>,
     transition_ids: Vec<i64>,
     payloads: Vec<Option<String>>,
+    /// Transitions found without their step or task (or its named step or task).
+    orphans: Vec<i64>,
 }
 
 impl EventRows {
+    fn append(&mut self, mut other: EventRows) {
+        self.names.append(&mut other.names);
+        self.task_ids.append(&mut other.task_ids);
+        self.step_ids.append(&mut other.step_ids);
+        self.from_states.append(&mut other.from_states);
+        self.to_states.append(&mut other.to_states);
+        self.transition_ids.append(&mut other.transition_ids);
+        self.payloads.append(&mut other.payloads);
+        self.orphans.append(&mut other.orphans);
+    }
+
+    /// The rows in the order `order` (indexes) gives.
+    fn reordered(&self, order: &[usize]) -> EventRows {
+        EventRows {
+            names: order.iter().map(|&i| self.names[i].clone()).collect(),
+            task_ids: order.iter().map(|&i| self.task_ids[i]).collect(),
+            step_ids: order.iter().map(|&i| self.step_ids[i].clone()).collect(),
+            from_states: order.iter().map(|&i| self.from_states[i].clone()).collect(),
+            to_states: order.iter().map(|&i| self.to_states[i].clone()).collect(),
+            transition_ids: order.iter().map(|&i| self.transition_ids[i]).collect(),
+            payloads: order.iter().map(|&i| self.payloads[i].clone()).collect(),
+            orphans: Vec::new(),
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn push(
         &mut self,
@@ -194,8 +353,8 @@ fn step_facts_sql(t: &str, steps: &str, named: &str) -> String {
                   ORDER BY p.sort_key DESC LIMIT 1), \
                 pg_catalog.statement_timestamp() \
            FROM {t} t \
-           JOIN {steps} s ON s.workflow_step_id OPERATOR(pg_catalog.=) t.workflow_step_id \
-           JOIN {named} n ON n.named_step_id OPERATOR(pg_catalog.=) s.named_step_id \
+           LEFT JOIN {steps} s ON s.workflow_step_id OPERATOR(pg_catalog.=) t.workflow_step_id \
+           LEFT JOIN {named} n ON n.named_step_id OPERATOR(pg_catalog.=) s.named_step_id \
           WHERE t.id OPERATOR(pg_catalog.=) ANY ($1) ORDER BY t.id"
     )
 }
@@ -221,8 +380,8 @@ fn task_facts_sql(t: &str, tasks: &str, named: &str) -> String {
                   ORDER BY p.sort_key DESC LIMIT 1), \
                 pg_catalog.statement_timestamp() \
            FROM {t} t \
-           JOIN {tasks} k ON k.task_id OPERATOR(pg_catalog.=) t.task_id \
-           JOIN {named} n ON n.named_task_id OPERATOR(pg_catalog.=) k.named_task_id \
+           LEFT JOIN {tasks} k ON k.task_id OPERATOR(pg_catalog.=) t.task_id \
+           LEFT JOIN {named} n ON n.named_task_id OPERATOR(pg_catalog.=) k.named_task_id \
           WHERE t.id OPERATOR(pg_catalog.=) ANY ($1) ORDER BY t.id"
     )
 }
@@ -237,8 +396,14 @@ fn json(rows: &Rows, row: usize, col: usize) -> Result<Option<serde_json::Value>
 }
 
 /// The transition id, the facts (without the parents) and the statement's time of each row.
-fn step_facts(rows: &Rows) -> Result<Vec<(i64, StepFacts, i64)>, TaskerError> {
-    (0..rows.len())
+/// Transitions without their step or named step come back as orphans, apart.
+#[allow(clippy::type_complexity)]
+fn step_facts(rows: &Rows) -> Result<(Vec<(i64, StepFacts, i64)>, Vec<i64>), TaskerError> {
+    let (owned, orphans): (Vec<usize>, Vec<usize>) =
+        (0..rows.len()).partition(|&r| rows.i64(r, 3).is_some() && rows.bytes(r, 4).is_some());
+    let orphans = orphans.into_iter().map(|r| rows.i64(r, 1).unwrap_or_default()).collect();
+    let facts = owned
+        .into_iter()
         .map(|r| {
             let facts = StepFacts {
                 task_id: rows.i64(r, 3).unwrap_or_default(),
@@ -257,7 +422,8 @@ fn step_facts(rows: &Rows) -> Result<Vec<(i64, StepFacts, i64)>, TaskerError> {
             };
             Ok((rows.i64(r, 1).unwrap_or_default(), facts, rows.timestamptz(r, 14).unwrap_or_default()))
         })
-        .collect()
+        .collect::<Result<Vec<_>, TaskerError>>()?;
+    Ok((facts, orphans))
 }
 
 /// Step id -> its parents' names.
@@ -284,6 +450,10 @@ fn step_events(facts: &[(i64, StepFacts, i64)]) -> EventRows {
 fn task_events(rows: &Rows) -> Result<EventRows, TaskerError> {
     let mut out = EventRows::default();
     for r in 0..rows.len() {
+        if rows.bytes(r, 3).is_none() {
+            out.orphans.push(rows.i64(r, 1).unwrap_or_default());
+            continue;
+        }
         let facts = TaskFacts {
             task_id: rows.i64(r, 2).unwrap_or_default(),
             task_name: rows.string(r, 3).unwrap_or_default(),

@@ -326,7 +326,8 @@ orphan=$(command psql "$db" -X -q -At -v ON_ERROR_STOP=1 -c "\\set VERBOSITY ver
   ALTER TABLE tasker_workflow_step_transitions DROP CONSTRAINT fk_rails_6e0f6eb833;
   ALTER TABLE tasker_workflow_step_transitions DISABLE TRIGGER tasker_core_step_transition_insert;
   INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at)
-  VALUES (999999999, 'pending', 1, true, now(), now());" 2>&1 | grep -m1 ERROR || true)
+  VALUES (999999999, 'pending', 1, true, now(), now());
+  COMMIT;" 2>&1 | grep -m1 ERROR || true)
 case "$orphan" in *23503*"no event for transition"*"its step is not there"*) check ok "a transition whose step is missing is refused (23503), not left without its event" ;;
   *) check bad "a transition whose step is missing: '$orphan'" ;; esac
 q -c "DROP ROLE IF EXISTS ev_writer" -c "CREATE ROLE ev_writer LOGIN" \

@@ -687,13 +687,19 @@ fn fill(tables: &Tables, lock: Lock) -> Result<i64, TaskerError> {
         false,
         |rows| rows.bool(0, 1).unwrap_or_default(),
     )?;
-    // SKIP_LOCKED: an autovacuum worker already processing step_state holds the lock ANALYZE
-    // needs, and (PostgreSQL 15.9, 16.5 and later) waits for this transaction before it
-    // updates step_state's pg_class row, which step_state_enable() changed (its GRANT): waiting
-    // here was a deadlock (40P01, reproduced by enabling right after a write benchmark). Then
-    // autovacuum's statistics stand.
-    if may_analyze {
-        once("ANALYZE (SKIP_LOCKED) tasker_core.step_state".into())?;
+    // Only if the lock ANALYZE needs is free now: an autovacuum worker already processing
+    // step_state holds it, and (PostgreSQL 15.9, 16.5 and later) waits for this transaction
+    // before it updates step_state's pg_class row, which step_state_enable() changed (its
+    // GRANT): waiting here was a deadlock (40P01, seen three times while benchmarking writes).
+    // Then autovacuum's statistics stand.
+    // SAFETY: a lock request that does not wait; once taken it is held to the end of the
+    // transaction, as ANALYZE's own would be.
+    let free = may_analyze
+        && crate::pg::step_state::own_table(c"step_state").is_some_and(|oid| unsafe {
+            pg_sys::ConditionalLockRelationOid(oid, pg_sys::ShareUpdateExclusiveLock as pg_sys::LOCKMODE)
+        });
+    if free {
+        once("ANALYZE tasker_core.step_state".into())?;
     }
     spi::run(
         "SELECT pg_catalog.count(*) FROM tasker_core.step_state WHERE workflow_step_id IS NOT NULL",
