@@ -176,7 +176,7 @@ extras() {
           INSERT INTO tasker_named_steps (named_step_id, dependent_system_id, name, created_at, updated_at) VALUES (1, 1, 'step', now(), now());"
   }
   log "== write cost"
-  local w=tasker_bench_writes moves="" mode round
+  local w=tasker_bench_writes moves="" mode round ids
   write_db $w
   for round in 1 2 3; do
     for mode in none guards state; do
@@ -185,7 +185,8 @@ extras() {
         guards) psql_ "$conn" $w -qAt -c "SELECT count(*) FROM tasker_core.enable(functions => false)" >/dev/null ;;
         state) psql_ "$conn" $w -qAt -c "SELECT count(*) FROM tasker_core.step_state_enable()" >/dev/null ;;
       esac
-      moves="$moves$mode $(psql_ "$conn" $w -qAt -c "SELECT tasker_bench.statesman_moves(tasker_bench.fresh_steps(1000, 1))")
+      ids=$(psql_ "$conn" $w -qAt -c "SELECT tasker_bench.fresh_steps(1000, 1)")
+      moves="$moves$mode $(psql_ "$conn" $w -qAt -c "CALL tasker_bench.statesman_moves('$ids')")
 "
     done
   done
@@ -228,8 +229,9 @@ extras() {
   done < <(PGHOST="$dir" PGPORT="$port" PGUSER=postgres PGDATABASE=$o ruby tests/bench/drain.rb 8 "${BENCH_DRAIN_TASKS:-1000}")
   psql_ "$conn" postgres -q -c "DROP DATABASE $o"
   log "== lifecycle events: write cost per layer, the pipeline"
-  local ev_layers ev_pipeline
+  local ev_layers ev_layers_tx ev_pipeline
   ev_layers=$(PATH="$bindir:$PATH" tests/bench/events_write.sh "$conn dbname=$db" 4 15 | sed 1d)
+  ev_layers_tx=$(PATH="$bindir:$PATH" SHAPE=transaction tests/bench/events_write.sh "$conn dbname=$db" 4 15 | sed 1d)
   ev_pipeline=$(PATH="$bindir:$PATH" tests/bench/events_pipeline.sh "$conn dbname=$db" "${BENCH_PIPELINE_SECONDS:-60}" 2 | sed 1d)
   psql_ "$conn" "$db" -qAt -c "SELECT count(*) FROM tasker_core.disable()" -c "SELECT count(*) FROM tasker_core.step_state_enable()" >/dev/null
   cat <<MD
@@ -271,7 +273,8 @@ $dag
 ### Write cost: guard triggers and the step state
 
 Statesman's write path (UPDATE the old \`most_recent\`, INSERT the new row with sort_key + 10), one
-PL/pgSQL loop per run, each step moved (none) -> pending -> in_progress -> complete: with no
+PL/pgSQL procedure per run, each step moved (none) -> pending -> in_progress -> complete, each
+move committed on its own (the step state refreshes at commit): with no
 triggers, with the guard triggers, and with the guards plus the step state's maintenance
 triggers, rotating.
 
@@ -313,11 +316,17 @@ $drain
 ### Lifecycle events
 
 Write cost of each layer for single-row writers (tests/bench/events_write.sh: pgbench, 4
-clients, 15 s per layer; a new step moved pending -> in_progress -> complete, each move its own
-transaction, as Statesman writes it):
+clients, 15 s per layer; a new step moved pending -> in_progress -> complete as Statesman
+writes each move). Each move its own transaction:
 
 \`\`\`
 $ev_layers
+\`\`\`
+
+The step's three moves in one transaction (\`SHAPE=transaction\`):
+
+\`\`\`
+$ev_layers_tx
 \`\`\`
 
 The pipeline (tests/bench/events_pipeline.sh: guards, step state and events on; 2 pgbench
