@@ -1,8 +1,9 @@
-//! Lifecycle events (docs/events.md): what the event trigger (`tasker_core.events_capture`,
-//! sql/events.sql) does with the transitions one statement inserted. It reads them with the
-//! steps or tasks they belong to (one query, with the Tasker tables' owner's rights, sandboxed),
-//! lets the rules name each event and build its payload (`crate::rules::events`), writes them
-//! to `tasker_core.events` (one statement), and asks for one NOTIFY per transaction.
+//! Lifecycle events (docs/events.md). The event trigger (`events_capture`, sql/events.sql)
+//! notes the transitions each statement inserted; just before the transaction commits (or
+//! prepares), a transaction callback reads them with the steps or tasks they belong to (one
+//! query per transitions table, with the Tasker tables' owner's rights, sandboxed), lets the
+//! rules name each event and build its payload (`crate::rules::events`), writes them to
+//! `tasker_core.events` (one statement), and asks for the transaction's one NOTIFY.
 
 use std::collections::HashMap;
 
@@ -126,8 +127,7 @@ fn record_all(noted: &[(pg_sys::Oid, Vec<i64>)]) -> Result<(), TaskerError> {
     let mut tables: Vec<pg_sys::Oid> = noted.iter().map(|(t, _)| *t).collect();
     tables.sort_unstable_by_key(|t| t.to_u32());
     tables.dedup();
-    // Each transition's place in the order noted (ids are unique across both tables' sequence
-    // only per table: the place is kept per table).
+    // Each transition's place in the order noted (ids are unique per table only).
     let mut place: HashMap<(pg_sys::Oid, i64), usize> = HashMap::new();
     for (t, ids) in noted {
         for id in ids {
@@ -138,6 +138,10 @@ fn record_all(noted: &[(pg_sys::Oid, Vec<i64>)]) -> Result<(), TaskerError> {
     let mut rows = EventRows::default();
     let mut keys: Vec<(usize, i64)> = Vec::new();
     for table in tables {
+        // A transitions table dropped later in the transaction took its transitions with it.
+        if relation_name(table).is_none() {
+            continue;
+        }
         let ids: Vec<i64> =
             noted.iter().filter(|(t, _)| *t == table).flat_map(|(_, ids)| ids.iter().copied()).collect();
         let found = facts(table, &ids)?;
@@ -242,8 +246,10 @@ fn write(rows: &EventRows) -> Result<(), TaskerError> {
     if notify {
         args.push(Arg::Text(CHANNEL));
     }
-    let events = crate::pg::step_state::own_table(c"events")
-        .ok_or(TaskerError::StepStateCorrupted("tasker_core.events is missing".into()))?;
+    // The extension dropped later in the same transaction took its events table with it.
+    let Some(events) = crate::pg::step_state::own_table(c"events") else {
+        return Ok(());
+    };
     as_owner(owner_of(events)?, || {
         Spi::connect(|_| spi::run(if notify { INSERT_AND_NOTIFY } else { INSERT }, &args, false, |_| ()))
     })

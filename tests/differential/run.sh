@@ -57,6 +57,8 @@ corrupt=$(db -At -F '|' <<'SQL'
 BEGIN;
 SELECT count(*) FROM tasker_core.step_state_enable();
 SELECT tasker_gen.generate(0.4343, 60, anchor => LOCALTIMESTAMP);
+-- What a commit would do: the step state refreshes this transaction's writes.
+SELECT count(*) FROM tasker_core.step_state_verify();
 UPDATE tasker_core.step_state SET current_state = 'complete' WHERE workflow_step_id % 5 = 0 OR (workflow_step_id IS NULL AND task_id % 3 = 0);
 SELECT (SELECT sum(mismatches) FROM tasker_test.diff_all('corrupt')), (SELECT count(*) FROM tasker_core.step_state_verify());
 ROLLBACK;

@@ -400,5 +400,22 @@ is "$(q -c "SELECT string_agg(name, ' ') FROM tasker_core.events_since($cursor)"
    "with events_notify off: PREPARE and COMMIT PREPARED work, the event is recorded, no notification"
 q -c "SELECT count(*) FROM tasker_core.disable()" >/dev/null
 
+echo "== 11. events are recorded at commit: what a transaction noted, and what it dropped"
+q -c "SELECT count(*) FROM tasker_core.enable(functions => false, views => false, events => true)" >/dev/null
+t=$(q -c "SELECT ev.new_task()")
+before=$(q -c "SELECT count(*) FROM tasker_core.events")
+# Inside the transaction its own events are not there yet; at commit they are, in the order the
+# transitions were written.
+inside=$(q -c "BEGIN" -c "SELECT ev.task_move($t, 'pending')" -c "SELECT ev.task_move($t, 'in_progress')" \
+           -c "SELECT count(*) FROM tasker_core.events" -c "COMMIT" | tail -1)
+is "$inside/$(q -c "SELECT string_agg(name, ' ' ORDER BY id) FROM tasker_core.events WHERE task_id = $t")" \
+   "$before/task.initialize_requested task.start_requested" "events appear at commit, in the order written"
+# An extension dropped in the transaction that wrote transitions takes its events with it: the
+# commit goes through.
+t=$(q -c "SELECT ev.new_task()")
+dropped=$(code "BEGIN; SELECT ev.task_move($t, 'pending'); DROP EXTENSION tasker_core CASCADE; COMMIT;" || true)
+is "$dropped/$(q -c "SELECT count(*) FROM pg_extension WHERE extname = 'tasker_core'")" "/0" \
+   "a transaction that wrote transitions and dropped the extension commits"
+
 echo "events: $passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -180,7 +180,9 @@ fn lock_then_run(table: pg_sys::Oid, lock: &str, sql: &str, ids: &[i64]) {
 }
 
 /// Recomputes the step_state rows of `ids` (steps that a statement inserted, changed or deleted,
-/// or whose edges or named step changed). Called by the maintenance trigger only.
+/// or whose edges or named step changed), after what this transaction noted for its commit
+/// (pg::step_state::deferred). The online build's replay calls it; the maintenance trigger notes
+/// steps instead, refreshed at commit by `refresh_steps_now`.
 ///
 /// The rows are locked first, in id order, and recomputed by a second statement: under READ
 /// COMMITTED that statement's snapshot sees whatever a concurrent writer of the same steps
@@ -369,7 +371,7 @@ pub(super) fn refresh_transitions_now(ids: &[i64], transitions: pg_sys::Oid, edg
 
 /// Locks the named steps `named` (FOR UPDATE, in id order) of `named_steps`: a rename then waits
 /// for, or is waited for by, a step inserted or re-pointed at the same named step (see the
-/// named-steps branch of `step_state_sync`). With the table owner's rights, sandboxed.
+/// named-steps branch of pg::step_state::sync). With the table owner's rights, sandboxed.
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn step_state_lock_named(named: Option<Vec<Option<i32>>>, named_steps: pg_sys::Oid) {
@@ -393,8 +395,8 @@ fn is_done(state: &[u8]) -> bool {
 }
 
 /// Recomputes the task rows of step_state for `ids` (tasks inserted, changed or deleted, or
-/// whose transitions changed). Called by the maintenance trigger only; locks as
-/// `step_state_refresh` does.
+/// whose transitions changed); the maintenance trigger notes tasks instead, refreshed at commit
+/// by `refresh_tasks_now`. Locks as `step_state_refresh` does.
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn step_state_refresh_tasks(ids: Option<Vec<Option<i64>>>, tasks: pg_sys::Oid, task_transitions: pg_sys::Oid) {
