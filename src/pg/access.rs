@@ -128,6 +128,18 @@ pub unsafe fn desc_attrs<'a>(desc: pg_sys::TupleDesc) -> &'a [pg_sys::FormData_p
     }
 }
 
+/// The live (not dropped) attribute named `name` among `attrs`, with its index (attno - 1).
+pub fn live_attr<'a>(
+    attrs: &'a [pg_sys::FormData_pg_attribute],
+    name: &str,
+) -> Option<(usize, &'a pg_sys::FormData_pg_attribute)> {
+    attrs.iter().enumerate().find(|(_, a)| {
+        // SAFETY: attname is a NUL-terminated NameData.
+        let attname = unsafe { CStr::from_ptr(a.attname.data.as_ptr()) };
+        !a.attisdropped && attname.to_bytes() == name.as_bytes()
+    })
+}
+
 impl Rel {
     /// Opens relation `oid` with `AccessShareLock`; None if it no longer exists.
     pub fn try_open(oid: pg_sys::Oid) -> Option<Rel> {
@@ -172,11 +184,7 @@ impl Rel {
 
     /// The live column named `name`: (attno, type OID, NOT NULL).
     pub fn column(&self, name: &str) -> Option<(usize, pg_sys::Oid, bool)> {
-        self.attrs().iter().enumerate().find_map(|(i, a)| {
-            // SAFETY: attname is a NUL-terminated NameData.
-            let attname = unsafe { CStr::from_ptr(a.attname.data.as_ptr()) };
-            (!a.attisdropped && attname.to_bytes() == name.as_bytes()).then_some((i + 1, a.atttypid, a.attnotnull))
-        })
+        live_attr(self.attrs(), name).map(|(i, a)| (i + 1, a.atttypid, a.attnotnull))
     }
 
     /// The column `name` as a `Col<T>`, if it exists with one of `T`'s types.
@@ -769,16 +777,9 @@ pub fn transition_rows(
     // SAFETY: the relation stays open (and its descriptor alive) while the trigger runs.
     let attrs = unsafe { desc_attrs(desc) };
     let attnum = |name: &str| -> Result<usize, crate::error::TaskerError> {
-        attrs
-            .iter()
-            .position(|att| {
-                // SAFETY: attname is a NUL-terminated NameData.
-                let n = unsafe { std::ffi::CStr::from_ptr(att.attname.data.as_ptr()) };
-                !att.attisdropped && n.to_bytes() == name.as_bytes()
-            })
-            .ok_or_else(|| {
-                crate::error::TaskerError::StepStateCorrupted(format!("the trigger's table has no column {name}"))
-            })
+        live_attr(attrs, name).map(|(i, _)| i).ok_or_else(|| {
+            crate::error::TaskerError::StepStateCorrupted(format!("the trigger's table has no column {name}"))
+        })
     };
     let id_at = attnum(id)?;
     let at: Vec<usize> = cols.iter().map(|c| attnum(c)).collect::<Result<_, _>>()?;

@@ -56,11 +56,7 @@ fn events_capture<'a>(
     let relid = trigger.relid().map_err(|e| TaskerError::StepStateCorrupted(e.to_string())).or_raise();
     // SAFETY: tg_relation is the trigger's open relation; its descriptor outlives this call.
     let attrs = unsafe { crate::pg::access::desc_attrs((*data.tg_relation).rd_att) };
-    let bigint = attrs.iter().any(|a| {
-        // SAFETY: attname is a NUL-terminated NameData.
-        let name = unsafe { std::ffi::CStr::from_ptr(a.attname.data.as_ptr()) };
-        !a.attisdropped && name.to_bytes() == b"id" && a.atttypid == pg_sys::INT8OID
-    });
+    let bigint = crate::pg::access::live_attr(attrs, "id").is_some_and(|(_, a)| a.atttypid == pg_sys::INT8OID);
     if !bigint {
         crate::pg::report::raise(TaskerError::EventIdNotBigint(qualified(relid)));
     }
