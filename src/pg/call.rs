@@ -35,10 +35,14 @@ pub unsafe fn arg_ids(fcinfo: pg_sys::FunctionCallInfo, i: usize) -> Option<Vec<
 
 /// The non-NULL ids of an array, sorted and without duplicates.
 pub fn distinct_ids(ids: Option<Vec<Option<i64>>>) -> Vec<i64> {
-    let mut v: Vec<i64> = ids.unwrap_or_default().into_iter().flatten().collect();
-    v.sort_unstable();
-    v.dedup();
-    v
+    sorted_distinct(ids.unwrap_or_default().into_iter().flatten().collect())
+}
+
+/// `ids` sorted and without duplicates.
+pub fn sorted_distinct(mut ids: Vec<i64>) -> Vec<i64> {
+    ids.sort_unstable();
+    ids.dedup();
+    ids
 }
 
 /// The state of type `T` kept for this call site, created with `T::default()` on the first call.

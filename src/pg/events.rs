@@ -22,7 +22,7 @@ use crate::rules::state::IN_PROGRESS;
 pub const CHANNEL: &str = "tasker_core_events";
 
 /// Notes the transitions `ids` of `transitions`, a Tasker transitions table, whose events are
-/// recorded when the transaction commits (`at_transaction_end`). Called by the event trigger
+/// recorded when the transaction commits (`AT_COMMIT`). Called by the event trigger
 /// only (EXECUTE is revoked from PUBLIC); returns how many it noted.
 ///
 /// Why at commit: a transaction that moves a step three times wrote its events in three
@@ -38,7 +38,7 @@ fn events_record(transitions: pg_sys::Oid, ids: Option<Vec<Option<i64>>>) -> i64
     if n == 0 {
         return 0;
     }
-    register();
+    crate::pg::at_commit::register(&AT_COMMIT);
     NOTED.with(|noted| noted.borrow_mut().push((transitions, ids)));
     n
 }
@@ -72,50 +72,17 @@ fn events_capture<'a>(
 thread_local! {
     /// The transitions whose events this transaction records at commit: per statement, in order.
     static NOTED: std::cell::RefCell<Vec<(pg_sys::Oid, Vec<i64>)>> = const { std::cell::RefCell::new(Vec::new()) };
-    static REGISTERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Registers the transaction callback, once per backend (it does nothing in a transaction
-/// without noted transitions).
-fn register() {
-    if REGISTERED.get() {
-        return;
-    }
-    // SAFETY: registers a function PostgreSQL calls at each transaction event; it is never
-    // unregistered (the library is not unloaded).
-    unsafe { pg_sys::RegisterXactCallback(Some(at_transaction_end), std::ptr::null_mut()) };
-    REGISTERED.set(true);
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn at_transaction_end(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
-    match event {
-        pg_sys::XactEvent::XACT_EVENT_PRE_COMMIT | pg_sys::XactEvent::XACT_EVENT_PRE_PREPARE
-            if NOTED.with(|n| !n.borrow().is_empty()) =>
-        {
-            let noted = NOTED.with(|n| std::mem::take(&mut *n.borrow_mut()));
-            // The portal of the last statement is gone: the work runs under the transaction's
-            // snapshot (READ COMMITTED: a new one, as each statement takes).
-            // SAFETY: pushed and popped around the work; an error in between aborts the
-            // transaction, whose cleanup pops it.
-            // The command counter moves on first, so the snapshot sees the last statement's rows.
-            unsafe {
-                pg_sys::CommandCounterIncrement();
-                pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
-            }
-            record_all(&noted).or_raise();
-            unsafe { pg_sys::PopActiveSnapshot() };
-        }
-        pg_sys::XactEvent::XACT_EVENT_COMMIT
-        | pg_sys::XactEvent::XACT_EVENT_ABORT
-        | pg_sys::XactEvent::XACT_EVENT_PREPARE
-        | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT
-        | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
-            NOTED.with(|n| n.borrow_mut().clear());
-        }
-        _ => {}
-    }
-}
+/// The events' work at commit (pg::at_commit).
+static AT_COMMIT: crate::pg::at_commit::Hook = crate::pg::at_commit::Hook {
+    pending: || NOTED.with(|n| !n.borrow().is_empty()),
+    run: || {
+        let noted = NOTED.with(|n| std::mem::take(&mut *n.borrow_mut()));
+        record_all(&noted).or_raise();
+    },
+    forget: || NOTED.with(|n| n.borrow_mut().clear()),
+};
 
 /// Records the events of every noted transition in one INSERT (and NOTIFY), in the order they
 /// were noted: one facts query per transitions table.

@@ -30,6 +30,7 @@
 pub mod access;
 pub mod admin;
 pub mod analytics;
+pub mod at_commit;
 pub mod call;
 pub mod claiming;
 pub mod clock;

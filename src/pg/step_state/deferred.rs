@@ -7,9 +7,8 @@
 //! a step and moved it pending -> in_progress -> complete, six times. So the maintenance trigger
 //! (pg::step_state::sync) only notes what a statement touched, and the rows are refreshed once,
 //! with what the transaction finally wrote:
-//! - just before the transaction commits or prepares (a transaction callback, at
-//!   `XACT_EVENT_PRE_COMMIT` / `XACT_EVENT_PRE_PREPARE`: after the deferred triggers, while the
-//!   transaction can still fail; an error there aborts the commit);
+//! - just before the transaction commits or prepares (pg::at_commit: after the deferred
+//!   triggers, while the transaction can still fail; an error there aborts the commit);
 //! - or when `step_state_verify()` or a direct call of `step_state_refresh` asks (`apply`).
 //!
 //! Applying refreshes the noted steps' rows (`refresh_steps_now`), then the state columns of
@@ -29,11 +28,11 @@
 //! copy is in use, log them while an online build captures writes, nothing once the copy was
 //! disabled.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 
 use pgrx::pg_sys;
-use pgrx::prelude::*;
 
+use crate::pg::call::sorted_distinct;
 use crate::pg::report::OrRaise;
 use crate::pg::sandbox::{as_owner, owner_of};
 use crate::pg::spi::{self, Arg};
@@ -59,10 +58,44 @@ pub enum Kind {
     Tasks,
 }
 
+impl Kind {
+    /// How `tasker_core.step_state_log` names it.
+    pub fn letter(self) -> &'static str {
+        match self {
+            Kind::Steps => "s",
+            Kind::Moved => "x",
+            Kind::Tasks => "t",
+        }
+    }
+}
+
+/// Logs `ids` (of kind `letter`: `Kind::letter`, or "n" for named steps) for the online build
+/// capturing writes to replay; as the log's owner, sandboxed.
+pub fn log(letter: &str, ids: &[i64]) {
+    if ids.is_empty() {
+        return;
+    }
+    let Some(table) = crate::pg::step_state::own_table(c"step_state_log") else {
+        return;
+    };
+    as_owner(owner_of(table).or_raise(), || {
+        spi::query(
+            "INSERT INTO tasker_core.step_state_log (kind, id) \
+             SELECT $1, i FROM pg_catalog.unnest($2::pg_catalog.int8[]) i",
+            &[Arg::Text(letter), Arg::Int8Array(ids)],
+            false,
+            |_| (),
+        )
+    })
+}
+
 thread_local! {
     static NOTED: RefCell<Option<Noted>> = const { RefCell::new(None) };
-    static REGISTERED: Cell<bool> = const { Cell::new(false) };
 }
+
+/// The step state's work at commit (pg::at_commit).
+static AT_COMMIT: crate::pg::at_commit::Hook =
+    crate::pg::at_commit::Hook { pending: noted, run: apply, forget: || NOTED.with(|n| drop(n.borrow_mut().take())) };
 
 /// Whether this transaction has writes the copy does not show yet.
 pub fn noted() -> bool {
@@ -75,7 +108,7 @@ pub fn note(kind: Kind, ids: Vec<i64>, tables: [pg_sys::Oid; 6]) {
     if ids.is_empty() {
         return;
     }
-    register();
+    crate::pg::at_commit::register(&AT_COMMIT);
     // The copy mirrors one set of tables; notes of others (the source re-pointed within this
     // transaction) are applied first.
     if NOTED.with(|n| n.borrow().as_ref().is_some_and(|n| n.tables != tables)) {
@@ -90,12 +123,6 @@ pub fn note(kind: Kind, ids: Vec<i64>, tables: [pg_sys::Oid; 6]) {
             Kind::Tasks => n.tasks.extend(ids),
         }
     });
-}
-
-fn sorted(mut ids: Vec<i64>) -> Vec<i64> {
-    ids.sort_unstable();
-    ids.dedup();
-    ids
 }
 
 /// Refreshes (or logs) what is noted now (see the module comment).
@@ -113,9 +140,9 @@ pub fn apply() {
     let Some(Noted { tables: t, steps, moved, tasks }) = taken else {
         return;
     };
-    let steps = sorted(steps);
-    let moved: Vec<i64> = sorted(moved).into_iter().filter(|id| steps.binary_search(id).is_err()).collect();
-    let tasks = sorted(tasks);
+    let steps = sorted_distinct(steps);
+    let moved: Vec<i64> = sorted_distinct(moved).into_iter().filter(|id| steps.binary_search(id).is_err()).collect();
+    let tasks = sorted_distinct(tasks);
     match maintain::latest_upkeep() {
         Upkeep::Refresh => {
             maintain::refresh_steps_now(&steps, t[0], t[1], t[2], t[3]);
@@ -123,60 +150,10 @@ pub fn apply() {
             maintain::refresh_tasks_now(&tasks, t[4], t[5]);
         }
         Upkeep::Log => {
-            let Some(log) = crate::pg::step_state::own_table(c"step_state_log") else {
-                return;
-            };
-            as_owner(owner_of(log).or_raise(), || {
-                for (kind, ids) in [("s", &steps), ("x", &moved), ("t", &tasks)] {
-                    if !ids.is_empty() {
-                        spi::query(
-                            "INSERT INTO tasker_core.step_state_log (kind, id) \
-                             SELECT $1, i FROM pg_catalog.unnest($2::pg_catalog.int8[]) i",
-                            &[Arg::Text(kind), Arg::Int8Array(ids)],
-                            false,
-                            |_| (),
-                        );
-                    }
-                }
-            })
+            for (kind, ids) in [(Kind::Steps, &steps), (Kind::Moved, &moved), (Kind::Tasks, &tasks)] {
+                log(kind.letter(), ids);
+            }
         }
         Upkeep::Nothing => {}
-    }
-}
-
-/// Registers the transaction callback, once per backend (PostgreSQL keeps it for the backend's
-/// life; it does nothing in a transaction without notes).
-fn register() {
-    if REGISTERED.get() {
-        return;
-    }
-    // SAFETY: registers a function PostgreSQL calls at each transaction event; it is never
-    // unregistered (the library is not unloaded).
-    unsafe { pg_sys::RegisterXactCallback(Some(at_transaction_end), std::ptr::null_mut()) };
-    REGISTERED.set(true);
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn at_transaction_end(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
-    match event {
-        pg_sys::XactEvent::XACT_EVENT_PRE_COMMIT | pg_sys::XactEvent::XACT_EVENT_PRE_PREPARE if noted() => {
-            // The portal that ran the last statement is gone: SQL needs a snapshot to run
-            // under, the transaction's (READ COMMITTED: a new one, as each statement takes).
-            // SAFETY: pushed and popped around the work; an error in between aborts the
-            // transaction, whose cleanup pops it.
-            unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
-            apply();
-            unsafe { pg_sys::PopActiveSnapshot() };
-        }
-        // After the end (committed, prepared or aborted) nothing is left to do; an abort (an
-        // error in the refresh above included) drops the notes.
-        pg_sys::XactEvent::XACT_EVENT_COMMIT
-        | pg_sys::XactEvent::XACT_EVENT_ABORT
-        | pg_sys::XactEvent::XACT_EVENT_PREPARE
-        | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT
-        | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
-            NOTED.with(|n| n.borrow_mut().take());
-        }
-        _ => {}
     }
 }

@@ -223,7 +223,6 @@ pub(super) fn refresh_steps_now(
     }
     let name = |oid| mirrored(oid).or_raise();
     let columns = columns();
-    let counters = has_counters();
     let (set, changed) = upsert_clauses(&columns);
     let transitions_name = name(transitions);
     let edges_name = name(edges);
@@ -243,19 +242,38 @@ pub(super) fn refresh_steps_now(
             "WHERE ws.workflow_step_id OPERATOR(pg_catalog.=) ANY ($1)"
         ),
     );
-    as_maintainer(steps, || {
+    refresh_recounting(steps, &upsert, ids, &transitions_name, &edges_name, NewRows::Unflipped);
+}
+
+/// What a row that a refresh returns but that its lock did not find (a row it inserted) counts
+/// as: `Flipped` (its children are recounted when it is done) or `Unflipped`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum NewRows {
+    Flipped,
+    Unflipped,
+}
+
+/// Locks the step rows of `ids` (reading their done-ness), runs `refresh` (which returns each
+/// row it wrote: workflow_step_id, current_state) in a statement of its own, then recounts the
+/// children of the steps whose done-ness flipped; with the rights of `table`'s owner, sandboxed.
+fn refresh_recounting(table: pg_sys::Oid, refresh: &str, ids: &[i64], transitions: &str, edges: &str, new: NewRows) {
+    let counters = has_counters();
+    as_maintainer(table, || {
         Spi::connect(|_| {
             let before = spi::run(LOCK_STEPS, &[Arg::Int8Array(ids)], false, done_of)?;
-            let after = spi::run(&upsert, &[Arg::Int8Array(ids)], false, done_of)?;
+            let after = spi::run(refresh, &[Arg::Int8Array(ids)], false, done_of)?;
             if !counters {
                 return Ok(());
             }
             let flipped: Vec<i64> = after
                 .iter()
-                .filter(|(id, done)| before.iter().any(|(b, was)| b == id && was != done))
+                .filter(|(id, done)| match before.iter().find(|(b, _)| b == id) {
+                    Some((_, was)) => was != done,
+                    None => new == NewRows::Flipped,
+                })
                 .map(|&(id, _)| id)
                 .collect();
-            recount_children(flipped, &transitions_name, &edges_name)
+            recount_children(flipped, transitions, edges)
         })
         .or_raise()
     })
@@ -350,23 +368,7 @@ pub(super) fn refresh_transitions_now(ids: &[i64], transitions: pg_sys::Oid, edg
     let transitions = mirrored(transitions).or_raise();
     let edges = mirrored(edges).or_raise();
     let update = states_update_sql(&transitions, "RETURNING d.workflow_step_id, d.current_state");
-    let counters = has_counters();
-    as_maintainer(table, || {
-        Spi::connect(|_| {
-            let before = spi::run(LOCK_STEPS, &[Arg::Int8Array(ids)], false, done_of)?;
-            let after = spi::run(&update, &[Arg::Int8Array(ids)], false, done_of)?;
-            if !counters {
-                return Ok(());
-            }
-            let flipped: Vec<i64> = after
-                .iter()
-                .filter(|(id, done)| before.iter().find(|(b, _)| b == id).is_none_or(|(_, was)| was != done))
-                .map(|&(id, _)| id)
-                .collect();
-            recount_children(flipped, &transitions, &edges)
-        })
-        .or_raise()
-    })
+    refresh_recounting(table, &update, ids, &transitions, &edges, NewRows::Flipped);
 }
 
 /// Locks the named steps `named` (FOR UPDATE, in id order) of `named_steps`: a rename then waits

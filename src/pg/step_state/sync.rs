@@ -27,6 +27,7 @@ use crate::pg::report::OrRaise;
 use crate::pg::spi::{self, Arg};
 use crate::pg::step_state::deferred::{self, Kind};
 use crate::pg::step_state::maintain;
+use crate::pg::tasker::qualified;
 
 /// The source row as the trigger needs it.
 struct Src {
@@ -109,21 +110,8 @@ fn touched(data: &pg_sys::TriggerData, id: &str, cols: &[&str]) -> Result<Vec<i6
     Ok(out)
 }
 
-fn log(kind: &str, ids: &[i64]) {
-    spi::query(
-        "INSERT INTO tasker_core.step_state_log (kind, id) SELECT $1, i FROM pg_catalog.unnest($2::pg_catalog.int8[]) i",
-        &[Arg::Text(kind), Arg::Int8Array(ids)],
-        false,
-        |_| (),
-    )
-}
-
 fn invalidate(why: String) {
     spi::query("SELECT tasker_core.step_state_invalidate($1)", &[Arg::Text(&why)], false, |_| ())
-}
-
-fn regclass(oid: pg_sys::Oid) -> String {
-    crate::pg::tasker::qualified(oid)
 }
 
 /// The trigger. SECURITY DEFINER with `search_path = pg_catalog, pg_temp` (sql/step_state.sql):
@@ -159,53 +147,44 @@ fn sync(data: &pg_sys::TriggerData, relid: pg_sys::Oid) {
         return;
     };
     if pgrx::trigger_support::trigger_fired_by_truncate(data.tg_event) {
-        invalidate(format!("{} was truncated", regclass(relid)));
+        invalidate(format!("{} was truncated", qualified(relid)));
         return;
     }
-    let ids = if relid == t[STEPS] {
-        touched(
-            data,
-            "workflow_step_id",
-            &[
+    // Which rows the statement touched, and what they are to the copy.
+    let (kind, ids) = if relid == t[STEPS] {
+        (
+            Kind::Steps,
+            touched(
+                data,
                 "workflow_step_id",
-                "task_id",
-                "named_step_id",
-                "retryable",
-                "retry_limit",
-                "in_process",
-                "processed",
-                "attempts",
-                "last_attempted_at",
-                "backoff_request_seconds",
-                "created_at",
-            ],
+                &[
+                    "workflow_step_id",
+                    "task_id",
+                    "named_step_id",
+                    "retryable",
+                    "retry_limit",
+                    "in_process",
+                    "processed",
+                    "attempts",
+                    "last_attempted_at",
+                    "backoff_request_seconds",
+                    "created_at",
+                ],
+            ),
         )
     } else if relid == t[TRANSITIONS] {
         // Transitions decide only the state columns (and the children's done_parents where a
-        // step became done or stopped being done): noted for the refresh at commit.
-        let ids = touched(data, "workflow_step_id", &["id", "workflow_step_id", "to_state", "most_recent", "created_at"])
-            .or_raise();
-        if logging {
-            log("x", &ids);
-        } else {
-            deferred::note(Kind::Moved, ids, t);
-        }
-        return;
+        // step became done or stopped being done).
+        (
+            Kind::Moved,
+            touched(data, "workflow_step_id", &["id", "workflow_step_id", "to_state", "most_recent", "created_at"]),
+        )
     } else if relid == t[EDGES] {
-        touched(data, "to_step_id", &["id", "from_step_id", "to_step_id"])
-    } else if relid == t[TASKS] || relid == t[TASK_TRANSITIONS] {
-        let ids = if relid == t[TASKS] {
-            touched(data, "task_id", &["task_id", "named_task_id"])
-        } else {
-            touched(data, "task_id", &["id", "task_id", "to_state", "most_recent", "created_at"])
-        }
-        .or_raise();
-        if logging {
-            log("t", &ids);
-        } else {
-            deferred::note(Kind::Tasks, ids, t);
-        }
-        return;
+        (Kind::Steps, touched(data, "to_step_id", &["id", "from_step_id", "to_step_id"]))
+    } else if relid == t[TASKS] {
+        (Kind::Tasks, touched(data, "task_id", &["task_id", "named_task_id"]))
+    } else if relid == t[TASK_TRANSITIONS] {
+        (Kind::Tasks, touched(data, "task_id", &["id", "task_id", "to_state", "most_recent", "created_at"]))
     } else if relid == t[NAMED_STEPS] {
         let named = touched(data, "named_step_id", &["named_step_id", "name"]).or_raise();
         if named.is_empty() {
@@ -214,7 +193,7 @@ fn sync(data: &pg_sys::TriggerData, relid: pg_sys::Oid) {
         if logging {
             // The build renames the steps of these named steps that it finds when it replays
             // the log; a step inserted since is in the log itself.
-            log("n", &named);
+            deferred::log("n", &named);
             return;
         }
         // A step inserted (or re-pointed) concurrently with this rename must not keep the old
@@ -224,25 +203,36 @@ fn sync(data: &pg_sys::TriggerData, relid: pg_sys::Oid) {
         // step, so a rename there marks the copy stale instead (renames are rare).
         if !read_committed {
             // SAFETY: reads the setting's current value.
-            let level = unsafe { std::ffi::CStr::from_ptr(pg_sys::GetConfigOptionByName(c"transaction_isolation".as_ptr(), std::ptr::null_mut(), false)) };
-            invalidate(format!("a named step of {} was renamed under {}", regclass(relid), level.to_string_lossy()));
+            let level = unsafe {
+                std::ffi::CStr::from_ptr(pg_sys::GetConfigOptionByName(
+                    c"transaction_isolation".as_ptr(),
+                    std::ptr::null_mut(),
+                    false,
+                ))
+            };
+            invalidate(format!("a named step of {} was renamed under {}", qualified(relid), level.to_string_lossy()));
             return;
         }
         let named: Vec<i32> = named.into_iter().map(|n| n as i32).collect();
         maintain::lock_named(&named, t[NAMED_STEPS]);
-        Ok(spi::query(
-            "SELECT s.workflow_step_id FROM tasker_core.step_state s WHERE s.named_step_id OPERATOR(pg_catalog.=) ANY ($1)",
-            &[Arg::Int4Array(&named)],
-            false,
-            |rows| (0..rows.len()).filter_map(|r| rows.i64(r, 1)).collect::<Vec<i64>>(),
-        ))
+        (
+            Kind::Steps,
+            Ok(spi::query(
+                "SELECT s.workflow_step_id FROM tasker_core.step_state s WHERE s.named_step_id OPERATOR(pg_catalog.=) ANY ($1)",
+                &[Arg::Int4Array(&named)],
+                false,
+                |rows| (0..rows.len()).filter_map(|r| rows.i64(r, 1)).collect::<Vec<i64>>(),
+            )),
+        )
     } else {
         return;
-    }
-    .or_raise();
+    };
+    let ids = ids.or_raise();
+    // An online build capturing writes replays the log; otherwise the rows are refreshed at
+    // commit.
     if logging {
-        log("s", &ids);
+        deferred::log(kind.letter(), &ids);
     } else {
-        deferred::note(Kind::Steps, ids, t);
+        deferred::note(kind, ids, t);
     }
 }
