@@ -168,6 +168,11 @@ DROP FUNCTION tasker_core.step_state_refresh_states(bigint[], oid);
 DROP FUNCTION tasker_core.step_state_check_not_missed();
 -- enable() gained its views and events arguments.
 DROP FUNCTION tasker_core.enable(name, boolean, boolean);
+-- The guard triggers are C now: the checks they called and the PL/pgSQL raise are gone.
+DROP FUNCTION tasker_core.check_transition(text, text, bigint, text, text, integer, boolean);
+DROP FUNCTION tasker_core.check_transition_update(text, bigint, bigint, text, text, text, text, integer, integer);
+DROP FUNCTION tasker_core.check_edge(text, bigint, bigint, bigint);
+DROP FUNCTION tasker_core.raise_verdict(record, name, name);
 
 -- The step state: a new column order (the columns reads deform first; parents last), parent
 -- counters, the steps' creation times and the index of unsettled steps (analytics), a replica

@@ -59,6 +59,11 @@ DROP FUNCTION tasker_core.step_state_refresh_states(bigint[], oid);
 DROP FUNCTION tasker_core.step_state_check_not_missed();
 -- enable() gained its views and events arguments.
 DROP FUNCTION tasker_core.enable(name, boolean, boolean);
+-- The guard triggers are C now: the checks they called and the PL/pgSQL raise are gone.
+DROP FUNCTION tasker_core.check_transition(text, text, bigint, text, text, integer, boolean);
+DROP FUNCTION tasker_core.check_transition_update(text, bigint, bigint, text, text, text, text, integer, integer);
+DROP FUNCTION tasker_core.check_edge(text, bigint, bigint, bigint);
+DROP FUNCTION tasker_core.raise_verdict(record, name, name);
 
 -- The step state: a new column order (the columns reads deform first; parents last), parent
 -- counters, the steps' creation times and the index of unsettled steps (analytics), a replica
@@ -177,6 +182,56 @@ CREATE OR REPLACE FUNCTION tasker_core."calculate_dependency_levels"(
 STABLE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'calculate_dependency_levels_wrapper';
+
+CREATE OR REPLACE FUNCTION tasker_core.guard_step_transition_insert() RETURNS trigger
+LANGUAGE c SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'guard_step_transition_insert_wrapper';
+
+CREATE OR REPLACE FUNCTION tasker_core.guard_task_transition_insert() RETURNS trigger
+LANGUAGE c SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'guard_task_transition_insert_wrapper';
+
+CREATE OR REPLACE FUNCTION tasker_core.guard_step_transition_update() RETURNS trigger
+LANGUAGE c SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'guard_step_transition_update_wrapper';
+
+CREATE OR REPLACE FUNCTION tasker_core.guard_task_transition_update() RETURNS trigger
+LANGUAGE c SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'guard_task_transition_update_wrapper';
+
+CREATE OR REPLACE FUNCTION tasker_core.guard_step_transition_flag() RETURNS trigger
+LANGUAGE c SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'guard_step_transition_flag_wrapper';
+
+CREATE OR REPLACE FUNCTION tasker_core.guard_task_transition_flag() RETURNS trigger
+LANGUAGE c SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'guard_task_transition_flag_wrapper';
+
+CREATE OR REPLACE FUNCTION tasker_core.guard_step_edge() RETURNS trigger
+LANGUAGE c SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'guard_step_edge_wrapper';
+
+CREATE OR REPLACE FUNCTION tasker_core.guard_triggers()
+RETURNS TABLE (trigger_name name, table_name name, events text, condition text, function_name text)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    VALUES ('tasker_core_step_transition_insert'::name, 'tasker_workflow_step_transitions'::name, 'BEFORE INSERT', '',
+            'tasker_core.guard_step_transition_insert()'),
+           ('tasker_core_step_transition_update', 'tasker_workflow_step_transitions',
+            'BEFORE UPDATE OF workflow_step_id, to_state, from_state, sort_key', '',
+            'tasker_core.guard_step_transition_update()'),
+           ('tasker_core_step_transition_flag', 'tasker_workflow_step_transitions', 'BEFORE UPDATE OF most_recent',
+            'WHEN (new.most_recent AND NOT old.most_recent)', 'tasker_core.guard_step_transition_flag()'),
+           ('tasker_core_task_transition_insert', 'tasker_task_transitions', 'BEFORE INSERT', '',
+            'tasker_core.guard_task_transition_insert()'),
+           ('tasker_core_task_transition_update', 'tasker_task_transitions',
+            'BEFORE UPDATE OF task_id, to_state, from_state, sort_key', '', 'tasker_core.guard_task_transition_update()'),
+           ('tasker_core_task_transition_flag', 'tasker_task_transitions', 'BEFORE UPDATE OF most_recent',
+            'WHEN (new.most_recent AND NOT old.most_recent)', 'tasker_core.guard_task_transition_flag()'),
+           ('tasker_core_step_edge_guard', 'tasker_workflow_step_edges',
+            'BEFORE INSERT OR UPDATE OF from_step_id, to_step_id', '', 'tasker_core.guard_step_edge()')
+$$;
 
 CREATE OR REPLACE FUNCTION tasker_core.parse_retry_after(header text, at timestamptz DEFAULT pg_catalog.now())
 RETURNS integer
@@ -337,238 +392,6 @@ VOLATILE PARALLEL RESTRICTED
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c 
 AS 'MODULE_PATHNAME', 'backoff_seconds_wrapper';
-
-CREATE OR REPLACE FUNCTION tasker_core."check_edge"(
-	"schema" TEXT, 
-	"edge_id" bigint, 
-	"from_step" bigint, 
-	"to_step" bigint 
-) RETURNS TABLE (
-	"mode" TEXT,  
-	"constraint_name" TEXT,  
-	"message" TEXT,  
-	"detail" TEXT,  
-	"hint" TEXT,  
-	"from_state" TEXT,  
-	"sort_key" INT  
-)
-VOLATILE
-SET search_path TO pg_catalog, pg_temp
-LANGUAGE c 
-AS 'MODULE_PATHNAME', 'check_edge_wrapper';
-
-CREATE OR REPLACE FUNCTION tasker_core."check_flag"(
-	"machine" TEXT, 
-	"schema" TEXT, 
-	"id" bigint, 
-	"owner" bigint, 
-	"sort_key" INT 
-) RETURNS TABLE (
-	"mode" TEXT,  
-	"constraint_name" TEXT,  
-	"message" TEXT,  
-	"detail" TEXT,  
-	"hint" TEXT,  
-	"from_state" TEXT,  
-	"sort_key" INT  
-)
-STRICT VOLATILE
-SET search_path TO pg_catalog, pg_temp
-LANGUAGE c 
-AS 'MODULE_PATHNAME', 'check_flag_wrapper';
-
-CREATE OR REPLACE FUNCTION tasker_core."check_transition"(
-	"machine" TEXT, 
-	"schema" TEXT, 
-	"owner" bigint, 
-	"to_state" TEXT, 
-	"from_state" TEXT, 
-	"sort_key" INT, 
-	"most_recent" bool 
-) RETURNS TABLE (
-	"mode" TEXT,  
-	"constraint_name" TEXT,  
-	"message" TEXT,  
-	"detail" TEXT,  
-	"hint" TEXT,  
-	"from_state" TEXT,  
-	"sort_key" INT  
-)
-VOLATILE
-SET search_path TO pg_catalog, pg_temp
-LANGUAGE c 
-AS 'MODULE_PATHNAME', 'check_transition_wrapper';
-
-CREATE OR REPLACE FUNCTION tasker_core."check_transition_update"(
-	"machine" TEXT, 
-	"old_owner" bigint, 
-	"new_owner" bigint, 
-	"old_to_state" TEXT, 
-	"new_to_state" TEXT, 
-	"old_from_state" TEXT, 
-	"new_from_state" TEXT, 
-	"old_sort_key" INT, 
-	"new_sort_key" INT 
-) RETURNS TABLE (
-	"mode" TEXT,  
-	"constraint_name" TEXT,  
-	"message" TEXT,  
-	"detail" TEXT,  
-	"hint" TEXT,  
-	"from_state" TEXT,  
-	"sort_key" INT  
-)
-STABLE
-SET search_path TO pg_catalog, pg_temp
-LANGUAGE c 
-AS 'MODULE_PATHNAME', 'check_transition_update_wrapper';
-
-CREATE OR REPLACE FUNCTION tasker_core.raise_verdict(v record, tbl name, sch name)
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF v.constraint_name IS NULL THEN
-        RETURN;
-    ELSIF v.mode = 'warn' THEN
-        RAISE WARNING USING MESSAGE = v.message, DETAIL = v.detail, HINT = v.hint,
-              CONSTRAINT = v.constraint_name, TABLE = tbl, SCHEMA = sch;
-    ELSE
-        RAISE EXCEPTION USING ERRCODE = 'check_violation', MESSAGE = v.message, DETAIL = v.detail,
-              HINT = v.hint, CONSTRAINT = v.constraint_name, TABLE = tbl, SCHEMA = sch;
-    END IF;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION tasker_core.guard_step_transition_insert()
-RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE v record;
-BEGIN
-    SELECT * INTO v FROM tasker_core.check_transition('step', TG_TABLE_SCHEMA, NEW.workflow_step_id, NEW.to_state,
-                                                      NEW.from_state, NEW.sort_key, NEW.most_recent);
-    PERFORM tasker_core.raise_verdict(v, TG_TABLE_NAME, TG_TABLE_SCHEMA);
-    IF v.mode <> 'off' AND v.sort_key IS NOT NULL THEN
-        NEW.from_state := v.from_state;
-        NEW.sort_key := v.sort_key;
-    END IF;
-    RETURN NEW;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION tasker_core.guard_task_transition_insert()
-RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE v record;
-BEGIN
-    SELECT * INTO v FROM tasker_core.check_transition('task', TG_TABLE_SCHEMA, NEW.task_id, NEW.to_state,
-                                                      NEW.from_state, NEW.sort_key, NEW.most_recent);
-    PERFORM tasker_core.raise_verdict(v, TG_TABLE_NAME, TG_TABLE_SCHEMA);
-    IF v.mode <> 'off' AND v.sort_key IS NOT NULL THEN
-        NEW.from_state := v.from_state;
-        NEW.sort_key := v.sort_key;
-    END IF;
-    RETURN NEW;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION tasker_core.guard_step_transition_update()
-RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE v record;
-BEGIN
-    SELECT * INTO v FROM tasker_core.check_transition_update('step', OLD.workflow_step_id, NEW.workflow_step_id,
-        OLD.to_state, NEW.to_state, OLD.from_state, NEW.from_state, OLD.sort_key, NEW.sort_key);
-    PERFORM tasker_core.raise_verdict(v, TG_TABLE_NAME, TG_TABLE_SCHEMA);
-    RETURN NEW;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION tasker_core.guard_task_transition_update()
-RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE v record;
-BEGIN
-    SELECT * INTO v FROM tasker_core.check_transition_update('task', OLD.task_id, NEW.task_id,
-        OLD.to_state, NEW.to_state, OLD.from_state, NEW.from_state, OLD.sort_key, NEW.sort_key);
-    PERFORM tasker_core.raise_verdict(v, TG_TABLE_NAME, TG_TABLE_SCHEMA);
-    RETURN NEW;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION tasker_core.guard_step_transition_flag()
-RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE v record;
-BEGIN
-    SELECT * INTO v FROM tasker_core.check_flag('step', TG_TABLE_SCHEMA, NEW.id, NEW.workflow_step_id, NEW.sort_key);
-    PERFORM tasker_core.raise_verdict(v, TG_TABLE_NAME, TG_TABLE_SCHEMA);
-    RETURN NEW;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION tasker_core.guard_task_transition_flag()
-RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE v record;
-BEGIN
-    SELECT * INTO v FROM tasker_core.check_flag('task', TG_TABLE_SCHEMA, NEW.id, NEW.task_id, NEW.sort_key);
-    PERFORM tasker_core.raise_verdict(v, TG_TABLE_NAME, TG_TABLE_SCHEMA);
-    RETURN NEW;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION tasker_core.guard_step_edge()
-RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE v record;
-BEGIN
-    IF TG_OP = 'UPDATE' AND NEW.from_step_id IS NOT DISTINCT FROM OLD.from_step_id
-                        AND NEW.to_step_id IS NOT DISTINCT FROM OLD.to_step_id THEN
-        RETURN NEW;
-    END IF;
-    SELECT * INTO v FROM tasker_core.check_edge(TG_TABLE_SCHEMA, NEW.id, NEW.from_step_id, NEW.to_step_id);
-    PERFORM tasker_core.raise_verdict(v, TG_TABLE_NAME, TG_TABLE_SCHEMA);
-    RETURN NEW;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION tasker_core.guard_triggers()
-RETURNS TABLE (trigger_name name, table_name name, events text, condition text, function_name text)
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    VALUES ('tasker_core_step_transition_insert'::name, 'tasker_workflow_step_transitions'::name, 'BEFORE INSERT', '',
-            'tasker_core.guard_step_transition_insert()'),
-           ('tasker_core_step_transition_update', 'tasker_workflow_step_transitions',
-            'BEFORE UPDATE OF workflow_step_id, to_state, from_state, sort_key', '',
-            'tasker_core.guard_step_transition_update()'),
-           ('tasker_core_step_transition_flag', 'tasker_workflow_step_transitions', 'BEFORE UPDATE OF most_recent',
-            'WHEN (new.most_recent AND NOT old.most_recent)', 'tasker_core.guard_step_transition_flag()'),
-           ('tasker_core_task_transition_insert', 'tasker_task_transitions', 'BEFORE INSERT', '',
-            'tasker_core.guard_task_transition_insert()'),
-           ('tasker_core_task_transition_update', 'tasker_task_transitions',
-            'BEFORE UPDATE OF task_id, to_state, from_state, sort_key', '', 'tasker_core.guard_task_transition_update()'),
-           ('tasker_core_task_transition_flag', 'tasker_task_transitions', 'BEFORE UPDATE OF most_recent',
-            'WHEN (new.most_recent AND NOT old.most_recent)', 'tasker_core.guard_task_transition_flag()'),
-           ('tasker_core_step_edge_guard', 'tasker_workflow_step_edges',
-            'BEFORE INSERT OR UPDATE OF from_step_id, to_step_id', '', 'tasker_core.guard_step_edge()')
-$$;
 
 CREATE OR REPLACE FUNCTION tasker_core."claim_ready_steps"(
 	"input_task_id" bigint, 

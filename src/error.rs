@@ -96,6 +96,9 @@ pub enum TaskerError {
     /// A transitions table whose `id` the event trigger cannot read as a bigint.
     #[error("tasker_core events: column id of {0} is not a bigint")]
     EventIdNotBigint(String),
+    /// A column of a Tasker table the guards read or fill, missing or of a type they cannot use.
+    #[error("tasker_core guards: cannot use column {column} of {table}: {why}")]
+    GuardColumn { table: String, column: &'static str, why: String },
     /// SPI failed in a way that is a bug of tasker_core, not of the caller.
     #[error("internal error: {what} failed (SPI code {code})")]
     Spi { what: &'static str, code: i32 },
@@ -138,6 +141,7 @@ impl TaskerError {
             TaskerError::TaskNotFound(_) => ERRCODE_NO_DATA_FOUND,
             TaskerError::EventWithoutOwner { .. } => ERRCODE_FOREIGN_KEY_VIOLATION,
             TaskerError::EventIdNotBigint(_) => ERRCODE_DATATYPE_MISMATCH,
+            TaskerError::GuardColumn { .. } => ERRCODE_DATATYPE_MISMATCH,
             TaskerError::Spi { .. } => ERRCODE_INTERNAL_ERROR,
         }
     }
@@ -223,6 +227,11 @@ impl TaskerError {
             TaskerError::Spi { .. } => Some("This is a bug of tasker_core; please report it with the statement that ran.".into()),
             TaskerError::EventIdNotBigint(_) => Some(
                 "Rails' transitions tables have a bigint id; restore it, or disable the events (disable()).".into(),
+            ),
+            TaskerError::GuardColumn { .. } => Some(
+                "The guards read the transitions and edges as Rails' schema has them (bigint ids, text states, an integer \
+                 sort_key, a boolean most_recent); restore the column, or disable the guards (disable())."
+                    .into(),
             ),
             TaskerError::EventWithoutOwner { owner, .. } => Some(format!(
                 "The event trigger reads the {owner} (and its name) when the transition is inserted, so every transition gets \

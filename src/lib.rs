@@ -27,16 +27,7 @@ pub mod pg_test {
     }
 }
 
-pgrx::extension_sql_file!(
-    "../sql/guards.sql",
-    name = "guards",
-    requires = [
-        pg::guards::check_transition,
-        pg::guards::check_transition_update,
-        pg::guards::check_flag,
-        pg::guards::check_edge
-    ]
-);
+pgrx::extension_sql_file!("../sql/guards.sql", name = "guards");
 pgrx::extension_sql_file!(
     "../sql/step_state.sql",
     name = "step_state",

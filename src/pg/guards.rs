@@ -1,7 +1,11 @@
-//! The trigger side: `tasker_core.guard_mode`, and the checks the trigger functions
-//! (sql/guards.sql) call for each new or changed row. The rules are in `rules::guards`; this
-//! layer takes the locks, reads the rows those rules need, and hands back a verdict that the
-//! PL/pgSQL trigger raises with its SQLSTATE, constraint, table and schema fields set.
+//! The guard triggers (`tasker_core.guard_*()`, declared `LANGUAGE c` in sql/guards.sql) and
+//! `tasker_core.guard_mode`. The rules are in `rules::guards`; this layer takes the locks, reads
+//! the rows those rules need, fills `from_state` and `sort_key` into a new transition, and
+//! refuses a row with SQLSTATE 23514 and the constraint, table and schema fields set
+//! (`report::TableReport`), as `RAISE ... USING CONSTRAINT` would.
+//!
+//! They were PL/pgSQL functions calling a Rust set-returning check and a PL/pgSQL raise: three
+//! function calls, each with its own `search_path`, and an executor run for the check, per row.
 //!
 //! Locks: each check first locks the owner's row `FOR NO KEY UPDATE` (the step whose history
 //! grows, or the task whose history or graph grows), then reads in read-write SPI mode so that,
@@ -11,70 +15,66 @@
 //! functions with `pg_catalog`, and the functions run with `search_path = pg_catalog, pg_temp`:
 //! nothing a writer creates or puts on its search_path takes part in a check.
 
+use pgrx::heap_tuple::PgHeapTuple;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
+use pgrx::trigger_support::PgTrigger;
 
 use crate::error::TaskerError;
-use crate::pg::report::OrRaise;
+use crate::pg::report::TableReport;
 use crate::pg::settings::{GuardMode, GUARD_MODE};
 use crate::pg::spi::{self, Arg};
 use crate::rules::guards::{self, Accepted, History, Refusal, TransitionKey};
 use crate::rules::state::Machine;
 
-type Verdict = (
-    String,         // mode
-    Option<String>, // constraint_name
-    Option<String>, // message
-    Option<String>, // detail
-    Option<String>, // hint
-    Option<String>, // from_state to store
-    Option<i32>,    // sort_key to store
-);
-
-fn verdict(mode: GuardMode, refusal: Option<Refusal>, fill: Option<Accepted>) -> Verdict {
-    let (constraint, message, detail, hint) = match refusal {
-        None => (None, None, None, None),
-        Some(r) => {
-            let detail = r.detail.unwrap_or_else(|| format!("Rule {} of tasker_core.", r.constraint));
-            let hint =
-                r.hint.unwrap_or_else(|| "See docs/guards.md for the rules and tasker_core.guard_mode.".to_string());
-            (Some(r.constraint.to_string()), Some(r.message), Some(detail), Some(hint))
-        }
-    };
-    let (from_state, sort_key) = match fill {
-        Some(a) => (a.from_state, Some(a.sort_key)),
-        None => (None, None),
-    };
-    (mode.name().to_string(), constraint, message, detail, hint, from_state, sort_key)
+/// The tables of one machine.
+struct Tables {
+    machine: Machine,
+    transitions: &'static str,
+    owner_col: &'static str,
+    owner_table: &'static str,
 }
 
-/// The tables of one machine: (transitions, owner id column, owner table).
-fn machine_of(machine: &str) -> Result<(Machine, &'static str, &'static str, &'static str), TaskerError> {
-    match machine {
-        "step" => Ok((Machine::Step, "tasker_workflow_step_transitions", "workflow_step_id", "tasker_workflow_steps")),
-        "task" => Ok((Machine::Task, "tasker_task_transitions", "task_id", "tasker_tasks")),
-        other => Err(TaskerError::UnknownMachine(other.to_string())),
-    }
-}
+const STEP: Tables = Tables {
+    machine: Machine::Step,
+    transitions: "tasker_workflow_step_transitions",
+    owner_col: "workflow_step_id",
+    owner_table: "tasker_workflow_steps",
+};
+const TASK: Tables = Tables {
+    machine: Machine::Task,
+    transitions: "tasker_task_transitions",
+    owner_col: "task_id",
+    owner_table: "tasker_tasks",
+};
 
-/// Locks the owner's row in `table` of schema `s` (quoted), keyed by `column`. Row locks live in
-/// the tuple, not in the shared lock table, so a transaction may write any number of
-/// transitions or edges. Under READ COMMITTED a `FOR NO KEY UPDATE` suffices: the reads that
-/// follow take a fresh snapshot and see what the previous holder committed. Under REPEATABLE
-/// READ or SERIALIZABLE the reads keep the transaction's snapshot, so the lock is taken by a
-/// no-op UPDATE instead: if another transaction changed the owner since our snapshot, PostgreSQL
-/// raises 40001 (could not serialize) rather than letting both moves through. A missing row
-/// locks nothing: the foreign key refuses the new row anyway.
-fn lock(s: &str, table: &str, column: &str, id: i64) -> Result<(), TaskerError> {
+/// Whether the transaction keeps one snapshot (REPEATABLE READ or SERIALIZABLE).
+fn snapshot_per_transaction() -> bool {
     // SAFETY: reads a backend global set at transaction start.
-    let snapshot_per_transaction = unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32;
-    let sql = if snapshot_per_transaction {
-        format!("UPDATE {s}.{table} SET updated_at = updated_at WHERE {column} OPERATOR(pg_catalog.=) $1")
+    unsafe { pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 }
+}
+
+/// Locks the rows of `table` of schema `s` (quoted) where `column` is the value of `key` (SQL
+/// over `$1`). Row locks live in the tuple, not in the shared lock table, so a transaction may
+/// write any number of transitions or edges. Under READ COMMITTED a `FOR NO KEY UPDATE`
+/// suffices: the reads that follow take a fresh snapshot and see what the previous holder
+/// committed. Under REPEATABLE READ or SERIALIZABLE the reads keep the transaction's snapshot,
+/// so the lock is taken by a no-op UPDATE instead: if another transaction changed the row since
+/// our snapshot, PostgreSQL raises 40001 (could not serialize) rather than letting both moves
+/// through. A missing row locks nothing: the foreign key refuses the new row anyway.
+fn lock_where(s: &str, table: &str, column: &str, key: &str, id: i64) -> Result<(), TaskerError> {
+    let sql = if snapshot_per_transaction() {
+        format!("UPDATE {s}.{table} SET updated_at = updated_at WHERE {column} OPERATOR(pg_catalog.=) {key}")
     } else {
-        format!("SELECT 1 FROM {s}.{table} WHERE {column} OPERATOR(pg_catalog.=) $1 FOR NO KEY UPDATE")
+        format!("SELECT 1 FROM {s}.{table} WHERE {column} OPERATOR(pg_catalog.=) {key} FOR NO KEY UPDATE")
     };
     spi::run(&sql, &[Arg::Int8(id)], false, |_| ())
+}
+
+/// Locks the row of `table` whose `column` is `id`.
+fn lock(s: &str, table: &str, column: &str, id: i64) -> Result<(), TaskerError> {
+    lock_where(s, table, column, "$1", id)
 }
 
 /// `(id, state by highest sort_key)` rows of a query taking one bigint (read-write mode: a
@@ -85,71 +85,57 @@ fn id_states(sql: &str, id: i64) -> Result<Vec<(i64, Option<String>)>, TaskerErr
     })
 }
 
-/// Checks a new transition row. Called by the BEFORE INSERT trigger functions.
-#[pg_extern(volatile)]
-#[search_path(pg_catalog, pg_temp)]
-#[allow(clippy::type_complexity)]
-fn check_transition(
-    machine: &str,
-    schema: &str,
+/// A new transition row, as its BEFORE INSERT trigger sees it.
+struct NewTransition<'a> {
     owner: i64,
-    to_state: Option<String>,
-    from_state: Option<String>,
+    to_state: &'a str,
+    from_state: Option<&'a str>,
     sort_key: Option<i32>,
-    most_recent: Option<bool>,
-) -> TableIterator<
-    'static,
-    (
-        name!(mode, String),
-        name!(constraint_name, Option<String>),
-        name!(message, Option<String>),
-        name!(detail, Option<String>),
-        name!(hint, Option<String>),
-        name!(from_state, Option<String>),
-        name!(sort_key, Option<i32>),
-    ),
-> {
-    let mode = GUARD_MODE.get();
-    let (machine, table, owner_col, owner_table) = machine_of(machine).or_raise();
-    let Some(to_state) = to_state.filter(|_| mode != GuardMode::Off) else {
-        // Off, or a NULL to_state that the NOT NULL constraint will refuse.
-        return TableIterator::once(verdict(mode, None, None));
-    };
-    let s = quote_identifier(schema);
-    let out = Spi::connect(|_| -> Result<Verdict, TaskerError> {
-        lock(&s, owner_table, owner_col, owner)?;
+    most_recent: bool,
+}
+
+/// Checks a new transition row: the refusal (if any) and what to fill in (None: nothing).
+fn check_new_transition(
+    mode: GuardMode,
+    t: &Tables,
+    s: &str,
+    row: &NewTransition<'_>,
+) -> Result<(Option<Refusal>, Option<Accepted>), TaskerError> {
+    let (owner, to_state) = (row.owner, row.to_state);
+    let (table, owner_col) = (t.transitions, t.owner_col);
+    Spi::connect(|_| {
+        lock(s, t.owner_table, owner_col, owner)?;
+        // The latest transition, and whether any is flagged most recent (one query, always one
+        // row: a missing history reads as NULLs).
         let latest = format!(
-            "SELECT to_state::pg_catalog.text, sort_key::pg_catalog.int4 FROM {s}.{table} \
-              WHERE {owner_col} OPERATOR(pg_catalog.=) $1 ORDER BY sort_key DESC LIMIT 1"
+            "SELECT l.to_state::pg_catalog.text, l.sort_key::pg_catalog.int4, \
+                    EXISTS (SELECT 1 FROM {s}.{table} m \
+                             WHERE m.{owner_col} OPERATOR(pg_catalog.=) $1 AND m.most_recent) \
+               FROM (SELECT 1) one \
+               LEFT JOIN LATERAL (SELECT to_state, sort_key FROM {s}.{table} \
+                                   WHERE {owner_col} OPERATOR(pg_catalog.=) $1 \
+                                   ORDER BY sort_key DESC LIMIT 1) l ON true"
         );
-        let history = spi::run(&latest, &[Arg::Int8(owner)], false, |rows| {
-            if rows.is_empty() {
-                History::default()
-            } else {
-                History { current: rows.string(0, 1), max_sort_key: rows.i32(0, 2) }
-            }
+        let (history, flagged) = spi::run(&latest, &[Arg::Int8(owner)], false, |rows| {
+            (History { current: rows.string(0, 1), max_sort_key: rows.i32(0, 2) }, rows.bool(0, 3).unwrap_or(false))
         })?;
-        let mut result = guards::check_move(machine, owner, &history, &to_state, from_state.as_deref(), sort_key);
+        let mut result = guards::check_move(t.machine, owner, &history, to_state, row.from_state, row.sort_key);
         if result.is_ok() {
-            let guard = match machine {
+            let guard = match t.machine {
                 Machine::Step if to_state == crate::rules::state::IN_PROGRESS => {
                     // Starting a step reads its parent edges: serialize with edge writers of the
                     // task, which lock the task row (step row first, then task row; never the
                     // reverse, so no deadlock).
-                    let task_sql = format!(
-                        "SELECT task_id::pg_catalog.int8 FROM {s}.tasker_workflow_steps \
-                          WHERE workflow_step_id OPERATOR(pg_catalog.=) $1"
-                    );
-                    let task = spi::run(&task_sql, &[Arg::Int8(owner)], false, |rows| {
-                        if rows.is_empty() {
-                            None
-                        } else {
-                            rows.i64(0, 1)
-                        }
-                    })?;
-                    if let Some(task) = task {
-                        lock(&s, "tasker_tasks", "task_id", task)?;
-                    }
+                    lock_where(
+                        s,
+                        "tasker_tasks",
+                        "task_id",
+                        &format!(
+                            "(SELECT ws.task_id FROM {s}.tasker_workflow_steps ws \
+                               WHERE ws.workflow_step_id OPERATOR(pg_catalog.=) $1)"
+                        ),
+                        owner,
+                    )?;
                     let parents = id_states(
                         &format!(
                             "SELECT e.from_step_id::pg_catalog.int8, \
@@ -161,7 +147,7 @@ fn check_transition(
                         ),
                         owner,
                     )?;
-                    guards::check_step_parents(owner, &to_state, &parents)
+                    guards::check_step_parents(owner, to_state, &parents)
                 }
                 Machine::Task if to_state == crate::rules::state::COMPLETE => {
                     let steps = id_states(
@@ -175,7 +161,7 @@ fn check_transition(
                         ),
                         owner,
                     )?;
-                    guards::check_task_steps(owner, &to_state, &steps)
+                    guards::check_task_steps(owner, to_state, &steps)
                 }
                 _ => Ok(()),
             };
@@ -188,104 +174,38 @@ fn check_transition(
             // warn: accept the row as written, filling only what is missing.
             Err(refusal) => {
                 let next = history.max_sort_key.map_or(10, |k| k.saturating_add(10));
-                (
-                    Some(refusal),
-                    Accepted {
-                        from_state: from_state.clone().or(history.current.clone()),
-                        sort_key: sort_key.unwrap_or(next),
-                    },
-                )
+                let fill = Accepted {
+                    from_state: row.from_state.map(str::to_string).or(history.current.clone()),
+                    sort_key: row.sort_key.unwrap_or(next),
+                };
+                (Some(refusal), fill)
             }
         };
         if refusal.is_some() && mode == GuardMode::Enforce {
-            return Ok(verdict(mode, refusal, None));
+            return Ok((refusal, None));
         }
-        if most_recent.unwrap_or(false) {
-            // The new row becomes the most recent: clear the flag on the owner's other rows
-            // (a no-op after Statesman's own UPDATE; needed for insert-first writers).
+        if row.most_recent && flagged {
+            // The new row becomes the most recent: clear the flag on the owner's other rows.
+            // Statesman clears it itself before inserting, so this runs only for insert-first
+            // writers (a statement that changes nothing would still fire the tables'
+            // statement triggers).
             let clear = format!(
                 "UPDATE {s}.{table} SET most_recent = false \
                   WHERE {owner_col} OPERATOR(pg_catalog.=) $1 AND most_recent"
             );
             spi::run(&clear, &[Arg::Int8(owner)], false, |_| ())?;
         }
-        Ok(verdict(mode, refusal, Some(fill)))
+        Ok((refusal, Some(fill)))
     })
-    .or_raise();
-    TableIterator::once(out)
 }
 
-/// Checks an UPDATE of a transition row: history is append-only.
-#[pg_extern(stable)]
-#[search_path(pg_catalog, pg_temp)]
-#[allow(clippy::too_many_arguments, clippy::type_complexity)]
-fn check_transition_update(
-    machine: &str,
-    old_owner: i64,
-    new_owner: i64,
-    old_to_state: String,
-    new_to_state: String,
-    old_from_state: Option<String>,
-    new_from_state: Option<String>,
-    old_sort_key: i32,
-    new_sort_key: i32,
-) -> TableIterator<
-    'static,
-    (
-        name!(mode, String),
-        name!(constraint_name, Option<String>),
-        name!(message, Option<String>),
-        name!(detail, Option<String>),
-        name!(hint, Option<String>),
-        name!(from_state, Option<String>),
-        name!(sort_key, Option<i32>),
-    ),
-> {
-    let mode = GUARD_MODE.get();
-    if mode == GuardMode::Off {
-        return TableIterator::once(verdict(mode, None, None));
-    }
-    let (machine, _, _, _) = machine_of(machine).or_raise();
-    let old =
-        TransitionKey { owner: old_owner, to_state: old_to_state, from_state: old_from_state, sort_key: old_sort_key };
-    let new =
-        TransitionKey { owner: new_owner, to_state: new_to_state, from_state: new_from_state, sort_key: new_sort_key };
-    TableIterator::once(verdict(mode, guards::check_update(machine, &old, &new).err(), None))
-}
-
-/// Checks an UPDATE that sets `most_recent` on a transition (`id`, of `owner`, at `sort_key`):
-/// allowed only on the owner's latest transition. Called by the BEFORE UPDATE OF most_recent
-/// trigger functions, whose WHEN clause lets only a false-to-true move through.
-#[pg_extern(volatile)]
-#[search_path(pg_catalog, pg_temp)]
-#[allow(clippy::type_complexity)]
-fn check_flag(
-    machine: &str,
-    schema: &str,
-    id: i64,
-    owner: i64,
-    sort_key: i32,
-) -> TableIterator<
-    'static,
-    (
-        name!(mode, String),
-        name!(constraint_name, Option<String>),
-        name!(message, Option<String>),
-        name!(detail, Option<String>),
-        name!(hint, Option<String>),
-        name!(from_state, Option<String>),
-        name!(sort_key, Option<i32>),
-    ),
-> {
-    let mode = GUARD_MODE.get();
-    if mode == GuardMode::Off {
-        return TableIterator::once(verdict(mode, None, None));
-    }
-    let (machine, table, owner_col, owner_table) = machine_of(machine).or_raise();
-    let s = quote_identifier(schema);
-    let refusal = Spi::connect(|_| -> Result<Option<Refusal>, TaskerError> {
+/// Checks that setting `most_recent` on transition `id` (of `owner`, at `sort_key`) flags the
+/// owner's latest transition.
+fn check_new_flag(t: &Tables, s: &str, id: i64, owner: i64, sort_key: i32) -> Result<Option<Refusal>, TaskerError> {
+    let (table, owner_col) = (t.transitions, t.owner_col);
+    Spi::connect(|_| {
         // The same lock as a new transition takes: a concurrent insert cannot slip in between.
-        lock(&s, owner_table, owner_col, owner)?;
+        lock(s, t.owner_table, owner_col, owner)?;
         let highest = format!(
             "SELECT pg_catalog.max(sort_key)::pg_catalog.int4 FROM {s}.{table} \
               WHERE {owner_col} OPERATOR(pg_catalog.=) $1 AND id OPERATOR(pg_catalog.<>) $2"
@@ -297,43 +217,13 @@ fn check_flag(
                 rows.i32(0, 1)
             }
         })?;
-        Ok(guards::check_flag(machine, owner, sort_key, max).err())
+        Ok(guards::check_flag(t.machine, owner, sort_key, max).err())
     })
-    .or_raise();
-    TableIterator::once(verdict(mode, refusal, None))
 }
 
 /// Checks a new or re-pointed edge `from -> to` (row `edge_id`, excluded from the search).
-#[pg_extern(volatile)]
-#[search_path(pg_catalog, pg_temp)]
-#[allow(clippy::type_complexity)]
-fn check_edge(
-    schema: &str,
-    edge_id: Option<i64>,
-    from_step: Option<i64>,
-    to_step: Option<i64>,
-) -> TableIterator<
-    'static,
-    (
-        name!(mode, String),
-        name!(constraint_name, Option<String>),
-        name!(message, Option<String>),
-        name!(detail, Option<String>),
-        name!(hint, Option<String>),
-        name!(from_state, Option<String>),
-        name!(sort_key, Option<i32>),
-    ),
-> {
-    let mode = GUARD_MODE.get();
-    let (Some(from), Some(to)) = (from_step, to_step) else {
-        return TableIterator::once(verdict(mode, None, None)); // NOT NULL refuses it
-    };
-    if mode == GuardMode::Off {
-        return TableIterator::once(verdict(mode, None, None));
-    }
-    let s = quote_identifier(schema);
-    let edge_id = edge_id.unwrap_or(i64::MIN);
-    let refusal = Spi::connect(|_| -> Result<Option<Refusal>, TaskerError> {
+fn check_new_edge(s: &str, edge_id: i64, from: i64, to: i64) -> Result<Option<Refusal>, TaskerError> {
+    Spi::connect(|_| {
         let owners = format!(
             "SELECT workflow_step_id::pg_catalog.int8, task_id::pg_catalog.int8 FROM {s}.tasker_workflow_steps \
               WHERE workflow_step_id OPERATOR(pg_catalog.=) ANY ($1)"
@@ -349,7 +239,7 @@ fn check_edge(
         let Some(task) = from_task.or(to_task) else {
             return Ok(None); // neither step exists: the foreign keys refuse the row
         };
-        lock(&s, "tasker_tasks", "task_id", task)?;
+        lock(s, "tasker_tasks", "task_id", task)?;
         let children_sql = format!(
             "SELECT from_step_id::pg_catalog.int8, to_step_id::pg_catalog.int8 FROM {s}.tasker_workflow_step_edges \
               WHERE from_step_id OPERATOR(pg_catalog.=) ANY ($1) AND id OPERATOR(pg_catalog.<>) $2"
@@ -384,6 +274,373 @@ fn check_edge(
         }
         Ok(result.err())
     })
-    .or_raise();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The trigger functions.
+
+/// What a guard hands back to PostgreSQL: the row to store, and the refusal to report at the
+/// trigger's outermost frame (an ERROR under `enforce`, a WARNING under `warn`).
+struct Outcome {
+    row: pg_sys::Datum,
+    report: Option<TableReport>,
+}
+
+/// The trigger's table: (name, schema).
+fn table_of(trigger: &PgTrigger<'_>) -> (String, String) {
+    let rel = trigger.relation().expect("a trigger has a relation");
+    (rel.name().to_string(), rel.namespace().to_string())
+}
+
+/// The outcome for `row` after `refusal`: reported as the mode says (nothing when accepted).
+fn outcome(
+    mode: GuardMode,
+    trigger: &PgTrigger<'_>,
+    row: Option<PgHeapTuple<'_, impl pgrx::WhoAllocated>>,
+    refusal: Option<Refusal>,
+) -> Outcome {
+    let report = refusal.filter(|_| mode != GuardMode::Off).map(|r| {
+        let (table, schema) = table_of(trigger);
+        let detail = r.detail.unwrap_or_else(|| format!("Rule {} of tasker_core.", r.constraint));
+        let hint = r.hint.unwrap_or_else(|| "See docs/guards.md for the rules and tasker_core.guard_mode.".to_string());
+        TableReport::new(
+            mode == GuardMode::Enforce,
+            &r.message,
+            Some(&detail),
+            Some(&hint),
+            r.constraint,
+            &table,
+            &schema,
+        )
+    });
+    let row = row.and_then(|r| r.into_trigger_datum()).unwrap_or(pg_sys::Datum::from(0));
+    Outcome { row, report }
+}
+
+/// A column of a Tasker row, read as `T`; a column missing or of another type is an error
+/// naming it (42804).
+fn column<T: pgrx::FromDatum + pgrx::IntoDatum + for<'t> pgrx::datum::UnboxDatum<As<'t> = T> + 'static>(
+    row: &PgHeapTuple<'_, impl pgrx::WhoAllocated>,
+    trigger: &PgTrigger<'_>,
+    name: &'static str,
+) -> Result<Option<T>, TaskerError> {
+    row.get_by_name::<T>(name).map_err(|e| {
+        let (table, schema) = table_of(trigger);
+        TaskerError::GuardColumn { table: format!("{schema}.{table}"), column: name, why: e.to_string() }
+    })
+}
+
+fn transition_insert(trigger: &PgTrigger<'_>, t: &Tables) -> Result<Outcome, TaskerError> {
+    let mode = GUARD_MODE.get();
+    let new = trigger.new().expect("a BEFORE INSERT row trigger has a new row");
+    if mode == GuardMode::Off {
+        return Ok(outcome(mode, trigger, Some(new), None));
+    }
+    let owner = column::<i64>(&new, trigger, t.owner_col)?;
+    let to_state = column::<String>(&new, trigger, "to_state")?;
+    let (Some(owner), Some(to_state)) = (owner, to_state) else {
+        // A NULL owner or to_state: the NOT NULL constraints refuse the row.
+        return Ok(outcome(mode, trigger, Some(new), None));
+    };
+    let from_state = column::<String>(&new, trigger, "from_state")?;
+    let sort_key = column::<i32>(&new, trigger, "sort_key")?;
+    let most_recent = column::<bool>(&new, trigger, "most_recent")?.unwrap_or(false);
+    let (_, schema) = table_of(trigger);
+    let row = NewTransition { owner, to_state: &to_state, from_state: from_state.as_deref(), sort_key, most_recent };
+    let (refusal, fill) = check_new_transition(mode, t, &quote_identifier(&schema), &row)?;
+    let Some(fill) = fill else {
+        return Ok(outcome(mode, trigger, Some(new), refusal));
+    };
+    let mut filled = new.into_owned();
+    let failed = |column: &'static str, e: pgrx::datum::TryFromDatumError| {
+        let (table, schema) = table_of(trigger);
+        TaskerError::GuardColumn { table: format!("{schema}.{table}"), column, why: e.to_string() }
+    };
+    if let Some(from_state) = fill.from_state {
+        // (None means none was given and there is no history: the column is NULL already.)
+        filled.set_by_name("from_state", from_state).map_err(|e| failed("from_state", e))?;
+    }
+    filled.set_by_name("sort_key", fill.sort_key).map_err(|e| failed("sort_key", e))?;
+    Ok(outcome(mode, trigger, Some(filled), refusal))
+}
+
+fn transition_update(trigger: &PgTrigger<'_>, t: &Tables) -> Result<Outcome, TaskerError> {
+    let mode = GUARD_MODE.get();
+    let new = trigger.new().expect("a BEFORE UPDATE row trigger has a new row");
+    if mode == GuardMode::Off {
+        return Ok(outcome(mode, trigger, Some(new), None));
+    }
+    let old = trigger.old().expect("a BEFORE UPDATE row trigger has an old row");
+    let key = |row: &PgHeapTuple<'_, AllocatedByPostgres>| -> Result<Option<TransitionKey>, TaskerError> {
+        let (Some(owner), Some(to_state), Some(sort_key)) = (
+            column::<i64>(row, trigger, t.owner_col)?,
+            column::<String>(row, trigger, "to_state")?,
+            column::<i32>(row, trigger, "sort_key")?,
+        ) else {
+            return Ok(None); // a NULL the NOT NULL constraints refuse
+        };
+        Ok(Some(TransitionKey { owner, to_state, from_state: column::<String>(row, trigger, "from_state")?, sort_key }))
+    };
+    let refusal = match (key(&old)?, key(&new)?) {
+        (Some(old), Some(new)) => guards::check_update(t.machine, &old, &new).err(),
+        _ => None,
+    };
+    Ok(outcome(mode, trigger, Some(new), refusal))
+}
+
+fn transition_flag(trigger: &PgTrigger<'_>, t: &Tables) -> Result<Outcome, TaskerError> {
+    let mode = GUARD_MODE.get();
+    let new = trigger.new().expect("a BEFORE UPDATE row trigger has a new row");
+    if mode == GuardMode::Off {
+        return Ok(outcome(mode, trigger, Some(new), None));
+    }
+    let (Some(id), Some(owner), Some(sort_key)) = (
+        column::<i64>(&new, trigger, "id")?,
+        column::<i64>(&new, trigger, t.owner_col)?,
+        column::<i32>(&new, trigger, "sort_key")?,
+    ) else {
+        return Ok(outcome(mode, trigger, Some(new), None));
+    };
+    let (_, schema) = table_of(trigger);
+    let refusal = check_new_flag(t, &quote_identifier(&schema), id, owner, sort_key)?;
+    Ok(outcome(mode, trigger, Some(new), refusal))
+}
+
+fn step_edge(trigger: &PgTrigger<'_>) -> Result<Outcome, TaskerError> {
+    let mode = GUARD_MODE.get();
+    let new = trigger.new().expect("a BEFORE INSERT OR UPDATE row trigger has a new row");
+    if mode == GuardMode::Off {
+        return Ok(outcome(mode, trigger, Some(new), None));
+    }
+    let from = column::<i64>(&new, trigger, "from_step_id")?;
+    let to = column::<i64>(&new, trigger, "to_step_id")?;
+    if let Some(old) = trigger.old() {
+        // An UPDATE that leaves both ends as they were.
+        if column::<i64>(&old, trigger, "from_step_id")? == from && column::<i64>(&old, trigger, "to_step_id")? == to {
+            return Ok(outcome(mode, trigger, Some(new), None));
+        }
+    }
+    let (Some(from), Some(to)) = (from, to) else {
+        return Ok(outcome(mode, trigger, Some(new), None)); // NOT NULL refuses it
+    };
+    let edge_id = column::<i64>(&new, trigger, "id")?.unwrap_or(i64::MIN);
+    let (_, schema) = table_of(trigger);
+    let refusal = check_new_edge(&quote_identifier(&schema), edge_id, from, to)?;
+    Ok(outcome(mode, trigger, Some(new), refusal))
+}
+
+/// Runs a guard under pgrx's guard (a panic or a PostgreSQL error inside becomes an ERROR, as
+/// for any pgrx function), then reports its refusal from this, the outermost, frame.
+///
+/// # Safety
+/// `fcinfo` is PostgreSQL's call of a trigger function.
+unsafe fn enter(
+    fcinfo: pg_sys::FunctionCallInfo,
+    body: fn(&PgTrigger<'_>) -> Result<Outcome, TaskerError>,
+) -> pg_sys::Datum {
+    // SAFETY: called at the top of an extern "C-unwind" function, as pgrx's own wrappers do;
+    // fcinfo is PostgreSQL's valid call of a trigger function (SQL cannot call a function
+    // returning trigger otherwise).
+    let outcome = unsafe {
+        pg_sys::submodules::panic::pgrx_extern_c_guard(move || {
+            let fcinfo = fcinfo.as_ref().expect("fcinfo");
+            let trigger = PgTrigger::from_fcinfo(fcinfo).expect("called as a trigger");
+            match body(&trigger) {
+                Ok(outcome) => outcome,
+                Err(e) => crate::pg::report::raise(e),
+            }
+        })
+    };
+    let Outcome { row, report } = outcome;
+    if let Some(report) = report {
+        // SAFETY: this frame holds nothing with a destructor, and the report's texts are in the
+        // trigger's call context, alive until PostgreSQL resets it after this call.
+        unsafe { report.emit() };
+    }
+    row
+}
+
+macro_rules! guard_trigger {
+    ($($symbol:ident, $finfo:ident => $body:expr;)*) => {$(
+        #[no_mangle]
+        #[doc(hidden)]
+        pub extern "C" fn $finfo() -> &'static pg_sys::Pg_finfo_record {
+            const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+            &V1
+        }
+
+        /// A guard trigger function (sql/guards.sql).
+        ///
+        /// # Safety
+        /// Called by PostgreSQL as a trigger.
+        #[no_mangle]
+        pub unsafe extern "C-unwind" fn $symbol(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+            // SAFETY: PostgreSQL's trigger call.
+            unsafe { enter(fcinfo, $body) }
+        }
+    )*};
+}
+
+guard_trigger! {
+    guard_step_transition_insert_wrapper, pg_finfo_guard_step_transition_insert_wrapper =>
+        |trigger| transition_insert(trigger, &STEP);
+    guard_task_transition_insert_wrapper, pg_finfo_guard_task_transition_insert_wrapper =>
+        |trigger| transition_insert(trigger, &TASK);
+    guard_step_transition_update_wrapper, pg_finfo_guard_step_transition_update_wrapper =>
+        |trigger| transition_update(trigger, &STEP);
+    guard_task_transition_update_wrapper, pg_finfo_guard_task_transition_update_wrapper =>
+        |trigger| transition_update(trigger, &TASK);
+    guard_step_transition_flag_wrapper, pg_finfo_guard_step_transition_flag_wrapper =>
+        |trigger| transition_flag(trigger, &STEP);
+    guard_task_transition_flag_wrapper, pg_finfo_guard_task_transition_flag_wrapper =>
+        |trigger| transition_flag(trigger, &TASK);
+    guard_step_edge_wrapper, pg_finfo_guard_step_edge_wrapper => step_edge;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The checks the PL/pgSQL trigger functions of 0.1.0 to 0.3.0 call. This library serves those
+// versions' SQL between a package upgrade and ALTER EXTENSION UPDATE (and their update scripts
+// declare these functions), so the symbols stay; 0.4.0's SQL no longer declares them.
+
+type Verdict = (
+    String,         // mode
+    Option<String>, // constraint_name
+    Option<String>, // message
+    Option<String>, // detail
+    Option<String>, // hint
+    Option<String>, // from_state to store
+    Option<i32>,    // sort_key to store
+);
+
+fn verdict(mode: GuardMode, refusal: Option<Refusal>, fill: Option<Accepted>) -> Verdict {
+    let (constraint, message, detail, hint) = match refusal {
+        None => (None, None, None, None),
+        Some(r) => {
+            let detail = r.detail.unwrap_or_else(|| format!("Rule {} of tasker_core.", r.constraint));
+            let hint =
+                r.hint.unwrap_or_else(|| "See docs/guards.md for the rules and tasker_core.guard_mode.".to_string());
+            (Some(r.constraint.to_string()), Some(r.message), Some(detail), Some(hint))
+        }
+    };
+    let (from_state, sort_key) = match fill {
+        Some(a) => (a.from_state, Some(a.sort_key)),
+        None => (None, None),
+    };
+    (mode.name().to_string(), constraint, message, detail, hint, from_state, sort_key)
+}
+
+fn tables_of(machine: &str) -> &'static Tables {
+    match machine {
+        "step" => &STEP,
+        "task" => &TASK,
+        other => crate::pg::report::raise(TaskerError::UnknownMachine(other.to_string())),
+    }
+}
+
+// (pgrx resolves a function's result type from its text: no alias for the verdict row.)
+
+#[pg_extern(sql = false)]
+#[allow(clippy::type_complexity)]
+fn check_transition(
+    machine: &str,
+    schema: &str,
+    owner: i64,
+    to_state: Option<String>,
+    from_state: Option<String>,
+    sort_key: Option<i32>,
+    most_recent: Option<bool>,
+) -> TableIterator<
+    'static,
+    (
+        name!(mode, String),
+        name!(constraint_name, Option<String>),
+        name!(message, Option<String>),
+        name!(detail, Option<String>),
+        name!(hint, Option<String>),
+        name!(from_state, Option<String>),
+        name!(sort_key, Option<i32>),
+    ),
+> {
+    use crate::pg::report::OrRaise;
+    let mode = GUARD_MODE.get();
+    let t = tables_of(machine);
+    let Some(to_state) = to_state.filter(|_| mode != GuardMode::Off) else {
+        return TableIterator::once(verdict(mode, None, None));
+    };
+    let row = NewTransition {
+        owner,
+        to_state: &to_state,
+        from_state: from_state.as_deref(),
+        sort_key,
+        most_recent: most_recent.unwrap_or(false),
+    };
+    let (refusal, fill) = check_new_transition(mode, t, &quote_identifier(schema), &row).or_raise();
+    TableIterator::once(verdict(mode, refusal, fill))
+}
+
+#[pg_extern(sql = false)]
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+fn check_transition_update(
+    machine: &str,
+    old_owner: i64,
+    new_owner: i64,
+    old_to_state: String,
+    new_to_state: String,
+    old_from_state: Option<String>,
+    new_from_state: Option<String>,
+    old_sort_key: i32,
+    new_sort_key: i32,
+) -> TableIterator<
+    'static,
+    (
+        name!(mode, String),
+        name!(constraint_name, Option<String>),
+        name!(message, Option<String>),
+        name!(detail, Option<String>),
+        name!(hint, Option<String>),
+        name!(from_state, Option<String>),
+        name!(sort_key, Option<i32>),
+    ),
+> {
+    let mode = GUARD_MODE.get();
+    if mode == GuardMode::Off {
+        return TableIterator::once(verdict(mode, None, None));
+    }
+    let t = tables_of(machine);
+    let old =
+        TransitionKey { owner: old_owner, to_state: old_to_state, from_state: old_from_state, sort_key: old_sort_key };
+    let new =
+        TransitionKey { owner: new_owner, to_state: new_to_state, from_state: new_from_state, sort_key: new_sort_key };
+    TableIterator::once(verdict(mode, guards::check_update(t.machine, &old, &new).err(), None))
+}
+
+#[pg_extern(sql = false)]
+#[allow(clippy::type_complexity)]
+fn check_edge(
+    schema: &str,
+    edge_id: Option<i64>,
+    from_step: Option<i64>,
+    to_step: Option<i64>,
+) -> TableIterator<
+    'static,
+    (
+        name!(mode, String),
+        name!(constraint_name, Option<String>),
+        name!(message, Option<String>),
+        name!(detail, Option<String>),
+        name!(hint, Option<String>),
+        name!(from_state, Option<String>),
+        name!(sort_key, Option<i32>),
+    ),
+> {
+    use crate::pg::report::OrRaise;
+    let mode = GUARD_MODE.get();
+    let (Some(from), Some(to)) = (from_step, to_step) else {
+        return TableIterator::once(verdict(mode, None, None));
+    };
+    if mode == GuardMode::Off {
+        return TableIterator::once(verdict(mode, None, None));
+    }
+    let refusal = check_new_edge(&quote_identifier(schema), edge_id.unwrap_or(i64::MIN), from, to).or_raise();
     TableIterator::once(verdict(mode, refusal, None))
 }
