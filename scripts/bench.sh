@@ -233,6 +233,12 @@ extras() {
   ev_layers=$(PATH="$bindir:$PATH" tests/bench/events_write.sh "$conn dbname=$db" 4 15 | sed 1d)
   ev_layers_tx=$(PATH="$bindir:$PATH" SHAPE=transaction tests/bench/events_write.sh "$conn dbname=$db" 4 15 | sed 1d)
   ev_pipeline=$(PATH="$bindir:$PATH" tests/bench/events_pipeline.sh "$conn dbname=$db" "${BENCH_PIPELINE_SECONDS:-60}" 2 | sed 1d)
+  # The same workload counted in instructions (callgrind; deterministic where moves/s are not):
+  # PostgreSQL 15 only, where valgrind is installed.
+  local ev_instr="(not measured: needs valgrind and PostgreSQL 15)"
+  if command -v valgrind >/dev/null && "$bindir/postgres" --version | grep -q ' 15\.'; then
+    ev_instr=$(PGBIN="$bindir" tests/bench/write_instructions.sh "$TASKS")
+  fi
   psql_ "$conn" "$db" -qAt -c "SELECT count(*) FROM tasker_core.disable()" -c "SELECT count(*) FROM tasker_core.step_state_enable()" >/dev/null
   cat <<MD
 ### Tasks of growing size
@@ -327,6 +333,13 @@ The step's three moves in one transaction (\`SHAPE=transaction\`):
 
 \`\`\`
 $ev_layers_tx
+\`\`\`
+
+The same transactions counted in CPU instructions (tests/bench/write_instructions.sh:
+callgrind, a single-user backend, 300 minus 100 transactions; the same count on every run):
+
+\`\`\`
+$ev_instr
 \`\`\`
 
 The pipeline (tests/bench/events_pipeline.sh: guards, step state and events on; 2 pgbench

@@ -542,6 +542,38 @@ fn both_writer_orders_leave_one_most_recent_row() {
     );
 }
 
+/// The guard clears the flag on the owner's other rows only when one is flagged: a Statesman
+/// move (flag cleared first) runs no UPDATE of its own, which would fire the tables' statement
+/// triggers (the step state's, the application's) for nothing. Counted by a statement trigger.
+#[pg_test]
+fn a_statesman_move_runs_no_update_of_the_guards() {
+    guarded_db();
+    Spi::run("SELECT pg_temp.step(1, 1, 1)").unwrap();
+    Spi::run(
+        "CREATE TEMP TABLE update_statements (n int); INSERT INTO update_statements VALUES (0);
+         CREATE FUNCTION pg_temp.count_updates() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN UPDATE update_statements SET n = n + 1; RETURN NULL; END $$;
+         CREATE TRIGGER count_updates AFTER UPDATE ON tasker_workflow_step_transitions
+           FOR EACH STATEMENT EXECUTE FUNCTION pg_temp.count_updates();",
+    )
+    .unwrap();
+    let updates = || text("SELECT n::text FROM update_statements");
+    assert_eq!(statesman_step(1, "pending"), None);
+    assert_eq!(statesman_step(1, "in_progress"), None);
+    assert_eq!(updates(), "2", "the writer's two UPDATEs, none of the guard's");
+    // Insert first: the old row is still flagged, so the guard clears it (one UPDATE).
+    Spi::run(
+        "INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at)
+         VALUES (1, 'complete', 30, true, now(), now())",
+    )
+    .unwrap();
+    assert_eq!(updates(), "3");
+    assert_eq!(
+        text("SELECT string_agg(format('%s:%s', sort_key, most_recent), ' ' ORDER BY sort_key) FROM tasker_workflow_step_transitions WHERE workflow_step_id = 1"),
+        "10:f 20:f 30:t"
+    );
+}
+
 #[pg_test]
 fn from_state_and_sort_key_are_filled_or_checked() {
     guarded_db();
