@@ -20,6 +20,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
 use pgrx::trigger_support::PgTrigger;
+use pgrx::PgMemoryContexts;
 
 use crate::error::TaskerError;
 use crate::pg::report::TableReport;
@@ -279,11 +280,11 @@ fn check_new_edge(s: &str, edge_id: i64, from: i64, to: i64) -> Result<Option<Re
 // ---------------------------------------------------------------------------------------------
 // The trigger functions.
 
-/// What a guard hands back to PostgreSQL: the row to store, and the refusal to report at the
-/// trigger's outermost frame (an ERROR under `enforce`, a WARNING under `warn`).
+/// What a guard decided: the row to store, and the refusal to report (an ERROR under
+/// `enforce`, a WARNING under `warn`) with its table and schema.
 struct Outcome {
     row: pg_sys::Datum,
-    report: Option<TableReport>,
+    report: Option<(bool, Refusal, String, String)>,
 }
 
 /// The trigger's table: (name, schema).
@@ -301,19 +302,10 @@ fn outcome(
 ) -> Outcome {
     let report = refusal.filter(|_| mode != GuardMode::Off).map(|r| {
         let (table, schema) = table_of(trigger);
-        let detail = r.detail.unwrap_or_else(|| format!("Rule {} of tasker_core.", r.constraint));
-        let hint = r.hint.unwrap_or_else(|| "See docs/guards.md for the rules and tasker_core.guard_mode.".to_string());
-        TableReport::new(
-            mode == GuardMode::Enforce,
-            &r.message,
-            Some(&detail),
-            Some(&hint),
-            r.constraint,
-            &table,
-            &schema,
-        )
+        (mode == GuardMode::Enforce, r, table, schema)
     });
-    let row = row.and_then(|r| r.into_trigger_datum()).unwrap_or(pg_sys::Datum::from(0));
+    // (A NULL here would make PostgreSQL skip the row silently.)
+    let row = row.and_then(|r| r.into_trigger_datum()).expect("a row trigger returns its row");
     Outcome { row, report }
 }
 
@@ -348,7 +340,9 @@ fn transition_insert(trigger: &PgTrigger<'_>, t: &Tables) -> Result<Outcome, Tas
     let (_, schema) = table_of(trigger);
     let row = NewTransition { owner, to_state: &to_state, from_state: from_state.as_deref(), sort_key, most_recent };
     let (refusal, fill) = check_new_transition(mode, t, &quote_identifier(&schema), &row)?;
-    let Some(fill) = fill else {
+    let Some(fill) = fill.filter(|f| f.from_state.as_deref() != row.from_state || Some(f.sort_key) != row.sort_key)
+    else {
+        // Nothing to fill in: the row as written.
         return Ok(outcome(mode, trigger, Some(new), refusal));
     };
     let mut filled = new.into_owned();
@@ -371,20 +365,15 @@ fn transition_update(trigger: &PgTrigger<'_>, t: &Tables) -> Result<Outcome, Tas
         return Ok(outcome(mode, trigger, Some(new), None));
     }
     let old = trigger.old().expect("a BEFORE UPDATE row trigger has an old row");
-    let key = |row: &PgHeapTuple<'_, AllocatedByPostgres>| -> Result<Option<TransitionKey>, TaskerError> {
-        let (Some(owner), Some(to_state), Some(sort_key)) = (
-            column::<i64>(row, trigger, t.owner_col)?,
-            column::<String>(row, trigger, "to_state")?,
-            column::<i32>(row, trigger, "sort_key")?,
-        ) else {
-            return Ok(None); // a NULL the NOT NULL constraints refuse
-        };
-        Ok(Some(TransitionKey { owner, to_state, from_state: column::<String>(row, trigger, "from_state")?, sort_key }))
+    let key = |row: &PgHeapTuple<'_, AllocatedByPostgres>| -> Result<TransitionKey, TaskerError> {
+        Ok(TransitionKey {
+            owner: column::<i64>(row, trigger, t.owner_col)?,
+            to_state: column::<String>(row, trigger, "to_state")?,
+            from_state: column::<String>(row, trigger, "from_state")?,
+            sort_key: column::<i32>(row, trigger, "sort_key")?,
+        })
     };
-    let refusal = match (key(&old)?, key(&new)?) {
-        (Some(old), Some(new)) => guards::check_update(t.machine, &old, &new).err(),
-        _ => None,
-    };
+    let refusal = guards::check_update(t.machine, &key(&old)?, &key(&new)?).err();
     Ok(outcome(mode, trigger, Some(new), refusal))
 }
 
@@ -441,17 +430,27 @@ unsafe fn enter(
     // SAFETY: called at the top of an extern "C-unwind" function, as pgrx's own wrappers do;
     // fcinfo is PostgreSQL's valid call of a trigger function (SQL cannot call a function
     // returning trigger otherwise).
-    let outcome = unsafe {
+    let (row, report) = unsafe {
         pg_sys::submodules::panic::pgrx_extern_c_guard(move || {
+            // The trigger's call context: PostgreSQL resets it only after this call returns.
+            let call_context = pg_sys::CurrentMemoryContext;
             let fcinfo = fcinfo.as_ref().expect("fcinfo");
             let trigger = PgTrigger::from_fcinfo(fcinfo).expect("called as a trigger");
-            match body(&trigger) {
-                Ok(outcome) => outcome,
-                Err(e) => crate::pg::report::raise(e),
-            }
+            let Outcome { row, report } = body(&trigger).unwrap_or_else(|e| crate::pg::report::raise(e));
+            // The report's texts are copied into the call context, whatever context the body
+            // left current, so they outlive the guard.
+            let report = report.map(|(error, r, table, schema)| {
+                let detail = r.detail.unwrap_or_else(|| format!("Rule {} of tasker_core.", r.constraint));
+                let hint = r
+                    .hint
+                    .unwrap_or_else(|| "See docs/guards.md for the rules and tasker_core.guard_mode.".to_string());
+                PgMemoryContexts::For(call_context).switch_to(|_| {
+                    TableReport::new(error, &r.message, Some(&detail), Some(&hint), r.constraint, &table, &schema)
+                })
+            });
+            (row, report)
         })
     };
-    let Outcome { row, report } = outcome;
     if let Some(report) = report {
         // SAFETY: this frame holds nothing with a destructor, and the report's texts are in the
         // trigger's call context, alive until PostgreSQL resets it after this call.
@@ -498,7 +497,7 @@ guard_trigger! {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The checks the PL/pgSQL trigger functions of 0.1.0 to 0.3.0 call. This library serves those
+// The checks the PL/pgSQL trigger functions of 0.2.0 and 0.3.0 call. This library serves those
 // versions' SQL between a package upgrade and ALTER EXTENSION UPDATE (and their update scripts
 // declare these functions), so the symbols stay; 0.4.0's SQL no longer declares them.
 
@@ -607,10 +606,18 @@ fn check_transition_update(
         return TableIterator::once(verdict(mode, None, None));
     }
     let t = tables_of(machine);
-    let old =
-        TransitionKey { owner: old_owner, to_state: old_to_state, from_state: old_from_state, sort_key: old_sort_key };
-    let new =
-        TransitionKey { owner: new_owner, to_state: new_to_state, from_state: new_from_state, sort_key: new_sort_key };
+    let old = TransitionKey {
+        owner: Some(old_owner),
+        to_state: Some(old_to_state),
+        from_state: old_from_state,
+        sort_key: Some(old_sort_key),
+    };
+    let new = TransitionKey {
+        owner: Some(new_owner),
+        to_state: Some(new_to_state),
+        from_state: new_from_state,
+        sort_key: Some(new_sort_key),
+    };
     TableIterator::once(verdict(mode, guards::check_update(t.machine, &old, &new).err(), None))
 }
 

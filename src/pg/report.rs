@@ -84,7 +84,10 @@ impl TableReport {
         // non-NULL field into the error stack's own context before errfinish.
         let mut e: pgrx::pg_sys::ErrorData = unsafe { std::mem::zeroed() };
         e.elevel = if self.error { PgLogLevel::ERROR as i32 } else { PgLogLevel::WARNING as i32 };
-        e.sqlerrcode = pgrx::PgSqlErrorCode::ERRCODE_CHECK_VIOLATION as i32;
+        // A WARNING keeps errstart's default SQLSTATE (01000), as RAISE WARNING without ERRCODE.
+        if self.error {
+            e.sqlerrcode = pgrx::PgSqlErrorCode::ERRCODE_CHECK_VIOLATION as i32;
+        }
         e.message = message;
         e.detail = detail;
         e.hint = hint;

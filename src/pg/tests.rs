@@ -641,6 +641,9 @@ fn history_is_append_only_but_flags_and_deletes_are_allowed() {
     let e = violation_of("UPDATE tasker_workflow_step_transitions SET to_state = 'complete' WHERE workflow_step_id = 1").unwrap();
     assert!(e.starts_with("23514 tasker_transition_append_only tasker_workflow_step_transitions: workflow step 1: transition history is append-only; cannot change to_state"), "{e}");
     assert!(violation_of("UPDATE tasker_workflow_step_transitions SET sort_key = 5").is_some());
+    // A NULL is a change too: the guard refuses it before (and without) the NOT NULL constraint.
+    let e = violation_of("UPDATE tasker_workflow_step_transitions SET sort_key = NULL WHERE workflow_step_id = 1").unwrap();
+    assert!(e.starts_with("23514 tasker_transition_append_only tasker_workflow_step_transitions: workflow step 1: transition history is append-only; cannot change sort_key"), "{e}");
     assert_eq!(violation_of("UPDATE tasker_workflow_step_transitions SET most_recent = false, metadata = '{\"a\": 1}', updated_at = now()"), None);
     assert_eq!(violation_of("UPDATE tasker_workflow_step_transitions SET to_state = to_state"), None);
     assert_eq!(violation_of("DELETE FROM tasker_workflow_step_transitions WHERE workflow_step_id = 1"), None);

@@ -189,13 +189,15 @@ pub fn check_task_steps(task: i64, to_state: &str, steps: &[(i64, Option<String>
     .hint("Complete or resolve every step first."))
 }
 
-/// The identity of a stored transition row (history is append-only).
+/// The identity of a stored transition row (history is append-only). NULLs are compared as
+/// values (IS DISTINCT FROM): the NOT NULL constraints refuse them, but where one is missing a
+/// NULL must not slip past this rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransitionKey {
-    pub owner: i64,
-    pub to_state: String,
+    pub owner: Option<i64>,
+    pub to_state: Option<String>,
     pub from_state: Option<String>,
-    pub sort_key: i32,
+    pub sort_key: Option<i32>,
 }
 
 /// UPDATEs may change flags, metadata and timestamps, never what the history says.
@@ -224,11 +226,15 @@ pub fn check_update(machine: Machine, old: &TransitionKey, new: &TransitionKey) 
         format!(
             "{} {}: transition history is append-only; cannot change {}",
             noun(machine),
-            old.owner,
+            old.owner.map_or("(NULL)".to_string(), |o| o.to_string()),
             changed.join(", ")
         ),
     )
-    .detail(format!("The row with sort_key {} moved to '{}'.", old.sort_key, old.to_state))
+    .detail(format!(
+        "The row with sort_key {} moved to {}.",
+        old.sort_key.map_or("NULL".to_string(), |k| k.to_string()),
+        old.to_state.as_deref().map_or("NULL".to_string(), |s| format!("'{s}'"))
+    ))
     .hint("Insert a new transition instead; most_recent, metadata and timestamps may be updated."))
 }
 
@@ -429,10 +435,15 @@ mod tests {
 
     #[test]
     fn updates_are_append_only() {
-        let k = TransitionKey { owner: 1, to_state: "pending".into(), from_state: None, sort_key: 10 };
+        let k =
+            TransitionKey { owner: Some(1), to_state: Some("pending".into()), from_state: None, sort_key: Some(10) };
         assert!(check_update(Machine::Step, &k, &k.clone()).is_ok());
-        let e = check_update(Machine::Step, &k, &TransitionKey { sort_key: 20, to_state: "error".into(), ..k.clone() })
-            .unwrap_err();
+        let e = check_update(
+            Machine::Step,
+            &k,
+            &TransitionKey { sort_key: Some(20), to_state: Some("error".into()), ..k.clone() },
+        )
+        .unwrap_err();
         assert_eq!(e.message, "workflow step 1: transition history is append-only; cannot change to_state, sort_key");
     }
 
