@@ -297,7 +297,7 @@ fn table_of(trigger: &PgTrigger<'_>) -> (String, String) {
 fn outcome(
     mode: GuardMode,
     trigger: &PgTrigger<'_>,
-    row: Option<PgHeapTuple<'_, impl pgrx::WhoAllocated>>,
+    row: PgHeapTuple<'_, impl pgrx::WhoAllocated>,
     refusal: Option<Refusal>,
 ) -> Outcome {
     let report = refusal.filter(|_| mode != GuardMode::Off).map(|r| {
@@ -305,7 +305,7 @@ fn outcome(
         (mode == GuardMode::Enforce, r, table, schema)
     });
     // (A NULL here would make PostgreSQL skip the row silently.)
-    let row = row.and_then(|r| r.into_trigger_datum()).expect("a row trigger returns its row");
+    let row = row.into_trigger_datum().expect("a row trigger returns its row");
     Outcome { row, report }
 }
 
@@ -316,23 +316,26 @@ fn column<T: pgrx::FromDatum + pgrx::IntoDatum + for<'t> pgrx::datum::UnboxDatum
     trigger: &PgTrigger<'_>,
     name: &'static str,
 ) -> Result<Option<T>, TaskerError> {
-    row.get_by_name::<T>(name).map_err(|e| {
-        let (table, schema) = table_of(trigger);
-        TaskerError::GuardColumn { table: format!("{schema}.{table}"), column: name, why: e.to_string() }
-    })
+    row.get_by_name::<T>(name).map_err(|e| column_error(trigger, name, e))
+}
+
+/// A column the guard could not read or fill (42804), named with its table.
+fn column_error(trigger: &PgTrigger<'_>, column: &'static str, e: pgrx::datum::TryFromDatumError) -> TaskerError {
+    let (table, schema) = table_of(trigger);
+    TaskerError::GuardColumn { table: format!("{schema}.{table}"), column, why: e.to_string() }
 }
 
 fn transition_insert(trigger: &PgTrigger<'_>, t: &Tables) -> Result<Outcome, TaskerError> {
     let mode = GUARD_MODE.get();
     let new = trigger.new().expect("a BEFORE INSERT row trigger has a new row");
     if mode == GuardMode::Off {
-        return Ok(outcome(mode, trigger, Some(new), None));
+        return Ok(outcome(mode, trigger, new, None));
     }
     let owner = column::<i64>(&new, trigger, t.owner_col)?;
     let to_state = column::<String>(&new, trigger, "to_state")?;
     let (Some(owner), Some(to_state)) = (owner, to_state) else {
         // A NULL owner or to_state: the NOT NULL constraints refuse the row.
-        return Ok(outcome(mode, trigger, Some(new), None));
+        return Ok(outcome(mode, trigger, new, None));
     };
     let from_state = column::<String>(&new, trigger, "from_state")?;
     let sort_key = column::<i32>(&new, trigger, "sort_key")?;
@@ -343,26 +346,22 @@ fn transition_insert(trigger: &PgTrigger<'_>, t: &Tables) -> Result<Outcome, Tas
     let Some(fill) = fill.filter(|f| f.from_state.as_deref() != row.from_state || Some(f.sort_key) != row.sort_key)
     else {
         // Nothing to fill in: the row as written.
-        return Ok(outcome(mode, trigger, Some(new), refusal));
+        return Ok(outcome(mode, trigger, new, refusal));
     };
     let mut filled = new.into_owned();
-    let failed = |column: &'static str, e: pgrx::datum::TryFromDatumError| {
-        let (table, schema) = table_of(trigger);
-        TaskerError::GuardColumn { table: format!("{schema}.{table}"), column, why: e.to_string() }
-    };
     if let Some(from_state) = fill.from_state {
         // (None means none was given and there is no history: the column is NULL already.)
-        filled.set_by_name("from_state", from_state).map_err(|e| failed("from_state", e))?;
+        filled.set_by_name("from_state", from_state).map_err(|e| column_error(trigger, "from_state", e))?;
     }
-    filled.set_by_name("sort_key", fill.sort_key).map_err(|e| failed("sort_key", e))?;
-    Ok(outcome(mode, trigger, Some(filled), refusal))
+    filled.set_by_name("sort_key", fill.sort_key).map_err(|e| column_error(trigger, "sort_key", e))?;
+    Ok(outcome(mode, trigger, filled, refusal))
 }
 
 fn transition_update(trigger: &PgTrigger<'_>, t: &Tables) -> Result<Outcome, TaskerError> {
     let mode = GUARD_MODE.get();
     let new = trigger.new().expect("a BEFORE UPDATE row trigger has a new row");
     if mode == GuardMode::Off {
-        return Ok(outcome(mode, trigger, Some(new), None));
+        return Ok(outcome(mode, trigger, new, None));
     }
     let old = trigger.old().expect("a BEFORE UPDATE row trigger has an old row");
     let key = |row: &PgHeapTuple<'_, AllocatedByPostgres>| -> Result<TransitionKey, TaskerError> {
@@ -374,48 +373,48 @@ fn transition_update(trigger: &PgTrigger<'_>, t: &Tables) -> Result<Outcome, Tas
         })
     };
     let refusal = guards::check_update(t.machine, &key(&old)?, &key(&new)?).err();
-    Ok(outcome(mode, trigger, Some(new), refusal))
+    Ok(outcome(mode, trigger, new, refusal))
 }
 
 fn transition_flag(trigger: &PgTrigger<'_>, t: &Tables) -> Result<Outcome, TaskerError> {
     let mode = GUARD_MODE.get();
     let new = trigger.new().expect("a BEFORE UPDATE row trigger has a new row");
     if mode == GuardMode::Off {
-        return Ok(outcome(mode, trigger, Some(new), None));
+        return Ok(outcome(mode, trigger, new, None));
     }
     let (Some(id), Some(owner), Some(sort_key)) = (
         column::<i64>(&new, trigger, "id")?,
         column::<i64>(&new, trigger, t.owner_col)?,
         column::<i32>(&new, trigger, "sort_key")?,
     ) else {
-        return Ok(outcome(mode, trigger, Some(new), None));
+        return Ok(outcome(mode, trigger, new, None));
     };
     let (_, schema) = table_of(trigger);
     let refusal = check_new_flag(t, &quote_identifier(&schema), id, owner, sort_key)?;
-    Ok(outcome(mode, trigger, Some(new), refusal))
+    Ok(outcome(mode, trigger, new, refusal))
 }
 
 fn step_edge(trigger: &PgTrigger<'_>) -> Result<Outcome, TaskerError> {
     let mode = GUARD_MODE.get();
     let new = trigger.new().expect("a BEFORE INSERT OR UPDATE row trigger has a new row");
     if mode == GuardMode::Off {
-        return Ok(outcome(mode, trigger, Some(new), None));
+        return Ok(outcome(mode, trigger, new, None));
     }
     let from = column::<i64>(&new, trigger, "from_step_id")?;
     let to = column::<i64>(&new, trigger, "to_step_id")?;
     if let Some(old) = trigger.old() {
         // An UPDATE that leaves both ends as they were.
         if column::<i64>(&old, trigger, "from_step_id")? == from && column::<i64>(&old, trigger, "to_step_id")? == to {
-            return Ok(outcome(mode, trigger, Some(new), None));
+            return Ok(outcome(mode, trigger, new, None));
         }
     }
     let (Some(from), Some(to)) = (from, to) else {
-        return Ok(outcome(mode, trigger, Some(new), None)); // NOT NULL refuses it
+        return Ok(outcome(mode, trigger, new, None)); // NOT NULL refuses it
     };
     let edge_id = column::<i64>(&new, trigger, "id")?.unwrap_or(i64::MIN);
     let (_, schema) = table_of(trigger);
     let refusal = check_new_edge(&quote_identifier(&schema), edge_id, from, to)?;
-    Ok(outcome(mode, trigger, Some(new), refusal))
+    Ok(outcome(mode, trigger, new, refusal))
 }
 
 /// Runs a guard under pgrx's guard (a panic or a PostgreSQL error inside becomes an ERROR, as
@@ -440,13 +439,9 @@ unsafe fn enter(
             // The report's texts are copied into the call context, whatever context the body
             // left current, so they outlive the guard.
             let report = report.map(|(error, r, table, schema)| {
-                let detail = r.detail.unwrap_or_else(|| format!("Rule {} of tasker_core.", r.constraint));
-                let hint = r
-                    .hint
-                    .unwrap_or_else(|| "See docs/guards.md for the rules and tasker_core.guard_mode.".to_string());
-                PgMemoryContexts::For(call_context).switch_to(|_| {
-                    TableReport::new(error, &r.message, Some(&detail), Some(&hint), r.constraint, &table, &schema)
-                })
+                let (detail, hint) = r.detail_and_hint();
+                PgMemoryContexts::For(call_context)
+                    .switch_to(|_| TableReport::new(error, &r.message, &detail, &hint, r.constraint, &table, &schema))
             });
             (row, report)
         })
@@ -515,9 +510,7 @@ fn verdict(mode: GuardMode, refusal: Option<Refusal>, fill: Option<Accepted>) ->
     let (constraint, message, detail, hint) = match refusal {
         None => (None, None, None, None),
         Some(r) => {
-            let detail = r.detail.unwrap_or_else(|| format!("Rule {} of tasker_core.", r.constraint));
-            let hint =
-                r.hint.unwrap_or_else(|| "See docs/guards.md for the rules and tasker_core.guard_mode.".to_string());
+            let (detail, hint) = r.detail_and_hint();
             (Some(r.constraint.to_string()), Some(r.message), Some(detail), Some(hint))
         }
     };

@@ -47,28 +47,18 @@ impl TableReport {
     pub fn new(
         error: bool,
         message: &str,
-        detail: Option<&str>,
-        hint: Option<&str>,
+        detail: &str,
+        hint: &str,
         constraint: &str,
         table: &str,
         schema: &str,
     ) -> TableReport {
-        let copy = |s: Option<&str>| match s {
-            // SAFETY: pnstrdup copies len bytes (NUL bytes cut the copy short, as C would read
-            // it) into a NUL-terminated palloc'd string of the current context.
-            Some(s) => unsafe { pgrx::pg_sys::pnstrdup(s.as_ptr().cast(), s.len()) },
-            None => std::ptr::null_mut(),
-        };
+        // SAFETY: pnstrdup copies len bytes (NUL bytes cut the copy short, as C would read it)
+        // into a NUL-terminated palloc'd string of the current context.
+        let copy = |s: &str| unsafe { pgrx::pg_sys::pnstrdup(s.as_ptr().cast(), s.len()) };
         TableReport {
             error,
-            texts: [
-                copy(Some(message)),
-                copy(detail),
-                copy(hint),
-                copy(Some(constraint)),
-                copy(Some(table)),
-                copy(Some(schema)),
-            ],
+            texts: [copy(message), copy(detail), copy(hint), copy(constraint), copy(table), copy(schema)],
         }
     }
 

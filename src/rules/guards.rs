@@ -15,6 +15,17 @@ pub struct Refusal {
 }
 
 impl Refusal {
+    /// The detail and hint as reported: a rule without words of its own names itself and
+    /// points to the docs.
+    pub fn detail_and_hint(&self) -> (String, String) {
+        let detail = self.detail.clone().unwrap_or_else(|| format!("Rule {} of tasker_core.", self.constraint));
+        let hint = self
+            .hint
+            .clone()
+            .unwrap_or_else(|| "See docs/guards.md for the rules and tasker_core.guard_mode.".to_string());
+        (detail, hint)
+    }
+
     fn new(constraint: &'static str, message: String) -> Self {
         Refusal { constraint, message, detail: None, hint: None }
     }
