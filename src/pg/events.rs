@@ -15,6 +15,7 @@ use crate::pg::report::OrRaise;
 use crate::pg::sandbox::{as_owner, owner_of};
 use crate::pg::spi::{self, Arg, Rows};
 use crate::pg::tasker::{qualified, resolve_table};
+use crate::pg::texts;
 use crate::rules::events::{StepFacts, TaskFacts};
 use crate::rules::state::IN_PROGRESS;
 
@@ -147,12 +148,15 @@ fn facts(transitions: pg_sys::Oid, ids: &[i64]) -> Result<EventRows, TaskerError
             })
         }
     };
-    let table = qualified(transitions);
     let owner = owner_of(transitions)?;
     let rows = if step {
-        let steps = sibling(transitions, "tasker_workflow_steps")?;
-        let named = sibling(transitions, "tasker_named_steps")?;
-        let sql = step_facts_sql(&table, &steps, &named);
+        let sql = texts::text("events: step facts", &[transitions], || {
+            Ok(step_facts_sql(
+                &qualified(transitions),
+                &sibling(transitions, "tasker_workflow_steps")?,
+                &sibling(transitions, "tasker_named_steps")?,
+            ))
+        })?;
         as_owner(owner, || {
             Spi::connect(|_| {
                 let (mut facts, orphans) = spi::run(&sql, &[Arg::Int8Array(ids)], true, step_facts)??;
@@ -160,7 +164,13 @@ fn facts(transitions: pg_sys::Oid, ids: &[i64]) -> Result<EventRows, TaskerError
                 let starting: Vec<i64> =
                     facts.iter().filter(|(_, f, _)| f.to_state == IN_PROGRESS).map(|(_, f, _)| f.step_id).collect();
                 if !starting.is_empty() {
-                    let sql = parents_sql(&sibling(transitions, "tasker_workflow_step_edges")?, &steps, &named);
+                    let sql = texts::text("events: parents", &[transitions], || {
+                        Ok(parents_sql(
+                            &sibling(transitions, "tasker_workflow_step_edges")?,
+                            &sibling(transitions, "tasker_workflow_steps")?,
+                            &sibling(transitions, "tasker_named_steps")?,
+                        ))
+                    })?;
                     let parents = spi::run(&sql, &[Arg::Int8Array(&starting)], true, parent_names)??;
                     for (_, f, _) in facts.iter_mut().filter(|(_, f, _)| f.to_state == IN_PROGRESS) {
                         f.parents = parents.get(&f.step_id).cloned().unwrap_or_default();
@@ -172,11 +182,13 @@ fn facts(transitions: pg_sys::Oid, ids: &[i64]) -> Result<EventRows, TaskerError
             })
         })?
     } else {
-        let sql = task_facts_sql(
-            &table,
-            &sibling(transitions, "tasker_tasks")?,
-            &sibling(transitions, "tasker_named_tasks")?,
-        );
+        let sql = texts::text("events: task facts", &[transitions], || {
+            Ok(task_facts_sql(
+                &qualified(transitions),
+                &sibling(transitions, "tasker_tasks")?,
+                &sibling(transitions, "tasker_named_tasks")?,
+            ))
+        })?;
         as_owner(owner, || Spi::connect(|_| spi::run(&sql, &[Arg::Int8Array(ids)], true, task_events)))??
     };
     // One event per transition: a transition whose step or task (or its named step or task) is
@@ -184,7 +196,7 @@ fn facts(transitions: pg_sys::Oid, ids: &[i64]) -> Result<EventRows, TaskerError
     if let Some(&missing) = rows.orphans.first() {
         return Err(TaskerError::EventWithoutOwner {
             transition: missing,
-            table,
+            table: qualified(transitions),
             owner: if step { "step" } else { "task" },
         });
     }

@@ -16,6 +16,7 @@
 //! | `tasker` | the Tasker tables as the caller's search_path names them; index proofs |
 //! | `access` | relations, index and sequential scans, rows: the one module with their pointers |
 //! | `spi` | SPI with kept generic plans |
+//! | `texts` | query texts built from the catalogs, kept until the catalogs change |
 //! | `sandbox` | work on the Tasker tables with their owner's rights, in a security-restricted operation |
 //! | `output` | result rows (`tuplestore_putvalues`, or `former` for the readiness shape) |
 //! | `former` | the one hand-written piece of internals: forming readiness rows (measured, fenced) |
@@ -52,4 +53,5 @@ pub mod sql_read;
 pub mod step_state;
 pub mod subxact;
 pub mod tasker;
+pub mod texts;
 pub mod transitions;

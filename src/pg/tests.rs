@@ -1497,3 +1497,34 @@ fn a_chain_built_from_its_sink_is_checked_in_linear_time() {
     assert!(sink_first.as_secs_f64() < 3.0, "2,000 edges sink first took {sink_first:?}");
     assert!(violation_of("SELECT pg_temp.edge(2000, 1)").unwrap().starts_with("23514 tasker_edge_acyclic "));
 }
+
+#[pg_test]
+fn a_kept_query_text_is_built_again_when_the_catalogs_change() {
+    use crate::pg::texts;
+    Spi::run("CREATE TABLE pg_temp.kept_text_probe (id bigint)").unwrap();
+    let oid = pg_sys::Oid::from(one::<i64>("SELECT 'pg_temp.kept_text_probe'::regclass::oid::bigint").unwrap() as u32);
+    let builds = std::cell::Cell::new(0);
+    let name = || {
+        texts::text("test: probe", &[oid], || {
+            builds.set(builds.get() + 1);
+            Ok(crate::pg::tasker::qualified(oid))
+        })
+        .unwrap()
+        .to_string()
+    };
+    let before = name();
+    assert!(before.ends_with(".kept_text_probe"), "{before}");
+    assert_eq!(name(), before);
+    assert_eq!(builds.get(), 1, "kept while nothing changed");
+    // A rename changes the text: built again, with the new name.
+    Spi::run("ALTER TABLE pg_temp.kept_text_probe RENAME TO kept_text_renamed").unwrap();
+    let after = name();
+    assert!(after.ends_with(".kept_text_renamed"), "{after}");
+    assert_eq!(builds.get(), 2);
+    // A column added (the step state's refresh lists step_state's columns) also forgets it.
+    Spi::run("ALTER TABLE pg_temp.kept_text_renamed ADD COLUMN extra integer").unwrap();
+    name();
+    assert_eq!(builds.get(), 3);
+    assert_eq!(name(), after);
+    assert_eq!(builds.get(), 3);
+}

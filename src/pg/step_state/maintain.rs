@@ -17,6 +17,7 @@ use crate::pg::sandbox::{as_owner, owner_of};
 use crate::pg::spi::{self, Arg, Rows};
 use crate::pg::step_state::system_identifier;
 use crate::pg::tasker::{self, Tables, EDGES, NAMED_STEPS, STEPS, TASKS, TASK_TRANSITIONS, TRANSITIONS};
+use crate::pg::texts;
 
 /// The quoted, schema-qualified name of a mirrored table, or the error that it is gone.
 fn mirrored(oid: pg_sys::Oid) -> Result<String, TaskerError> {
@@ -221,28 +222,28 @@ pub(super) fn refresh_steps_now(
     if ids.is_empty() {
         return;
     }
-    let name = |oid| mirrored(oid).or_raise();
-    let columns = columns();
-    let (set, changed) = upsert_clauses(&columns);
-    let transitions_name = name(transitions);
-    let edges_name = name(edges);
-    let upsert = format!(
-        "WITH src AS ({expected}), \
-              gone AS (DELETE FROM tasker_core.step_state d \
-                        WHERE d.workflow_step_id OPERATOR(pg_catalog.=) ANY ($1) \
-                          AND NOT EXISTS (SELECT 1 FROM src WHERE src.workflow_step_id OPERATOR(pg_catalog.=) d.workflow_step_id)) \
-         INSERT INTO tasker_core.step_state AS d (workflow_step_id, {columns}) SELECT workflow_step_id, {columns} FROM src \
-         ON CONFLICT (workflow_step_id) WHERE workflow_step_id IS NOT NULL DO UPDATE SET {set} WHERE {changed} \
-         RETURNING d.workflow_step_id, d.current_state",
-        expected = expected_steps_sql(
-            &name(steps),
-            &name(named_steps),
-            &transitions_name,
-            &edges_name,
-            "WHERE ws.workflow_step_id OPERATOR(pg_catalog.=) ANY ($1)"
-        ),
-    );
-    refresh_recounting(steps, &upsert, ids, &transitions_name, &edges_name, NewRows::Unflipped);
+    let upsert = texts::text("step_state: steps upsert", &[steps, named_steps, transitions, edges], || {
+        let columns = columns();
+        let (set, changed) = upsert_clauses(&columns);
+        Ok(format!(
+            "WITH src AS ({expected}), \
+                  gone AS (DELETE FROM tasker_core.step_state d \
+                            WHERE d.workflow_step_id OPERATOR(pg_catalog.=) ANY ($1) \
+                              AND NOT EXISTS (SELECT 1 FROM src WHERE src.workflow_step_id OPERATOR(pg_catalog.=) d.workflow_step_id)) \
+             INSERT INTO tasker_core.step_state AS d (workflow_step_id, {columns}) SELECT workflow_step_id, {columns} FROM src \
+             ON CONFLICT (workflow_step_id) WHERE workflow_step_id IS NOT NULL DO UPDATE SET {set} WHERE {changed} \
+             RETURNING d.workflow_step_id, d.current_state",
+            expected = expected_steps_sql(
+                &mirrored(steps)?,
+                &mirrored(named_steps)?,
+                &mirrored(transitions)?,
+                &mirrored(edges)?,
+                "WHERE ws.workflow_step_id OPERATOR(pg_catalog.=) ANY ($1)"
+            ),
+        ))
+    })
+    .or_raise();
+    refresh_recounting(steps, &upsert, ids, transitions, edges, NewRows::Unflipped);
 }
 
 /// What a row that a refresh returns but that its lock did not find (a row it inserted) counts
@@ -256,7 +257,14 @@ enum NewRows {
 /// Locks the step rows of `ids` (reading their done-ness), runs `refresh` (which returns each
 /// row it wrote: workflow_step_id, current_state) in a statement of its own, then recounts the
 /// children of the steps whose done-ness flipped; with the rights of `table`'s owner, sandboxed.
-fn refresh_recounting(table: pg_sys::Oid, refresh: &str, ids: &[i64], transitions: &str, edges: &str, new: NewRows) {
+fn refresh_recounting(
+    table: pg_sys::Oid,
+    refresh: &str,
+    ids: &[i64],
+    transitions: pg_sys::Oid,
+    edges: pg_sys::Oid,
+    new: NewRows,
+) {
     let counters = has_counters();
     as_maintainer(table, || {
         Spi::connect(|_| {
@@ -287,23 +295,34 @@ fn done_of(rows: &Rows) -> Vec<(i64, bool)> {
 /// Recounts `total_parents` and `done_parents` of the children of the steps `flipped` (whose
 /// done-ness changed): their rows locked first, in id order, then recounted in a statement of
 /// its own (which under READ COMMITTED sees what a concurrent writer committed meanwhile).
-fn recount_children(mut flipped: Vec<i64>, transitions: &str, edges: &str) -> Result<(), TaskerError> {
+fn recount_children(mut flipped: Vec<i64>, transitions: pg_sys::Oid, edges: pg_sys::Oid) -> Result<(), TaskerError> {
     if flipped.is_empty() {
         return Ok(());
     }
     flipped.sort_unstable();
-    let children = format!("SELECT e.to_step_id FROM {edges} e WHERE e.from_step_id OPERATOR(pg_catalog.=) ANY ($1)");
-    let lock_children = format!(
-        "SELECT 1 FROM tasker_core.step_state WHERE workflow_step_id IN ({children}) \
-          ORDER BY workflow_step_id FOR UPDATE"
-    );
-    let recount = format!(
-        "UPDATE tasker_core.step_state d SET total_parents = x.total_parents, done_parents = x.done_parents \
-           FROM (SELECT c.id, {counters} FROM (SELECT DISTINCT x.to_step_id AS id FROM ({children}) x) c) x \
-          WHERE d.workflow_step_id OPERATOR(pg_catalog.=) x.id \
-            AND (d.total_parents, d.done_parents) IS DISTINCT FROM (x.total_parents, x.done_parents)",
-        counters = parent_counters_sql("c.id", transitions, edges),
-    );
+    let children = || -> Result<String, TaskerError> {
+        Ok(format!(
+            "SELECT e.to_step_id FROM {} e WHERE e.from_step_id OPERATOR(pg_catalog.=) ANY ($1)",
+            mirrored(edges)?
+        ))
+    };
+    let lock_children = texts::text("step_state: lock children", &[edges], || {
+        Ok(format!(
+            "SELECT 1 FROM tasker_core.step_state WHERE workflow_step_id IN ({}) \
+              ORDER BY workflow_step_id FOR UPDATE",
+            children()?
+        ))
+    })?;
+    let recount = texts::text("step_state: recount children", &[transitions, edges], || {
+        Ok(format!(
+            "UPDATE tasker_core.step_state d SET total_parents = x.total_parents, done_parents = x.done_parents \
+               FROM (SELECT c.id, {counters} FROM (SELECT DISTINCT x.to_step_id AS id FROM ({children}) x) c) x \
+              WHERE d.workflow_step_id OPERATOR(pg_catalog.=) x.id \
+                AND (d.total_parents, d.done_parents) IS DISTINCT FROM (x.total_parents, x.done_parents)",
+            counters = parent_counters_sql("c.id", &mirrored(transitions)?, &mirrored(edges)?),
+            children = children()?,
+        ))
+    })?;
     spi::run(&lock_children, &[Arg::Int8Array(&flipped)], false, |_| ())?;
     spi::run(&recount, &[Arg::Int8Array(&flipped)], false, |_| ())
 }
@@ -364,11 +383,11 @@ pub(super) fn refresh_transitions_now(ids: &[i64], transitions: pg_sys::Oid, edg
     if ids.is_empty() {
         return;
     }
-    let table = transitions;
-    let transitions = mirrored(transitions).or_raise();
-    let edges = mirrored(edges).or_raise();
-    let update = states_update_sql(&transitions, "RETURNING d.workflow_step_id, d.current_state");
-    refresh_recounting(table, &update, ids, &transitions, &edges, NewRows::Flipped);
+    let update = texts::text("step_state: states update", &[transitions], || {
+        Ok(states_update_sql(&mirrored(transitions)?, "RETURNING d.workflow_step_id, d.current_state"))
+    })
+    .or_raise();
+    refresh_recounting(transitions, &update, ids, transitions, edges, NewRows::Flipped);
 }
 
 /// Locks the named steps `named` (FOR UPDATE, in id order) of `named_steps`: a rename then waits
@@ -410,21 +429,24 @@ pub(super) fn refresh_tasks_now(ids: &[i64], tasks: pg_sys::Oid, task_transition
     if ids.is_empty() {
         return;
     }
-    let (set, changed) = upsert_clauses("current_state, state_since, named_task_id");
-    let columns = columns();
-    let upsert = format!(
-        "WITH src AS ({expected}), \
-              gone AS (DELETE FROM tasker_core.step_state d \
-                        WHERE d.workflow_step_id IS NULL AND d.task_id OPERATOR(pg_catalog.=) ANY ($1) \
-                          AND NOT EXISTS (SELECT 1 FROM src WHERE src.task_id OPERATOR(pg_catalog.=) d.task_id)) \
-         INSERT INTO tasker_core.step_state AS d (workflow_step_id, {columns}) SELECT workflow_step_id, {columns} FROM src \
-         ON CONFLICT (task_id) WHERE workflow_step_id IS NULL DO UPDATE SET {set} WHERE {changed}",
-        expected = expected_tasks_sql(
-            &mirrored(tasks).or_raise(),
-            &mirrored(task_transitions).or_raise(),
-            "WHERE t.task_id OPERATOR(pg_catalog.=) ANY ($1)"
-        ),
-    );
+    let upsert = texts::text("step_state: tasks upsert", &[tasks, task_transitions], || {
+        let (set, changed) = upsert_clauses("current_state, state_since, named_task_id");
+        let columns = columns();
+        Ok(format!(
+            "WITH src AS ({expected}), \
+                  gone AS (DELETE FROM tasker_core.step_state d \
+                            WHERE d.workflow_step_id IS NULL AND d.task_id OPERATOR(pg_catalog.=) ANY ($1) \
+                              AND NOT EXISTS (SELECT 1 FROM src WHERE src.task_id OPERATOR(pg_catalog.=) d.task_id)) \
+             INSERT INTO tasker_core.step_state AS d (workflow_step_id, {columns}) SELECT workflow_step_id, {columns} FROM src \
+             ON CONFLICT (task_id) WHERE workflow_step_id IS NULL DO UPDATE SET {set} WHERE {changed}",
+            expected = expected_tasks_sql(
+                &mirrored(tasks)?,
+                &mirrored(task_transitions)?,
+                "WHERE t.task_id OPERATOR(pg_catalog.=) ANY ($1)"
+            ),
+        ))
+    })
+    .or_raise();
     lock_then_run(tasks, LOCK_TASKS, &upsert, ids);
 }
 
