@@ -79,12 +79,12 @@ impl Rows {
         // row is in range and col is checked against the descriptor first.
         unsafe {
             let table = &*self.table;
-            let natts = (*table.tupdesc).natts as usize;
+            // The descriptor's attributes, read in place (not through SPI_gettypeid: one
+            // guarded FFI call less per value read).
+            let attrs = crate::pg::access::desc_attrs(table.tupdesc);
+            let natts = attrs.len();
             assert!(col >= 1 && col <= natts, "tasker_core: column {col} of a {natts}-column result");
-            assert!(
-                pg_sys::SPI_gettypeid(table.tupdesc, col as i32) == typ,
-                "tasker_core: column {col} of a query is not of the type read"
-            );
+            assert!(attrs[col - 1].atttypid == typ, "tasker_core: column {col} of a query is not of the type read");
             let mut isnull = false;
             let datum = pg_sys::SPI_getbinval(*table.vals.add(row), table.tupdesc, col as i32, &mut isnull);
             (!isnull).then_some(datum)
