@@ -229,9 +229,12 @@ extras() {
   done < <(PGHOST="$dir" PGPORT="$port" PGUSER=postgres PGDATABASE=$o ruby tests/bench/drain.rb 8 "${BENCH_DRAIN_TASKS:-1000}")
   psql_ "$conn" postgres -q -c "DROP DATABASE $o"
   log "== lifecycle events: write cost per layer, the pipeline"
-  local ev_layers ev_layers_tx ev_pipeline
+  local ev_layers ev_layers_tx ev_sbs ev_pipeline
   ev_layers=$(PATH="$bindir:$PATH" tests/bench/events_write.sh "$conn dbname=$db" 4 15 | sed 1d)
   ev_layers_tx=$(PATH="$bindir:$PATH" SHAPE=transaction tests/bench/events_write.sh "$conn dbname=$db" 4 15 | sed 1d)
+  # Each layer and plain at the same time, on two copies of the database (events_write.sh
+  # left tasker_core disabled in it): both sides share the machine's drift.
+  ev_sbs=$(PATH="$bindir:$PATH" ROUNDS="${BENCH_SBS_ROUNDS:-3}" tests/bench/write_side_by_side.sh "$conn" "$db" 2 10 | sed 1d)
   ev_pipeline=$(PATH="$bindir:$PATH" tests/bench/events_pipeline.sh "$conn dbname=$db" "${BENCH_PIPELINE_SECONDS:-60}" 2 | sed 1d)
   # The same workload counted in instructions (callgrind; deterministic where moves/s are not):
   # PostgreSQL 15 only, where valgrind is installed.
@@ -333,6 +336,13 @@ The step's three moves in one transaction (\`SHAPE=transaction\`):
 
 \`\`\`
 $ev_layers_tx
+\`\`\`
+
+The same transactions with each layer and plain written at the same time, 2 clients each, on
+two copies of the database (tests/bench/write_side_by_side.sh; median of the rounds' ratios):
+
+\`\`\`
+$ev_sbs
 \`\`\`
 
 The same transactions counted in CPU instructions (tests/bench/write_instructions.sh:

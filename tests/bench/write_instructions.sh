@@ -8,7 +8,9 @@
 # database; the difference over 200 is the cost of one transaction, without the backend's
 # start and its first-call caches. Layers as events_write.sh has them.
 # A benchmark, not a test: docs/benchmarks.md records its figures. Usage (as root, PostgreSQL 15):
-#   tests/bench/write_instructions.sh [TASKS]      # default 5000 tasks
+#   [ONLY="plain events"] [KEEP=DIR] tests/bench/write_instructions.sh [TASKS]   # default 5000 tasks
+# ONLY counts those layers only (the first is the base of the ratios); KEEP copies the
+# callgrind files there (callgrind_annotate reads them).
 # It starts and stops its own cluster in a temporary directory.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd); root=$(cd "$here/../.." && pwd)
@@ -50,26 +52,13 @@ for n in 100 300; do
   }' >"$dir/work_$n.sql"
 done
 
-declare -A setup=(
-  [plain]=""
-  [guards]="SELECT count(*) FROM tasker_core.enable(functions => false, views => false)"
-  [state]="SELECT count(*) FROM tasker_core.enable(functions => false, views => false); SELECT count(*) FROM tasker_core.step_state_enable()"
-  [events]="SELECT count(*) FROM tasker_core.enable(functions => false, views => false, events => true); SELECT count(*) FROM tasker_core.step_state_enable()"
-  [state_alone]="SELECT count(*) FROM tasker_core.step_state_enable()"
-  [events_alone]="SELECT count(*) FROM tasker_core.enable(functions => false, views => false, triggers => false, events => true)"
-)
-label() {
-  case $1 in
-    plain) echo "plain" ;; guards) echo "+ guards" ;; state) echo "+ guards + step state" ;;
-    events) echo "+ guards + step state + events" ;; state_alone) echo "step state alone" ;; events_alone) echo "events alone" ;;
-  esac
-}
+. "$here/layers.sh"
 # count LAYER N: instructions of N transactions.
 count() {
   local layer=$1 n=$2 out="$dir/callgrind.$1.$2"
   cluster start "$dir" "$port"
   q postgres -c "DROP DATABASE IF EXISTS instr" -c "CREATE DATABASE instr TEMPLATE instr_tpl"
-  [ -n "${setup[$layer]}" ] && q instr -c "${setup[$layer]}" >/dev/null
+  [ -n "${LAYER_SETUP[$layer]}" ] && q instr -c "${LAYER_SETUP[$layer]}" >/dev/null
   q instr -c "VACUUM ANALYZE" -c "CHECKPOINT"
   cluster stop "$dir"
   sudo -u postgres valgrind --tool=callgrind --callgrind-out-file="$out" \
@@ -79,16 +68,18 @@ count() {
 }
 echo "$tasks tasks, $steps steps; instructions per transaction (callgrind; a new step moved three times)"
 plain=""
-for layer in plain guards state events state_alone events_alone; do
+for layer in ${ONLY:-${LAYERS[@]}}; do
   a=$(count "$layer" 100); b=$(count "$layer" 300)
   per=$(( (b - a) / 200 ))
   [ -z "$plain" ] && plain=$per
-  awk -v l="$(label "$layer")" -v p="$per" -v base="$plain" \
+  awk -v l="${LAYER_LABEL[$layer]}" -v p="$per" -v base="$plain" \
     'BEGIN { printf "%-40s %10d instructions  %5.2fx plain  (+%d)\n", l, p, p / base, p - base }'
 done
+[ -n "${KEEP:-}" ] && mkdir -p "$KEEP" && cp "$dir"/callgrind.* "$KEEP/"
 # Where the whole stack's extra instructions go: tasker_core's entry points (inclusive), per
 # transaction, from the 300-transaction run of the full stack (first-call costs included, a few
 # percent). The commit hook runs the step state's refresh, then records the events.
+[ -f "$dir/callgrind.events.300" ] || exit 0
 echo "where + guards + step state + events spends, per transaction (inclusive, over 300 transactions):"
 callgrind_annotate --inclusive=yes --threshold=100 "$dir/callgrind.events.300" 2>/dev/null |
   awk -v ts=300 '
