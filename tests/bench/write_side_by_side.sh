@@ -3,8 +3,8 @@
 # of one database, plain tables in one and the layer in the other, each written by CLIENTS
 # pgbench clients for SECONDS s at the same time, ROUNDS times per layer (layers:
 # tests/bench/layers.sh). On this 2-core machine the speed of a 10-second run drifts by more
-# than the differences measured (the same build ran the whole stack at 321 and 558 us per move,
-# minutes apart). Run side by side, both copies share the CPU and whatever slows it down, and
+# than the differences measured (one build, one client, ran the whole stack at 611 and 916 us
+# per move, minutes apart). Run side by side, both copies share the CPU and whatever slows it down, and
 # the ratio of their rates approaches the ratio of their costs per transaction; it still
 # spreads from round to round (1.53x to 2.35x for the whole stack of one build, 2026-11-29),
 # so take several rounds. Prints per layer the median ratio, the spread of the rounds, and the
