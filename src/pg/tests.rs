@@ -1078,6 +1078,8 @@ fn step_state_follows_every_kind_of_write() {
          SELECT pg_temp.move(100, 'complete');
          SELECT pg_temp.step(200, 5, 3);
          SET LOCAL session_replication_role = origin",
+        // a step's id changed: the row of the old id goes (as for a deleted step)
+        "UPDATE tasker_workflow_steps SET workflow_step_id = 201 WHERE workflow_step_id = 200",
         // tasks: a Statesman task move, a new task without steps, a task deleted
         "UPDATE tasker_task_transitions SET most_recent = false WHERE task_id = 1 AND most_recent;
          INSERT INTO tasker_task_transitions (task_id, to_state, sort_key, most_recent, created_at, updated_at)

@@ -36,7 +36,7 @@ use crate::pg::call::sorted_distinct;
 use crate::pg::report::OrRaise;
 use crate::pg::sandbox::{as_owner, owner_of};
 use crate::pg::spi::{self, Arg};
-use crate::pg::step_state::maintain::{self, Upkeep};
+use crate::pg::step_state::maintain::{self, MayBeGone, Upkeep};
 
 /// What this transaction wrote and the copy does not show yet, for the tables `tables` (the
 /// source row's six, in its order).
@@ -45,6 +45,8 @@ struct Noted {
     tables: [pg_sys::Oid; 6],
     /// Steps whose rows to refresh (written, or their edges or named step).
     steps: Vec<i64>,
+    /// Whether a statement may have deleted a step row or changed its id (`Kind::GoneSteps`).
+    gone: bool,
     /// Steps whose transitions were written.
     moved: Vec<i64>,
     tasks: Vec<i64>,
@@ -54,6 +56,10 @@ struct Noted {
 #[derive(Clone, Copy)]
 pub enum Kind {
     Steps,
+    /// Steps of a statement that may have deleted step rows or changed their ids (a DELETE,
+    /// or an UPDATE that did not keep every id): refreshed as `Steps`, and their rows deleted
+    /// where the step is gone.
+    GoneSteps,
     Moved,
     Tasks,
 }
@@ -62,7 +68,7 @@ impl Kind {
     /// How `tasker_core.step_state_log` names it.
     pub fn letter(self) -> &'static str {
         match self {
-            Kind::Steps => "s",
+            Kind::Steps | Kind::GoneSteps => "s",
             Kind::Moved => "x",
             Kind::Tasks => "t",
         }
@@ -116,9 +122,19 @@ pub fn note(kind: Kind, ids: Vec<i64>, tables: [pg_sys::Oid; 6]) {
     }
     NOTED.with(|n| {
         let mut n = n.borrow_mut();
-        let n = n.get_or_insert_with(|| Noted { tables, steps: Vec::new(), moved: Vec::new(), tasks: Vec::new() });
+        let n = n.get_or_insert_with(|| Noted {
+            tables,
+            steps: Vec::new(),
+            gone: false,
+            moved: Vec::new(),
+            tasks: Vec::new(),
+        });
         match kind {
             Kind::Steps => n.steps.extend(ids),
+            Kind::GoneSteps => {
+                n.steps.extend(ids);
+                n.gone = true;
+            }
             Kind::Moved => n.moved.extend(ids),
             Kind::Tasks => n.tasks.extend(ids),
         }
@@ -137,7 +153,7 @@ pub fn apply() {
             n.take()
         }
     });
-    let Some(Noted { tables: t, steps, moved, tasks }) = taken else {
+    let Some(Noted { tables: t, steps, gone, moved, tasks }) = taken else {
         return;
     };
     let steps = sorted_distinct(steps);
@@ -145,7 +161,8 @@ pub fn apply() {
     let tasks = sorted_distinct(tasks);
     match maintain::latest_upkeep() {
         Upkeep::Refresh => {
-            maintain::refresh_steps_now(&steps, t[0], t[1], t[2], t[3]);
+            let gone = if gone { MayBeGone::Yes } else { MayBeGone::No };
+            maintain::refresh_steps_now(&steps, t[0], t[1], t[2], t[3], gone);
             maintain::refresh_transitions_now(&moved, t[2], t[3]);
             maintain::refresh_tasks_now(&tasks, t[4], t[5]);
         }

@@ -110,6 +110,29 @@ fn touched(data: &pg_sys::TriggerData, id: &str, cols: &[&str]) -> Result<Vec<i6
     Ok(out)
 }
 
+/// `Kind::Steps` for a statement on the steps that removed no step id (an INSERT, or an UPDATE
+/// whose new rows carry every id of its old rows), `Kind::GoneSteps` otherwise: the refresh
+/// then also deletes the rows of steps that are gone.
+fn steps_kind(data: &pg_sys::TriggerData) -> Result<Kind, TaskerError> {
+    let event = data.tg_event;
+    if pgrx::trigger_support::trigger_fired_by_insert(event) {
+        return Ok(Kind::Steps);
+    }
+    if !pgrx::trigger_support::trigger_fired_by_update(event) {
+        return Ok(Kind::GoneSteps);
+    }
+    let ids = |side| -> Result<Vec<Option<i64>>, TaskerError> {
+        let mut ids: Vec<Option<i64>> =
+            transition_rows(data, side, "workflow_step_id", &[])?.into_iter().map(|(id, _)| id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    };
+    let new = ids(Side::New)?;
+    let kept = ids(Side::Old)?.iter().all(|id| new.binary_search(id).is_ok());
+    Ok(if kept { Kind::Steps } else { Kind::GoneSteps })
+}
+
 fn invalidate(why: String) {
     spi::query("SELECT tasker_core.step_state_invalidate($1)", &[Arg::Text(&why)], false, |_| ())
 }
@@ -153,7 +176,7 @@ fn sync(data: &pg_sys::TriggerData, relid: pg_sys::Oid) {
     // Which rows the statement touched, and what they are to the copy.
     let (kind, ids) = if relid == t[STEPS] {
         (
-            Kind::Steps,
+            steps_kind(data).or_raise(),
             touched(
                 data,
                 "workflow_step_id",
