@@ -8,13 +8,17 @@
 # database; the difference over 200 is the cost of one transaction, without the backend's
 # start and its first-call caches. Layers as events_write.sh has them.
 # A benchmark, not a test: docs/benchmarks.md records its figures. Usage (as root, PostgreSQL 15):
-#   [ONLY="plain events"] [KEEP=DIR] tests/bench/write_instructions.sh [TASKS]   # default 5000 tasks
+#   [ONLY="plain events"] [KEEP=DIR] [SHAPE=transaction|move] tests/bench/write_instructions.sh [TASKS]
+# (default 5000 tasks). SHAPE=move writes each move in its own transaction, as
+# tests/bench/move_writer.sql (events_write.sh's default shape) does; counts are then per step.
 # ONLY counts those layers only (the first is the base of the ratios); KEEP copies the
 # callgrind files there (callgrind_annotate reads them).
 # It starts and stops its own cluster in a temporary directory.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd); root=$(cd "$here/../.." && pwd)
 tasks=${1:-5000}
+shape=${SHAPE:-transaction}
+case "$shape" in transaction | move) ;; *) echo "write_instructions: SHAPE is transaction or move, not $shape" >&2; exit 2 ;; esac
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 command -v valgrind >/dev/null || { echo "write_instructions: valgrind is needed" >&2; exit 2; }
 dir=$(mktemp -d /tmp/tasker_instr.XXXXXX); chown postgres: "$dir"
@@ -36,18 +40,20 @@ cluster stop "$dir"
 
 # The workload with literal ids: on a fresh copy the new steps get last+1, last+2, ...
 for n in 100 300; do
-  awk -v n="$n" -v last="$last" -v named="$named" -v tasks="$tasks" 'BEGIN {
+  awk -v n="$n" -v last="$last" -v named="$named" -v tasks="$tasks" -v shape="$shape" 'BEGIN {
     srand(7)
     for (i = 1; i <= n; i++) {
       s = last + i; t = 1 + int(rand() * tasks)
-      print "BEGIN"
+      if (shape == "transaction") print "BEGIN"
       printf "INSERT INTO tasker_workflow_steps (task_id, named_step_id, created_at, updated_at) VALUES (%d, %d, now(), now())\n", t, named
       split("pending in_progress complete", st, " ")
       for (k = 1; k <= 3; k++) {
+        if (shape == "move" && k > 1) print "BEGIN"
         if (k > 1) printf "UPDATE tasker_workflow_step_transitions SET most_recent = false, updated_at = now() WHERE workflow_step_id = %d AND most_recent\n", s
         printf "INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, metadata, created_at, updated_at) VALUES (%d, '\''%s'\'', %d, true, '\''{}'\'', now(), now())\n", s, st[k], k
+        if (shape == "move" && k > 1) print "COMMIT"
       }
-      print "COMMIT"
+      if (shape == "transaction") print "COMMIT"
     }
   }' >"$dir/work_$n.sql"
 done
@@ -66,7 +72,11 @@ count() {
   if grep -q "ERROR" "$dir/single.log"; then grep -m3 "ERROR" "$dir/single.log" >&2; exit 1; fi
   sed -n 's/^totals: \([0-9]*\).*/\1/p' "$out"
 }
-echo "$tasks tasks, $steps steps; instructions per transaction (callgrind; a new step moved three times)"
+if [ "$shape" = transaction ]; then
+  echo "$tasks tasks, $steps steps; instructions per transaction (callgrind; a new step moved three times)"
+else
+  echo "$tasks tasks, $steps steps; instructions per step (callgrind; a new step moved three times, each move its own transaction as move_writer.sql writes it)"
+fi
 plain=""
 for layer in ${ONLY:-${LAYERS[@]}}; do
   a=$(count "$layer" 100); b=$(count "$layer" 300)
@@ -80,7 +90,7 @@ done
 # transaction, from the 300-transaction run of the full stack (first-call costs included, a few
 # percent). The commit hook runs the step state's refresh, then records the events.
 [ -f "$dir/callgrind.events.300" ] || exit 0
-echo "where + guards + step state + events spends, per transaction (inclusive, over 300 transactions):"
+echo "where + guards + step state + events spends, per $([ "$shape" = move ] && echo step || echo transaction) (inclusive, over 300 of them):"
 callgrind_annotate --inclusive=yes --threshold=100 "$dir/callgrind.events.300" 2>/dev/null |
   awk -v ts=300 '
     function grab(pat) { return ($0 ~ pat) }
