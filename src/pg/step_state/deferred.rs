@@ -46,7 +46,7 @@ struct Noted {
     /// Steps whose rows to refresh (written, or their edges or named step).
     steps: Vec<i64>,
     /// Whether a statement may have deleted a step row or changed its id (`Kind::GoneSteps`).
-    gone: bool,
+    gone: MayBeGone,
     /// Steps whose transitions were written.
     moved: Vec<i64>,
     tasks: Vec<i64>,
@@ -125,7 +125,7 @@ pub fn note(kind: Kind, ids: Vec<i64>, tables: [pg_sys::Oid; 6]) {
         let n = n.get_or_insert_with(|| Noted {
             tables,
             steps: Vec::new(),
-            gone: false,
+            gone: MayBeGone::No,
             moved: Vec::new(),
             tasks: Vec::new(),
         });
@@ -133,7 +133,7 @@ pub fn note(kind: Kind, ids: Vec<i64>, tables: [pg_sys::Oid; 6]) {
             Kind::Steps => n.steps.extend(ids),
             Kind::GoneSteps => {
                 n.steps.extend(ids);
-                n.gone = true;
+                n.gone = MayBeGone::Yes;
             }
             Kind::Moved => n.moved.extend(ids),
             Kind::Tasks => n.tasks.extend(ids),
@@ -161,7 +161,6 @@ pub fn apply() {
     let tasks = sorted_distinct(tasks);
     match maintain::latest_upkeep() {
         Upkeep::Refresh => {
-            let gone = if gone { MayBeGone::Yes } else { MayBeGone::No };
             maintain::refresh_steps_now(&steps, t[0], t[1], t[2], t[3], gone);
             maintain::refresh_transitions_now(&moved, t[2], t[3]);
             maintain::refresh_tasks_now(&tasks, t[4], t[5]);

@@ -65,19 +65,31 @@ fn read_source() -> Src {
     )
 }
 
+/// What a statement touched (`touched`).
+struct Touched {
+    /// The ids of the rows touched.
+    ids: Vec<i64>,
+    /// Whether an id of the rows before is missing after: a DELETE, or an UPDATE that changed an
+    /// id (for the steps: their rows in the copy must go, `Kind::GoneSteps`).
+    removed: bool,
+}
+
 /// The ids (column `id`) of the rows the statement touched: every inserted or deleted row, and
 /// for an UPDATE the rows whose columns `cols` changed (see the module comment).
-fn touched(data: &pg_sys::TriggerData, id: &str, cols: &[&str]) -> Result<Vec<i64>, TaskerError> {
+fn touched(data: &pg_sys::TriggerData, id: &str, cols: &[&str]) -> Result<Touched, TaskerError> {
     let event = data.tg_event;
     let ids = |rows: TransitionRows| rows.into_iter().filter_map(|(id, _)| id).collect();
     if pgrx::trigger_support::trigger_fired_by_insert(event) {
-        return Ok(ids(transition_rows(data, Side::New, id, &[])?));
+        return Ok(Touched { ids: ids(transition_rows(data, Side::New, id, &[])?), removed: false });
     }
     if pgrx::trigger_support::trigger_fired_by_delete(event) {
-        return Ok(ids(transition_rows(data, Side::Old, id, &[])?));
+        return Ok(Touched { ids: ids(transition_rows(data, Side::Old, id, &[])?), removed: true });
     }
     let mut old = transition_rows(data, Side::Old, id, cols)?;
     let mut new = transition_rows(data, Side::New, id, cols)?;
+    let mut new_ids: Vec<Option<i64>> = new.iter().map(|(id, _)| *id).collect();
+    new_ids.sort_unstable();
+    let removed = old.iter().any(|(id, _)| new_ids.binary_search(id).is_err());
     // Sorted by the columns' bytes, the multiset difference is one merge.
     old.sort_unstable_by(|a, b| (&a.1, a.0).cmp(&(&b.1, b.0)));
     new.sort_unstable_by(|a, b| (&a.1, a.0).cmp(&(&b.1, b.0)));
@@ -107,30 +119,7 @@ fn touched(data: &pg_sys::TriggerData, id: &str, cols: &[&str]) -> Result<Vec<i6
             (None, None) => break,
         }
     }
-    Ok(out)
-}
-
-/// `Kind::Steps` for a statement on the steps that removed no step id (an INSERT, or an UPDATE
-/// whose new rows carry every id of its old rows), `Kind::GoneSteps` otherwise: the refresh
-/// then also deletes the rows of steps that are gone.
-fn steps_kind(data: &pg_sys::TriggerData) -> Result<Kind, TaskerError> {
-    let event = data.tg_event;
-    if pgrx::trigger_support::trigger_fired_by_insert(event) {
-        return Ok(Kind::Steps);
-    }
-    if !pgrx::trigger_support::trigger_fired_by_update(event) {
-        return Ok(Kind::GoneSteps);
-    }
-    let ids = |side| -> Result<Vec<Option<i64>>, TaskerError> {
-        let mut ids: Vec<Option<i64>> =
-            transition_rows(data, side, "workflow_step_id", &[])?.into_iter().map(|(id, _)| id).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        Ok(ids)
-    };
-    let new = ids(Side::New)?;
-    let kept = ids(Side::Old)?.iter().all(|id| new.binary_search(id).is_ok());
-    Ok(if kept { Kind::Steps } else { Kind::GoneSteps })
+    Ok(Touched { ids: out, removed })
 }
 
 fn invalidate(why: String) {
@@ -175,41 +164,45 @@ fn sync(data: &pg_sys::TriggerData, relid: pg_sys::Oid) {
     }
     // Which rows the statement touched, and what they are to the copy.
     let (kind, ids) = if relid == t[STEPS] {
-        (
-            steps_kind(data).or_raise(),
-            touched(
-                data,
+        let steps = touched(
+            data,
+            "workflow_step_id",
+            &[
                 "workflow_step_id",
-                &[
-                    "workflow_step_id",
-                    "task_id",
-                    "named_step_id",
-                    "retryable",
-                    "retry_limit",
-                    "in_process",
-                    "processed",
-                    "attempts",
-                    "last_attempted_at",
-                    "backoff_request_seconds",
-                    "created_at",
-                ],
-            ),
+                "task_id",
+                "named_step_id",
+                "retryable",
+                "retry_limit",
+                "in_process",
+                "processed",
+                "attempts",
+                "last_attempted_at",
+                "backoff_request_seconds",
+                "created_at",
+            ],
         )
+        .or_raise();
+        // A step deleted, or its id changed: the refresh also deletes the rows of steps gone.
+        (if steps.removed { Kind::GoneSteps } else { Kind::Steps }, Ok(steps.ids))
     } else if relid == t[TRANSITIONS] {
         // Transitions decide only the state columns (and the children's done_parents where a
         // step became done or stopped being done).
         (
             Kind::Moved,
-            touched(data, "workflow_step_id", &["id", "workflow_step_id", "to_state", "most_recent", "created_at"]),
+            touched(data, "workflow_step_id", &["id", "workflow_step_id", "to_state", "most_recent", "created_at"])
+                .map(|t| t.ids),
         )
     } else if relid == t[EDGES] {
-        (Kind::Steps, touched(data, "to_step_id", &["id", "from_step_id", "to_step_id"]))
+        (Kind::Steps, touched(data, "to_step_id", &["id", "from_step_id", "to_step_id"]).map(|t| t.ids))
     } else if relid == t[TASKS] {
-        (Kind::Tasks, touched(data, "task_id", &["task_id", "named_task_id"]))
+        (Kind::Tasks, touched(data, "task_id", &["task_id", "named_task_id"]).map(|t| t.ids))
     } else if relid == t[TASK_TRANSITIONS] {
-        (Kind::Tasks, touched(data, "task_id", &["id", "task_id", "to_state", "most_recent", "created_at"]))
+        (
+            Kind::Tasks,
+            touched(data, "task_id", &["id", "task_id", "to_state", "most_recent", "created_at"]).map(|t| t.ids),
+        )
     } else if relid == t[NAMED_STEPS] {
-        let named = touched(data, "named_step_id", &["named_step_id", "name"]).or_raise();
+        let named = touched(data, "named_step_id", &["named_step_id", "name"]).or_raise().ids;
         if named.is_empty() {
             return;
         }
