@@ -35,6 +35,13 @@ unsafe extern "C-unwind" fn catalogs_changed(_arg: pg_sys::Datum, _cache: std::f
     GENERATION.set(GENERATION.get().wrapping_add(1));
 }
 
+/// The invalidations counted so far (the tests tell their own catalog changes from other
+/// sessions' with it).
+#[cfg(any(test, feature = "pg_test"))]
+pub fn generation() -> u64 {
+    GENERATION.get()
+}
+
 /// The text of kind `kind` over the relations `rels`: kept, or built by `build` (and kept).
 pub fn text(
     kind: &'static str,
