@@ -65,21 +65,19 @@ done
 off
 # Per layer: median us per move; the per-round ratios to plain (median, lowest, highest).
 for layer in "${LAYERS[@]}"; do
-  awk -v l="$layer" -v label="${LAYER_LABEL[$layer]}" -v rounds="$rounds" '
-    function median(a, m,   i, j, t) {
-      for (i = 2; i <= m; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
-      return m % 2 ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
-    }
+  awk -v l="$layer" -v label="${LAYER_LABEL[$layer]}" -v rounds="$rounds" "$AWK_MEDIAN"'
     { moves[$1, $2] = $3 }
     END {
+      # (Tested before any reference to moves[r, "state"], which would create it.)
+      on_top_known = l == "events" && ((0, "state") in moves)
       for (r = 0; r < rounds; r++) {
         us[r + 1] = 1e6 / moves[r, l]; ratio[r + 1] = moves[r, "plain"] / moves[r, l]
-        if (l == "events") on_top[r + 1] = moves[r, "state"] / moves[r, l]
+        if (on_top_known) on_top[r + 1] = moves[r, "state"] / moves[r, l]
       }
       lo = hi = ratio[1]; for (r = 2; r <= rounds; r++) { if (ratio[r] < lo) lo = ratio[r]; if (ratio[r] > hi) hi = ratio[r] }
       printf "%-40s %7.0f moves/s  %6.1f us per move  %5.2fx plain", label, 1e6 / median(us, rounds), median(us, rounds), median(ratio, rounds)
       if (rounds > 1) printf "  (rounds %.2f-%.2fx)", lo, hi
-      if (l == "events" && ((0, "state") in moves)) {
+      if (on_top_known) {
         printf "; events on top of guards + step state %+.0f%%", (median(on_top, rounds) - 1) * 100
       }
       printf "\n"

@@ -19,3 +19,10 @@ declare -A LAYER_SETUP=(
   [state_alone]="SELECT count(*) FROM tasker_core.step_state_enable()"
   [events_alone]="SELECT count(*) FROM tasker_core.enable(functions => false, views => false, triggers => false, events => true)"
 )
+# median(a, n): sorts a[1..n] in place and returns their median (an awk function, prepended to
+# the programs that summarize rounds).
+AWK_MEDIAN='
+  function median(a, n,   i, j, t) {
+    for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+  }'

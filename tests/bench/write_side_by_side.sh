@@ -52,12 +52,11 @@ round() {
 echo "side by side with plain: $clients clients each, $seconds s, $rounds rounds per layer; tasks $lo..$hi"
 for layer in $layers; do
   for ((r = 0; r < rounds; r++)); do round "$layer"; done >"$work/$layer"
-  awk -v label="${LAYER_LABEL[$layer]}" '
+  awk -v label="${LAYER_LABEL[$layer]}" "$AWK_MEDIAN"'
     { ratio[NR] = $1 / $2; p = $1; l = $2 }
     END {
       n = NR
-      for (i = 2; i <= n; i++) { t = ratio[i]; for (j = i - 1; j >= 1 && ratio[j] > t; j--) ratio[j + 1] = ratio[j]; ratio[j + 1] = t }
-      med = n % 2 ? ratio[(n + 1) / 2] : (ratio[n / 2] + ratio[n / 2 + 1]) / 2
+      med = median(ratio, n)  # (sorts ratio: ratio[1] and ratio[n] are the extremes)
       printf "%-40s %5.2fx plain  (rounds %.2f-%.2fx; last: plain %.0f, layer %.0f moves/s)\n", label, med, ratio[1], ratio[n], 3 * p, 3 * l
     }' "$work/$layer"
 done
