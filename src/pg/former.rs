@@ -60,6 +60,8 @@ const HEADER: usize = 23;
 const INFOMASK2_AT: usize = 18;
 const INFOMASK_AT: usize = 20;
 const HOFF_AT: usize = 22;
+/// The widest result a former forms: one bit per column in a u64 (the readiness rows have 16).
+const MAX_COLUMNS: usize = 64;
 
 fn align_of(attalign: std::ffi::c_char) -> Option<usize> {
     match attalign as u8 {
@@ -77,18 +79,17 @@ fn aligned(at: usize, align: usize) -> usize {
     (at + align - 1) & !(align - 1)
 }
 
-/// Zeroes the alignment padding from `at` on (at most 7 bytes) with one 8-byte store instead
-/// of a memset call; bytes past the padding are written next (the value) or lie past the row.
-/// `form` sizes the buffer with 16 bytes per column, so `at + 8` is inside it.
-fn pad(buf: &mut [u8], at: usize) {
-    buf[at..at + 8].copy_from_slice(&[0; 8]);
-}
-
 /// Forms one row of `vals` into `words` from word `first` on (growing it as needed); its
 /// length in bytes, or None when a value does not fit its column. See `Former::form`.
+///
+/// The row's words are zeroed first (words the arena grows by come zeroed), so the header, the
+/// null bitmap and every alignment padding byte are zero unless written: each value is then
+/// one bounds-checked write at its aligned offset, and the bitmap and infomask are written once
+/// at the end.
 fn form_into(words: &mut Vec<u64>, first: usize, kinds: &[Kind], vals: &[Val<'_>]) -> Option<usize> {
     let natts = kinds.len();
-    if vals.len() != natts {
+    // `present` has a bit per column (for_desc refuses wider results).
+    if vals.len() != natts || natts > MAX_COLUMNS {
         return None;
     }
     let mut has_null = false;
@@ -101,48 +102,49 @@ fn form_into(words: &mut Vec<u64>, first: usize, kinds: &[Kind], vals: &[Val<'_>
         }
     }
     let hoff = aligned(HEADER + if has_null { natts.div_ceil(8) } else { 0 }, 8);
-    // Room for every column at 8 bytes plus 7 of padding, and the texts with 4-byte headers.
+    // Room for every column: at most 7 bytes of padding and 8 of value, or a text's header
+    // (4, after at most 3 of padding) and bytes.
     let need = first + (hoff + 16 * natts + text_bytes).div_ceil(8);
-    if words.len() < need {
+    let had = words.len();
+    if had < need {
         words.resize(need, 0);
     }
+    // Zero what the arena held before (what `resize` added is zero already).
+    let old = had.clamp(first, need);
+    words[first..old].fill(0);
     let row = &mut words[first..need];
     // SAFETY: the u64 storage viewed as bytes (u8 has no alignment or validity
     // requirements), for exactly its length; the view is the only access while it lives.
     let buf: &mut [u8] = unsafe { std::slice::from_raw_parts_mut(row.as_mut_ptr() as *mut u8, row.len() * 8) };
-    // The header and null bitmap start zeroed; every padding byte below is written as zero.
-    buf[..hoff].fill(0);
     let mut at = hoff;
-    let mut infomask: u16 = 0;
+    let mut present: u64 = 0;
+    let mut varwidth = false;
     for (i, (kind, val)) in kinds.iter().zip(vals).enumerate() {
         match (*kind, *val) {
-            (_, Val::Null) => {
-                infomask |= pg_sys::HEAP_HASNULL as u16;
-                continue;
-            }
-            (Kind::Fixed { len, align }, v) => {
-                pad(buf, at);
+            (_, Val::Null) => continue,
+            (Kind::Fixed { len: 8, align }, Val::Int8(x)) => {
                 let start = aligned(at, align);
-                match (len, v) {
-                    (8, Val::Int8(x)) => buf[start..start + 8].copy_from_slice(&x.to_le_bytes()),
-                    (4, Val::Int4(x)) => buf[start..start + 4].copy_from_slice(&x.to_le_bytes()),
-                    (1, Val::Bool(b)) => buf[start] = b as u8,
-                    _ => return None,
-                }
-                at = start + len;
+                buf[start..start + 8].copy_from_slice(&x.to_le_bytes());
+                at = start + 8;
+            }
+            (Kind::Fixed { len: 4, align }, Val::Int4(x)) => {
+                let start = aligned(at, align);
+                buf[start..start + 4].copy_from_slice(&x.to_le_bytes());
+                at = start + 4;
+            }
+            (Kind::Fixed { len: 1, .. }, Val::Bool(b)) => {
+                buf[at] = b as u8;
+                at += 1;
             }
             (Kind::Varlena { align }, Val::Text(t)) => {
-                infomask |= pg_sys::HEAP_HASVARWIDTH as u16;
+                varwidth = true;
                 if t.len() < 127 {
                     // VARATT_CAN_MAKE_SHORT: a 1-byte header, no alignment (SET_VARSIZE_1B).
                     buf[at] = (((t.len() + 1) << 1) | 1) as u8;
                     buf[at + 1..at + 1 + t.len()].copy_from_slice(t);
                     at += 1 + t.len();
                 } else {
-                    let Ok(size) = u32::try_from(t.len() + 4) else {
-                        return None;
-                    };
-                    pad(buf, at);
+                    let size = u32::try_from(t.len() + 4).ok().filter(|s| *s < 1 << 30)?;
                     let start = aligned(at, align);
                     // SET_VARSIZE_4B, little-endian.
                     buf[start..start + 4].copy_from_slice(&(size << 2).to_le_bytes());
@@ -152,9 +154,16 @@ fn form_into(words: &mut Vec<u64>, first: usize, kinds: &[Kind], vals: &[Val<'_>
             }
             _ => return None,
         }
-        if has_null {
-            buf[HEADER + i / 8] |= 1 << (i % 8);
-        }
+        present |= 1 << i;
+    }
+    let mut infomask: u16 = 0;
+    if has_null {
+        infomask |= pg_sys::HEAP_HASNULL as u16;
+        let bitmap = natts.div_ceil(8);
+        buf[HEADER..HEADER + bitmap].copy_from_slice(&present.to_le_bytes()[..bitmap]);
+    }
+    if varwidth {
+        infomask |= pg_sys::HEAP_HASVARWIDTH as u16;
     }
     buf[INFOMASK2_AT..INFOMASK2_AT + 2].copy_from_slice(&(natts as u16).to_le_bytes());
     buf[INFOMASK_AT..INFOMASK_AT + 2].copy_from_slice(&infomask.to_le_bytes());
@@ -173,6 +182,9 @@ impl Former {
             return None;
         }
         let natts = (*desc).natts.max(0) as usize;
+        if natts > MAX_COLUMNS {
+            return None;
+        }
         // SAFETY: the attributes of a valid descriptor (PostgreSQL 18 stores them after its
         // compact attributes).
         #[cfg(not(feature = "pg18"))]
@@ -382,6 +394,36 @@ mod tests {
         }
         assert!(f.form_at_end(&[Val::Int4(1), Val::Null, Val::Null], &mut arena).is_none());
         assert_eq!(arena.len(), formed[2].first + formed[2].len.div_ceil(8), "a refused row leaves nothing behind");
+    }
+
+    #[test]
+    fn a_row_formed_over_old_bytes_is_the_row_formed_fresh() {
+        let kinds = vec![
+            Kind::Fixed { len: 1, align: 1 },
+            Kind::Fixed { len: 8, align: 8 },
+            Kind::Varlena { align: 4 },
+            Kind::Fixed { len: 4, align: 4 },
+            Kind::Fixed { len: 8, align: 8 },
+        ];
+        let rows: [[Val; 5]; 3] = [
+            [Val::Bool(true), Val::Null, Val::Text(b"abc"), Val::Int4(7), Val::Int8(9)],
+            [Val::Null, Val::Int8(-3), Val::Text(&[b'z'; 200]), Val::Null, Val::Null],
+            [Val::Bool(false), Val::Int8(1), Val::Text(b""), Val::Int4(-1), Val::Int8(2)],
+        ];
+        for r in &rows {
+            let mut fresh = former(kinds.clone());
+            assert!(fresh.form(r));
+            // The same former's buffer, and an arena, full of other bytes first.
+            let mut reused = former(kinds.clone());
+            reused.words = vec![u64::MAX; 64];
+            assert!(reused.form(r));
+            assert_eq!(bytes(&reused), bytes(&fresh));
+            let mut arena = vec![u64::MAX; 64];
+            arena.truncate(5);
+            let at = reused.form_at_end(r, &mut arena).expect("formed");
+            let ours: Vec<u8> = arena[at.first..].iter().flat_map(|w| w.to_le_bytes()).take(at.len).collect();
+            assert_eq!(ours, bytes(&fresh));
+        }
     }
 
     #[test]
