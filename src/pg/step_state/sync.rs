@@ -75,21 +75,25 @@ struct Touched {
 }
 
 /// The ids (column `id`) of the rows the statement touched: every inserted or deleted row, and
-/// for an UPDATE the rows whose columns `cols` changed (see the module comment).
-fn touched(data: &pg_sys::TriggerData, id: &str, cols: &[&str]) -> Result<Touched, TaskerError> {
+/// for an UPDATE the rows whose columns `cols` changed (see the module comment). Whether an id
+/// was removed is worked out only when `watch_removed` (false otherwise); the tables other than
+/// the steps' take `touched_ids`.
+fn touched(data: &pg_sys::TriggerData, id: &str, cols: &[&str], watch_removed: bool) -> Result<Touched, TaskerError> {
     let event = data.tg_event;
     let ids = |rows: TransitionRows| rows.into_iter().filter_map(|(id, _)| id).collect();
     if pgrx::trigger_support::trigger_fired_by_insert(event) {
         return Ok(Touched { ids: ids(transition_rows(data, Side::New, id, &[])?), removed: false });
     }
     if pgrx::trigger_support::trigger_fired_by_delete(event) {
-        return Ok(Touched { ids: ids(transition_rows(data, Side::Old, id, &[])?), removed: true });
+        return Ok(Touched { ids: ids(transition_rows(data, Side::Old, id, &[])?), removed: watch_removed });
     }
     let mut old = transition_rows(data, Side::Old, id, cols)?;
     let mut new = transition_rows(data, Side::New, id, cols)?;
-    let mut new_ids: Vec<Option<i64>> = new.iter().map(|(id, _)| *id).collect();
-    new_ids.sort_unstable();
-    let removed = old.iter().any(|(id, _)| new_ids.binary_search(id).is_err());
+    let removed = watch_removed && {
+        let mut new_ids: Vec<Option<i64>> = new.iter().map(|(id, _)| *id).collect();
+        new_ids.sort_unstable();
+        old.iter().any(|(id, _)| new_ids.binary_search(id).is_err())
+    };
     // Sorted by the columns' bytes, the multiset difference is one merge.
     old.sort_unstable_by(|a, b| (&a.1, a.0).cmp(&(&b.1, b.0)));
     new.sort_unstable_by(|a, b| (&a.1, a.0).cmp(&(&b.1, b.0)));
@@ -120,6 +124,11 @@ fn touched(data: &pg_sys::TriggerData, id: &str, cols: &[&str]) -> Result<Touche
         }
     }
     Ok(Touched { ids: out, removed })
+}
+
+/// The ids of the rows the statement touched (`touched`), without watching for removed ids.
+fn touched_ids(data: &pg_sys::TriggerData, id: &str, cols: &[&str]) -> Result<Vec<i64>, TaskerError> {
+    touched(data, id, cols, false).map(|t| t.ids)
 }
 
 fn invalidate(why: String) {
@@ -180,6 +189,7 @@ fn sync(data: &pg_sys::TriggerData, relid: pg_sys::Oid) {
                 "backoff_request_seconds",
                 "created_at",
             ],
+            true,
         )
         .or_raise();
         // A step deleted, or its id changed: the refresh also deletes the rows of steps gone.
@@ -189,20 +199,16 @@ fn sync(data: &pg_sys::TriggerData, relid: pg_sys::Oid) {
         // step became done or stopped being done).
         (
             Kind::Moved,
-            touched(data, "workflow_step_id", &["id", "workflow_step_id", "to_state", "most_recent", "created_at"])
-                .map(|t| t.ids),
+            touched_ids(data, "workflow_step_id", &["id", "workflow_step_id", "to_state", "most_recent", "created_at"]),
         )
     } else if relid == t[EDGES] {
-        (Kind::Steps, touched(data, "to_step_id", &["id", "from_step_id", "to_step_id"]).map(|t| t.ids))
+        (Kind::Steps, touched_ids(data, "to_step_id", &["id", "from_step_id", "to_step_id"]))
     } else if relid == t[TASKS] {
-        (Kind::Tasks, touched(data, "task_id", &["task_id", "named_task_id"]).map(|t| t.ids))
+        (Kind::Tasks, touched_ids(data, "task_id", &["task_id", "named_task_id"]))
     } else if relid == t[TASK_TRANSITIONS] {
-        (
-            Kind::Tasks,
-            touched(data, "task_id", &["id", "task_id", "to_state", "most_recent", "created_at"]).map(|t| t.ids),
-        )
+        (Kind::Tasks, touched_ids(data, "task_id", &["id", "task_id", "to_state", "most_recent", "created_at"]))
     } else if relid == t[NAMED_STEPS] {
-        let named = touched(data, "named_step_id", &["named_step_id", "name"]).or_raise().ids;
+        let named = touched_ids(data, "named_step_id", &["named_step_id", "name"]).or_raise();
         if named.is_empty() {
             return;
         }
