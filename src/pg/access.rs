@@ -616,9 +616,12 @@ pub enum Snap {
     Active,
     /// The latest snapshot: what has committed by now, whatever the transaction's isolation.
     Latest,
+    /// The snapshot a read-write SPI query would take here: the command counter moved on, then
+    /// the transaction snapshot (under READ COMMITTED a new one, otherwise the transaction's).
+    Statement,
 }
 
-/// A sequential scan of a whole table under the active (or the latest) snapshot.
+/// A sequential scan of a whole table under the snapshot `Snap` names.
 pub struct SeqScan {
     scan: NonNull<pg_sys::TableScanDescData>,
     slot: Slot,
@@ -645,14 +648,19 @@ impl SeqScan {
             return None;
         }
         // SAFETY: the relation is open and locked. The active snapshot outlives the scan (the
-        // scan ends before the call returns); the latest snapshot is registered here and
-        // unregistered after the scan ends (Drop).
+        // scan ends before the call returns); the latest or the statement's snapshot is
+        // registered here (a copy of PostgreSQL's static one) and unregistered after the scan
+        // ends (Drop).
         let (scan, registered) = unsafe {
             let snapshot = match snap {
                 Snap::Active => pg_sys::GetActiveSnapshot(),
                 Snap::Latest => pg_sys::RegisterSnapshot(pg_sys::GetLatestSnapshot()),
+                Snap::Statement => {
+                    pg_sys::CommandCounterIncrement();
+                    pg_sys::RegisterSnapshot(pg_sys::GetTransactionSnapshot())
+                }
             };
-            let registered = matches!(snap, Snap::Latest).then_some(snapshot);
+            let registered = (!matches!(snap, Snap::Active)).then_some(snapshot);
             (pg_sys::table_beginscan(heap.raw(), snapshot, 0, std::ptr::null_mut()), registered)
         };
         let slot = Slot::new(&heap);

@@ -22,7 +22,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use crate::error::TaskerError;
-use crate::pg::access::{transition_rows, Side, TransitionRows};
+use crate::pg::access::{transition_rows, Bool, OidCol, Rel, SeqScan, Side, Snap, Text, TransitionRows};
 use crate::pg::report::OrRaise;
 use crate::pg::spi::{self, Arg};
 use crate::pg::step_state::deferred::{self, Kind};
@@ -44,25 +44,43 @@ const EDGES: usize = 3;
 const TASKS: usize = 4;
 const TASK_TRANSITIONS: usize = 5;
 
+/// The source row, read as the PL/pgSQL trigger read it with a query: under READ COMMITTED a
+/// new snapshot, otherwise the transaction's (`Snap::Statement`). Read by a scan of the
+/// one-row table rather than a query: the query's executor start-up was a sixth of what the
+/// whole write stack adds per statement (docs/benchmarks.md). The 0.3.0 table has no
+/// `building`.
 fn read_source() -> Src {
-    spi::query(
-        "SELECT s.valid, s.building, s.steps::pg_catalog.oid, s.named_steps::pg_catalog.oid, s.transitions::pg_catalog.oid, \
-                s.edges::pg_catalog.oid, s.tasks::pg_catalog.oid, s.task_transitions::pg_catalog.oid \
-           FROM tasker_core.step_state_source s",
-        &[],
-        false,
-        |rows| {
-            if rows.is_empty() {
-                return Src { valid: None, building: None, tables: None };
+    let none = Src { valid: None, building: None, tables: None };
+    let Some(oid) = crate::pg::step_state::own_table(c"step_state_source") else {
+        return none;
+    };
+    let Some(rel) = Rel::try_open(oid) else {
+        return none;
+    };
+    let tables =
+        ["steps", "named_steps", "transitions", "edges", "tasks", "task_transitions"].map(|c| rel.col::<OidCol>(c));
+    let (Ok(valid), [Ok(c0), Ok(c1), Ok(c2), Ok(c3), Ok(c4), Ok(c5)]) = (rel.col::<Bool>("valid"), tables) else {
+        crate::pg::report::raise(TaskerError::StepStateCorrupted(format!(
+            "{} is not the table this library reads",
+            qualified(oid)
+        )));
+    };
+    let building = rel.col::<Text>("building").ok();
+    let mut src = none;
+    if let Some(mut scan) = SeqScan::open_with(oid, rel.natts(), Snap::Statement) {
+        scan.each(|row| {
+            if src.tables.is_some() {
+                return;
             }
-            let oid = |c| rows.oid(0, c).unwrap_or(pg_sys::InvalidOid);
-            Src {
-                valid: rows.bool(0, 1),
-                building: rows.string(0, 2),
-                tables: Some([oid(3), oid(4), oid(5), oid(6), oid(7), oid(8)]),
-            }
-        },
-    )
+            let oid = |c| row.oid(c).unwrap_or(pg_sys::InvalidOid);
+            src = Src {
+                valid: row.bool(valid),
+                building: building.and_then(|b| row.bytes(b)).map(|b| String::from_utf8_lossy(b).into_owned()),
+                tables: Some([oid(c0), oid(c1), oid(c2), oid(c3), oid(c4), oid(c5)]),
+            };
+        });
+    }
+    src
 }
 
 /// What a statement touched (`touched`).
