@@ -208,8 +208,7 @@ fn write(rows: &EventRows) -> Result<(), TaskerError> {
     if rows.names.is_empty() {
         return Ok(());
     }
-    let notify = crate::pg::settings::EVENTS_NOTIFY.get();
-    let mut args = vec![
+    let args = [
         Arg::TextArray(&rows.names),
         Arg::Int8Array(&rows.task_ids),
         Arg::TextArray(&rows.step_ids),
@@ -218,16 +217,32 @@ fn write(rows: &EventRows) -> Result<(), TaskerError> {
         Arg::Int8Array(&rows.transition_ids),
         Arg::TextArray(&rows.payloads),
     ];
-    if notify {
-        args.push(Arg::Text(CHANNEL));
-    }
     // The extension dropped later in the same transaction took its events table with it.
     let Some(events) = crate::pg::step_state::own_table(c"events") else {
         return Ok(());
     };
-    as_owner(owner_of(events)?, || {
-        Spi::connect(|_| spi::run(if notify { INSERT_AND_NOTIFY } else { INSERT }, &args, false, |_| ()))
-    })
+    as_owner(owner_of(events)?, || Spi::connect(|_| spi::run(INSERT, &args, false, |_| ())))?;
+    if crate::pg::settings::EVENTS_NOTIFY.get() {
+        notify();
+    }
+    Ok(())
+}
+
+/// Queues the transaction's NOTIFY on `CHANNEL`, its payload the transaction's id (as
+/// `pg_current_xact_id()` gives it). `pg_notify()` called directly, not through a statement
+/// that would cost an executor start-up for one call. PostgreSQL sends equal notifications of
+/// a transaction once, at commit (`PreCommit_Notify` comes after this hook in
+/// `CommitTransaction`).
+fn notify() {
+    // SAFETY: the transaction has an id (it wrote the events); pg_notify takes two non-NULL
+    // texts and returns void.
+    unsafe {
+        let xid = pg_sys::GetTopFullTransactionId().value.to_string();
+        pgrx::fcinfo::direct_function_call_as_datum(
+            pg_sys::pg_notify,
+            &[CHANNEL.into_datum(), xid.as_str().into_datum()],
+        );
+    }
 }
 
 /// The events of one statement, column by column (as the INSERT takes them).
@@ -308,17 +323,8 @@ macro_rules! insert_events {
     };
 }
 
-/// The events, without the NOTIFY (`tasker_core.events_notify` off).
+/// The events of a transaction, in the order noted.
 const INSERT: &str = insert_events!();
-
-/// The events, and the NOTIFY on channel `$8` in the same statement: its payload (the
-/// transaction's id) is the same for every statement of a transaction, and PostgreSQL sends
-/// equal notifications of a transaction once, at commit.
-const INSERT_AND_NOTIFY: &str = concat!(
-    "WITH recorded AS (",
-    insert_events!(),
-    " RETURNING 1) SELECT pg_catalog.pg_notify($8, pg_catalog.pg_current_xact_id()::pg_catalog.text)"
-);
 
 /// The transitions `$1` of `t`, with their steps, the steps' names, the state before each
 /// (the latest transition with a lower sort_key), the parents' names of steps starting, and
