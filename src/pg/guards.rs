@@ -73,9 +73,94 @@ fn lock_where(s: &str, table: &str, column: &str, key: &str, id: i64) -> Result<
     spi::run(&sql, &[Arg::Int8(id)], false, |_| ())
 }
 
-/// Locks the row of `table` whose `column` is `id`.
-fn lock(s: &str, table: &str, column: &str, id: i64) -> Result<(), TaskerError> {
-    lock_where(s, table, column, "$1", id)
+/// Locks the row of `table` whose `column` is `id`, unless this transaction already holds that
+/// lock (`held`): a transaction that moves a step three times locks its row once.
+fn lock(s: &str, table: &'static str, column: &str, id: i64) -> Result<(), TaskerError> {
+    let key = held::Key { schema: s.to_string(), table, id };
+    if held::holds(&key) {
+        return Ok(());
+    }
+    lock_where(s, table, column, "$1", id)?;
+    held::took(key);
+    Ok(())
+}
+
+/// The owner rows this transaction has locked (`lock`), and in which subtransaction. A row lock
+/// lasts until the transaction ends, or until the subtransaction that took it rolls back (a
+/// savepoint rolled back releases it): so a lock is forgotten when its subtransaction aborts,
+/// passed to the parent when it commits, and all are forgotten when the transaction ends.
+mod held {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    use pgrx::pg_sys;
+
+    /// A locked row: its table (the quoted schema, the table's name) and its id.
+    #[derive(PartialEq, Eq, Hash)]
+    pub struct Key {
+        pub schema: String,
+        pub table: &'static str,
+        pub id: i64,
+    }
+
+    thread_local! {
+        static HELD: RefCell<HashMap<Key, pg_sys::SubTransactionId>> = RefCell::new(HashMap::new());
+        static CALLBACKS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// Whether this transaction holds the lock on `key`'s row.
+    pub fn holds(key: &Key) -> bool {
+        HELD.with(|h| h.borrow().contains_key(key))
+    }
+
+    /// Notes that the current subtransaction locked `key`'s row.
+    pub fn took(key: Key) {
+        if !CALLBACKS.with(|c| c.replace(true)) {
+            // SAFETY: registers functions PostgreSQL calls at each (sub)transaction event; they are
+            // never unregistered (the library is not unloaded).
+            unsafe {
+                pg_sys::RegisterXactCallback(Some(at_transaction_end), std::ptr::null_mut());
+                pg_sys::RegisterSubXactCallback(Some(at_subtransaction_end), std::ptr::null_mut());
+            }
+        }
+        // SAFETY: reads the current subtransaction's id.
+        let sub = unsafe { pg_sys::GetCurrentSubTransactionId() };
+        HELD.with(|h| h.borrow_mut().insert(key, sub));
+    }
+
+    #[pgrx::pg_guard]
+    unsafe extern "C-unwind" fn at_transaction_end(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+        if matches!(
+            event,
+            pg_sys::XactEvent::XACT_EVENT_COMMIT
+                | pg_sys::XactEvent::XACT_EVENT_ABORT
+                | pg_sys::XactEvent::XACT_EVENT_PREPARE
+                | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT
+                | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT
+        ) {
+            HELD.with(|h| h.borrow_mut().clear());
+        }
+    }
+
+    #[pgrx::pg_guard]
+    unsafe extern "C-unwind" fn at_subtransaction_end(
+        event: pg_sys::SubXactEvent::Type,
+        sub: pg_sys::SubTransactionId,
+        parent: pg_sys::SubTransactionId,
+        _arg: *mut std::ffi::c_void,
+    ) {
+        match event {
+            // Its locks (and those of its children, committed into it already) are released.
+            pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => HELD.with(|h| h.borrow_mut().retain(|_, s| *s != sub)),
+            // Its locks are now the parent's.
+            pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => HELD.with(|h| {
+                for s in h.borrow_mut().values_mut().filter(|s| **s == sub) {
+                    *s = parent;
+                }
+            }),
+            _ => {}
+        }
+    }
 }
 
 /// `(id, state by highest sort_key)` rows of a query taking one bigint (read-write mode: a

@@ -460,5 +460,49 @@ SQL
   && check ok "inside the writing transaction SQL reads; after its rollback the step state again" \
   || check bad "read paths in and after a rolled-back writing transaction: $(echo "$paths" | tail -1)"
 
+echo "== guards: a step's row locked once per transaction"
+# The guard locks the step's row before each move and skips the lock when the transaction
+# already holds it. A lock taken in a savepoint that rolls back is released, and one of a
+# transaction that ended is gone: the next move must lock again. Each case ends with a move
+# (without a lock of its own) and holds the transaction open; another session's NOWAIT lock
+# on the row must then fail.
+held_lock() { # $1 = name, $2 = the statements before the last move, $3 = the step
+  local step=$3
+  command psql "$db" -X -q -v ON_ERROR_STOP=1 >/dev/null 2>"$work/held.err" <<SQL &
+$2
+UPDATE tasker_workflow_step_transitions SET most_recent = false WHERE workflow_step_id = $step AND most_recent;
+INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at)
+SELECT $step, 'in_progress', max(sort_key) + 10, true, now(), now() FROM tasker_workflow_step_transitions WHERE workflow_step_id = $step;
+SELECT pg_sleep(3);
+COMMIT;
+SQL
+  local writer=$!
+  sleep 1.5
+  local got
+  got=$(command psql "$db" -X -q -At -c "SELECT 'locked: no' FROM tasker_workflow_steps WHERE workflow_step_id = $step FOR NO KEY UPDATE NOWAIT" 2>&1 || true)
+  wait "$writer" || true
+  case "$got" in
+    *"could not obtain lock"*) check ok "$1: the last move held the step's row lock" ;;
+    *) check bad "$1: the last move held the step's row lock (another session's NOWAIT lock: $got; writer: $(cat "$work/held.err"))" ;;
+  esac
+}
+x=$(new_step)
+held_lock "a lock taken in a savepoint rolled back is taken again" "BEGIN;
+SAVEPOINT s;
+INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at) VALUES ($x, 'pending', 10, true, now(), now());
+ROLLBACK TO SAVEPOINT s;
+INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at) VALUES ($x, 'pending', 10, true, now(), now());
+ROLLBACK TO SAVEPOINT s;
+RELEASE SAVEPOINT s;
+INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at) VALUES ($x, 'pending', 10, true, now(), now());" "$x"
+x=$(new_step)
+held_lock "a lock of a committed transaction is taken again by the next" "INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at) VALUES ($x, 'pending', 10, true, now(), now());
+BEGIN;" "$x"
+x=$(new_step)
+held_lock "a lock taken in a savepoint released stays held" "BEGIN;
+SAVEPOINT s;
+INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at) VALUES ($x, 'pending', 10, true, now(), now());
+RELEASE SAVEPOINT s;" "$x"
+
 echo "concurrency: $passed passed, $failed failed"
 [ "$failed" = 0 ]
