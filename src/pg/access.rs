@@ -649,8 +649,8 @@ impl SeqScan {
         }
         // SAFETY: the relation is open and locked. The active snapshot outlives the scan (the
         // scan ends before the call returns); the latest or the statement's snapshot is
-        // registered here (a copy of PostgreSQL's static one) and unregistered after the scan
-        // ends (Drop).
+        // registered here (PostgreSQL copies a static one when registering it) and unregistered
+        // after the scan ends (Drop).
         let (scan, registered) = unsafe {
             let snapshot = match snap {
                 Snap::Active => pg_sys::GetActiveSnapshot(),

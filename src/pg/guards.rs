@@ -64,13 +64,16 @@ fn snapshot_per_transaction() -> bool {
 /// so the lock is taken by a no-op UPDATE instead: if another transaction changed the row since
 /// our snapshot, PostgreSQL raises 40001 (could not serialize) rather than letting both moves
 /// through. A missing row locks nothing: the foreign key refuses the new row anyway.
-fn lock_where(s: &str, table: &str, column: &str, key: &str, id: i64) -> Result<(), TaskerError> {
+/// Returns whether it locked a row.
+fn lock_where(s: &str, table: &str, column: &str, key: &str, id: i64) -> Result<bool, TaskerError> {
     let sql = if snapshot_per_transaction() {
-        format!("UPDATE {s}.{table} SET updated_at = updated_at WHERE {column} OPERATOR(pg_catalog.=) {key}")
+        format!(
+            "UPDATE {s}.{table} SET updated_at = updated_at WHERE {column} OPERATOR(pg_catalog.=) {key} RETURNING 1"
+        )
     } else {
         format!("SELECT 1 FROM {s}.{table} WHERE {column} OPERATOR(pg_catalog.=) {key} FOR NO KEY UPDATE")
     };
-    spi::run(&sql, &[Arg::Int8(id)], false, |_| ())
+    spi::run(&sql, &[Arg::Int8(id)], false, |rows| !rows.is_empty())
 }
 
 /// Locks the row of `table` whose `column` is `id`, unless this transaction already holds that
@@ -80,8 +83,10 @@ fn lock(s: &str, table: &'static str, column: &str, id: i64) -> Result<(), Taske
     if held::holds(&key) {
         return Ok(());
     }
-    lock_where(s, table, column, "$1", id)?;
-    held::took(key);
+    // A row not found (not yet visible to this snapshot, say) is not locked, and not noted.
+    if lock_where(s, table, column, "$1", id)? {
+        held::took(key);
+    }
     Ok(())
 }
 
@@ -115,13 +120,15 @@ mod held {
 
     /// Notes that the current subtransaction locked `key`'s row.
     pub fn took(key: Key) {
-        if !CALLBACKS.with(|c| c.replace(true)) {
+        if !CALLBACKS.with(|c| c.get()) {
             // SAFETY: registers functions PostgreSQL calls at each (sub)transaction event; they are
-            // never unregistered (the library is not unloaded).
+            // never unregistered (the library is not unloaded). Marked registered only once both
+            // calls returned: nothing is noted without the callbacks that forget it.
             unsafe {
                 pg_sys::RegisterXactCallback(Some(at_transaction_end), std::ptr::null_mut());
                 pg_sys::RegisterSubXactCallback(Some(at_subtransaction_end), std::ptr::null_mut());
             }
+            CALLBACKS.with(|c| c.set(true));
         }
         // SAFETY: reads the current subtransaction's id.
         let sub = unsafe { pg_sys::GetCurrentSubTransactionId() };

@@ -462,47 +462,61 @@ SQL
 
 echo "== guards: a step's row locked once per transaction"
 # The guard locks the step's row before each move and skips the lock when the transaction
-# already holds it. A lock taken in a savepoint that rolls back is released, and one of a
-# transaction that ended is gone: the next move must lock again. Each case ends with a move
-# (without a lock of its own) and holds the transaction open; another session's NOWAIT lock
-# on the row must then fail.
+# already holds it. A lock taken in a savepoint that rolls back is released (also when it was
+# passed up from a savepoint released into it), and one of a transaction that ended is gone:
+# the next move must lock again. Each case ends with a move (which finds the lock held, and
+# takes none of its own), says so through a file, and holds its transaction open; another
+# session's NOWAIT lock on the row must then fail.
 held_lock() { # $1 = name, $2 = the statements before the last move, $3 = the step
-  local step=$3
+  local step=$3 ready="$work/held.ready"
+  rm -f "$ready"
   command psql "$db" -X -q -v ON_ERROR_STOP=1 >/dev/null 2>"$work/held.err" <<SQL &
 $2
 UPDATE tasker_workflow_step_transitions SET most_recent = false WHERE workflow_step_id = $step AND most_recent;
 INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at)
 SELECT $step, 'in_progress', max(sort_key) + 10, true, now(), now() FROM tasker_workflow_step_transitions WHERE workflow_step_id = $step;
-SELECT pg_sleep(3);
+\! touch $ready
+SELECT pg_sleep(5);
 COMMIT;
 SQL
-  local writer=$!
-  sleep 1.5
-  local got
+  local writer=$! waited=0 got writer_rc=0
+  while [ ! -e "$ready" ] && [ "$waited" -lt 300 ]; do sleep 0.1; waited=$((waited + 1)); done
   got=$(command psql "$db" -X -q -At -c "SELECT 'locked: no' FROM tasker_workflow_steps WHERE workflow_step_id = $step FOR NO KEY UPDATE NOWAIT" 2>&1 || true)
-  wait "$writer" || true
+  wait "$writer" || writer_rc=$?
   case "$got" in
-    *"could not obtain lock"*) check ok "$1: the last move held the step's row lock" ;;
+    *"could not obtain lock"*) [ "$writer_rc" = 0 ] && check ok "$1: the last move held the step's row lock" \
+      || check bad "$1: the writer failed ($(cat "$work/held.err"))" ;;
     *) check bad "$1: the last move held the step's row lock (another session's NOWAIT lock: $got; writer: $(cat "$work/held.err"))" ;;
   esac
 }
-x=$(new_step)
+pending() { echo "INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at) VALUES ($1, 'pending', 10, true, now(), now());"; }
+x=$(new_step | tail -1)
 held_lock "a lock taken in a savepoint rolled back is taken again" "BEGIN;
 SAVEPOINT s;
-INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at) VALUES ($x, 'pending', 10, true, now(), now());
+$(pending "$x")
 ROLLBACK TO SAVEPOINT s;
-INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at) VALUES ($x, 'pending', 10, true, now(), now());
+$(pending "$x")
 ROLLBACK TO SAVEPOINT s;
 RELEASE SAVEPOINT s;
-INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at) VALUES ($x, 'pending', 10, true, now(), now());" "$x"
-x=$(new_step)
-held_lock "a lock of a committed transaction is taken again by the next" "INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at) VALUES ($x, 'pending', 10, true, now(), now());
+$(pending "$x")" "$x"
+x=$(new_step | tail -1)
+held_lock "a lock passed up by a savepoint released, into one rolled back, is taken again" "BEGIN;
+SAVEPOINT a;
+SAVEPOINT b;
+$(pending "$x")
+RELEASE SAVEPOINT b;
+ROLLBACK TO SAVEPOINT a;
+RELEASE SAVEPOINT a;
+$(pending "$x")" "$x"
+x=$(new_step | tail -1)
+held_lock "a lock of a committed transaction is taken again by the next" "$(pending "$x")
 BEGIN;" "$x"
-x=$(new_step)
-held_lock "a lock taken in a savepoint released stays held" "BEGIN;
+x=$(new_step | tail -1)
+held_lock "REPEATABLE READ: a lock taken in a savepoint rolled back is taken again" "BEGIN ISOLATION LEVEL REPEATABLE READ;
 SAVEPOINT s;
-INSERT INTO tasker_workflow_step_transitions (workflow_step_id, to_state, sort_key, most_recent, created_at, updated_at) VALUES ($x, 'pending', 10, true, now(), now());
-RELEASE SAVEPOINT s;" "$x"
+$(pending "$x")
+ROLLBACK TO SAVEPOINT s;
+$(pending "$x")" "$x"
 
 echo "concurrency: $passed passed, $failed failed"
 [ "$failed" = 0 ]
