@@ -10,7 +10,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use crate::error::TaskerError;
-use crate::pg::access::{Rel, SeqScan, Snap};
+use crate::pg::access::{Bool, OidCol, Rel, SeqScan, Snap, Text};
 use crate::pg::call::distinct_ids;
 use crate::pg::report::OrRaise;
 use crate::pg::sandbox::{as_owner, owner_of};
@@ -518,26 +518,56 @@ fn step_state_check_not_missed() {
     }
 }
 
-/// What `step_state_source` says under the latest snapshot (not the transaction's). The 0.3.0
-/// table has no `building`.
+/// What `step_state_source` says under the latest snapshot (not the transaction's).
 pub(super) fn latest_upkeep() -> Upkeep {
+    source_row(Snap::Latest)
+        .map_or(Upkeep::Nothing, |s| Upkeep::of(s.valid == Some(true), s.building.as_deref().map(str::as_bytes)))
+}
+
+/// The row of `step_state_source` (every field None: no row, or no table).
+#[derive(Default)]
+pub(super) struct Source {
+    pub valid: Option<bool>,
+    pub building: Option<String>,
+    /// steps, named_steps, transitions, edges, tasks, task_transitions (None: no source row).
+    pub tables: Option<[pg_sys::Oid; 6]>,
+}
+
+/// The row of `step_state_source` under `snap`, read by a scan of the one-row table: read by a
+/// query, its executor start-up was a sixth of what the whole write stack adds per statement
+/// of the maintenance trigger (docs/benchmarks.md). Refused (XX001) when the table lacks a
+/// column every version of it has; the 0.3.0 table has no `building`.
+pub(super) fn source_row(snap: Snap) -> Result<Source, TaskerError> {
     let Some(oid) = crate::pg::step_state::own_table(c"step_state_source") else {
-        return Upkeep::Nothing;
+        return Ok(Source::default());
     };
     let Some(rel) = Rel::try_open(oid) else {
-        return Upkeep::Nothing;
+        return Ok(Source::default());
     };
-    let Ok(valid) = rel.col::<crate::pg::access::Bool>("valid") else {
-        return Upkeep::Nothing;
+    let tables =
+        ["steps", "named_steps", "transitions", "edges", "tasks", "task_transitions"].map(|c| rel.col::<OidCol>(c));
+    let (Ok(valid), [Ok(c0), Ok(c1), Ok(c2), Ok(c3), Ok(c4), Ok(c5)]) = (rel.col::<Bool>("valid"), tables) else {
+        return Err(TaskerError::StepStateCorrupted(format!(
+            "{} is not the table this library reads",
+            tasker::qualified(oid)
+        )));
     };
-    let building = rel.col::<crate::pg::access::Text>("building").ok();
-    let mut upkeep = Upkeep::Nothing;
-    if let Some(mut scan) = SeqScan::open_with(oid, rel.natts(), Snap::Latest) {
+    let building = rel.col::<Text>("building").ok();
+    let mut src = Source::default();
+    if let Some(mut scan) = SeqScan::open_with(oid, rel.natts(), snap) {
         scan.each(|row| {
-            upkeep = Upkeep::of(row.bool(valid) == Some(true), building.and_then(|b| row.bytes(b)));
+            if src.tables.is_some() {
+                return;
+            }
+            let oid = |c| row.oid(c).unwrap_or(pg_sys::InvalidOid);
+            src = Source {
+                valid: row.bool(valid),
+                building: building.and_then(|b| row.bytes(b)).map(|b| String::from_utf8_lossy(b).into_owned()),
+                tables: Some([oid(c0), oid(c1), oid(c2), oid(c3), oid(c4), oid(c5)]),
+            };
         });
     }
-    upkeep
+    Ok(src)
 }
 
 /// The recorded source tables and what `step_state_problem` says about them.

@@ -22,20 +22,12 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use crate::error::TaskerError;
-use crate::pg::access::{transition_rows, Bool, OidCol, Rel, SeqScan, Side, Snap, Text, TransitionRows};
+use crate::pg::access::{transition_rows, Side, Snap, TransitionRows};
 use crate::pg::report::OrRaise;
 use crate::pg::spi::{self, Arg};
 use crate::pg::step_state::deferred::{self, Kind};
-use crate::pg::step_state::maintain;
+use crate::pg::step_state::maintain::{self, Source};
 use crate::pg::tasker::qualified;
-
-/// The source row as the trigger needs it.
-struct Src {
-    valid: Option<bool>,
-    building: Option<String>,
-    /// steps, named_steps, transitions, edges, tasks, task_transitions (None: no source row).
-    tables: Option<[pg_sys::Oid; 6]>,
-}
 
 const STEPS: usize = 0;
 const NAMED_STEPS: usize = 1;
@@ -45,42 +37,9 @@ const TASKS: usize = 4;
 const TASK_TRANSITIONS: usize = 5;
 
 /// The source row, read as the PL/pgSQL trigger read it with a query: under READ COMMITTED a
-/// new snapshot, otherwise the transaction's (`Snap::Statement`). Read by a scan of the
-/// one-row table rather than a query: the query's executor start-up was a sixth of what the
-/// whole write stack adds per statement (docs/benchmarks.md). The 0.3.0 table has no
-/// `building`.
-fn read_source() -> Src {
-    let none = Src { valid: None, building: None, tables: None };
-    let Some(oid) = crate::pg::step_state::own_table(c"step_state_source") else {
-        return none;
-    };
-    let Some(rel) = Rel::try_open(oid) else {
-        return none;
-    };
-    let tables =
-        ["steps", "named_steps", "transitions", "edges", "tasks", "task_transitions"].map(|c| rel.col::<OidCol>(c));
-    let (Ok(valid), [Ok(c0), Ok(c1), Ok(c2), Ok(c3), Ok(c4), Ok(c5)]) = (rel.col::<Bool>("valid"), tables) else {
-        crate::pg::report::raise(TaskerError::StepStateCorrupted(format!(
-            "{} is not the table this library reads",
-            qualified(oid)
-        )));
-    };
-    let building = rel.col::<Text>("building").ok();
-    let mut src = none;
-    if let Some(mut scan) = SeqScan::open_with(oid, rel.natts(), Snap::Statement) {
-        scan.each(|row| {
-            if src.tables.is_some() {
-                return;
-            }
-            let oid = |c| row.oid(c).unwrap_or(pg_sys::InvalidOid);
-            src = Src {
-                valid: row.bool(valid),
-                building: building.and_then(|b| row.bytes(b)).map(|b| String::from_utf8_lossy(b).into_owned()),
-                tables: Some([oid(c0), oid(c1), oid(c2), oid(c3), oid(c4), oid(c5)]),
-            };
-        });
-    }
-    src
+/// new snapshot, otherwise the transaction's (`Snap::Statement`).
+fn read_source() -> Source {
+    maintain::source_row(Snap::Statement).or_raise()
 }
 
 /// What a statement touched (`touched`).
