@@ -1,6 +1,7 @@
 //! Work a transaction leaves for its commit: the step state's refresh (pg::step_state::deferred)
-//! and the lifecycle events (pg::events). One transaction callback, registered once per
-//! backend, runs every registered `Hook` that has work:
+//! and the lifecycle events (pg::events); and what it must forget when it ends (the guards'
+//! row locks held, pg::guards). One transaction callback, registered once per backend, runs
+//! every registered `Hook` that has work:
 //! - just before the transaction commits or prepares (`XACT_EVENT_PRE_COMMIT`,
 //!   `XACT_EVENT_PRE_PREPARE`: after the deferred triggers, while the transaction can still
 //!   fail; an error there aborts the commit), under one snapshot taken for it;

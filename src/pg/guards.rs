@@ -110,8 +110,12 @@ mod held {
 
     thread_local! {
         static HELD: RefCell<HashMap<Key, pg_sys::SubTransactionId>> = RefCell::new(HashMap::new());
-        static CALLBACKS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+        static SUBXACT_CALLBACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     }
+
+    /// Forgets every lock when the transaction ends (pg::at_commit; nothing to do before).
+    static AT_END: crate::pg::at_commit::Hook =
+        crate::pg::at_commit::Hook { pending: || false, run: || {}, forget: || HELD.with(|h| h.borrow_mut().clear()) };
 
     /// Whether this transaction holds the lock on `key`'s row.
     pub fn holds(key: &Key) -> bool {
@@ -120,33 +124,17 @@ mod held {
 
     /// Notes that the current subtransaction locked `key`'s row.
     pub fn took(key: Key) {
-        if !CALLBACKS.with(|c| c.get()) {
-            // SAFETY: registers functions PostgreSQL calls at each (sub)transaction event; they are
-            // never unregistered (the library is not unloaded). Marked registered only once both
-            // calls returned: nothing is noted without the callbacks that forget it.
-            unsafe {
-                pg_sys::RegisterXactCallback(Some(at_transaction_end), std::ptr::null_mut());
-                pg_sys::RegisterSubXactCallback(Some(at_subtransaction_end), std::ptr::null_mut());
-            }
-            CALLBACKS.with(|c| c.set(true));
+        crate::pg::at_commit::register(&AT_END);
+        if !SUBXACT_CALLBACK.with(|c| c.get()) {
+            // SAFETY: registers a function PostgreSQL calls at each subtransaction event; it is
+            // never unregistered (the library is not unloaded). Marked registered only once the
+            // call returned: nothing is noted without the callbacks that forget it.
+            unsafe { pg_sys::RegisterSubXactCallback(Some(at_subtransaction_end), std::ptr::null_mut()) };
+            SUBXACT_CALLBACK.with(|c| c.set(true));
         }
         // SAFETY: reads the current subtransaction's id.
         let sub = unsafe { pg_sys::GetCurrentSubTransactionId() };
         HELD.with(|h| h.borrow_mut().insert(key, sub));
-    }
-
-    #[pgrx::pg_guard]
-    unsafe extern "C-unwind" fn at_transaction_end(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
-        if matches!(
-            event,
-            pg_sys::XactEvent::XACT_EVENT_COMMIT
-                | pg_sys::XactEvent::XACT_EVENT_ABORT
-                | pg_sys::XactEvent::XACT_EVENT_PREPARE
-                | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT
-                | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT
-        ) {
-            HELD.with(|h| h.borrow_mut().clear());
-        }
     }
 
     #[pgrx::pg_guard]
